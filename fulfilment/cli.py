@@ -1,0 +1,260 @@
+"""`fulfil`: the command line of ticket-fulfilment (operators and developers)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import sys
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy import func, select
+
+from fulfilment.requests import DeliveryType, PurchaseRequest, explain, purchase_id_for
+from fulfilment.settings import SettingsError, get_settings
+
+app = typer.Typer(help="ticket-fulfilment: buy ticket orders through the TBB Partner API.", no_args_is_help=True)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    try:
+        return get_settings()
+    except SettingsError as error:
+        _fail(str(error))
+
+
+@app.command()
+def submit(
+    request_id: Annotated[str, typer.Option(help="Your idempotency key (unique per purchase).")],
+    event_id: Annotated[str, typer.Option()],
+    section_name: Annotated[str, typer.Option()],
+    quantity: Annotated[int, typer.Option()],
+    delivery_deadline: Annotated[str, typer.Option(help="UTC ISO-8601, e.g. 2026-09-12T18:00:00Z")],
+    delivery_type: Annotated[DeliveryType, typer.Option()] = DeliveryType.MOBILE_TRANSFER,
+    row_name: Annotated[Optional[str], typer.Option(help="Omit for best available row.")] = None,  # noqa: UP007
+    max_unit_price: Annotated[Optional[str], typer.Option(help="Refuse quotes above this (USD).")] = None,  # noqa: UP007
+    metadata: Annotated[Optional[str], typer.Option(help="Opaque JSON object echoed in events.")] = None,  # noqa: UP007
+) -> None:
+    """Submit a purchase request; prints the purchase id."""
+    from fulfilment.publish import submit as publish
+
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "event_id": event_id,
+        "section_name": section_name,
+        "row_name": row_name,
+        "quantity": quantity,
+        "delivery_type": delivery_type.value,
+        "delivery_deadline": delivery_deadline,
+        "max_unit_price": max_unit_price,
+    }
+    if metadata is not None:
+        try:
+            fields["metadata"] = json.loads(metadata)
+        except ValueError as error:
+            _fail(f"--metadata is not valid JSON: {error}")
+    try:
+        request = PurchaseRequest.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as error:
+        _fail(f"invalid request: {explain(error)}")
+    typer.echo(publish(request, broker_url=_settings().broker_url))
+
+
+def _find(session, ident: str):  # type: ignore[no-untyped-def]
+    from models import Purchase
+
+    try:
+        purchase = session.get(Purchase, uuid.UUID(ident))
+    except ValueError:
+        purchase = None
+    return purchase or session.get(Purchase, purchase_id_for(ident))
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+@app.command()
+def status(
+    purchase: Annotated[str, typer.Argument(help="Purchase id, or the request_id it was submitted with.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show a purchase: state, quote, order, transfer email and its full history."""
+    from fulfilment.db import session_scope
+    from fulfilment.state_machine import history
+    from models import PartnerQuote
+
+    _settings()
+    with session_scope() as session:
+        found = _find(session, purchase)
+        if found is None:
+            _fail(f"no purchase with id or request_id {purchase!r}", code=1)
+        quotes = session.scalars(
+            select(PartnerQuote).where(PartnerQuote.purchase_id == found.id).order_by(PartnerQuote.id)
+        ).all()
+        transitions = history(session, found.id)
+    view = {
+        "purchase_id": str(found.id),
+        "request_id": found.request_id,
+        "state": found.state,
+        "request": {
+            "event_id": found.event_id,
+            "section_name": found.section_name,
+            "row_name": found.row_name,
+            "quantity": found.quantity,
+            "delivery_type": found.delivery_type,
+            "delivery_deadline": _iso(found.delivery_deadline),
+            "max_unit_price": str(found.max_unit_price) if found.max_unit_price is not None else None,
+        },
+        "quote": {"quote_id": found.quote_id, "expires_at": _iso(found.quote_expires_at),
+                  "unit_price": _money(found.unit_price), "quotes_taken": found.quotes_taken},
+        "order": {"order_id": found.order_id, "status": found.order_status, "transfer_email": found.transfer_email,
+                  "seat_range": found.seat_range, "row": found.row_assigned, "subtotal": _money(found.subtotal)},
+        "failure": {"code": found.failure_code, "message": found.failure_message} if found.failure_code else None,
+        "last_error": found.last_error,
+        "next_action_at": _iso(found.next_action_at),
+        "quotes": [{"quote_id": q.quote_id, "unit_price": _money(q.unit_price), "expires_at": _iso(q.expires_at)}
+                   for q in quotes],
+        "history": [{"at": _iso(t.created_at), "from": t.from_state, "to": t.to_state, "reason": t.reason,
+                     "attempt": t.attempt} for t in transitions],
+    }
+    if as_json:
+        typer.echo(json.dumps(view, indent=2))
+        return
+    typer.echo(f"purchase  {view['purchase_id']}  (request {found.request_id})")
+    typer.echo(f"state     {found.state}" + (f"  next action {view['next_action_at']}" if found.next_action_at else ""))
+    typer.echo(f"request   event {found.event_id} section {found.section_name} row {found.row_name or '(best)'} "
+               f"x{found.quantity} {found.delivery_type} by {view['request']['delivery_deadline']}")
+    if found.quote_id:
+        typer.echo(f"quote     {found.quote_id} at {_money(found.unit_price)} USD, expires {view['quote']['expires_at']}"
+                   f" ({found.quotes_taken} taken)")
+    if found.order_id:
+        typer.echo(f"order     {found.order_id} [{found.order_status}] seats {found.row_assigned} {found.seat_range}"
+                   f" subtotal {_money(found.subtotal)}")
+        typer.echo(f"transfer  accept from {found.transfer_email}")
+    if found.failure_code:
+        typer.echo(f"failure   {found.failure_code}: {found.failure_message}")
+    if found.last_error:
+        typer.echo(f"last err  {found.last_error}")
+    typer.echo("history")
+    for t in view["history"]:
+        typer.echo(f"  {t['at']}  {t['from'] or '-':>17} -> {t['to']:<17}  {t['reason']}")
+
+
+def _money(value: Decimal | None) -> str | None:
+    return f"{value:.2f}" if value is not None else None
+
+
+@app.command("list")
+def list_purchases(
+    state: Annotated[Optional[list[str]], typer.Option(help="Only these states (repeatable).")] = None,  # noqa: UP007
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List purchases, newest first, optionally filtered by state; ends with counts per state."""
+    from fulfilment.db import session_scope
+    from fulfilment.state_machine import State
+    from models import Purchase
+
+    _settings()
+    wanted = state or []
+    unknown = [s for s in wanted if s not in State.__members__.values()]
+    if unknown:
+        _fail(f"unknown state(s) {', '.join(unknown)}; known: {', '.join(s.value for s in State)}")
+    with session_scope() as session:
+        query = select(Purchase).order_by(Purchase.created_at.desc()).limit(limit)
+        counts_query = select(Purchase.state, func.count()).group_by(Purchase.state)
+        if wanted:
+            query = query.where(Purchase.state.in_(wanted))
+            counts_query = counts_query.where(Purchase.state.in_(wanted))
+        rows = session.scalars(query).all()
+        counts = dict(session.execute(counts_query).all())
+    if as_json:
+        typer.echo(json.dumps({"purchases": [{"purchase_id": str(p.id), "request_id": p.request_id, "state": p.state,
+                                              "order_id": p.order_id, "failure_code": p.failure_code}
+                                             for p in rows], "counts": counts}, indent=2))
+        return
+    for p in rows:
+        detail = p.order_id or p.failure_code or p.quote_id or ""
+        typer.echo(f"{p.id}  {p.state:<17}  {p.request_id:<36}  {detail}")
+    typer.echo("counts: " + (", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"))
+
+
+@app.command()
+def migrate(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply database migrations (alembic upgrade)."""
+    from alembic import command
+    from alembic.config import Config
+
+    settings = _settings()
+    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
+    command.upgrade(config, revision)
+    typer.echo(f"database at {revision}")
+
+
+@app.command()
+def scheduler() -> None:
+    """Run the scheduler (one live instance; others wait as standbys)."""
+    import dramatiq
+
+    from fulfilment import logging_setup
+    from fulfilment.scheduler import Scheduler
+
+    settings = _settings()
+    logging_setup.configure(settings.log_level)
+    import workers  # noqa: F401  the broker and the actor names
+
+    def send(step: str, purchase_id: uuid.UUID) -> None:
+        dramatiq.get_broker().get_actor(step).send(str(purchase_id))
+
+    runner = Scheduler(settings, send)
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    signal.signal(signal.SIGINT, lambda *_: runner.stop())
+    runner.run()
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 18080,
+) -> None:
+    """Run the TBB Partner API sandbox (for development and tests)."""
+    from fulfilment.sandbox.config import SandboxConfig
+    from fulfilment.sandbox.server import run
+
+    run(host, port, SandboxConfig.from_env())
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a purchase request."""
+    typer.echo(json.dumps(request_schema(), indent=2))
+
+
+def request_schema() -> dict[str, Any]:
+    schema = PurchaseRequest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://ticket-fulfilment.invalid/schemas/purchase-request.schema.json"
+    return schema
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

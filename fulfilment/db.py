@@ -1,0 +1,38 @@
+"""Engine and sessions: one engine per process, created lazily from the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from fulfilment.settings import get_settings
+
+
+@lru_cache(maxsize=4)
+def engine_for(url: str) -> Engine:
+    # pool_pre_ping: a Postgres restart must only delay work, not break every pooled connection.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, future=True)
+
+
+def get_engine() -> Engine:
+    return engine_for(get_settings().database_url)
+
+
+@lru_cache(maxsize=4)
+def _factory(url: str) -> sessionmaker[Session]:
+    return sessionmaker(engine_for(url), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A transaction: committed if the block succeeds, rolled back if it raises."""
+    session = _factory(get_settings().database_url)()
+    try:
+        with session.begin():
+            yield session
+    finally:
+        session.close()

@@ -1,0 +1,1 @@
+"""Partner adapters.  Everything partner-specific lives behind `base.Partner`."""

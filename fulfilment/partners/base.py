@@ -1,0 +1,109 @@
+"""The small interface the state machine and actors need from a ticket partner.
+
+A second partner (Ticketmaster, seeds 003/004) implements the same four calls and
+maps its errors onto the same kinds; nothing above this module changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteRequest:
+    event_id: str
+    section_name: str
+    row_name: str | None
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    quote_id: str
+    expires_at: dt.datetime
+    section_name: str
+    row_name: str | None
+    quantity: int
+    unit_price: Decimal
+    subtotal: Decimal
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    order_id: str
+    status: str  # awaiting_transfer | transfer_complete | transfer_expired | cancelled
+    quote_id: str
+    transfer_email: str | None
+    seat_range: str | None
+    row_name: str | None
+    unit_price: Decimal | None
+    subtotal: Decimal | None
+
+
+ORDER_FINAL_STATUSES = frozenset({"transfer_complete", "transfer_expired", "cancelled"})
+
+
+# ---- error kinds -------------------------------------------------------------------
+
+
+class PartnerError(Exception):
+    """Base of every partner failure.  `code` is the partner's code (or our own)."""
+
+    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class TransientError(PartnerError):
+    """Worth retrying later: 5xx, 429, network trouble on a call that is safe to repeat."""
+
+    def __init__(self, code: str, message: str, *, status: int | None = None, retry_after: float | None = None):
+        super().__init__(code, message, status=status)
+        self.retry_after = retry_after
+
+
+class OutcomeUnknown(PartnerError):
+    """A non-idempotent call (create order) may or may not have taken effect."""
+
+
+class PermanentError(PartnerError):
+    """The request itself is wrong or impossible: fail the purchase with this code."""
+
+
+class AccountError(PartnerError):
+    """Our account cannot do this now (payment not configured, bad credentials, suspended).
+
+    Purchases pause instead of failing: the fix is on the account, not the request.
+    """
+
+
+class QuoteExpired(PartnerError):
+    """The partner refused the quote as expired; nothing was ordered."""
+
+
+class QuoteAlreadyConsumed(PartnerError):
+    """The quote was used already: an order from it exists (maybe ours from an earlier try)."""
+
+
+class NotFound(PartnerError):
+    """The thing asked for does not exist (an order id, on a status read)."""
+
+
+class Partner(Protocol):
+    name: str
+
+    def create_quote(self, request: QuoteRequest, *, request_id: str) -> Quote: ...
+
+    def create_order(
+        self, quote_id: str, *, delivery_type: str, delivery_deadline: dt.datetime, request_id: str
+    ) -> Order: ...
+
+    def get_order(self, order_id: str, *, request_id: str) -> Order: ...
+
+    def find_order_for_quote(self, quote_id: str, *, request_id: str) -> Order | None: ...

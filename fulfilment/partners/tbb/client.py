@@ -1,0 +1,277 @@
+"""HTTP client for the TBB Partner API.
+
+Rules this module keeps (design.md, failure policy):
+- explicit connect and read timeouts on every call;
+- one cached token per process, re-authenticated once on TOKEN_EXPIRED / UNAUTHORIZED;
+- errors mapped by `error.code` to the kinds in `fulfilment.partners.base`;
+- transient failures of *idempotent* calls retried with tenacity (jittered exponential
+  backoff, bounded attempts and total time, Retry-After honoured);
+- `POST /v1/orders` is retried only when the request provably never reached the server
+  (connect failure) or was refused unprocessed (429, 401); any other failure after
+  sending is `OutcomeUnknown`, resolved by the caller by asking, never by re-ordering;
+- `X-Request-ID` on every call; the secret and tokens never appear in logs or errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+
+from fulfilment.partners.base import (
+    Order,
+    OutcomeUnknown,
+    PartnerError,
+    Quote,
+    QuoteRequest,
+    TransientError,
+)
+from fulfilment.partners.tbb import assumed
+from fulfilment.partners.tbb.auth import TokenCache
+from fulfilment.partners.tbb.errors import AUTH_RETRY_CODES, error_from_response
+from fulfilment.partners.tbb.payloads import MalformedResponse, parse_order, parse_quote
+
+log = logging.getLogger(__name__)
+
+# (operation, outcome code, seconds) → metrics; outcome is "ok" or the error code.
+CallObserver = Callable[[str, str, float], None]
+
+
+class RequestNotSent(TransientError):
+    """The connection was never established: the server cannot have acted on it."""
+
+
+def _utc(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class TbbClient:
+    name = "tbb"
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 20.0,
+        max_attempts: int = 5,
+        max_retry_seconds: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        observe: CallObserver | None = None,
+    ) -> None:
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._max_attempts = max_attempts
+        self._max_retry_seconds = max_retry_seconds
+        self._observe = observe
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            headers={"Accept": "application/json"},
+            transport=transport,
+        )
+        self._tokens = TokenCache(self._authenticate)
+
+    def __repr__(self) -> str:
+        return f"TbbClient(base_url={str(self._http.base_url)!r}, client_id={self._client_id!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ---- the Partner interface --------------------------------------------------------
+
+    def create_quote(self, request: QuoteRequest, *, request_id: str) -> Quote:
+        body: dict[str, Any] = {
+            "event_id": request.event_id,
+            "section_name": request.section_name,
+            "quantity": request.quantity,
+        }
+        if request.row_name is not None:
+            body["row_name"] = request.row_name
+        # Quotes reserve nothing, so asking again after a lost answer costs nothing.
+        data = self._idempotent("create_quote", "POST", "/v1/quotes", request_id=request_id, json=body)
+        return parse_quote(data)
+
+    def create_order(
+        self, quote_id: str, *, delivery_type: str, delivery_deadline: dt.datetime, request_id: str
+    ) -> Order:
+        body = {"quote_id": quote_id, "delivery_type": delivery_type, "delivery_deadline": _utc(delivery_deadline)}
+        for attempt in self._retrying(retry_on=RequestNotSent):
+            with attempt:
+                return self._create_order_once(body, request_id)
+        raise AssertionError("unreachable")  # pragma: no cover  (tenacity reraises)
+
+    def get_order(self, order_id: str, *, request_id: str) -> Order:
+        path = assumed.ORDER_STATUS_PATH.format(order_id=order_id)
+        return parse_order(self._idempotent("get_order", "GET", path, request_id=request_id))
+
+    def find_order_for_quote(self, quote_id: str, *, request_id: str) -> Order | None:
+        data = self._idempotent(
+            "find_order",
+            "GET",
+            assumed.ORDER_LOOKUP_PATH,
+            request_id=request_id,
+            params={assumed.ORDER_LOOKUP_QUERY_PARAM: quote_id},
+        )
+        if not isinstance(data, list):
+            raise MalformedResponse("order lookup did not return a list")
+        orders = [parse_order(item) for item in data if isinstance(item, dict) and item.get("quote_id") == quote_id]
+        if len(orders) > 1:
+            # One quote is single-use: two orders from it would be the partner's bug, and ours to flag.
+            raise OutcomeUnknown("MULTIPLE_ORDERS", f"{len(orders)} orders found for quote {quote_id}")
+        return orders[0] if orders else None
+
+    # ---- plumbing -----------------------------------------------------------------------
+
+    def _create_order_once(self, body: dict[str, Any], request_id: str) -> Order:
+        started = time.monotonic()
+        try:
+            response = self._send("POST", "/v1/orders", request_id=request_id, json=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            self._record("create_order", "NOT_SENT", started)
+            raise RequestNotSent("NETWORK_ERROR", f"{type(error).__name__}: could not connect") from None
+        except httpx.TransportError as error:
+            # Reset, read timeout, dropped connection: the order may exist.
+            self._record("create_order", "UNKNOWN", started)
+            raise OutcomeUnknown("NETWORK_ERROR", f"{type(error).__name__} after the request was sent") from None
+        if response.status_code == 429:
+            error = error_from_response(response)
+            self._record("create_order", error.code, started)
+            raise RequestNotSent(error.code, error.message, status=429, retry_after=getattr(error, "retry_after", None))
+        if response.status_code >= 500:
+            error = error_from_response(response)
+            self._record("create_order", error.code, started)
+            raise OutcomeUnknown(error.code, error.message, status=response.status_code)
+        if response.is_error:
+            error = error_from_response(response)
+            self._record("create_order", error.code, started)
+            raise error
+        try:
+            order = parse_order(self._data(response))
+        except MalformedResponse as error:
+            # A 2xx we cannot read still probably created the order.
+            self._record("create_order", "UNKNOWN", started)
+            raise OutcomeUnknown(error.code, error.message, status=response.status_code) from None
+        self._record("create_order", "ok", started)
+        return order
+
+    def _idempotent(self, operation: str, method: str, path: str, *, request_id: str, **kwargs: Any) -> Any:
+        for attempt in self._retrying(retry_on=TransientError):
+            with attempt:
+                started = time.monotonic()
+                try:
+                    response = self._send(method, path, request_id=request_id, **kwargs)
+                except httpx.TransportError as error:
+                    self._record(operation, "NETWORK_ERROR", started)
+                    raise TransientError("NETWORK_ERROR", f"{type(error).__name__} calling {method} {path}") from None
+                if response.is_error:
+                    error = error_from_response(response)
+                    self._record(operation, error.code, started)
+                    raise error
+                try:
+                    data = self._data(response)
+                except MalformedResponse as error:
+                    self._record(operation, error.code, started)
+                    raise TransientError(error.code, error.message, status=response.status_code) from None
+                self._record(operation, "ok", started)
+                return data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(self, method: str, path: str, *, request_id: str, **kwargs: Any) -> httpx.Response:
+        """One exchange, plus one re-authentication if the token was refused (401)."""
+        token = self._tokens.get()
+        response = self._http.request(method, path, headers=self._headers(token, request_id), **kwargs)
+        if response.status_code == 401 and self._error_code(response) in AUTH_RETRY_CODES:
+            # A 401 is refused before any processing, so repeating the call is safe.
+            log.info("tbb token refused (%s); re-authenticating once", self._error_code(response))
+            self._tokens.invalidate(token)
+            token = self._tokens.get()
+            response = self._http.request(method, path, headers=self._headers(token, request_id), **kwargs)
+        return response
+
+    def _authenticate(self) -> tuple[str, float]:
+        body = {"client_id": self._client_id, "client_secret": self._client_secret, "grant_type": "client_credentials"}
+        for attempt in self._retrying(retry_on=TransientError):
+            with attempt:
+                started = time.monotonic()
+                try:
+                    response = self._http.post("/v1/auth/token", json=body, headers={"X-Request-ID": str(uuid.uuid4())})
+                except httpx.TransportError as error:
+                    self._record("auth_token", "NETWORK_ERROR", started)
+                    raise TransientError("NETWORK_ERROR", f"{type(error).__name__} calling POST /v1/auth/token") from None
+                if response.is_error:
+                    error = error_from_response(response)
+                    self._record("auth_token", error.code, started)
+                    raise error
+                data = self._data(response)
+                self._record("auth_token", "ok", started)
+                try:
+                    return str(data["access_token"]), float(data.get("expires_in", 3600))
+                except (KeyError, TypeError, ValueError):
+                    raise MalformedResponse("auth response without access_token/expires_in") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retrying(self, *, retry_on: type[PartnerError]) -> Retrying:
+        return Retrying(
+            retry=retry_if_exception_type(retry_on),
+            stop=stop_after_attempt(self._max_attempts) | stop_before_delay(self._max_retry_seconds),
+            wait=_honour_retry_after(wait_random_exponential(multiplier=0.25, max=8)),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+
+    @staticmethod
+    def _headers(token: str, request_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}", "X-Request-ID": request_id}
+
+    @staticmethod
+    def _data(response: httpx.Response) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            raise MalformedResponse(f"HTTP {response.status_code} with a non-JSON body") from None
+        if not isinstance(body, dict) or body.get("success") is not True or "data" not in body:
+            raise MalformedResponse("success response without the documented envelope")
+        return body["data"]
+
+    @staticmethod
+    def _error_code(response: httpx.Response) -> str | None:
+        try:
+            return response.json()["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _record(self, operation: str, outcome: str, started: float) -> None:
+        if self._observe is not None:
+            self._observe(operation, outcome, time.monotonic() - started)
+
+
+def _honour_retry_after(backoff: Callable[[RetryCallState], float]) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        base = backoff(state)
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        return max(base, retry_after) if retry_after is not None else base
+
+    return wait
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    sleep = state.next_action.sleep if state.next_action else 0.0
+    log.warning("tbb call failed (attempt %d): %s; retrying in %.2fs", state.attempt_number, error, sleep)

@@ -1,0 +1,107 @@
+"""Configuration from environment variables, validated once at start-up.
+
+Every process (workers, scheduler, CLI) reads the same variables; `.env.example`
+lists them all.  A missing or malformed value stops start-up with a message that
+names the variable, instead of failing later in the middle of a purchase.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import AnyUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class SettingsError(RuntimeError):
+    """Configuration is missing or malformed; the message names each variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # Where state lives and how work moves.
+    database_url: str = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host:5432/db")
+    broker_url: str = Field(description="AMQP URL of RabbitMQ, e.g. amqp://user:pw@host:5672/%2F")
+
+    # The partner.
+    tbb_base_url: AnyUrl = Field(description="TBB Partner API base URL (the sandbox locally)")
+    tbb_client_id: str = Field(min_length=1)
+    tbb_client_secret: SecretStr = Field(min_length=1)
+    tbb_connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
+    tbb_read_timeout: float = Field(default=20.0, gt=0, description="seconds")
+    tbb_max_attempts: int = Field(default=5, ge=1, le=20, description="attempts per idempotent call")
+    tbb_max_retry_seconds: float = Field(default=30.0, gt=0, description="total time budget per call")
+
+    # Purchase policy.
+    quote_safety_margin_seconds: float = Field(default=30.0, ge=0)
+    max_requotes: int = Field(default=3, ge=0, le=50)
+    order_resolve_attempts: int = Field(default=10, ge=1, le=100)
+    payment_pause_seconds: float = Field(default=300.0, gt=0)
+
+    # Timing of next actions (all short: anything longer is scheduled from Postgres).
+    claim_lease_seconds: float = Field(default=120.0, gt=0, description="a claimed step is re-driven after this")
+    redrive_after_seconds: float = Field(default=60.0, gt=0, description="a lost nudge is re-sent after this")
+    transfer_poll_seconds: float = Field(default=300.0, gt=0)
+    transfer_poll_min_seconds: float = Field(default=30.0, gt=0)
+    # Comma-separated, e.g. DEADLINE_WARNING_HOURS=24,2 (NoDecode: not JSON).
+    deadline_warning_hours: Annotated[tuple[float, ...], NoDecode] = Field(default=(24.0, 2.0))
+    scheduler_interval_seconds: float = Field(default=5.0, gt=0)
+    scheduler_batch_size: int = Field(default=500, ge=1)
+
+    # Actor retries (dramatiq): short backoff, bounded, see design invariant 7.
+    actor_max_retries: int = Field(default=8, ge=0)
+    actor_min_backoff_ms: int = Field(default=500, ge=10)
+    actor_max_backoff_ms: int = Field(default=30_000, ge=10, le=300_000)
+
+    log_level: str = Field(default="INFO")
+    metrics_port: int = Field(default=9191, ge=0, le=65535)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
+        # psycopg 3 is the driver we ship; normalise the plain scheme to it.
+        return value.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _amqp_only(cls, value: str) -> str:
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must be an amqp:// or amqps:// URL")
+        return value
+
+    @field_validator("deadline_warning_hours", mode="before")
+    @classmethod
+    def _csv_hours(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return tuple(float(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+
+def describe_errors(error: ValidationError) -> str:
+    """Turn pydantic's report into one line per variable, never echoing values (they may be secrets)."""
+    lines = []
+    for item in error.errors():
+        name = "_".join(str(part) for part in item["loc"]).upper() or "?"
+        reason = "is required but not set" if item["type"] == "missing" else item["msg"]
+        lines.append(f"  {name}: {reason}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError as error:
+        raise SettingsError(describe_errors(error)) from None

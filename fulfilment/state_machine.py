@@ -1,0 +1,319 @@
+"""Where a purchase changes state: the states, the allowed transitions, and the one
+function every change goes through.
+
+`transition()` is a guarded update (`UPDATE … WHERE state = :expected`): if another
+worker moved the purchase first, nothing is written and `StaleTransition` is raised,
+so a redelivered or duplicated message can never apply a step twice.  The history
+row and the outbox event are written in the same transaction as the state (design
+invariant 4).  An illegal transition raises `IllegalTransition` before touching the
+database.
+
+`claim()` is the lease an actor takes before calling the partner: a duplicate
+delivery of the same message finds the lease held and does nothing (invariant 6).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from models import OutboxEvent, Purchase, PurchaseTransition
+
+
+class State(StrEnum):
+    RECEIVED = "received"  # stored, needs a quote
+    QUOTED = "quoted"  # holds an unexpired quote, needs an order
+    ORDERING = "ordering"  # intent to order committed; the partner call may be in flight
+    ORDER_UNKNOWN = "order_unknown"  # the order call's outcome is unknown: resolve by asking
+    AWAITING_TRANSFER = "awaiting_transfer"  # order confirmed, customer must accept the transfer
+    TRANSFER_COMPLETE = "transfer_complete"
+    TRANSFER_EXPIRED = "transfer_expired"
+    CANCELLED = "cancelled"
+    FAILED = "failed"  # permanent failure, with the partner's code and message
+    PAUSED = "paused"  # account-level problem (payment not configured): waits, not burnt
+    NEEDS_ATTENTION = "needs_attention"  # an order may exist but could not be confirmed
+    STALLED = "stalled"  # retries exhausted; an operator may resume it
+
+
+TERMINAL: frozenset[State] = frozenset(
+    {State.TRANSFER_COMPLETE, State.TRANSFER_EXPIRED, State.CANCELLED, State.FAILED}
+)
+# Waiting for a person: not terminal, but the scheduler does not re-drive them.
+HELD_FOR_OPERATOR: frozenset[State] = frozenset({State.NEEDS_ATTENTION, State.STALLED})
+
+_S = State
+ALLOWED: Mapping[State | None, frozenset[State]] = {
+    None: frozenset({_S.RECEIVED}),
+    _S.RECEIVED: frozenset({_S.QUOTED, _S.FAILED, _S.PAUSED, _S.STALLED}),
+    _S.PAUSED: frozenset({_S.QUOTED, _S.FAILED, _S.PAUSED, _S.STALLED}),
+    # Back to RECEIVED means "re-quote": the quote is too close to expiry, no call made.
+    _S.QUOTED: frozenset({_S.ORDERING, _S.RECEIVED, _S.STALLED}),
+    # From ORDERING only a *definite* partner answer may lead away from the order path:
+    # QUOTE_EXPIRED → RECEIVED, a permanent rejection → FAILED, payment → PAUSED.
+    _S.ORDERING: frozenset(
+        {_S.AWAITING_TRANSFER, _S.ORDER_UNKNOWN, _S.RECEIVED, _S.FAILED, _S.PAUSED, _S.NEEDS_ATTENTION, _S.STALLED}
+    ),
+    _S.ORDER_UNKNOWN: frozenset(
+        {_S.AWAITING_TRANSFER, _S.RECEIVED, _S.FAILED, _S.PAUSED, _S.NEEDS_ATTENTION, _S.STALLED}
+    ),
+    _S.AWAITING_TRANSFER: frozenset(
+        {_S.TRANSFER_COMPLETE, _S.TRANSFER_EXPIRED, _S.CANCELLED, _S.NEEDS_ATTENTION, _S.STALLED}
+    ),
+    # An operator resumes these; an order may exist, so never straight back to QUOTED/ORDERING.
+    _S.NEEDS_ATTENTION: frozenset({_S.ORDER_UNKNOWN, _S.AWAITING_TRANSFER, _S.FAILED}),
+    _S.STALLED: frozenset({_S.RECEIVED, _S.QUOTED, _S.ORDER_UNKNOWN, _S.AWAITING_TRANSFER, _S.PAUSED}),
+    _S.TRANSFER_COMPLETE: frozenset(),
+    _S.TRANSFER_EXPIRED: frozenset(),
+    _S.CANCELLED: frozenset(),
+    _S.FAILED: frozenset(),
+}
+
+# Which step runs next in each live state; the scheduler and `fulfil retry` use it.
+NEXT_STEP: Mapping[State, str] = {
+    _S.RECEIVED: "quote_purchase",
+    _S.PAUSED: "quote_purchase",
+    _S.QUOTED: "place_order",
+    _S.ORDERING: "resolve_order",
+    _S.ORDER_UNKNOWN: "resolve_order",
+    _S.AWAITING_TRANSFER: "check_transfer",
+}
+
+
+class TransitionError(Exception):
+    pass
+
+
+class IllegalTransition(TransitionError):
+    def __init__(self, from_state: State | None, to_state: State) -> None:
+        super().__init__(f"illegal transition {from_state or '(new)'} -> {to_state}")
+        self.from_state = from_state
+        self.to_state = to_state
+
+
+class StaleTransition(TransitionError):
+    """The purchase was no longer in the expected state: someone else moved it first."""
+
+    def __init__(self, purchase_id: uuid.UUID, expected: State) -> None:
+        super().__init__(f"purchase {purchase_id} is no longer {expected}")
+        self.purchase_id = purchase_id
+        self.expected = expected
+
+
+def check_transition(from_state: State | None, to_state: State) -> None:
+    if to_state not in ALLOWED[from_state]:
+        raise IllegalTransition(from_state, to_state)
+
+
+def is_live(state: State) -> bool:
+    """Live purchases carry a next-action time and are re-driven by the scheduler."""
+    return state in NEXT_STEP
+
+
+def _seconds(value: float) -> dt.timedelta:
+    return dt.timedelta(seconds=value)
+
+
+def transition(
+    session: Session,
+    purchase: Purchase,
+    to_state: State,
+    *,
+    reason: str,
+    next_action_in: float | None = None,
+    hold_claim_for: float | None = None,
+    message_id: str | None = None,
+    changes: Mapping[str, Any] | None = None,
+) -> Purchase:
+    """Move `purchase` from its current state to `to_state`, or raise.
+
+    next_action_in: seconds until the scheduler should nudge it (required for live
+      states, forbidden otherwise: terminal purchases have no next action).
+    hold_claim_for: keep a lease for that many seconds (the caller goes on working on it,
+      e.g. the order call after committing ORDERING); otherwise the lease is released.
+    changes: other purchase columns to set in the same UPDATE.
+    The caller commits; history, outbox and state land in one transaction.
+    """
+    from_state = State(purchase.state)
+    check_transition(from_state, to_state)
+    if is_live(to_state) != (next_action_in is not None):
+        raise ValueError(f"{to_state}: next_action_in must be {'set' if is_live(to_state) else 'None'}")
+
+    now = func.now()
+    values: dict[str, Any] = dict(changes or {})
+    values.update(
+        state=to_state.value,
+        state_changed_at=now,
+        updated_at=now,
+        attempts=0,
+        next_action_at=None if next_action_in is None else now + _seconds(next_action_in),
+        claimed_until=None if hold_claim_for is None else now + _seconds(hold_claim_for),
+        nudged_at=None,
+    )
+    if to_state is State.STALLED:
+        values["stalled_from"] = from_state.value
+    result = session.execute(
+        update(Purchase)
+        .where(Purchase.id == purchase.id, Purchase.state == from_state.value)
+        .values(**values)
+        .returning(Purchase)
+        .execution_options(synchronize_session=False)
+    )
+    updated = result.scalar_one_or_none()
+    if updated is None:
+        raise StaleTransition(purchase.id, from_state)
+    session.refresh(updated)  # the RETURNING row may be an identity-map copy
+    _record(session, updated, from_state, to_state, reason, purchase.attempts, message_id)
+    return updated
+
+
+def create(session: Session, purchase: Purchase, *, reason: str, message_id: str | None = None) -> None:
+    """Record the birth of a freshly inserted purchase (None → RECEIVED) in history and outbox."""
+    check_transition(None, State(purchase.state))
+    _record(session, purchase, None, State(purchase.state), reason, 0, message_id)
+
+
+def _record(
+    session: Session,
+    purchase: Purchase,
+    from_state: State | None,
+    to_state: State,
+    reason: str,
+    attempt: int,
+    message_id: str | None,
+) -> None:
+    transition_id = session.execute(
+        insert(PurchaseTransition)
+        .values(
+            purchase_id=purchase.id,
+            from_state=from_state.value if from_state else None,
+            to_state=to_state.value,
+            reason=reason,
+            attempt=attempt,
+            message_id=message_id,
+        )
+        .returning(PurchaseTransition.id, PurchaseTransition.created_at)
+    ).one()
+    event_id = uuid.uuid4()
+    session.execute(
+        insert(OutboxEvent).values(
+            id=event_id,
+            transition_id=transition_id.id,
+            purchase_id=purchase.id,
+            routing_key=f"purchase.{to_state.value}",
+            payload=event_payload(event_id, purchase, from_state, to_state, reason, transition_id.created_at),
+        )
+    )
+
+
+def event_payload(
+    event_id: uuid.UUID,
+    purchase: Purchase,
+    from_state: State | None,
+    to_state: State,
+    reason: str,
+    occurred_at: dt.datetime,
+) -> dict[str, Any]:
+    """The event body (schema: docs/schemas/purchase-event.schema.json)."""
+    payload: dict[str, Any] = {
+        "event_id": str(event_id),
+        "type": f"purchase.{to_state.value}",
+        "occurred_at": occurred_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "purchase_id": str(purchase.id),
+        "request_id": purchase.request_id,
+        "state": to_state.value,
+        "previous_state": from_state.value if from_state else None,
+        "reason": reason,
+    }
+    if purchase.order_id:
+        payload["order"] = {
+            "order_id": purchase.order_id,
+            "status": purchase.order_status,
+            "transfer_email": purchase.transfer_email,
+            "seat_range": purchase.seat_range,
+            "unit_price": str(purchase.unit_price) if purchase.unit_price is not None else None,
+            "delivery_deadline": purchase.delivery_deadline.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        }
+    if to_state is State.FAILED or purchase.failure_code and to_state in HELD_FOR_OPERATOR:
+        payload["failure"] = {"code": purchase.failure_code, "message": purchase.failure_message}
+    return payload
+
+
+def claim(
+    session: Session,
+    purchase_id: uuid.UUID,
+    states: Iterable[State],
+    *,
+    lease_seconds: float,
+    only_if_due: bool = False,
+) -> Purchase | None:
+    """Take the lease on a purchase in one of `states`, or return None.
+
+    None means: not in those states any more, or another worker holds the lease, or
+    (with only_if_due) its next action is not due yet.  Each of these makes the
+    message a harmless no-op.  The scheduler leaves a purchase alone while its lease
+    runs; a worker killed mid-step only delays it until the lease ends.
+    """
+    now = func.now()
+    conditions = [
+        Purchase.id == purchase_id,
+        Purchase.state.in_([s.value for s in states]),
+        (Purchase.claimed_until.is_(None)) | (Purchase.claimed_until < now),
+    ]
+    if only_if_due:
+        conditions.append(Purchase.next_action_at <= now)
+    claimed = session.execute(
+        update(Purchase)
+        .where(*conditions)
+        .values(claimed_until=now + _seconds(lease_seconds), attempts=Purchase.attempts + 1, updated_at=now)
+        .returning(Purchase)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    if claimed is not None:
+        session.refresh(claimed)
+    return claimed
+
+
+def release(session: Session, purchase: Purchase, *, retry_in: float, error: str | None = None) -> None:
+    """Give the lease back after a transient failure so the retried message can claim it."""
+    values: dict[str, Any] = {
+        "claimed_until": None,
+        "nudged_at": None,
+        "next_action_at": func.now() + _seconds(retry_in),
+        "updated_at": func.now(),
+    }
+    if error is not None:
+        values["last_error"] = error
+    session.execute(
+        update(Purchase).where(Purchase.id == purchase.id, Purchase.state == purchase.state).values(**values)
+    )
+
+
+def reschedule(session: Session, purchase: Purchase, *, next_action_in: float, **changes: Any) -> None:
+    """Set the next action time without a state change (e.g. the transfer is still pending)."""
+    session.execute(
+        update(Purchase)
+        .where(Purchase.id == purchase.id, Purchase.state == purchase.state)
+        .values(
+            claimed_until=None,
+            nudged_at=None,
+            next_action_at=func.now() + _seconds(next_action_in),
+            updated_at=func.now(),
+            **changes,
+        )
+    )
+
+
+def history(session: Session, purchase_id: uuid.UUID) -> list[PurchaseTransition]:
+    return list(
+        session.scalars(
+            select(PurchaseTransition)
+            .where(PurchaseTransition.purchase_id == purchase_id)
+            .order_by(PurchaseTransition.id)
+        )
+    )

@@ -1,0 +1,118 @@
+"""Intake: validate a purchase request and store it once per request_id (invariant 5)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+
+from fulfilment import state_machine
+from fulfilment.db import session_scope
+from fulfilment.requests import PurchaseRequest, explain
+from fulfilment.settings import Settings
+from fulfilment.state_machine import State
+from models import Purchase, RejectedRequest
+
+log = logging.getLogger(__name__)
+
+RAW_BODY_LIMIT = 4_000
+
+
+class InvalidPurchaseRequest(Exception):
+    """The request can never succeed as sent; it is recorded and not retried."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+def accept(raw: Any, *, settings: Settings, message_id: str | None = None) -> uuid.UUID | None:
+    """Store the purchase; return its id if it is new, None if request_id was seen before.
+
+    Raises InvalidPurchaseRequest (after recording it in rejected_requests) for bad input.
+    """
+    if not isinstance(raw, dict):
+        _reject(raw, message_id, "INVALID_REQUEST", f"the request must be a JSON object, not {type(raw).__name__}")
+    try:
+        request = PurchaseRequest.model_validate(raw)
+    except ValidationError as error:
+        _reject(raw, message_id, "INVALID_REQUEST", explain(error))
+
+    with session_scope() as session:
+        inserted = session.execute(
+            insert(Purchase)
+            .values(
+                id=request.purchase_id,
+                request_id=request.request_id,
+                event_id=request.event_id,
+                section_name=request.section_name,
+                row_name=request.row_name,
+                quantity=request.quantity,
+                delivery_type=request.delivery_type.value,
+                delivery_deadline=request.delivery_deadline,
+                max_unit_price=request.max_unit_price,
+                request_metadata=request.metadata,
+                state=State.RECEIVED.value,
+                next_action_at=func.now() + dt.timedelta(seconds=settings.redrive_after_seconds),
+            )
+            .on_conflict_do_nothing(index_elements=[Purchase.request_id])
+            .returning(Purchase.id)
+        ).scalar_one_or_none()
+        if inserted is not None:
+            purchase = session.get_one(Purchase, inserted)
+            state_machine.create(session, purchase, reason="request accepted", message_id=message_id)
+            return inserted
+        existing = session.scalars(select(Purchase).where(Purchase.request_id == request.request_id)).one()
+
+    differences = _differences(existing, request)
+    if differences:
+        # Same key, different content: keep the first purchase, and say so loudly.
+        _reject(
+            raw,
+            message_id,
+            "REQUEST_ID_CONFLICT",
+            f"request_id {request.request_id!r} was already used for purchase {existing.id} "
+            f"with different {', '.join(differences)}; the first request stands",
+        )
+    log.info("duplicate request_id %s: purchase %s already exists", request.request_id, existing.id)
+    return None
+
+
+def _differences(existing: Purchase, request: PurchaseRequest) -> list[str]:
+    pairs = {
+        "event_id": (existing.event_id, request.event_id),
+        "section_name": (existing.section_name, request.section_name),
+        "row_name": (existing.row_name, request.row_name),
+        "quantity": (existing.quantity, request.quantity),
+        "delivery_type": (existing.delivery_type, request.delivery_type.value),
+        "delivery_deadline": (existing.delivery_deadline, request.delivery_deadline),
+        "max_unit_price": (existing.max_unit_price, request.max_unit_price),
+    }
+    return [name for name, (old, new) in pairs.items() if old != new]
+
+
+def _reject(raw: Any, message_id: str | None, code: str, reason: str) -> NoReturn:
+    request_id = raw.get("request_id") if isinstance(raw, dict) else None
+    try:
+        body = json.dumps(raw, default=str)
+    except (TypeError, ValueError):
+        body = repr(raw)
+    with session_scope() as session:
+        session.add(
+            RejectedRequest(
+                request_id=str(request_id)[:200] if request_id is not None else None,
+                message_id=message_id,
+                reason_code=code,
+                reason=reason[:4000],
+                raw_body=body[:RAW_BODY_LIMIT],
+            )
+        )
+    log.warning("purchase request rejected: %s: %s", code, reason)
+    raise InvalidPurchaseRequest(code, reason)

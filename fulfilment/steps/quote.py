@@ -1,0 +1,104 @@
+"""Quote step: RECEIVED (or PAUSED) → QUOTED, with a fresh partner quote.
+
+Invariant 3's other half lives here: a purchase is re-quoted at most
+`max_requotes` times, and never accepted above its `max_unit_price`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fulfilment import state_machine
+from fulfilment.db import session_scope
+from fulfilment.partners.base import AccountError, Partner, PartnerError, PermanentError, Quote, QuoteRequest
+from fulfilment.settings import Settings
+from fulfilment.state_machine import State
+from fulfilment.steps.common import Next, failure, partner_request_id, record, release_and_retry
+from models import PartnerQuote, Purchase
+
+log = logging.getLogger(__name__)
+
+
+def quote(
+    purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None
+) -> Next | None:
+    with session_scope() as session:
+        purchase = state_machine.claim(
+            session, purchase_id, [State.RECEIVED, State.PAUSED], lease_seconds=settings.claim_lease_seconds
+        )
+        if purchase is None:
+            return None
+        if purchase.quotes_taken > settings.max_requotes:
+            state_machine.transition(
+                session,
+                purchase,
+                State.FAILED,
+                reason=f"re-quote limit reached ({settings.max_requotes} re-quotes)",
+                message_id=message_id,
+                changes=failure("REQUOTE_LIMIT", f"{purchase.quotes_taken} quotes taken, none could be ordered"),
+            )
+            return None
+
+    request = QuoteRequest(purchase.event_id, purchase.section_name, purchase.row_name, purchase.quantity)
+    try:
+        quote = partner.create_quote(request, request_id=partner_request_id(purchase, "quote"))
+    except AccountError as error:
+        # The account, not the request, is at fault: wait without burning the purchase.
+        record(purchase, State.PAUSED, f"account cannot quote: {error.code}", message_id,
+                next_action_in=settings.payment_pause_seconds, changes={"last_error": str(error)})
+        return None
+    except PermanentError as error:
+        record(purchase, State.FAILED, f"partner refused the quote: {error.code}", message_id,
+                changes=failure(error.code, error.message))
+        return None
+    except PartnerError as error:  # transient, or a surprise: try again later
+        raise release_and_retry(purchase, error, settings) from error
+
+    mismatch = _mismatch(purchase, quote)
+    with session_scope() as session:
+        session.add(
+            PartnerQuote(
+                purchase_id=purchase.id,
+                quote_id=quote.quote_id,
+                expires_at=quote.expires_at,
+                section_name=quote.section_name,
+                row_name=quote.row_name,
+                quantity=quote.quantity,
+                unit_price=quote.unit_price,
+                subtotal=quote.subtotal,
+                currency=quote.currency,
+            )
+        )
+        taken = {"quotes_taken": purchase.quotes_taken + 1, "unit_price": quote.unit_price, "subtotal": quote.subtotal}
+        if mismatch:
+            state_machine.transition(session, purchase, State.FAILED, reason="quote does not match the request",
+                                     message_id=message_id, changes={**taken, **failure("QUOTE_MISMATCH", mismatch)})
+            return None
+        if purchase.max_unit_price is not None and quote.unit_price > purchase.max_unit_price:
+            state_machine.transition(
+                session, purchase, State.FAILED, reason="quoted price above max_unit_price", message_id=message_id,
+                changes={**taken, **failure(
+                    "PRICE_ABOVE_LIMIT",
+                    f"quoted unit price {quote.unit_price} {quote.currency} is above max_unit_price "
+                    f"{purchase.max_unit_price}",
+                )},
+            )
+            return None
+        state_machine.transition(
+            session, purchase, State.QUOTED, reason=f"quote {quote.quote_id} at {quote.unit_price} {quote.currency}",
+            message_id=message_id, next_action_in=settings.redrive_after_seconds,
+            changes={**taken, "quote_id": quote.quote_id, "quote_expires_at": quote.expires_at, "last_error": None},
+        )
+    return Next("place_order")
+
+
+def _mismatch(purchase: Purchase, quote: Quote) -> str | None:
+    """A quote for other seats than asked would buy the wrong thing: refuse it."""
+    if quote.quantity != purchase.quantity:
+        return f"quantity {quote.quantity} quoted, {purchase.quantity} requested"
+    if quote.section_name != purchase.section_name:
+        return f"section {quote.section_name!r} quoted, {purchase.section_name!r} requested"
+    if purchase.row_name is not None and quote.row_name != purchase.row_name:
+        return f"row {quote.row_name!r} quoted, {purchase.row_name!r} requested"
+    return None

@@ -1,0 +1,15 @@
+"""The database schema as typed SQLAlchemy 2 models.
+
+Postgres is the source of truth for every purchase; messages on the broker are only
+nudges.  The state column is changed in exactly one place:
+`fulfilment.state_machine.transition`.
+"""
+
+from models.base import Base
+from models.outbox import OutboxEvent
+from models.purchase import Purchase
+from models.quote import PartnerQuote
+from models.rejected import RejectedRequest
+from models.transition import PurchaseTransition
+
+__all__ = ["Base", "OutboxEvent", "PartnerQuote", "Purchase", "PurchaseTransition", "RejectedRequest"]

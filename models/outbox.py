@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, func, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base
+
+
+class OutboxEvent(Base):
+    """Transactional outbox: written with its transition, published later by the relay.
+
+    `id` is the event id consumers de-duplicate on; it never changes once written.
+    """
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (
+        Index("ix_outbox_events_unpublished", "created_at", postgresql_where=text("published_at IS NULL")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    transition_id: Mapped[int] = mapped_column(ForeignKey("purchase_transitions.id"), unique=True)
+    purchase_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("purchases.id", ondelete="RESTRICT"), index=True)
+    routing_key: Mapped[str] = mapped_column(String(60))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    published_at: Mapped[dt.datetime | None]

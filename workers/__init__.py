@@ -1,0 +1,30 @@
+"""Dramatiq workers: `dramatiq workers` (Procfile `worker:`) imports this package.
+
+Importing it validates the settings, configures JSON logging, builds the RabbitMQ
+broker (publisher confirms on) and declares the actors:
+
+    purchases.intake    submit_purchase(request)      intake.py
+    purchases.quote     quote_purchase(purchase_id)   quote.py
+    purchases.order     place_order / resolve_order   order.py
+    purchases.transfer  check_transfer(purchase_id)   transfer.py
+"""
+
+from __future__ import annotations
+
+import sys
+
+from fulfilment import logging_setup
+from fulfilment.settings import SettingsError, get_settings
+
+try:
+    _settings = get_settings()
+except SettingsError as error:
+    print(f"ticket-fulfilment worker cannot start: {error}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+logging_setup.configure(_settings.log_level)
+
+from workers.broker import broker  # noqa: E402  (settings first: a bad config must stop us here)
+from workers import intake, order, quote, transfer  # noqa: E402,F401  (declares the actors)
+
+__all__ = ["broker"]

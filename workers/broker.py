@@ -1,0 +1,48 @@
+"""The RabbitMQ broker, with the middleware that makes failures visible.
+
+Publisher confirms are on: `send()` returns only once RabbitMQ has the message, so a
+purchase is never "sent" into the void.  Retry backoff is short (design invariant 7:
+dramatiq holds delayed messages unacked in worker memory, and RabbitMQ's
+consumer_timeout would break long delays); anything longer is scheduled from Postgres.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+
+from fulfilment.settings import Settings, get_settings
+from workers.middleware import MessageLogContext, StallOnExhaustedRetries
+
+
+def build_broker(settings: Settings) -> RabbitmqBroker:
+    middleware = [
+        AgeLimit(),
+        TimeLimit(time_limit=10 * 60 * 1000),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        CurrentMessage(),
+        MessageLogContext(),
+        Retries(
+            max_retries=settings.actor_max_retries,
+            min_backoff=settings.actor_min_backoff_ms,
+            max_backoff=settings.actor_max_backoff_ms,
+        ),
+        # After Retries: it sees whether Retries gave up on the message.
+        StallOnExhaustedRetries(),
+    ]
+    return RabbitmqBroker(url=settings.broker_url, confirm_delivery=True, middleware=middleware)
+
+
+broker = build_broker(get_settings())
+dramatiq.set_broker(broker)

@@ -1,0 +1,80 @@
+"""Small dramatiq middleware of our own."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from fulfilment import logging_setup, state_machine
+from fulfilment.db import session_scope
+from fulfilment.state_machine import State, StaleTransition
+from models import Purchase
+
+log = logging.getLogger(__name__)
+
+# Actors whose first argument is a purchase id.
+PURCHASE_ACTORS = frozenset({"quote_purchase", "place_order", "resolve_order", "check_transfer"})
+
+
+class MessageLogContext(Middleware):
+    """Every log line written while a message is processed carries its ids."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message[Any]) -> None:
+        context: dict[str, Any] = {"message_id": message.message_id, "actor": message.actor_name}
+        if message.actor_name in PURCHASE_ACTORS and message.args:
+            context["purchase_id"] = message.args[0]
+        elif message.args and isinstance(message.args[0], dict):
+            context["request_id"] = message.args[0].get("request_id")
+        self._local.token = logging_setup.bind(**context)
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: dramatiq.Message[Any], *, result: Any = None, exception: Any = None
+    ) -> None:
+        token = getattr(self._local, "token", None)
+        if token is not None:
+            logging_setup.unbind(token)
+            self._local.token = None
+
+    after_skip_message = after_process_message
+
+
+class StallOnExhaustedRetries(Middleware):
+    """When dramatiq gives up on a purchase's message, make the purchase visibly STALLED.
+
+    The dead message also lands in the queue's `.XQ` (which expires after 7 days);
+    Postgres is the durable record, with the last error.
+    """
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: dramatiq.Message[Any], *, result: Any = None, exception: Any = None
+    ) -> None:
+        if exception is None or not message.failed or message.actor_name not in PURCHASE_ACTORS:
+            return
+        try:
+            purchase_id = uuid.UUID(str(message.args[0]))
+        except (IndexError, ValueError):
+            return  # not a purchase message at all; it is in the XQ with its error
+        error = f"{type(exception).__name__}: {exception}"[:2000]
+        try:
+            with session_scope() as session:
+                purchase = session.get(Purchase, purchase_id)
+                if purchase is None or not state_machine.is_live(State(purchase.state)):
+                    return
+                state_machine.transition(
+                    session, purchase, State.STALLED, message_id=message.message_id,
+                    reason=f"{message.actor_name} gave up after {message.options.get('retries', 0)} retries",
+                    changes={"last_error": error},
+                )
+            log.error("purchase %s stalled: %s", purchase_id, error)
+        except StaleTransition:
+            log.info("purchase %s moved on before it could be marked stalled", purchase_id)
+        except Exception:  # noqa: BLE001  the database may be the very thing that failed
+            log.exception("could not mark purchase %s stalled; the scheduler will find it overdue", purchase_id)

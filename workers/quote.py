@@ -1,0 +1,13 @@
+"""purchases.quote: get a (new) quote for a purchase."""
+
+from __future__ import annotations
+
+import dramatiq
+
+from fulfilment.steps import quote
+from workers.runner import InvalidMessage, run_step
+
+
+@dramatiq.actor(queue_name="purchases.quote", throws=(InvalidMessage,))
+def quote_purchase(purchase_id: str) -> None:
+    run_step(quote.quote, purchase_id)
