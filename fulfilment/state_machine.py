@@ -15,6 +15,7 @@ delivery of the same message finds the lease held and does nothing (invariant 6)
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
@@ -24,6 +25,8 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from models import OutboxEvent, Purchase, PurchaseTransition
+
+log = logging.getLogger(__name__)
 
 
 class State(StrEnum):
@@ -199,6 +202,7 @@ def _record(
         )
         .returning(PurchaseTransition.id, PurchaseTransition.created_at)
     ).one()
+    log.info("purchase %s: %s -> %s (%s)", purchase.id, from_state or "new", to_state, reason)
     event_id = uuid.uuid4()
     session.execute(
         insert(OutboxEvent).values(

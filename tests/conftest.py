@@ -1,0 +1,123 @@
+"""Fixtures shared by the integration and end-to-end suites (unit tests need none of them).
+
+Real servers only: the local Postgres and RabbitMQ started by `scripts/services.sh`,
+a fresh database and vhost per test run, and the TBB sandbox as a real HTTP server.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import servers
+from tests.support.sandbox import PARTNER_A, Sandbox
+
+# Fast timings so that a purchase's whole life fits in seconds.
+FAST_SETTINGS = {
+    "TBB_CONNECT_TIMEOUT": "2",
+    "TBB_READ_TIMEOUT": "5",
+    "TBB_MAX_ATTEMPTS": "6",
+    "TBB_MAX_RETRY_SECONDS": "8",
+    "QUOTE_SAFETY_MARGIN_SECONDS": "1",
+    "MAX_REQUOTES": "5",
+    "CLAIM_LEASE_SECONDS": "15",
+    "REDRIVE_AFTER_SECONDS": "3",
+    "TRANSFER_POLL_SECONDS": "1",
+    "TRANSFER_POLL_MIN_SECONDS": "0.3",
+    "SCHEDULER_INTERVAL_SECONDS": "0.3",
+    "ACTOR_MAX_RETRIES": "10",
+    "ACTOR_MIN_BACKOFF_MS": "100",
+    "ACTOR_MAX_BACKOFF_MS": "1000",
+    "PAYMENT_PAUSE_SECONDS": "2",
+    "LOG_LEVEL": "INFO",
+}
+
+
+@pytest.fixture(scope="session")
+def local_servers() -> None:
+    try:
+        servers.require_servers()
+    except servers.ServersNotRunning as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def database(local_servers: None) -> Iterator[servers.TestDatabase]:
+    db = servers.create_database()
+    try:
+        servers.migrate(db)
+        yield db
+    finally:
+        from fulfilment.db import engine_for
+
+        engine_for(db.url).dispose()
+        servers.drop_database(db)
+
+
+@pytest.fixture(scope="session")
+def vhost(local_servers: None) -> Iterator[servers.TestVhost]:
+    created = servers.create_vhost()
+    try:
+        yield created
+    finally:
+        servers.delete_vhost(created)
+
+
+@pytest.fixture(scope="session")
+def log_dir() -> Path:
+    path = Path(os.environ.get("FULFIL_TEST_LOG_DIR") or tempfile.mkdtemp(prefix="fulfil-test-logs-"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sandbox(log_dir: Path) -> Iterator[Sandbox]:
+    server = Sandbox(
+        env={"SANDBOX_TRANSFER_AFTER_SECONDS": "2", "SANDBOX_SEATS_PER_ROW": "100000", "SANDBOX_SEED": "7"},
+        log_path=log_dir / "sandbox.log",
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def app_env(database: servers.TestDatabase, vhost: servers.TestVhost, sandbox: Sandbox) -> dict[str, str]:
+    """The environment a worker, the scheduler and the CLI get in tests."""
+    client_id, secret = PARTNER_A
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "BROKER_", "TBB_"))},
+        **FAST_SETTINGS,
+        "DATABASE_URL": database.url,
+        "BROKER_URL": vhost.url,
+        "TBB_BASE_URL": sandbox.url,
+        "TBB_CLIENT_ID": client_id,
+        "TBB_CLIENT_SECRET": secret,
+    }
+
+
+@pytest.fixture(scope="session")
+def configured(app_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """Point this test process's settings at the test servers too."""
+    from fulfilment.partners.registry import get_partner
+    from fulfilment.settings import get_settings
+
+    saved = dict(os.environ)
+    os.environ.update(app_env)
+    get_settings.cache_clear()
+    get_partner.cache_clear()
+    yield app_env
+    os.environ.clear()
+    os.environ.update(saved)
+    get_settings.cache_clear()
+    get_partner.cache_clear()
+
+
+@pytest.fixture
+def clean_sandbox(sandbox: Sandbox) -> Iterator[Sandbox]:
+    sandbox.clear_faults()
+    yield sandbox
+    sandbox.clear_faults()

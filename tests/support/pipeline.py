@@ -1,0 +1,75 @@
+"""A running pipeline for end-to-end tests: real worker processes and the scheduler."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from fulfilment.db import session_scope
+from fulfilment.publish import Publisher
+from models import Purchase
+from tests.support.processes import ManagedProcess, start_scheduler, start_workers, wait_for_consumers
+
+
+@dataclass
+class Pipeline:
+    env: dict[str, str]
+    workers: ManagedProcess
+    scheduler: ManagedProcess
+    publisher: Publisher
+
+    def submit(self, request: dict[str, Any]) -> uuid.UUID:
+        return self.publisher.submit(request)
+
+    def stop(self) -> None:
+        self.publisher.close()
+        self.scheduler.stop()
+        self.workers.stop()
+
+
+def start_pipeline(env: dict[str, str], log_dir: Path, *, processes: int = 2, threads: int = 4,
+                   name: str = "pipeline") -> Pipeline:
+    workers = start_workers(env, log_dir, processes=processes, threads=threads, name=f"{name}-workers")
+    scheduler = start_scheduler(env, log_dir, name=f"{name}-scheduler")
+    try:
+        wait_for_consumers(env["BROKER_URL"], workers, expected=processes)
+    except Exception:
+        scheduler.stop()
+        workers.stop()
+        raise
+    return Pipeline(env, workers, scheduler, Publisher(env["BROKER_URL"]))
+
+
+def purchases(ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Purchase]:
+    wanted = list(ids)
+    with session_scope() as session:
+        return {p.id: p for p in session.scalars(select(Purchase).where(Purchase.id.in_(wanted)))}
+
+
+def wait_until(ids: Iterable[uuid.UUID], done: Callable[[Purchase], bool], *, timeout: float = 90,
+               pipeline: Pipeline | None = None) -> dict[uuid.UUID, Purchase]:
+    """Poll Postgres until every purchase satisfies `done`; fail with where each one stands."""
+    wanted = list(ids)
+    deadline = time.monotonic() + timeout
+    found: dict[uuid.UUID, Purchase] = {}
+    while time.monotonic() < deadline:
+        found = purchases(wanted)
+        if len(found) == len(wanted) and all(done(p) for p in found.values()):
+            return found
+        time.sleep(0.25)
+    stuck = {str(i): (found[i].state, found[i].last_error) if i in found else "missing"
+             for i in wanted if i not in found or not done(found[i])}
+    detail = ""
+    if pipeline is not None:
+        detail = f"\nworkers log:\n{pipeline.workers.log_tail()}\nscheduler log:\n{pipeline.scheduler.log_tail(15)}"
+    raise AssertionError(f"{len(stuck)} purchase(s) not done after {timeout}s: {stuck}{detail}")
+
+
+def in_states(*states: str) -> Callable[[Purchase], bool]:
+    return lambda p: p.state in states

@@ -1,0 +1,110 @@
+"""Per-test-run isolation on the shared local servers: a fresh database and a fresh vhost.
+
+The servers themselves are started by `scripts/services.sh start` (make test does it);
+each test run gets its own database and RabbitMQ vhost, so tests can run beside a
+demo on the same servers without touching its data.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+
+REPO = Path(__file__).resolve().parents[2]
+PG_PORT = int(os.environ.get("FULFIL_PG_PORT", "55432"))
+AMQP_PORT = int(os.environ.get("FULFIL_AMQP_PORT", "55672"))
+PG_ADMIN_DSN = f"postgresql://fulfil:fulfil@127.0.0.1:{PG_PORT}/fulfil"
+
+
+class ServersNotRunning(RuntimeError):
+    pass
+
+
+def require_servers() -> None:
+    for name, port in (("Postgres", PG_PORT), ("RabbitMQ", AMQP_PORT)):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError:
+            raise ServersNotRunning(
+                f"{name} is not listening on 127.0.0.1:{port}. Start the local servers with "
+                "`scripts/services.sh start` (`make test` does this for you)."
+            ) from None
+
+
+@dataclass(frozen=True)
+class TestDatabase:
+    name: str
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://fulfil:fulfil@127.0.0.1:{PG_PORT}/{self.name}"
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://fulfil:fulfil@127.0.0.1:{PG_PORT}/{self.name}"
+
+
+def create_database(prefix: str = "fulfil_test") -> TestDatabase:
+    database = TestDatabase(f"{prefix}_{uuid.uuid4().hex[:10]}")
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database.name}"')
+    return database
+
+
+def drop_database(database: TestDatabase) -> None:
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+
+
+def migrate(database: TestDatabase) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(REPO / "alembic.ini"))
+    config.set_main_option("script_location", str(REPO / "migrations"))
+    config.set_main_option("sqlalchemy.url", database.url)
+    config.attributes["configure_logging"] = False
+    command.upgrade(config, "head")
+
+
+def rabbitmqctl(*args: str) -> str:
+    result = subprocess.run(
+        [str(REPO / "scripts" / "services.sh"), "rabbitmqctl", *args],
+        capture_output=True, text=True, timeout=120,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr or result.stdout}")
+    return result.stdout
+
+
+@dataclass(frozen=True)
+class TestVhost:
+    name: str
+
+    @property
+    def url(self) -> str:
+        return f"amqp://fulfil:fulfil@127.0.0.1:{AMQP_PORT}/{quote(self.name, safe='')}"
+
+
+def create_vhost(prefix: str = "fulfil_test") -> TestVhost:
+    vhost = TestVhost(f"{prefix}_{uuid.uuid4().hex[:10]}")
+    rabbitmqctl("add_vhost", vhost.name)
+    rabbitmqctl("set_permissions", "-p", vhost.name, "fulfil", ".*", ".*", ".*")
+    return vhost
+
+
+def delete_vhost(vhost: TestVhost) -> None:
+    rabbitmqctl("delete_vhost", vhost.name)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,76 @@
+"""The transition table: every legal move allowed, every other one refused."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from fulfilment.state_machine import (
+    ALLOWED,
+    HELD_FOR_OPERATOR,
+    NEXT_STEP,
+    TERMINAL,
+    IllegalTransition,
+    State,
+    check_transition,
+    is_live,
+)
+from models.purchase import STATE_VALUES
+
+LEGAL = {(src, dst) for src, targets in ALLOWED.items() for dst in targets}
+ALL_PAIRS = list(itertools.product([None, *State], State))
+
+
+def test_every_state_has_a_row_in_the_table() -> None:
+    assert set(ALLOWED) == {None, *State}
+
+
+def test_database_check_constraint_lists_exactly_the_states() -> None:
+    assert set(STATE_VALUES) == {s.value for s in State}
+
+
+@pytest.mark.parametrize(("src", "dst"), sorted(LEGAL, key=str))
+def test_legal_transitions_pass(src: State | None, dst: State) -> None:
+    check_transition(src, dst)
+
+
+@pytest.mark.parametrize(("src", "dst"), [p for p in ALL_PAIRS if p not in LEGAL], ids=str)
+def test_every_illegal_transition_is_refused(src: State | None, dst: State) -> None:
+    with pytest.raises(IllegalTransition) as raised:
+        check_transition(src, dst)
+    assert str(dst) in str(raised.value)
+
+
+def test_terminal_states_have_no_way_out() -> None:
+    for state in TERMINAL:
+        assert ALLOWED[state] == frozenset()
+
+
+def test_a_purchase_is_born_received_only() -> None:
+    assert ALLOWED[None] == {State.RECEIVED}
+
+
+def test_once_an_order_may_exist_there_is_no_path_back_to_ordering_afresh() -> None:
+    """Invariant 1: from ORDERING/ORDER_UNKNOWN nothing leads to QUOTED or ORDERING directly,
+    and operator states resume only into resolution, never into a fresh order."""
+    for src in (State.ORDERING, State.ORDER_UNKNOWN, State.NEEDS_ATTENTION):
+        assert State.QUOTED not in ALLOWED[src]
+        assert State.ORDERING not in ALLOWED[src]
+
+
+def test_only_order_paths_reach_awaiting_transfer() -> None:
+    sources = {src for src, dst in LEGAL if dst is State.AWAITING_TRANSFER}
+    assert sources == {State.ORDERING, State.ORDER_UNKNOWN, State.NEEDS_ATTENTION, State.STALLED}
+
+
+def test_live_states_have_a_next_step_and_others_do_not() -> None:
+    for state in State:
+        expected = state not in TERMINAL and state not in HELD_FOR_OPERATOR
+        assert is_live(state) is expected, state
+    assert set(NEXT_STEP) == {s for s in State if is_live(s)}
+
+
+def test_every_live_state_can_stall() -> None:
+    for state in NEXT_STEP:
+        assert State.STALLED in ALLOWED[state], state
