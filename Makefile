@@ -1,0 +1,50 @@
+# ticket-fulfilment — the two commands a new machine needs: `make demo` and `make test`.
+# Every target installs what is missing first (apt packages as root, the venv) and
+# starts the local Postgres and RabbitMQ (scripts/services.sh) when it needs them.
+
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap services services-stop status test test-unit demo demo-stop migrate schema clean
+
+help:
+	@echo "make demo        install, start servers, run sandbox + workers + scheduler, submit sample purchases"
+	@echo "make test        install, start servers, run the whole test suite (unit, integration, e2e)"
+	@echo "make test-unit   unit tests only (no servers needed)"
+	@echo "make services    start the local Postgres and RabbitMQ;  make services-stop  stops them"
+	@echo "make schema      regenerate docs/schemas/purchase-request.schema.json"
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+services: bootstrap
+	@bash scripts/services.sh start
+
+services-stop:
+	@bash scripts/services.sh stop
+
+status:
+	@bash scripts/services.sh status
+
+test: services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: bootstrap
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: services
+	@bash scripts/demo.sh
+
+demo-stop:
+	@bash scripts/demo.sh stop
+
+migrate: services
+	@eval "$$(bash scripts/services.sh env)" && $(VENV)/bin/fulfil migrate
+
+schema: bootstrap
+	$(VENV)/bin/fulfil schema > docs/schemas/purchase-request.schema.json
+
+clean: services-stop
+	rm -rf .local

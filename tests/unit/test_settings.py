@@ -1,0 +1,65 @@
+"""Start-up configuration: clear errors naming the variable, never echoing secret values."""
+
+from __future__ import annotations
+
+import pytest
+
+from fulfilment.settings import Settings, SettingsError, get_settings
+
+VALID = {
+    "DATABASE_URL": "postgresql://u:p@127.0.0.1:5432/db",
+    "BROKER_URL": "amqp://u:p@127.0.0.1:5672/%2F",
+    "TBB_BASE_URL": "http://127.0.0.1:18080",
+    "TBB_CLIENT_ID": "partner-a",
+    "TBB_CLIENT_SECRET": "very-secret-value",
+}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    for name in [*VALID, "DEADLINE_WARNING_HOURS", "MAX_REQUOTES", "LOG_LEVEL"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir("/")  # no stray .env file
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def test_valid_environment_loads_and_normalises_the_driver(env: pytest.MonkeyPatch) -> None:
+    for key, value in VALID.items():
+        env.setenv(key, value)
+    env.setenv("DEADLINE_WARNING_HOURS", "48, 6")
+    settings = get_settings()
+    assert settings.database_url.startswith("postgresql+psycopg://")
+    assert settings.deadline_warning_hours == (48.0, 6.0)
+    assert "very-secret-value" not in repr(settings)
+
+
+def test_missing_variables_are_each_named(env: pytest.MonkeyPatch) -> None:
+    env.setenv("TBB_CLIENT_ID", "x")
+    with pytest.raises(SettingsError) as raised:
+        get_settings()
+    message = str(raised.value)
+    for name in ("DATABASE_URL", "BROKER_URL", "TBB_BASE_URL", "TBB_CLIENT_SECRET"):
+        assert f"{name}: is required but not set" in message
+    assert "TBB_CLIENT_ID" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("DATABASE_URL", "mysql://x"), ("BROKER_URL", "redis://x"), ("MAX_REQUOTES", "many"),
+     ("LOG_LEVEL", "LOUD"), ("TBB_BASE_URL", "not a url")],
+)
+def test_malformed_values_are_named_without_their_value(env: pytest.MonkeyPatch, name: str, value: str) -> None:
+    for key, good in VALID.items():
+        env.setenv(key, good)
+    env.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        get_settings()
+    assert name in str(raised.value)
+    assert "very-secret-value" not in str(raised.value)
+
+
+def test_defaults_keep_broker_delays_short() -> None:
+    # Invariant 7: dramatiq's retry backoff stays far below RabbitMQ's 30 min consumer_timeout.
+    assert Settings.model_fields["actor_max_backoff_ms"].default <= 60_000
