@@ -73,12 +73,14 @@ class TbbClient:
         max_retry_seconds: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         observe: CallObserver | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._client_id = client_id
         self._client_secret = client_secret
         self._max_attempts = max_attempts
         self._max_retry_seconds = max_retry_seconds
         self._observe = observe
+        self._sleep = sleep
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
@@ -232,6 +234,7 @@ class TbbClient:
             stop=stop_after_attempt(self._max_attempts) | stop_before_delay(self._max_retry_seconds),
             wait=_honour_retry_after(wait_random_exponential(multiplier=0.25, max=8)),
             before_sleep=_log_retry,
+            sleep=self._sleep,
             reraise=True,
         )
 
