@@ -33,13 +33,14 @@ def build_broker(settings: Settings) -> RabbitmqBroker:
         Pipelines(),
         CurrentMessage(),
         MessageLogContext(),
+        # Before Retries in this list: dramatiq runs `after_*` hooks in reverse order, so
+        # this one runs after Retries has decided whether to give up on the message.
+        StallOnExhaustedRetries(),
         Retries(
             max_retries=settings.actor_max_retries,
             min_backoff=settings.actor_min_backoff_ms,
             max_backoff=settings.actor_max_backoff_ms,
         ),
-        # After Retries: it sees whether Retries gave up on the message.
-        StallOnExhaustedRetries(),
     ]
     return RabbitmqBroker(url=settings.broker_url, confirm_delivery=True, middleware=middleware)
 
