@@ -220,7 +220,8 @@ def test_worker_command_is_dramatiq_workers(services: dict[str, dict[str, Any]])
     from dramatiq.cli import make_argument_parser
 
     args = make_argument_parser().parse_args(command[1:])  # the flags dramatiq would accept
-    assert args.modules == ["workers"]
+    assert args.broker == "workers"  # the module that builds the broker and declares the actors
+    assert args.path == "."  # imported from the working directory: WORKDIR /app in the image
 
 
 def test_workers_module_builds_its_broker_from_the_compose_environment(
