@@ -56,7 +56,6 @@ class Settings(BaseSettings):
     actor_max_backoff_ms: int = Field(default=30_000, ge=10, le=300_000)
 
     log_level: str = Field(default="INFO")
-    metrics_port: int = Field(default=9191, ge=0, le=65535)
 
     @field_validator("database_url")
     @classmethod

@@ -63,3 +63,12 @@ def test_malformed_values_are_named_without_their_value(env: pytest.MonkeyPatch,
 def test_defaults_keep_broker_delays_short() -> None:
     # Invariant 7: dramatiq's retry backoff stays far below RabbitMQ's 30 min consumer_timeout.
     assert Settings.model_fields["actor_max_backoff_ms"].default <= 60_000
+
+
+def test_env_example_documents_exactly_the_settings() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    names = {line.split("=", 1)[0] for line in example.read_text().splitlines()
+             if line and not line.startswith("#") and "=" in line}
+    assert names == {name.upper() for name in Settings.model_fields}
