@@ -79,26 +79,20 @@ ids+=("$(submit --request-id "$run_id-1" --event-id 5496123 --section-name 101 -
 printf '  %s\n' "${ids[@]}"
 
 echo "demo: waiting for final states (up to 90 s)"
-final='transfer_complete|transfer_expired|cancelled|failed|needs_attention|stalled'
+# One query per second: how many of this run's purchases are not final yet.
+summary() {
+    "$VENV/bin/fulfil" list --json --limit 500 | "$VENV/bin/python" scripts/demo_summary.py "$run_id" 8 "$1"
+}
+pending=8
 for _ in $(seq 1 90); do
-    pending=0
-    for id in "${ids[@]}"; do
-        state="$("$VENV/bin/fulfil" status "$id" --json 2>/dev/null | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["state"])' || echo missing)"
-        [[ "$state" =~ ^($final)$ ]] || pending=$((pending + 1))
-    done
-    [[ $pending -eq 0 ]] && break
+    pending="$(summary pending)"
+    [[ "$pending" == "0" ]] && break
     sleep 1
 done
 
 echo
-echo "demo: purchases of this run"
-for id in $(printf '%s\n' "${ids[@]}" | sort -u); do
-    "$VENV/bin/fulfil" status "$id" --json | "$VENV/bin/python" -c '
-import json, sys
-p = json.load(sys.stdin)
-detail = p["order"]["transfer_email"] or (p["failure"] or {}).get("code") or ""
-print(f"  {p[\"request_id\"]:<22} {p[\"state\"]:<18} {p[\"order\"][\"order_id\"] or \"-\":<20} {detail}")'
-done
+echo "demo: purchases of this run (the duplicate submission of #1 made no second purchase)"
+summary table
 echo
 echo "demo: one purchase in full"
 "$VENV/bin/fulfil" status "${ids[0]}"
