@@ -3,10 +3,15 @@
 Leadership is a Postgres advisory lock held on a dedicated connection: a second
 instance waits as a standby and takes over within a few seconds when the first dies
 (its connection closes, the lock is released).  Each tick runs bounded,
-index-backed jobs; the main one re-drives every live purchase whose next action is
-due — a lost message, a killed worker or a broker restart therefore only delays a
-purchase (design invariant 2).  Transfer checks are the same mechanism: the next
-check time of an AWAITING_TRANSFER purchase is its `next_action_at`.
+index-backed jobs:
+
+- redrive: every live purchase whose next action is due gets its step sent again —
+  a lost message, a killed worker or a broker restart only delays a purchase
+  (invariant 2).  Due transfer checks are the same thing: the next check time of an
+  AWAITING_TRANSFER purchase is its `next_action_at`.
+- deadlines: near-deadline warnings (fulfilment/deadlines.py);
+- outbox: the event relay (fulfilment/outbox.py);
+- gauges: the numbers operators watch (fulfilment/metrics.py).
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
+from fulfilment import metrics
 from fulfilment.db import get_engine, session_scope
 from fulfilment.settings import Settings
 from fulfilment.state_machine import NEXT_STEP
@@ -53,17 +59,8 @@ REDRIVE_SQL = text(
 )
 
 
-@dataclass
-class TickReport:
-    redriven: dict[str, int] = field(default_factory=dict)
-    send_failures: int = 0
-    seconds: float = 0.0
-
-
-def redrive_due(settings: Settings, send: Send) -> TickReport:
+def redrive_due(settings: Settings, send: Send) -> int:
     """Send the next step of every live purchase whose next action is due (one batch)."""
-    report = TickReport()
-    started = time.monotonic()
     with session_scope() as session:
         rows = session.execute(
             REDRIVE_SQL,
@@ -73,24 +70,28 @@ def redrive_due(settings: Settings, send: Send) -> TickReport:
                 "batch": settings.scheduler_batch_size,
             },
         ).all()
+    sent = 0
     for purchase_id, state in rows:
         step = NEXT_STEP[state]  # type: ignore[index]
         try:
             send(step, purchase_id)
         except Exception:  # noqa: BLE001  nudged_at makes it due again after redrive_after_seconds
-            report.send_failures += 1
             log.warning("could not send %s for purchase %s", step, purchase_id, exc_info=True)
             continue
-        report.redriven[step] = report.redriven.get(step, 0) + 1
-    report.seconds = time.monotonic() - started
-    return report
+        sent += 1
+    return sent
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    run: Callable[[], int]  # returns how many things it did
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, send: Send, *, jobs: list[Callable[[Settings, Send], TickReport]] | None = None):
+    def __init__(self, settings: Settings, jobs: list[Job]) -> None:
         self.settings = settings
-        self.send = send
-        self.jobs = jobs or [redrive_due]
+        self.jobs = jobs
         self.stopping = threading.Event()
         self.is_leader = False
 
@@ -99,6 +100,7 @@ class Scheduler:
 
     def run(self) -> None:
         """Wait for leadership, tick while leading, go back to waiting if the lock is lost."""
+        log.info("scheduler: starting as standby")
         while not self.stopping.is_set():
             try:
                 with get_engine().connect() as lock_connection:
@@ -107,11 +109,13 @@ class Scheduler:
                         self._wait(1.0)
                         continue
                     self.is_leader = True
+                    metrics.SCHEDULER_LEADER.set(1)
                     log.info("scheduler: leading (advisory lock %#x held)", SCHEDULER_LOCK_KEY)
                     try:
                         self._lead(lock_connection)
                     finally:
                         self.is_leader = False
+                        metrics.SCHEDULER_LEADER.set(0)
             except Exception:  # noqa: BLE001  database gone: stand by and try again
                 log.warning("scheduler: lost the database; standing by", exc_info=True)
                 self._wait(2.0)
@@ -125,18 +129,20 @@ class Scheduler:
             self._wait(self.settings.scheduler_interval_seconds)
         lock_connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEDULER_LOCK_KEY})
 
-    def tick(self) -> list[TickReport]:
-        reports = []
+    def tick(self) -> dict[str, int]:
+        done: dict[str, int] = {}
         for job in self.jobs:
+            started = time.monotonic()
             try:
-                report = job(self.settings, self.send)
+                done[job.name] = job.run()
             except Exception:  # noqa: BLE001  one failing job must not stop the others
-                log.exception("scheduler job %s failed", job.__name__)
+                log.exception("scheduler job %s failed", job.name)
                 continue
-            if report.redriven or report.send_failures:
-                log.info("scheduler %s: %s in %.3fs", job.__name__, report.redriven or "", report.seconds)
-            reports.append(report)
-        return reports
+            finally:
+                metrics.SCHEDULER_JOB_SECONDS.labels(job.name).observe(time.monotonic() - started)
+            if done[job.name]:
+                log.info("scheduler %s: %d in %.3fs", job.name, done[job.name], time.monotonic() - started)
+        return done
 
     @staticmethod
     def _try_lock(connection: Connection) -> bool:
@@ -144,3 +150,37 @@ class Scheduler:
 
     def _wait(self, seconds: float) -> None:
         self.stopping.wait(seconds)
+
+
+LIVE_COUNTS_SQL = text(
+    """
+    SELECT state, count(*), min(next_action_at) FILTER (WHERE claimed_until IS NULL OR claimed_until < now())
+      FROM purchases
+     WHERE state = ANY(:states)
+     GROUP BY state
+    """
+)
+
+
+def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]] | None = None) -> int:
+    """Refresh the operator gauges from non-terminal purchases only (index-backed, cheap at any history size)."""
+    from fulfilment.state_machine import HELD_FOR_OPERATOR
+
+    watched = [s.value for s in (*NEXT_STEP, *HELD_FOR_OPERATOR)]
+    with session_scope() as session:
+        rows = session.execute(LIVE_COUNTS_SQL, {"states": watched}).all()
+        now = session.execute(text("SELECT now()")).scalar_one()
+    counts = {state: 0 for state in watched}
+    oldest = None
+    for state, count, due in rows:
+        counts[state] = count
+        if state in NEXT_STEP and due is not None and (oldest is None or due < oldest):
+            oldest = due
+    for state, count in counts.items():
+        metrics.PURCHASES_BY_STATE.labels(state).set(count)
+    metrics.STALLED.set(sum(counts[s.value] for s in HELD_FOR_OPERATOR))
+    metrics.SCHEDULER_LAG.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+    if queue_depths is not None:
+        for queue, depth in queue_depths().items():
+            metrics.DEAD_LETTERS.labels(queue).set(depth)
+    return 0

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     actor_max_backoff_ms: int = Field(default=30_000, ge=10, le=300_000)
 
     log_level: str = Field(default="INFO")
+    # The scheduler's Prometheus port (0: no metrics server).  Workers use dramatiq_prom_port.
+    metrics_port: int = Field(default=9192, ge=0, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 where a scraper must reach it")
 
     @field_validator("database_url")
     @classmethod

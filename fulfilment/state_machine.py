@@ -22,9 +22,11 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from models import OutboxEvent, Purchase, PurchaseTransition
+from fulfilment import metrics
+from models import DeadlineFlag, OutboxEvent, Purchase, PurchaseTransition
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +191,17 @@ def _record(
     reason: str,
     attempt: int,
     message_id: str | None,
+    *,
+    kind: str = "transition",
+    event_type: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
-    transition_id = session.execute(
+    """Append the history row and its one outbox event (same transaction as the caller's change)."""
+    entry = session.execute(
         insert(PurchaseTransition)
         .values(
             purchase_id=purchase.id,
+            kind=kind,
             from_state=from_state.value if from_state else None,
             to_state=to_state.value,
             reason=reason,
@@ -204,15 +212,38 @@ def _record(
     ).one()
     log.info("purchase %s: %s -> %s (%s)", purchase.id, from_state or "new", to_state, reason)
     event_id = uuid.uuid4()
+    event_type = event_type or f"purchase.{to_state.value}"
+    metrics.TRANSITIONS.labels(event_type).inc()
+    payload = event_payload(event_id, purchase, from_state, to_state, reason, entry.created_at, event_type)
+    payload.update(extra or {})
     session.execute(
         insert(OutboxEvent).values(
-            id=event_id,
-            transition_id=transition_id.id,
-            purchase_id=purchase.id,
-            routing_key=f"purchase.{to_state.value}",
-            payload=event_payload(event_id, purchase, from_state, to_state, reason, transition_id.created_at),
+            id=event_id, transition_id=entry.id, purchase_id=purchase.id, routing_key=event_type, payload=payload
         )
     )
+
+
+def flag_deadline(session: Session, purchase: Purchase, window_hours: float) -> bool:
+    """Raise the warning for one window, once: history row + `purchase.deadline_near` event.
+
+    Returns False if this window was flagged before (the flag's primary key decides).
+    """
+    flagged = session.execute(
+        pg_insert(DeadlineFlag)
+        .values(purchase_id=purchase.id, window_hours=window_hours)
+        .on_conflict_do_nothing()
+        .returning(DeadlineFlag.purchase_id)
+    ).scalar_one_or_none()
+    if flagged is None:
+        return False
+    state = State(purchase.state)
+    deadline = purchase.delivery_deadline.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    _record(
+        session, purchase, state, state, f"delivery deadline {deadline} is within {window_hours:g} h", 0, None,
+        kind="deadline_flag", event_type="purchase.deadline_near",
+        extra={"deadline_warning": {"window_hours": window_hours, "delivery_deadline": deadline}},
+    )
+    return True
 
 
 def event_payload(
@@ -222,11 +253,12 @@ def event_payload(
     to_state: State,
     reason: str,
     occurred_at: dt.datetime,
+    event_type: str,
 ) -> dict[str, Any]:
     """The event body (schema: docs/schemas/purchase-event.schema.json)."""
     payload: dict[str, Any] = {
         "event_id": str(event_id),
-        "type": f"purchase.{to_state.value}",
+        "type": event_type,
         "occurred_at": occurred_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
         "purchase_id": str(purchase.id),
         "request_id": purchase.request_id,
@@ -234,6 +266,8 @@ def event_payload(
         "previous_state": from_state.value if from_state else None,
         "reason": reason,
     }
+    if purchase.request_metadata is not None:
+        payload["metadata"] = purchase.request_metadata
     if purchase.order_id:
         payload["order"] = {
             "order_id": purchase.order_id,

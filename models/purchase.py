@@ -43,7 +43,14 @@ class Purchase(Base):
         CheckConstraint("quantity > 0", name="quantity_positive"),
         # The scheduler's re-drive and due-check scans: only live rows are indexed.
         Index("ix_purchases_next_action_at", "next_action_at", postgresql_where=text("next_action_at IS NOT NULL")),
-        Index("ix_purchases_state_updated_at", "state", "updated_at"),
+        # `fulfil list --state …`, newest first.
+        Index("ix_purchases_state_created_at", "state", "created_at"),
+        # The scheduler's deadline-warning scan.
+        Index(
+            "ix_purchases_awaiting_deadline",
+            "delivery_deadline",
+            postgresql_where=text("state = 'awaiting_transfer'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)

@@ -3,18 +3,24 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import ForeignKey, Integer, String, Text, func
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
 
 
+HISTORY_KINDS = ("transition", "deadline_flag")
+
+
 class PurchaseTransition(Base):
-    """Append-only history: one row per state change (a database trigger refuses UPDATE and DELETE)."""
+    """Append-only history: one row per state change, and per deadline warning raised
+    (`kind`); a database trigger refuses UPDATE and DELETE."""
 
     __tablename__ = "purchase_transitions"
+    __table_args__ = (CheckConstraint(f"kind IN {HISTORY_KINDS!r}", name="kind_known"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), server_default="transition")
     purchase_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("purchases.id", ondelete="RESTRICT"), index=True)
     from_state: Mapped[str | None] = mapped_column(String(30))
     to_state: Mapped[str] = mapped_column(String(30))

@@ -85,9 +85,11 @@ def sandbox(log_dir: Path) -> Iterator[Sandbox]:
 
 
 @pytest.fixture(scope="session")
-def app_env(database: servers.TestDatabase, vhost: servers.TestVhost, sandbox: Sandbox) -> dict[str, str]:
+def app_env(database: servers.TestDatabase, vhost: servers.TestVhost, sandbox: Sandbox, log_dir: Path) -> dict[str, str]:
     """The environment a worker, the scheduler and the CLI get in tests."""
     client_id, secret = PARTNER_A
+    metrics_dir = log_dir / "prometheus"
+    metrics_dir.mkdir(exist_ok=True)
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "BROKER_", "TBB_"))},
         **FAST_SETTINGS,
@@ -96,6 +98,11 @@ def app_env(database: servers.TestDatabase, vhost: servers.TestVhost, sandbox: S
         "TBB_BASE_URL": sandbox.url,
         "TBB_CLIENT_ID": client_id,
         "TBB_CLIENT_SECRET": secret,
+        # Metrics servers on free loopback ports, so tests can run beside a demo.
+        "METRICS_PORT": str(servers.free_port()),
+        "dramatiq_prom_host": "127.0.0.1",
+        "dramatiq_prom_port": str(servers.free_port()),
+        "dramatiq_prom_db": str(metrics_dir),
     }
 
 

@@ -11,10 +11,19 @@ broker (publisher confirms on) and declares the actors:
 
 from __future__ import annotations
 
+import os
 import sys
 
-from fulfilment import logging_setup
-from fulfilment.settings import SettingsError, get_settings
+from dramatiq.middleware.prometheus import DB_PATH
+
+# Prometheus multiprocess mode must be chosen before prometheus_client is first imported,
+# so that our metrics from every worker process are aggregated by dramatiq's exposition
+# server (which reads the same directory: env dramatiq_prom_db).  The server listens on
+# dramatiq_prom_host:dramatiq_prom_port (dramatiq's defaults: 0.0.0.0:9191).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", DB_PATH)
+
+from fulfilment import logging_setup  # noqa: E402
+from fulfilment.settings import SettingsError, get_settings  # noqa: E402
 
 try:
     _settings = get_settings()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.middleware.prometheus import Prometheus
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -32,6 +33,7 @@ def build_broker(settings: Settings) -> RabbitmqBroker:
         Callbacks(),
         Pipelines(),
         CurrentMessage(),
+        Prometheus(),
         MessageLogContext(),
         # Before Retries in this list: dramatiq runs `after_*` hooks in reverse order, so
         # this one runs after Retries has decided whether to give up on the message.

@@ -95,6 +95,10 @@ class TbbClient:
     def close(self) -> None:
         self._http.close()
 
+    def check_credentials(self) -> None:
+        """Fetch a token now (health checks): raises AccountError/TransientError if it cannot."""
+        self._tokens.get()
+
     # ---- the Partner interface --------------------------------------------------------
 
     def create_quote(self, request: QuoteRequest, *, request_id: str) -> Quote:

@@ -1,0 +1,30 @@
+"""The RabbitMQ queues of the pipeline, and their depths for the operator gauges."""
+
+from __future__ import annotations
+
+import pika
+import pika.exceptions
+from dramatiq.common import xq_name
+
+QUEUES = ("purchases.intake", "purchases.quote", "purchases.order", "purchases.transfer")
+
+
+def queue_depths(broker_url: str, queues: tuple[str, ...] = tuple(xq_name(q) for q in QUEUES)) -> dict[str, int]:
+    """Messages waiting in each queue (passive declares: nothing is created or consumed).
+
+    A queue that does not exist yet (no worker ever declared it) counts as empty.
+    """
+    depths: dict[str, int] = {}
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    try:
+        for queue in queues:
+            channel = connection.channel()
+            try:
+                depths[queue] = channel.queue_declare(queue, passive=True).method.message_count
+                channel.close()
+            except pika.exceptions.ChannelClosedByBroker:
+                depths[queue] = 0
+    finally:
+        if connection.is_open:
+            connection.close()
+    return depths

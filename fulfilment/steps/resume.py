@@ -1,0 +1,74 @@
+"""Operator resumption: `fulfil retry` and `fulfil dlq replay` bring a held purchase back to life.
+
+A purchase held in STALLED goes back to where it stalled, except that one stalled
+while ORDERING resumes as ORDER_UNKNOWN: an order may exist, so it must be looked
+up, never placed afresh (invariant 1).  NEEDS_ATTENTION resumes as ORDER_UNKNOWN
+(resolve again) or, when the order is known, AWAITING_TRANSFER.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from fulfilment import state_machine
+from fulfilment.db import session_scope
+from fulfilment.settings import Settings
+from fulfilment.state_machine import NEXT_STEP, TERMINAL, State
+from models import Purchase
+
+RESUME_INTO: dict[State, State] = {
+    State.RECEIVED: State.RECEIVED,
+    State.PAUSED: State.PAUSED,
+    State.QUOTED: State.QUOTED,
+    State.ORDERING: State.ORDER_UNKNOWN,
+    State.ORDER_UNKNOWN: State.ORDER_UNKNOWN,
+    State.AWAITING_TRANSFER: State.AWAITING_TRANSFER,
+}
+
+
+class CannotResume(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Resumed:
+    purchase_id: uuid.UUID
+    from_state: State
+    to_state: State
+    step: str
+
+    @property
+    def changed(self) -> bool:
+        return self.from_state != self.to_state
+
+
+def resume(purchase_id: uuid.UUID, *, settings: Settings, reason: str) -> Resumed:
+    """Move a held purchase back into its live state; a live one is left as it is.
+
+    Returns the step to nudge.  Raises CannotResume for unknown or finished purchases.
+    """
+    with session_scope() as session:
+        purchase = session.get(Purchase, purchase_id, with_for_update=True)
+        if purchase is None:
+            raise CannotResume(f"no purchase {purchase_id}")
+        state = State(purchase.state)
+        if state in TERMINAL:
+            raise CannotResume(f"purchase {purchase_id} is {state}: finished, nothing to resume")
+        if state in NEXT_STEP:
+            return Resumed(purchase_id, state, state, NEXT_STEP[state])
+        target = _target(purchase, state)
+        state_machine.transition(
+            session, purchase, target, reason=reason, next_action_in=settings.redrive_after_seconds,
+            changes={"failure_code": None, "failure_message": None, "stalled_from": None},
+        )
+        return Resumed(purchase_id, state, target, NEXT_STEP[target])
+
+
+def _target(purchase: Purchase, state: State) -> State:
+    if state is State.STALLED:
+        if purchase.stalled_from is None:
+            raise CannotResume(f"purchase {purchase.id} is stalled but its previous state is unknown")
+        return RESUME_INTO[State(purchase.stalled_from)]
+    # NEEDS_ATTENTION: the order is known (status unreadable) or must be resolved again.
+    return State.AWAITING_TRANSFER if purchase.order_id else State.ORDER_UNKNOWN
