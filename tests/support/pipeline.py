@@ -73,3 +73,20 @@ def wait_until(ids: Iterable[uuid.UUID], done: Callable[[Purchase], bool], *, ti
 
 def in_states(*states: str) -> Callable[[Purchase], bool]:
     return lambda p: p.state in states
+
+
+def partner_orders(sandbox: "Sandbox", purchase_id: uuid.UUID) -> list[dict[str, Any]]:  # noqa: F821
+    """Every order the sandbox holds for any quote this purchase ever received."""
+    from models import PartnerQuote
+
+    with session_scope() as session:
+        quote_ids = list(session.scalars(select(PartnerQuote.quote_id).where(PartnerQuote.purchase_id == purchase_id)))
+    return [order for quote_id in quote_ids for order in sandbox.orders(quote_id=quote_id)]
+
+
+def restart_workers(pipeline: Pipeline, log_dir: Path, *, processes: int = 2, threads: int = 4) -> None:
+    from tests.support.processes import start_workers, wait_for_consumers
+
+    pipeline.workers = start_workers(pipeline.env, log_dir, processes=processes, threads=threads,
+                                     name=f"{pipeline.workers.name}-again")
+    wait_for_consumers(pipeline.env["BROKER_URL"], pipeline.workers, expected=processes)
