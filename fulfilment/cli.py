@@ -95,7 +95,7 @@ def status(
     """Show a purchase: state, quote, order, transfer email and its full history."""
     from fulfilment.db import session_scope
     from fulfilment.state_machine import history
-    from models import PartnerQuote
+    from models import OutboxEvent, PartnerQuote
 
     _settings()
     with session_scope() as session:
@@ -106,6 +106,9 @@ def status(
             select(PartnerQuote).where(PartnerQuote.purchase_id == found.id).order_by(PartnerQuote.id)
         ).all()
         transitions = history(session, found.id)
+        events = session.scalars(
+            select(OutboxEvent).where(OutboxEvent.purchase_id == found.id).order_by(OutboxEvent.transition_id)
+        ).all()
     view = {
         "purchase_id": str(found.id),
         "request_id": found.request_id,
@@ -128,8 +131,10 @@ def status(
         "next_action_at": _iso(found.next_action_at),
         "quotes": [{"quote_id": q.quote_id, "unit_price": _money(q.unit_price), "expires_at": _iso(q.expires_at)}
                    for q in quotes],
-        "history": [{"at": _iso(t.created_at), "from": t.from_state, "to": t.to_state, "reason": t.reason,
-                     "attempt": t.attempt} for t in transitions],
+        "history": [{"at": _iso(t.created_at), "kind": t.kind, "from": t.from_state, "to": t.to_state,
+                     "reason": t.reason, "attempt": t.attempt} for t in transitions],
+        "events": [{"event_id": str(e.id), "type": e.routing_key, "published_at": _iso(e.published_at)}
+                   for e in events],
     }
     if as_json:
         typer.echo(json.dumps(view, indent=2))
@@ -151,7 +156,10 @@ def status(
         typer.echo(f"last err  {found.last_error}")
     typer.echo("history")
     for t in view["history"]:
-        typer.echo(f"  {t['at']}  {t['from'] or '-':>17} -> {t['to']:<17}  {t['reason']}")
+        arrow = "->" if t["kind"] == "transition" else "!!"
+        typer.echo(f"  {t['at']}  {t['from'] or '-':>17} {arrow} {t['to']:<17}  {t['reason']}")
+    sent = sum(1 for e in events if e.published_at is not None)
+    typer.echo(f"events    {len(events)} recorded, {sent} published to fulfilment.events")
 
 
 def _money(value: Decimal | None) -> str | None:

@@ -63,6 +63,7 @@ done
 run_id="demo-$(date +%s)"
 deadline="$(date -u -d '+3 days' +%Y-%m-%dT%H:%M:%SZ)"
 late="$(date -u -d '+60 days' +%Y-%m-%dT%H:%M:%SZ)"
+soon="$(date -u -d '+90 minutes' +%Y-%m-%dT%H:%M:%SZ)"
 submit() { "$VENV/bin/fulfil" submit --delivery-deadline "$deadline" "$@"; }
 
 echo "demo: submitting sample purchases"
@@ -75,15 +76,16 @@ ids+=("$(submit --request-id "$run_id-5" --event-id 5496123 --section-name 103 -
 ids+=("$(submit --request-id "$run_id-6" --event-id 5490001 --section-name 102 --quantity 1)")   # sold out
 ids+=("$(submit --request-id "$run_id-7" --event-id 5496123 --section-name 101 --quantity 2 --max-unit-price 50)")  # too dear
 ids+=("$(submit --request-id "$run_id-8" --event-id 5496124 --section-name 101 --quantity 2 --delivery-deadline "$late")")  # after the event
+ids+=("$(submit --request-id "$run_id-9" --event-id 5496125 --section-name 202 --quantity 2 --delivery-deadline "$soon")")  # deadline near
 ids+=("$(submit --request-id "$run_id-1" --event-id 5496123 --section-name 101 --row-name A --quantity 2)")  # duplicate of #1
 printf '  %s\n' "${ids[@]}"
 
 echo "demo: waiting for final states (up to 90 s)"
 # One query per second: how many of this run's purchases are not final yet.
 summary() {
-    "$VENV/bin/fulfil" list --json --limit 500 | "$VENV/bin/python" scripts/demo_summary.py "$run_id" 8 "$1"
+    "$VENV/bin/fulfil" list --json --limit 500 | "$VENV/bin/python" scripts/demo_summary.py "$run_id" 9 "$1"
 }
-pending=8
+pending=9
 for _ in $(seq 1 90); do
     pending="$(summary pending)"
     [[ "$pending" == "0" ]] && break
@@ -94,6 +96,8 @@ echo
 echo "demo: purchases of this run (the duplicate submission of #1 made no second purchase)"
 summary table
 echo
-echo "demo: one purchase in full"
-"$VENV/bin/fulfil" status "${ids[0]}"
+echo "demo: the purchase whose delivery deadline was near, in full: the scheduler flagged it (!!) and"
+echo "      every entry of its history was published as an event to the exchange fulfilment.events"
+"$VENV/bin/fulfil" status "${ids[8]}"
+"$VENV/bin/fulfil" status "${ids[8]}" --json | "$VENV/bin/python" scripts/demo_summary.py "$run_id" 9 events
 if [[ $pending -ne 0 ]]; then echo "demo: $pending purchase(s) not final; see .local/demo/*.log" >&2; exit 1; fi

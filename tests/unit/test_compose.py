@@ -168,7 +168,9 @@ def test_app_services_share_one_environment(services: dict[str, dict[str, Any]])
 
 def test_every_variable_is_known(services: dict[str, dict[str, Any]]) -> None:
     settings_vars = {name.upper() for name in Settings.model_fields}
-    known = settings_vars | _known_sandbox_vars()
+    # Read by dramatiq's Prometheus middleware (see workers/__init__.py).
+    dramatiq_vars = {"dramatiq_prom_host", "dramatiq_prom_port", "dramatiq_prom_db"}
+    known = settings_vars | _known_sandbox_vars() | dramatiq_vars
     for name in [*_app_services(services), "sandbox"]:
         unknown = set(_env(services[name])) - known
         assert not unknown, f"{name}: variables no code reads: {sorted(unknown)}"

@@ -1,0 +1,63 @@
+"""Every kind of event the state machine writes matches the published JSON Schema."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import jsonschema
+from sqlalchemy import select
+
+from fulfilment import state_machine
+from fulfilment.db import session_scope
+from fulfilment.state_machine import State
+from models import OutboxEvent, Purchase
+from tests.support.factories import stored_purchase
+from tests.support.servers import REPO
+
+SCHEMA = json.loads((REPO / "docs" / "schemas" / "purchase-event.schema.json").read_text())
+
+
+def test_events_of_a_whole_life_validate() -> None:
+    purchase_id = stored_purchase(metadata={"basket": "b-1"},
+                                  delivery_deadline=(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+                                  .strftime("%Y-%m-%dT%H:%M:%SZ"))
+    steps = [
+        (State.QUOTED, {"quote_id": "qt_1", "quote_expires_at": dt.datetime.now(dt.UTC)}, 5),
+        (State.ORDERING, {}, 5),
+        (State.AWAITING_TRANSFER, {"order_id": "TBB-1", "order_status": "awaiting_transfer",
+                                   "transfer_email": "t@ticketbuyback.com", "seat_range": "1-2",
+                                   "unit_price": Decimal("10.00")}, 5),
+    ]
+    for to_state, changes, next_in in steps:
+        with session_scope() as session:
+            state_machine.transition(session, session.get_one(Purchase, purchase_id), to_state, reason="test",
+                                     next_action_in=next_in, changes=changes)
+    with session_scope() as session:
+        assert state_machine.flag_deadline(session, session.get_one(Purchase, purchase_id), 2.0)
+        assert not state_machine.flag_deadline(session, session.get_one(Purchase, purchase_id), 2.0)
+    with session_scope() as session:
+        state_machine.transition(session, session.get_one(Purchase, purchase_id), State.TRANSFER_COMPLETE,
+                                 reason="test", changes={"order_status": "transfer_complete"})
+
+    failed_id = stored_purchase()
+    with session_scope() as session:
+        state_machine.transition(session, session.get_one(Purchase, failed_id), State.FAILED, reason="test",
+                                 changes={"failure_code": "EVENT_NOT_FOUND", "failure_message": "no"})
+
+    with session_scope() as session:
+        events = session.scalars(select(OutboxEvent).where(OutboxEvent.purchase_id.in_([purchase_id, failed_id]))
+                                 .order_by(OutboxEvent.transition_id)).all()
+    kinds = [e.routing_key for e in events]
+    assert kinds.count("purchase.deadline_near") == 1
+    assert {"purchase.received", "purchase.awaiting_transfer", "purchase.transfer_complete",
+            "purchase.failed"} <= set(kinds)
+    checker = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+    for event in events:
+        checker.validate(event.payload)
+        assert event.payload["type"] == event.routing_key
+    completed = next(e for e in events if e.routing_key == "purchase.transfer_complete").payload
+    assert completed["metadata"] == {"basket": "b-1"} and completed["order"]["transfer_email"]
+    failed = next(e for e in events if e.routing_key == "purchase.failed").payload
+    assert failed["failure"] == {"code": "EVENT_NOT_FOUND", "message": "no"}
