@@ -29,13 +29,16 @@
 #                                   do not need it
 #   FULFIL_RABBIT_MGMT_PORT=55674   management listener (only with FULFIL_RABBIT_MGMT=1)
 #   FULFIL_START_TIMEOUT=60         seconds to wait for a server to come up
+#   FULFIL_LOCAL_DIR=.local         where the servers keep their state; another directory
+#                                   (with other ports) runs a second, independent pair,
+#                                   e.g. for chaos runs that restart their servers
 #
 # Two checkouts on one machine share the default ports: give one of them other
 # FULFIL_*_PORT values. A port already taken by something else is reported.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-LOCAL="$ROOT/.local"
+LOCAL="${FULFIL_LOCAL_DIR:-$ROOT/.local}"  # FULFIL_LOCAL_DIR: a second, independent pair of servers (chaos runs)
 
 PG_PORT="${FULFIL_PG_PORT:-55432}"
 PG_FAST="${FULFIL_PG_FAST:-1}"

@@ -13,6 +13,7 @@ SANDBOX_TRANSFER_AFTER_SECONDS     float, default 30; ``none`` disables simulate
 SANDBOX_TRANSFER_OUTCOME           ``complete``/``expire``/``cancel`` or JSON weights object
 SANDBOX_SEATS_PER_ROW              int, default 20
 SANDBOX_SEED                       int, default 0 (fault and outcome randomness)
+SANDBOX_TOKEN_PREFIX               prefix of access tokens, default ``tbb_``
 SANDBOX_PAYMENT_ERROR_CODE         PAYMENT_NOT_CONFIGURED (default) or PAYOUT_METHOD_NOT_CONFIGURED
 SANDBOX_PARTNERS                   JSON list of {client_id, client_secret, name?,
                                    payment_configured?, suspended?}; replaces the defaults
@@ -44,6 +45,8 @@ class SandboxConfig:
     transfer_outcome: OutcomePolicy = "complete"
     seats_per_row: int = 20
     seed: int = 0
+    # Prefix of issued access tokens: tests choose a distinctive one to scan logs for leaks.
+    token_prefix: str = "tbb_"
     # The docs' newer revision renamed the code; a client must treat both the same.
     payment_error_code: str = "PAYMENT_NOT_CONFIGURED"
     # Admin API answers only loopback peers (and Starlette's TestClient) unless disabled.
@@ -80,6 +83,8 @@ class SandboxConfig:
             values["seats_per_row"] = int(env["SANDBOX_SEATS_PER_ROW"])
         if "SANDBOX_SEED" in env:
             values["seed"] = int(env["SANDBOX_SEED"])
+        if env.get("SANDBOX_TOKEN_PREFIX"):
+            values["token_prefix"] = env["SANDBOX_TOKEN_PREFIX"]
         if "SANDBOX_PAYMENT_ERROR_CODE" in env:
             values["payment_error_code"] = env["SANDBOX_PAYMENT_ERROR_CODE"].strip()
         if env.get("SANDBOX_PARTNERS"):

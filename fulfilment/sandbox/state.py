@@ -23,7 +23,8 @@ class SandboxState:
         self.catalogue = build_catalogue(self.clock().date(), config.seats_per_row)
         self.accounts = AccountDirectory(config.partners)
         self.store = SandboxStore(
-            self.catalogue, self.accounts, RuntimeSettings.from_config(config), self.clock, self._lifecycle_rng()
+            self.catalogue, self.accounts, RuntimeSettings.from_config(config), self.clock, self._lifecycle_rng(),
+            token_prefix=config.token_prefix,
         )
         self.faults = FaultInjector(config.faults, config.seed)
         self._requests_lock = threading.Lock()

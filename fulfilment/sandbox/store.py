@@ -61,8 +61,10 @@ class SandboxStore:
         settings: RuntimeSettings,
         clock: Clock,
         lifecycle_rng: random.Random,
+        token_prefix: str = "tbb_",
     ) -> None:
         self.catalogue = catalogue
+        self._token_prefix = token_prefix
         self.accounts = accounts
         self._settings = settings
         self._clock = clock
@@ -92,7 +94,7 @@ class SandboxStore:
         with self._lock:
             now = self._clock()
             ttl = self._settings.token_ttl_seconds
-            token = Token("tbb_" + secrets.token_urlsafe(32), account.client_id, now, plus_seconds(now, ttl))
+            token = Token(self._token_prefix + secrets.token_urlsafe(32), account.client_id, now, plus_seconds(now, ttl))
             self._tokens[token.access_token] = token
             self._tokens_issued[account.client_id] += 1
         return {

@@ -9,19 +9,28 @@ from collections.abc import Callable
 from typing import Any
 
 import pika
+import pika.exceptions
 
 from fulfilment.outbox import EXCHANGE
 
 
 class EventListener:
-    def __init__(self, broker_url: str, binding: str = "purchase.#") -> None:
-        self.connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    """durable=True: a durable queue that outlives broker restarts (reconnects on demand)."""
+
+    def __init__(self, broker_url: str, binding: str = "purchase.#", *, durable: bool = False) -> None:
+        self.broker_url = broker_url
+        self.binding = binding
+        self.durable = durable
+        self.queue = f"test-events-{uuid.uuid4().hex[:8]}"
+        self.received: list[dict[str, Any]] = []
+        self._connect()
+
+    def _connect(self) -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(self.broker_url))
         self.channel = self.connection.channel()
         self.channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
-        self.queue = f"test-events-{uuid.uuid4().hex[:8]}"
-        self.channel.queue_declare(self.queue, exclusive=True)
-        self.channel.queue_bind(self.queue, EXCHANGE, routing_key=binding)
-        self.received: list[dict[str, Any]] = []
+        self.channel.queue_declare(self.queue, durable=self.durable, exclusive=not self.durable)
+        self.channel.queue_bind(self.queue, EXCHANGE, routing_key=self.binding)
 
     def drain(self, *, until: int | Callable[[list[dict[str, Any]]], bool] | None = None,
               timeout: float = 10) -> list[dict[str, Any]]:
@@ -30,7 +39,17 @@ class EventListener:
         done = (lambda got: len(got) >= until) if isinstance(until, int) else until
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            method, properties, body = self.channel.basic_get(self.queue, auto_ack=True)
+            try:
+                method, properties, body = self.channel.basic_get(self.queue, auto_ack=True)
+            except (pika.exceptions.AMQPError, OSError):
+                if not self.durable:
+                    raise
+                time.sleep(0.5)
+                try:
+                    self._connect()
+                except (pika.exceptions.AMQPError, OSError):
+                    pass  # the broker is still restarting
+                continue
             if method is None:
                 if done is None or done(self.received):
                     break
@@ -41,5 +60,10 @@ class EventListener:
         return self.received
 
     def close(self) -> None:
-        if self.connection.is_open:
-            self.connection.close()
+        try:
+            if self.durable and self.channel.is_open:
+                self.channel.queue_delete(self.queue)
+            if self.connection.is_open:
+                self.connection.close()
+        except (pika.exceptions.AMQPError, OSError):
+            pass

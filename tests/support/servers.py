@@ -11,16 +11,26 @@ import os
 import socket
 import subprocess
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
 
 REPO = Path(__file__).resolve().parents[2]
-PG_PORT = int(os.environ.get("FULFIL_PG_PORT", "55432"))
-AMQP_PORT = int(os.environ.get("FULFIL_AMQP_PORT", "55672"))
-PG_ADMIN_DSN = f"postgresql://fulfil:fulfil@127.0.0.1:{PG_PORT}/fulfil"
+
+
+# Read at call time: the chaos run points the process at its private servers after import.
+def pg_port() -> int:
+    return int(os.environ.get("FULFIL_PG_PORT", "55432"))
+
+
+def amqp_port() -> int:
+    return int(os.environ.get("FULFIL_AMQP_PORT", "55672"))
+
+
+def pg_admin_dsn() -> str:
+    return f"postgresql://fulfil:fulfil@127.0.0.1:{pg_port()}/fulfil"
 
 
 class ServersNotRunning(RuntimeError):
@@ -28,7 +38,7 @@ class ServersNotRunning(RuntimeError):
 
 
 def require_servers() -> None:
-    for name, port in (("Postgres", PG_PORT), ("RabbitMQ", AMQP_PORT)):
+    for name, port in (("Postgres", pg_port()), ("RabbitMQ", amqp_port())):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
         except OSError:
@@ -41,25 +51,26 @@ def require_servers() -> None:
 @dataclass(frozen=True)
 class TestDatabase:
     name: str
+    port: int = field(default_factory=pg_port)
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://fulfil:fulfil@127.0.0.1:{PG_PORT}/{self.name}"
+        return f"postgresql+psycopg://fulfil:fulfil@127.0.0.1:{self.port}/{self.name}"
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://fulfil:fulfil@127.0.0.1:{PG_PORT}/{self.name}"
+        return f"postgresql://fulfil:fulfil@127.0.0.1:{self.port}/{self.name}"
 
 
 def create_database(prefix: str = "fulfil_test") -> TestDatabase:
     database = TestDatabase(f"{prefix}_{uuid.uuid4().hex[:10]}")
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+    with psycopg.connect(pg_admin_dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database.name}"')
     return database
 
 
 def drop_database(database: TestDatabase) -> None:
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+    with psycopg.connect(pg_admin_dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
 
 
@@ -87,10 +98,11 @@ def rabbitmqctl(*args: str) -> str:
 @dataclass(frozen=True)
 class TestVhost:
     name: str
+    port: int = field(default_factory=amqp_port)
 
     @property
     def url(self) -> str:
-        return f"amqp://fulfil:fulfil@127.0.0.1:{AMQP_PORT}/{quote(self.name, safe='')}"
+        return f"amqp://fulfil:fulfil@127.0.0.1:{self.port}/{quote(self.name, safe='')}"
 
 
 def create_vhost(prefix: str = "fulfil_test") -> TestVhost:

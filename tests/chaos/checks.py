@@ -1,0 +1,118 @@
+"""What the chaos run verifies at the end, from the sandbox's own records and the database."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, text
+
+from fulfilment.db import session_scope
+from fulfilment.state_machine import HELD_FOR_OPERATOR, TERMINAL
+from models import OutboxEvent, PartnerQuote, Purchase, PurchaseTransition, RejectedRequest
+from tests.support.sandbox import Sandbox
+
+
+@dataclass
+class Verdict:
+    purchases: int = 0
+    states: Counter[str] = field(default_factory=Counter)
+    orders: int = 0
+    duplicates: int = 0  # purchases with more than one partner order
+    orphan_orders: int = 0  # partner orders for quotes we never recorded
+    lost: int = 0  # purchases neither final nor visibly held
+    stalled: int = 0
+    held_without_reason: int = 0
+    orders_on_expired_quote: int = 0
+    transitions: int = 0
+    transitions_without_one_event: int = 0
+    unpublished_events: int = 0
+    events_never_received: int = 0
+    events_received_twice: int = 0
+    secret_leaks: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.duplicates or self.orphan_orders or self.lost or self.held_without_reason
+                    or self.orders_on_expired_quote or self.transitions_without_one_event
+                    or self.unpublished_events or self.events_never_received or self.secret_leaks)
+
+
+def check_purchases(purchase_ids: list[uuid.UUID], sandbox: Sandbox, verdict: Verdict) -> None:
+    with session_scope() as session:
+        purchases = session.scalars(select(Purchase).where(Purchase.id.in_(purchase_ids))).all()
+        quotes = session.execute(select(PartnerQuote.quote_id, PartnerQuote.purchase_id)).all()
+    verdict.purchases = len(purchases)
+    verdict.lost += len(purchase_ids) - len(purchases)  # never even stored
+    for purchase in purchases:
+        verdict.states[purchase.state] += 1
+        if purchase.state in TERMINAL:
+            continue
+        if purchase.state in HELD_FOR_OPERATOR:
+            verdict.stalled += 1
+            if not (purchase.last_error or purchase.failure_code):
+                verdict.held_without_reason += 1
+            continue
+        verdict.lost += 1
+
+    purchase_of_quote = {quote_id: purchase_id for quote_id, purchase_id in quotes}
+    orders = sandbox.orders()
+    verdict.orders = len(orders)
+    per_purchase: Counter[uuid.UUID] = Counter()
+    for order in orders:
+        owner = purchase_of_quote.get(order["quote_id"])
+        if owner is None:
+            verdict.orphan_orders += 1
+        else:
+            per_purchase[owner] += 1
+        if order.get("created_on_expired_quote"):
+            verdict.orders_on_expired_quote += 1
+    verdict.duplicates = sum(1 for count in per_purchase.values() if count > 1)
+    verdict.orders_on_expired_quote = max(verdict.orders_on_expired_quote,
+                                          sandbox.stats().get("orders_on_expired_quote", 0))
+
+
+def check_events(received: list[dict[str, Any]], verdict: Verdict) -> None:
+    """Exactly one event per history entry, all published, every id received (duplicates allowed)."""
+    with session_scope() as session:
+        verdict.transitions = session.scalar(select(func.count()).select_from(PurchaseTransition)) or 0
+        verdict.transitions_without_one_event = session.scalar(text(
+            "SELECT count(*) FROM purchase_transitions t "
+            "WHERE (SELECT count(*) FROM outbox_events e WHERE e.transition_id = t.id) <> 1")) or 0
+        verdict.unpublished_events = session.scalar(
+            select(func.count()).select_from(OutboxEvent).where(OutboxEvent.published_at.is_(None))) or 0
+        event_ids = {str(i) for i in session.scalars(select(OutboxEvent.id))}
+    seen = Counter(message["message_id"] for message in received)
+    verdict.events_never_received = len(event_ids - set(seen))
+    verdict.events_received_twice = sum(1 for i, n in seen.items() if n > 1)
+
+
+def scan_for_secrets(needles: list[str], token_pattern: re.Pattern[str], files: list[Path],
+                     outputs: dict[str, str], verdict: Verdict) -> None:
+    """The secret and any access token must appear in no log, event, stored error or CLI output."""
+
+    def scan(where: str, content: str) -> None:
+        for needle in needles:
+            if needle in content:
+                verdict.secret_leaks.append(f"{where}: contains the client secret")
+        if token_pattern.search(content):
+            verdict.secret_leaks.append(f"{where}: contains an access token")
+
+    for path in files:
+        scan(str(path), path.read_text(errors="replace"))
+    for name, output in outputs.items():
+        scan(f"output of {name}", output)
+    with session_scope() as session:
+        for column in (Purchase.last_error, Purchase.failure_message):
+            for value in session.scalars(select(column).where(column.is_not(None))):
+                scan(f"purchases.{column.key}", value)
+        for payload in session.scalars(select(OutboxEvent.payload)):
+            scan("an event", str(payload))
+        for reason in session.scalars(select(PurchaseTransition.reason)):
+            scan("purchase_transitions.reason", reason)
+        for body in session.scalars(select(RejectedRequest.raw_body)):
+            scan("rejected_requests.raw_body", body)
