@@ -54,7 +54,7 @@ class PartnerError(Exception):
     """Base of every partner failure.  `code` is the partner's code (or our own)."""
 
     def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
-        super().__init__(f"{code}: {message}")
+        super().__init__(f"{code} (HTTP {status}): {message}" if status else f"{code}: {message}")
         self.code = code
         self.message = message
         self.status = status
