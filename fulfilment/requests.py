@@ -8,6 +8,7 @@ Unknown fields are rejected rather than ignored, so a typo never goes unnoticed.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from decimal import Decimal
 from enum import StrEnum
@@ -65,10 +66,14 @@ class PurchaseRequest(BaseModel):
     @classmethod
     def _small_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
-            import json
-
-            if len(json.dumps(value, default=str)) > MAX_METADATA_BYTES:
+            try:
+                encoded = json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise ValueError("must be plain JSON (no NaN or Infinity)") from None
+            if len(encoded) > MAX_METADATA_BYTES:
                 raise ValueError(f"is larger than {MAX_METADATA_BYTES} bytes once encoded")
+            if "\\u0000" in encoded:
+                raise ValueError("must not contain NUL characters (Postgres cannot store them)")
         return value
 
     @property

@@ -107,12 +107,17 @@ def _reject(raw: Any, message_id: str | None, code: str, reason: str) -> NoRetur
     with session_scope() as session:
         session.add(
             RejectedRequest(
-                request_id=str(request_id)[:200] if request_id is not None else None,
+                request_id=_storable(str(request_id))[:200] if request_id is not None else None,
                 message_id=message_id,
                 reason_code=code,
-                reason=reason[:4000],
-                raw_body=body[:RAW_BODY_LIMIT],
+                reason=_storable(reason)[:4000],
+                raw_body=_storable(body)[:RAW_BODY_LIMIT],
             )
         )
     log.warning("purchase request rejected: %s: %s", code, reason)
     raise InvalidPurchaseRequest(code, reason)
+
+
+def _storable(text: str) -> str:
+    """Postgres text cannot hold NUL; hostile input must still be recorded, so escape it."""
+    return text.replace("\x00", "\\x00")
