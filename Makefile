@@ -7,12 +7,14 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap services services-stop status test test-unit demo demo-stop migrate schema clean
+.PHONY: help bootstrap services services-stop status test test-unit chaos bench demo demo-stop migrate schema clean
 
 help:
 	@echo "make demo        install, start servers, run sandbox + workers + scheduler, submit sample purchases"
 	@echo "make test        install, start servers, run the whole test suite (unit, integration, e2e)"
 	@echo "make test-unit   unit tests only (no servers needed)"
+	@echo "make chaos       1,000 purchases under kills, server restarts and partner faults; prints a table"
+	@echo "make bench       throughput vs raw dramatiq, latency, scheduler cost, worker memory; prints a table"
 	@echo "make services    start the local Postgres and RabbitMQ;  make services-stop  stops them"
 	@echo "make schema      regenerate docs/schemas/purchase-request.schema.json"
 
@@ -33,6 +35,13 @@ test: services
 
 test-unit: bootstrap
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# Its own pair of servers (.local/chaos, other ports): it restarts them mid-run.
+chaos: bootstrap
+	$(PY) -m tests.chaos --purchases $${CHAOS_PURCHASES:-1000}
+
+bench: services
+	$(PY) -m bench $(BENCH_ARGS)
 
 demo: services
 	@bash scripts/demo.sh

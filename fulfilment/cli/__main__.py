@@ -1,0 +1,5 @@
+import sys
+
+from fulfilment.cli import app
+
+sys.exit(app())

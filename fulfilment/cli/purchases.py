@@ -1,0 +1,206 @@
+"""`fulfil submit | status | list | retry`: purchases, from the operator's side."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any, Optional
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy import func, select
+
+from fulfilment.cli.common import app, fail, find_purchase, iso, load_settings, money
+from fulfilment.requests import DeliveryType, PurchaseRequest, explain
+
+
+@app.command()
+def submit(
+    request_id: Annotated[str, typer.Option(help="Your idempotency key (unique per purchase).")],
+    event_id: Annotated[str, typer.Option()],
+    section_name: Annotated[str, typer.Option()],
+    quantity: Annotated[int, typer.Option()],
+    delivery_deadline: Annotated[str, typer.Option(help="UTC ISO-8601, e.g. 2026-09-12T18:00:00Z")],
+    delivery_type: Annotated[DeliveryType, typer.Option()] = DeliveryType.MOBILE_TRANSFER,
+    row_name: Annotated[Optional[str], typer.Option(help="Omit for best available row.")] = None,  # noqa: UP007
+    max_unit_price: Annotated[Optional[str], typer.Option(help="Refuse quotes above this (USD).")] = None,  # noqa: UP007
+    metadata: Annotated[Optional[str], typer.Option(help="Opaque JSON object echoed in events.")] = None,  # noqa: UP007
+) -> None:
+    """Submit a purchase request; prints the purchase id."""
+    from fulfilment.publish import submit as publish
+
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "event_id": event_id,
+        "section_name": section_name,
+        "row_name": row_name,
+        "quantity": quantity,
+        "delivery_type": delivery_type.value,
+        "delivery_deadline": delivery_deadline,
+        "max_unit_price": max_unit_price,
+    }
+    if metadata is not None:
+        try:
+            fields["metadata"] = json.loads(metadata)
+        except ValueError as error:
+            fail(f"--metadata is not valid JSON: {error}")
+    try:
+        request = PurchaseRequest.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as error:
+        fail(f"invalid request: {explain(error)}")
+    typer.echo(publish(request, broker_url=load_settings().broker_url))
+
+
+@app.command()
+def status(
+    purchase: Annotated[str, typer.Argument(help="Purchase id, or the request_id it was submitted with.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show a purchase: state, quote, order, transfer email and its full history."""
+    from fulfilment.db import session_scope
+    from fulfilment.state_machine import history
+    from models import OutboxEvent, PartnerQuote
+
+    load_settings()
+    with session_scope() as session:
+        found = find_purchase(session, purchase)
+        if found is None:
+            fail(f"no purchase with id or request_id {purchase!r}", code=1)
+        quotes = session.scalars(
+            select(PartnerQuote).where(PartnerQuote.purchase_id == found.id).order_by(PartnerQuote.id)
+        ).all()
+        transitions = history(session, found.id)
+        events = session.scalars(
+            select(OutboxEvent).where(OutboxEvent.purchase_id == found.id).order_by(OutboxEvent.transition_id)
+        ).all()
+    view = {
+        "purchase_id": str(found.id),
+        "request_id": found.request_id,
+        "state": found.state,
+        "request": {
+            "event_id": found.event_id,
+            "section_name": found.section_name,
+            "row_name": found.row_name,
+            "quantity": found.quantity,
+            "delivery_type": found.delivery_type,
+            "delivery_deadline": iso(found.delivery_deadline),
+            "max_unit_price": str(found.max_unit_price) if found.max_unit_price is not None else None,
+        },
+        "quote": {"quote_id": found.quote_id, "expires_at": iso(found.quote_expires_at),
+                  "unit_price": money(found.unit_price), "quotes_taken": found.quotes_taken},
+        "order": {"order_id": found.order_id, "status": found.order_status, "transfer_email": found.transfer_email,
+                  "seat_range": found.seat_range, "row": found.row_assigned, "subtotal": money(found.subtotal)},
+        "failure": {"code": found.failure_code, "message": found.failure_message} if found.failure_code else None,
+        "last_error": found.last_error,
+        "next_action_at": iso(found.next_action_at),
+        "quotes": [{"quote_id": q.quote_id, "unit_price": money(q.unit_price), "expires_at": iso(q.expires_at)}
+                   for q in quotes],
+        "history": [{"at": iso(t.created_at), "kind": t.kind, "from": t.from_state, "to": t.to_state,
+                     "reason": t.reason, "attempt": t.attempt} for t in transitions],
+        "events": [{"event_id": str(e.id), "type": e.routing_key, "published_at": iso(e.published_at)}
+                   for e in events],
+    }
+    if as_json:
+        typer.echo(json.dumps(view, indent=2))
+        return
+    typer.echo(f"purchase  {view['purchase_id']}  (request {found.request_id})")
+    typer.echo(f"state     {found.state}" + (f"  next action {view['next_action_at']}" if found.next_action_at else ""))
+    typer.echo(f"request   event {found.event_id} section {found.section_name} row {found.row_name or '(best)'} "
+               f"x{found.quantity} {found.delivery_type} by {view['request']['delivery_deadline']}")
+    if found.quote_id:
+        typer.echo(f"quote     {found.quote_id} at {money(found.unit_price)} USD, expires {view['quote']['expires_at']}"
+                   f" ({found.quotes_taken} taken)")
+    if found.order_id:
+        typer.echo(f"order     {found.order_id} [{found.order_status}] seats {found.row_assigned} {found.seat_range}"
+                   f" subtotal {money(found.subtotal)}")
+        typer.echo(f"transfer  accept from {found.transfer_email}")
+    if found.failure_code:
+        typer.echo(f"failure   {found.failure_code}: {found.failure_message}")
+    if found.last_error:
+        typer.echo(f"last err  {found.last_error}")
+    typer.echo("history")
+    for t in view["history"]:
+        arrow = "->" if t["kind"] == "transition" else "!!"
+        typer.echo(f"  {t['at']}  {t['from'] or '-':>17} {arrow} {t['to']:<17}  {t['reason']}")
+    sent = sum(1 for e in events if e.published_at is not None)
+    typer.echo(f"events    {len(events)} recorded, {sent} published to fulfilment.events")
+
+
+@app.command("list")
+def list_purchases(
+    state: Annotated[Optional[list[str]], typer.Option(help="Only these states (repeatable).")] = None,  # noqa: UP007
+    flagged: Annotated[bool, typer.Option("--flagged", help="Only purchases awaiting transfer whose "
+                                          "delivery deadline is near (flagged by the scheduler).")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List purchases, newest first, optionally filtered by state; ends with counts per state."""
+    from fulfilment.db import session_scope
+    from fulfilment.state_machine import State
+    from models import DeadlineFlag, Purchase
+
+    load_settings()
+    wanted = list(state or [])
+    unknown = [s for s in wanted if s not in State.__members__.values()]
+    if unknown:
+        fail(f"unknown state(s) {', '.join(unknown)}; known: {', '.join(s.value for s in State)}")
+    if flagged:
+        wanted = wanted or [State.AWAITING_TRANSFER.value]
+    with session_scope() as session:
+        query = select(Purchase).order_by(Purchase.created_at.desc()).limit(limit)
+        counts_query = select(Purchase.state, func.count()).group_by(Purchase.state)
+        if wanted:
+            query = query.where(Purchase.state.in_(wanted))
+            counts_query = counts_query.where(Purchase.state.in_(wanted))
+        if flagged:
+            has_flag = select(DeadlineFlag.purchase_id).where(DeadlineFlag.purchase_id == Purchase.id).exists()
+            query = query.where(has_flag)
+            counts_query = counts_query.where(has_flag)
+        rows = session.scalars(query).all()
+        counts = dict(session.execute(counts_query).all())
+        windows: dict[uuid.UUID, list[float]] = {}
+        if flagged and rows:
+            for purchase_id, hours in session.execute(
+                select(DeadlineFlag.purchase_id, DeadlineFlag.window_hours)
+                .where(DeadlineFlag.purchase_id.in_([p.id for p in rows]))
+            ):
+                windows.setdefault(purchase_id, []).append(float(hours))
+    if as_json:
+        typer.echo(json.dumps({"purchases": [
+            {"purchase_id": str(p.id), "request_id": p.request_id, "state": p.state, "order_id": p.order_id,
+             "failure_code": p.failure_code, "delivery_deadline": iso(p.delivery_deadline),
+             **({"deadline_windows_hours": sorted(windows.get(p.id, []))} if flagged else {})}
+            for p in rows], "counts": counts}, indent=2))
+        return
+    for p in rows:
+        detail = p.order_id or p.failure_code or p.quote_id or ""
+        if flagged:
+            detail += f"  deadline {iso(p.delivery_deadline)} (within {min(windows.get(p.id, [0])):g} h)"
+        typer.echo(f"{p.id}  {p.state:<17}  {p.request_id:<36}  {detail}")
+    typer.echo("counts: " + (", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"))
+
+
+@app.command()
+def retry(
+    purchase: Annotated[str, typer.Argument(help="Purchase id or request_id of a stalled purchase.")],
+) -> None:
+    """Resume a stalled (or needs-attention) purchase, even after its dead message expired."""
+    import dramatiq
+
+    from fulfilment.db import session_scope
+    from fulfilment.steps.resume import CannotResume, resume
+
+    settings = load_settings()
+    with session_scope() as session:
+        found = find_purchase(session, purchase)
+        if found is None:
+            fail(f"no purchase with id or request_id {purchase!r}", code=1)
+    try:
+        resumed = resume(found.id, settings=settings, reason="resumed by operator (fulfil retry)")
+    except CannotResume as error:
+        fail(str(error), code=1)
+    import workers  # noqa: F401  the broker and the actor names
+
+    dramatiq.get_broker().get_actor(resumed.step).send(str(resumed.purchase_id))
+    what = f"{resumed.from_state} -> {resumed.to_state}" if resumed.changed else f"already {resumed.to_state}"
+    typer.echo(f"{resumed.purchase_id}: {what}; sent {resumed.step}")
