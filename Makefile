@@ -7,12 +7,12 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap services services-stop status test test-unit chaos bench demo demo-stop migrate schema clean
+.PHONY: help bootstrap services services-stop status lint test test-unit chaos bench demo demo-stop migrate schema clean
 
 help:
 	@echo "make demo        install, start servers, run sandbox + workers + scheduler, submit sample purchases"
 	@echo "make test        install, start servers, run the whole test suite (unit, integration, e2e)"
-	@echo "make test-unit   unit tests only (no servers needed)"
+	@echo "make test-unit   unit tests only (no servers needed);  make lint  ruff + mypy"
 	@echo "make chaos       1,000 purchases under kills, server restarts and partner faults; prints a table"
 	@echo "make bench       throughput vs raw dramatiq, latency, scheduler cost, worker memory; prints a table"
 	@echo "make services    start the local Postgres and RabbitMQ;  make services-stop  stops them"
@@ -30,7 +30,11 @@ services-stop:
 status:
 	@bash scripts/services.sh status
 
-test: services
+lint: bootstrap
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: services lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: bootstrap

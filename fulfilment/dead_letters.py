@@ -112,7 +112,7 @@ def replay(
     *,
     message_id: str | None = None,
     actor: str | None = None,
-    all: bool = False,  # noqa: A002  the CLI's --all; the builtin is not used below
+    all: bool = False,
     dry_run: bool = False,
     before_publish: Callable[[DeadLetter], None] | None = None,
     queues: Iterable[str] = QUEUES,
@@ -152,7 +152,7 @@ def purge(
     *,
     message_id: str | None = None,
     actor: str | None = None,
-    all: bool = False,  # noqa: A002  the CLI's --all; the builtin is not used below
+    all: bool = False,
     queues: Iterable[str] = QUEUES,
 ) -> int:
     """Delete the selected dead messages for good; returns how many were removed.

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_context", default={})
+_context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("log_context", default=None)
 
 _SECRET_PATTERNS = [
     re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+"),
@@ -31,12 +31,12 @@ def redact(text: str) -> str:
     return text
 
 
-def bind(**values: Any) -> contextvars.Token[dict[str, str]]:
+def bind(**values: Any) -> contextvars.Token[dict[str, str] | None]:
     """Add fields to every log line of this thread until `unbind(token)`."""
-    return _context.set({**_context.get(), **{k: str(v) for k, v in values.items() if v is not None}})
+    return _context.set({**(_context.get() or {}), **{k: str(v) for k, v in values.items() if v is not None}})
 
 
-def unbind(token: contextvars.Token[dict[str, str]]) -> None:
+def unbind(token: contextvars.Token[dict[str, str] | None]) -> None:
     _context.reset(token)
 
 
@@ -57,7 +57,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
-        entry.update(_context.get())
+        entry.update(_context.get() or {})
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)

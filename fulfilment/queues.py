@@ -7,9 +7,10 @@ import pika.exceptions
 from dramatiq.common import xq_name
 
 QUEUES = ("purchases.intake", "purchases.quote", "purchases.order", "purchases.transfer")
+DEAD_LETTER_QUEUES = tuple(xq_name(queue) for queue in QUEUES)
 
 
-def queue_depths(broker_url: str, queues: tuple[str, ...] = tuple(xq_name(q) for q in QUEUES)) -> dict[str, int]:
+def queue_depths(broker_url: str, queues: tuple[str, ...] = DEAD_LETTER_QUEUES) -> dict[str, int]:
     """Messages waiting in each queue (passive declares: nothing is created or consumed).
 
     A queue that does not exist yet (no worker ever declared it) counts as empty.

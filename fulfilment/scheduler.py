@@ -75,7 +75,7 @@ def redrive_due(settings: Settings, send: Send) -> int:
         step = NEXT_STEP[state]  # type: ignore[index]
         try:
             send(step, purchase_id)
-        except Exception:  # noqa: BLE001  nudged_at makes it due again after redrive_after_seconds
+        except Exception:
             log.warning("could not send %s for purchase %s", step, purchase_id, exc_info=True)
             continue
         sent += 1
@@ -116,7 +116,7 @@ class Scheduler:
                     finally:
                         self.is_leader = False
                         metrics.SCHEDULER_LEADER.set(0)
-            except Exception:  # noqa: BLE001  database gone: stand by and try again
+            except Exception:
                 log.warning("scheduler: lost the database; standing by", exc_info=True)
                 self._wait(2.0)
         log.info("scheduler: stopped")
@@ -135,7 +135,7 @@ class Scheduler:
             started = time.monotonic()
             try:
                 done[job.name] = job.run()
-            except Exception:  # noqa: BLE001  one failing job must not stop the others
+            except Exception:
                 log.exception("scheduler job %s failed", job.name)
                 continue
             finally:

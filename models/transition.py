@@ -8,7 +8,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
 
-
 HISTORY_KINDS = ("transition", "deadline_flag")
 
 

@@ -22,8 +22,8 @@ from dramatiq.middleware.prometheus import DB_PATH
 # dramatiq_prom_host:dramatiq_prom_port (dramatiq's defaults: 0.0.0.0:9191).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", DB_PATH)
 
-from fulfilment import logging_setup  # noqa: E402
-from fulfilment.settings import SettingsError, get_settings  # noqa: E402
+from fulfilment import logging_setup
+from fulfilment.settings import SettingsError, get_settings
 
 try:
     _settings = get_settings()
@@ -33,7 +33,10 @@ except SettingsError as error:
 
 logging_setup.configure(_settings.log_level)
 
+# Order matters: the broker must be set before the actor modules declare their actors on it.
 from workers.broker import broker  # noqa: E402  (settings first: a bad config must stop us here)
+
+# isort: split
 from workers import intake, order, quote, transfer  # noqa: E402,F401  (declares the actors)
 
 __all__ = ["broker"]

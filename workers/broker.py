@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.middleware.prometheus import Prometheus
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -20,6 +19,7 @@ from dramatiq.middleware import (
     ShutdownNotifications,
     TimeLimit,
 )
+from dramatiq.middleware.prometheus import Prometheus
 
 from fulfilment.settings import Settings, get_settings
 from workers.middleware import MessageLogContext, StallOnExhaustedRetries

@@ -7,10 +7,10 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
+from fulfilment.publish import INTAKE_QUEUE
 from fulfilment.settings import get_settings
 from fulfilment.steps import intake
 from fulfilment.steps.common import Next
-from fulfilment.publish import INTAKE_QUEUE
 from workers.runner import nudge
 
 

@@ -8,11 +8,12 @@ import uuid
 from typing import Any
 
 import dramatiq
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 from fulfilment import logging_setup, state_machine
 from fulfilment.db import session_scope
-from fulfilment.state_machine import State, StaleTransition
+from fulfilment.state_machine import StaleTransition, State
 from models import Purchase
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class MessageLogContext(Middleware):
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message[Any]) -> None:
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         context: dict[str, Any] = {"message_id": message.message_id, "actor": message.actor_name}
         if message.actor_name in PURCHASE_ACTORS and message.args:
             context["purchase_id"] = message.args[0]
@@ -36,14 +37,15 @@ class MessageLogContext(Middleware):
         self._local.token = logging_setup.bind(**context)
 
     def after_process_message(
-        self, broker: dramatiq.Broker, message: dramatiq.Message[Any], *, result: Any = None, exception: Any = None
+        self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
     ) -> None:
         token = getattr(self._local, "token", None)
         if token is not None:
             logging_setup.unbind(token)
             self._local.token = None
 
-    after_skip_message = after_process_message
+    def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        self.after_process_message(broker, message)
 
 
 class StallOnExhaustedRetries(Middleware):
@@ -54,7 +56,7 @@ class StallOnExhaustedRetries(Middleware):
     """
 
     def after_process_message(
-        self, broker: dramatiq.Broker, message: dramatiq.Message[Any], *, result: Any = None, exception: Any = None
+        self, broker: dramatiq.Broker, message: MessageProxy, *, result: Any = None, exception: Any = None
     ) -> None:
         if exception is None or not message.failed or message.actor_name not in PURCHASE_ACTORS:
             return
@@ -76,5 +78,5 @@ class StallOnExhaustedRetries(Middleware):
             log.error("purchase %s stalled: %s", purchase_id, error)
         except StaleTransition:
             log.info("purchase %s moved on before it could be marked stalled", purchase_id)
-        except Exception:  # noqa: BLE001  the database may be the very thing that failed
+        except Exception:
             log.exception("could not mark purchase %s stalled; the scheduler will find it overdue", purchase_id)

@@ -51,6 +51,6 @@ def nudge(following: Next, purchase_id: uuid.UUID) -> None:
     try:
         actor = dramatiq.get_broker().get_actor(following.step)
         actor.send_with_options(args=(str(purchase_id),), delay=int(following.delay_seconds * 1000) or None)
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.warning("could not enqueue %s for %s; the scheduler will re-drive it", following.step, purchase_id,
                     exc_info=True)

@@ -10,7 +10,6 @@ import typer
 
 from fulfilment.cli.common import app, fail, load_settings
 
-
 dlq = typer.Typer(help="Dead letters: jobs whose retries ran out (kept 7 days in the .XQ queues).",
                   no_args_is_help=True)
 app.add_typer(dlq, name="dlq")
@@ -73,8 +72,8 @@ def _selection(message_id: str | None, actor: str | None, everything: bool) -> d
 
 @dlq.command("replay")
 def dlq_replay(
-    message_id: Annotated[Optional[str], typer.Argument(help="One dead message.")] = None,  # noqa: UP007
-    actor: Annotated[Optional[str], typer.Option(help="Every dead message of this actor.")] = None,  # noqa: UP007
+    message_id: Annotated[Optional[str], typer.Argument(help="One dead message.")] = None,
+    actor: Annotated[Optional[str], typer.Option(help="Every dead message of this actor.")] = None,
     everything: Annotated[bool, typer.Option("--all", help="Every dead message.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed.")] = False,
 ) -> None:
@@ -114,8 +113,8 @@ def dlq_replay(
 
 @dlq.command("purge")
 def dlq_purge(
-    message_id: Annotated[Optional[str], typer.Argument()] = None,  # noqa: UP007
-    actor: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP007
+    message_id: Annotated[Optional[str], typer.Argument()] = None,
+    actor: Annotated[Optional[str], typer.Option()] = None,
     everything: Annotated[bool, typer.Option("--all")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:

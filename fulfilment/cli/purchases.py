@@ -22,9 +22,9 @@ def submit(
     quantity: Annotated[int, typer.Option()],
     delivery_deadline: Annotated[str, typer.Option(help="UTC ISO-8601, e.g. 2026-09-12T18:00:00Z")],
     delivery_type: Annotated[DeliveryType, typer.Option()] = DeliveryType.MOBILE_TRANSFER,
-    row_name: Annotated[Optional[str], typer.Option(help="Omit for best available row.")] = None,  # noqa: UP007
-    max_unit_price: Annotated[Optional[str], typer.Option(help="Refuse quotes above this (USD).")] = None,  # noqa: UP007
-    metadata: Annotated[Optional[str], typer.Option(help="Opaque JSON object echoed in events.")] = None,  # noqa: UP007
+    row_name: Annotated[Optional[str], typer.Option(help="Omit for best available row.")] = None,
+    max_unit_price: Annotated[Optional[str], typer.Option(help="Refuse quotes above this (USD).")] = None,
+    metadata: Annotated[Optional[str], typer.Option(help="Opaque JSON object echoed in events.")] = None,
 ) -> None:
     """Submit a purchase request; prints the purchase id."""
     from fulfilment.publish import submit as publish
@@ -128,7 +128,7 @@ def status(
 
 @app.command("list")
 def list_purchases(
-    state: Annotated[Optional[list[str]], typer.Option(help="Only these states (repeatable).")] = None,  # noqa: UP007
+    state: Annotated[Optional[list[str]], typer.Option(help="Only these states (repeatable).")] = None,
     flagged: Annotated[bool, typer.Option("--flagged", help="Only purchases awaiting transfer whose "
                                           "delivery deadline is near (flagged by the scheduler).")] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,

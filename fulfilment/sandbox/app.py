@@ -38,7 +38,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "VALIDATION_ERROR")
-    return envelope.error(request, exc.status_code, code, ERROR_CODES[code][1], headers=exc.headers)
+    return envelope.error(request, exc.status_code, code, ERROR_CODES[code][1], headers=dict(exc.headers) if exc.headers else None)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

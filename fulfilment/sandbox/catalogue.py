@@ -39,7 +39,7 @@ ASSUMED beyond the docs: ``venue`` carries ``venue_name``, ``city``, ``state``; 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -217,7 +217,7 @@ def _money(value: Decimal) -> float:
 
 def _starts_at(spec: _EventSpec, today: date) -> datetime:
     local = datetime.combine(today + timedelta(days=spec.days_from_today), spec.local_time, ZoneInfo(spec.tz))
-    return local.astimezone(timezone.utc)
+    return local.astimezone(UTC)
 
 
 def build_catalogue(today: date, seats_per_row: int) -> Catalogue:

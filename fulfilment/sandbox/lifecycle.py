@@ -46,7 +46,7 @@ def normalise_policy(policy: Any) -> dict[str, float]:
     if isinstance(policy, Mapping):
         weights: dict[str, float] = {}
         for key, weight in policy.items():
-            status = _ALIASES.get(key, key)
+            status = _ALIASES.get(key) or key
             if status not in FINAL_STATUSES:
                 raise ValueError(f"unknown status {key!r} in transfer_outcome")
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:

@@ -12,7 +12,7 @@ ISO-8601 parser does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 Clock = Callable[[], datetime]
 
@@ -23,7 +23,7 @@ def truncate_ms(moment: datetime) -> datetime:
 
 
 def system_clock() -> datetime:
-    return truncate_ms(datetime.now(timezone.utc))
+    return truncate_ms(datetime.now(UTC))
 
 
 def plus_seconds(moment: datetime, seconds: float) -> datetime:
@@ -32,7 +32,7 @@ def plus_seconds(moment: datetime, seconds: float) -> datetime:
 
 def iso_z(moment: datetime) -> str:
     """Render a UTC instant as ISO-8601 with a literal ``Z``."""
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     if utc.microsecond:
         return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
     return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -50,7 +50,7 @@ def parse_iso_utc(value: str) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         return None
-    return truncate_ms(parsed.astimezone(timezone.utc))
+    return truncate_ms(parsed.astimezone(UTC))
 
 
 def parse_date(value: str) -> date | None:

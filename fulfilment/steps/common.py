@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-
 from typing import Any
 
 from fulfilment import state_machine

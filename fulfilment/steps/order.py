@@ -86,7 +86,8 @@ def resolve_order(
     except PartnerError as error:
         raise release_and_retry(purchase, error, settings) from error
     if existing is not None:
-        return _confirmed(purchase, existing, settings, message_id, how="found by lookup")
+        _confirmed(purchase, existing, settings, message_id, how="found by lookup")
+        return None
     if not _quote_usable(purchase, margin_seconds=0):
         # Expired and unused: the partner will never accept it now, so no order can appear from it.
         metrics.REQUOTES.labels("expired_unused").inc()
@@ -125,7 +126,8 @@ def _order(purchase: Purchase, *, partner: Partner, settings: Settings, message_
     except Exception as error:  # noqa: BLE001  timeouts, resets, 5xx, surprises: the order may exist
         log.warning("order outcome unknown for quote %s: %s", purchase.quote_id, error)
         return _unknown(purchase, error, settings, message_id)
-    return _confirmed(purchase, order, settings, message_id, how="created")
+    _confirmed(purchase, order, settings, message_id, how="created")
+    return None
 
 
 def _unknown(purchase: Purchase, error: Exception, settings: Settings, message_id: str | None) -> Next | None:
@@ -152,7 +154,6 @@ def _confirmed(purchase: Purchase, order: Order, settings: Settings, message_id:
             "last_error": None,
         },
     )
-    return None
 
 
 def _quote_usable(purchase: Purchase, *, margin_seconds: float) -> bool:

@@ -75,7 +75,7 @@ def in_states(*states: str) -> Callable[[Purchase], bool]:
     return lambda p: p.state in states
 
 
-def partner_orders(sandbox: "Sandbox", purchase_id: uuid.UUID) -> list[dict[str, Any]]:  # noqa: F821
+def partner_orders(sandbox: Sandbox, purchase_id: uuid.UUID) -> list[dict[str, Any]]:  # noqa: F821
     """Every order the sandbox holds for any quote this purchase ever received."""
     from models import PartnerQuote
 

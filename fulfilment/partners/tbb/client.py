@@ -155,18 +155,15 @@ class TbbClient:
             # Reset, read timeout, dropped connection: the order may exist.
             self._record("create_order", "UNKNOWN", started)
             raise OutcomeUnknown("NETWORK_ERROR", f"{type(error).__name__} after the request was sent") from None
-        if response.status_code == 429:
-            error = error_from_response(response)
-            self._record("create_order", error.code, started)
-            raise RequestNotSent(error.code, error.message, status=429, retry_after=getattr(error, "retry_after", None))
-        if response.status_code >= 500:
-            error = error_from_response(response)
-            self._record("create_order", error.code, started)
-            raise OutcomeUnknown(error.code, error.message, status=response.status_code)
         if response.is_error:
-            error = error_from_response(response)
-            self._record("create_order", error.code, started)
-            raise error
+            refusal = error_from_response(response)
+            self._record("create_order", refusal.code, started)
+            if response.status_code == 429:  # refused unprocessed: safe to send again
+                raise RequestNotSent(refusal.code, refusal.message, status=429,
+                                     retry_after=getattr(refusal, "retry_after", None))
+            if response.status_code >= 500:  # may have been processed before failing
+                raise OutcomeUnknown(refusal.code, refusal.message, status=response.status_code)
+            raise refusal
         try:
             order = parse_order(self._data(response))
         except MalformedResponse as error:
@@ -186,9 +183,9 @@ class TbbClient:
                     self._record(operation, "NETWORK_ERROR", started)
                     raise TransientError("NETWORK_ERROR", f"{type(error).__name__} calling {method} {path}") from None
                 if response.is_error:
-                    error = error_from_response(response)
-                    self._record(operation, error.code, started)
-                    raise error
+                    refusal = error_from_response(response)
+                    self._record(operation, refusal.code, started)
+                    raise refusal
                 try:
                     data = self._data(response)
                 except MalformedResponse as error:
@@ -221,9 +218,9 @@ class TbbClient:
                     self._record("auth_token", "NETWORK_ERROR", started)
                     raise TransientError("NETWORK_ERROR", f"{type(error).__name__} calling POST /v1/auth/token") from None
                 if response.is_error:
-                    error = error_from_response(response)
-                    self._record("auth_token", error.code, started)
-                    raise error
+                    refusal = error_from_response(response)
+                    self._record("auth_token", refusal.code, started)
+                    raise refusal
                 data = self._data(response)
                 self._record("auth_token", "ok", started)
                 try:

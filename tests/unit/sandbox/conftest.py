@@ -13,8 +13,9 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient
 
-from fulfilment.sandbox import SandboxConfig, create_app
 from sandbox_testkit import FakeClock, Sandbox
+
+from fulfilment.sandbox import SandboxConfig, create_app
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.testclient import TestClient
@@ -22,7 +22,7 @@ SECRETS = {
 
 class FakeClock:
     def __init__(self) -> None:
-        self.now = truncate_ms(datetime.now(timezone.utc))
+        self.now = truncate_ms(datetime.now(UTC))
 
     def __call__(self) -> datetime:
         return self.now

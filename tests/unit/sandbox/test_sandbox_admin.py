@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from sandbox_testkit import Sandbox, assert_error
 from starlette.testclient import TestClient
 
 from fulfilment.sandbox import SandboxConfig, create_app
 from fulfilment.sandbox.__main__ import main as cli_main
 from fulfilment.sandbox.accounts import PartnerAccount
-from sandbox_testkit import Sandbox, assert_error
 
 
 def test_catalogue_documents_the_seeded_ids(sandbox: Sandbox) -> None:

@@ -7,11 +7,10 @@ import time
 import uuid
 
 import pytest
+from sandbox_testkit import Sandbox, assert_error
 
 from fulfilment.sandbox import SandboxConfig
 from fulfilment.sandbox.timeutil import parse_iso_utc
-from sandbox_testkit import Sandbox, assert_error
-
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-
 from sandbox_testkit import Sandbox, assert_error
 
 FUTURE_IDS = ["5490001", "5496123", "5496124", "5496125", "5496126", "5496127"]

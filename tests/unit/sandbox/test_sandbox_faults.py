@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from sandbox_testkit import Sandbox, assert_error
 
 from fulfilment.sandbox.faults import ConnectionDropped, FaultRule
-from sandbox_testkit import Sandbox, assert_error
 
 
 def _set_faults(sandbox: Sandbox, rules: dict) -> dict:

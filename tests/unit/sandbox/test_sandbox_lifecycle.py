@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sandbox_testkit import Sandbox
 
 from fulfilment.sandbox.lifecycle import draw_outcome, due_transition, normalise_policy
 from fulfilment.sandbox.timeutil import parse_iso_utc
-from sandbox_testkit import Sandbox
 
 
 def _status(sandbox: Sandbox, order_id: str) -> dict:
@@ -123,7 +123,7 @@ def test_bad_policies_are_rejected(bad) -> None:
 
 
 def test_due_transition_rules() -> None:
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     deadline = t0 + timedelta(seconds=100)
     assert due_transition(t0, deadline, 30, t0 + timedelta(seconds=29)) is None
     assert due_transition(t0, deadline, 30, t0 + timedelta(seconds=30)) == ("outcome", t0 + timedelta(seconds=30))

@@ -7,11 +7,11 @@ import threading
 from datetime import timedelta
 
 import pytest
+from sandbox_testkit import Sandbox, assert_error
 
 from fulfilment.sandbox.accounts import DEFAULT_PARTNERS
 from fulfilment.sandbox.store import OrderRequest
 from fulfilment.sandbox.timeutil import parse_iso_utc
-from sandbox_testkit import Sandbox, assert_error
 
 
 def test_order_success_matches_seed_001(sandbox: Sandbox) -> None:
@@ -225,10 +225,10 @@ def test_concurrent_orders_on_one_quote_succeed_once(sandbox: Sandbox) -> None:
 def test_quote_expired_with_real_time_tiny_ttl() -> None:
     import time
 
+    from sandbox_testkit import FakeClock
     from starlette.testclient import TestClient
 
     from fulfilment.sandbox import SandboxConfig, create_app
-    from sandbox_testkit import FakeClock
 
     client = TestClient(create_app(SandboxConfig(quote_ttl_seconds=0.2)))
     sandbox = Sandbox(client, FakeClock())  # FakeClock only used for deadlines here

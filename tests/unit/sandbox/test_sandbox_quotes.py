@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from sandbox_testkit import Sandbox, assert_error
 
 from fulfilment.sandbox.timeutil import parse_iso_utc
-from sandbox_testkit import Sandbox, assert_error
 
 
 def test_quote_success_matches_seed_002(sandbox: Sandbox) -> None:

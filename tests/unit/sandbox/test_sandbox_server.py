@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -40,7 +40,7 @@ def _quote(http: httpx.Client) -> str:
 
 
 def _order_body(quote_id: str) -> dict:
-    deadline = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    deadline = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"quote_id": quote_id, "delivery_type": "mobile_transfer", "delivery_deadline": deadline}
 
 
