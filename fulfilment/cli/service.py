@@ -80,7 +80,8 @@ def scheduler() -> None:
         Job("deadlines", lambda: flag_near_deadlines(settings.deadline_warning_hours,
                                                      batch_size=settings.scheduler_batch_size)),
         Job("outbox", relay),
-        Job("gauges", gauges),
+        # Counts every live purchase: cheap per row, but not per tick at scale.
+        Job("gauges", gauges, every_seconds=max(15.0, settings.scheduler_interval_seconds)),
     ]
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)

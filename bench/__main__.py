@@ -1,0 +1,153 @@
+"""`python -m bench` (make bench): run the benchmark parts, print a table, write bench-results/bench.json.
+
+  --quick                 smoke mode: tiny sizes, one repeat, no 1M history
+  --repeats N             (a)/(b) runs each, alternated a, b, a, b, ... (default 3)
+  --purchases N           purchases (chains) per (a)/(b) run (default 300)
+  --sizes 10000,...       history sizes for (d) (default 10000,100000,1000000)
+  --memory-purchases N    purchases for (e) (default 10000, after a 200 warm-up)
+  --processes/--threads   dramatiq worker settings for (a), (b) and (e) (default 2 and 4)
+  --parts a,b,d,e         run only some parts
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import infra, report
+from bench.infra import PIPELINE_SETTINGS, SANDBOX_ENV
+
+OUT = Path("bench-results/bench.json")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, 1 repeat, no 1M")
+    parser.add_argument("--repeats", type=int, default=None, help="(a)/(b) runs each (default 3)")
+    parser.add_argument("--purchases", type=int, default=None, help="purchases per (a)/(b) run (default 300)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed purchases before each (a)/(b) run")
+    parser.add_argument("--sizes", default=None, help="history sizes for (d), e.g. 10000,100000,1000000")
+    parser.add_argument("--ticks", type=int, default=None, help="timed ticks per scheduler job (default 7)")
+    parser.add_argument("--memory-purchases", type=int, default=None, help="purchases for (e) (default 10000)")
+    parser.add_argument("--memory-warmup", type=int, default=None, help="warm-up purchases for (e) (default 200)")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--parts", default="a,b,d,e", help="which parts to run (c needs a and b)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    defaults = {
+        "repeats": 1 if quick else 3, "purchases": 30 if quick else 300, "warmup": 10 if quick else 30,
+        "sizes": "2000,10000" if quick else "10000,100000,1000000", "ticks": 3 if quick else 7,
+        "memory_purchases": 200 if quick else 10_000, "memory_warmup": 20 if quick else 200,
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.sizes = [int(s.replace("_", "")) for s in str(args.sizes).split(",") if s.strip()]
+    args.parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not args.parts <= {"a", "b", "c", "d", "e"}:
+        parser.error("--parts takes a comma-separated subset of a,b,d,e")
+    for name in ("repeats", "purchases", "ticks", "memory_purchases", "processes", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # clean up as on Ctrl-C
+    from bench import machine, memory, pipeline, raw_dramatiq, scheduler_cost
+    from tests.support import servers
+
+    servers.require_servers()
+    log_dir = Path(tempfile.mkdtemp(prefix="fulfil-bench-"))
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, "-m", "bench", *(argv if argv is not None else sys.argv[1:])]),
+        "options": {k: sorted(v) if isinstance(v, set) else (str(v) if isinstance(v, Path) else v)
+                    for k, v in vars(args).items()},
+        "settings": {"processes": args.processes, "threads": args.threads,
+                     "pipeline_env": PIPELINE_SETTINGS, "sandbox_env": SANDBOX_ENV,
+                     "raw_broker": "RabbitmqBroker(confirm_delivery=True), default middleware"},
+        "log_dir": str(log_dir),
+        "errors": {},
+    }
+    out: Path = args.out
+
+    def save() -> None:
+        results["wall_s"] = round(time.monotonic() - started, 1)
+        results["notes"] = list(infra.NOTES)
+        report.write_json(results, out)
+
+    def part(name: str, work: Any, key: str | None = None) -> Any:
+        """Run one part; record its result under `key` (saved at once) or its error, and go on."""
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        begun = time.monotonic()
+        try:
+            found = work()
+            if key is not None:
+                results[key] = found
+            return found
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # noqa: BLE001  record it, go on with the other parts
+            results["errors"][name] = f"{type(error).__name__}: {error}"
+            traceback.print_exc()
+            return None
+        finally:
+            print(f"bench: {name} done in {time.monotonic() - begun:.0f}s", file=sys.stderr, flush=True)
+            save()
+
+    interrupted = False
+    try:
+        with contextlib.ExitStack() as stack:
+            database = servers.create_database("fulfil_bench_info")
+            stack.callback(servers.drop_database, database)
+            results["machine"] = machine.describe(database.dsn)
+        workers = {"processes": args.processes, "threads": args.threads}
+        runs: dict[str, list[dict[str, Any]]] = {"raw": [], "pipeline": []}
+        for repeat in range(1, args.repeats + 1):
+            if "a" in args.parts:
+                found = part(f"(a) raw dramatiq run {repeat}", lambda repeat=repeat: raw_dramatiq.run(
+                    purchases=args.purchases, warmup=args.warmup, log_dir=log_dir / f"a{repeat}", **workers))
+                if found:
+                    runs["raw"].append(found)
+            if "b" in args.parts:
+                found = part(f"(b) pipeline run {repeat}", lambda repeat=repeat: pipeline.run(
+                    purchases=args.purchases, warmup=args.warmup, log_dir=log_dir / f"b{repeat}", **workers))
+                if found:
+                    runs["pipeline"].append(found)
+            results["throughput"] = report.throughput_summary(runs)
+            save()
+        if "d" in args.parts:
+            part("(d) scheduler tick cost", lambda: scheduler_cost.run(sizes=args.sizes, ticks=args.ticks),
+                 key="scheduler")
+        if "e" in args.parts:
+            part("(e) worker memory", lambda: memory.run(
+                purchases=args.memory_purchases, warmup=args.memory_warmup, log_dir=log_dir / "e", **workers),
+                 key="memory")
+    except KeyboardInterrupt:
+        interrupted = True
+        results["errors"]["interrupted"] = "stopped by Ctrl-C / SIGTERM; everything started was cleaned up"
+    save()
+    print(report.render(results))
+    print(f"\nJSON: {out}   logs: {log_dir}")
+    return 130 if interrupted else (1 if results["errors"] else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

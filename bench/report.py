@@ -1,0 +1,155 @@
+"""The printed table and the JSON file of a benchmark run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench import stats
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def throughput_summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Medians over the repeats of (a) and (b), the ratio (b)/(a) of the medians, latency medians."""
+    summary: dict[str, Any] = {"runs": runs}
+    for name in ("raw", "pipeline"):
+        if runs.get(name):
+            summary[f"{name}_per_s"] = stats.spread([r["per_s"] for r in runs[name]])
+    if "raw_per_s" in summary and "pipeline_per_s" in summary:
+        summary["ratio_pipeline_over_raw"] = stats.ratio(summary["pipeline_per_s"]["median"],
+                                                         summary["raw_per_s"]["median"])
+    for source, name in (("latency", "pipeline_latency_ms"), ("latency_from_submit", "pipeline_latency_from_submit_ms")):
+        measured = [r[source] for r in runs.get("pipeline", []) if source in r]
+        if measured:
+            summary[name] = {key: stats.spread([m[key] for m in measured]) for key in ("p50_ms", "p95_ms", "p99_ms")}
+    return summary
+
+
+def num(value: float | None, digits: int = 1) -> str:
+    """A number for the table: thousands separators, fixed decimals, '-' for missing."""
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def row(label: str, cells: list[str], width: int = 44, cell: int = 11) -> str:
+    return f"  {label:<{width}}" + "".join(f"{c:>{cell}}" for c in cells)
+
+
+def _throughput(t: dict[str, Any], purchases: Any) -> list[str]:
+    runs = t["runs"]
+    n = max(len(runs.get("raw", [])), len(runs.get("pipeline", [])))
+    lines = [f"(a)/(b) throughput: {purchases} per run, runs alternated a, b, a, b, ...; purchases/s on the DB clock",
+             row("", [f"run {i + 1}" for i in range(n)] + ["median"])]
+    for key, label in (("raw", "(a) raw dramatiq, 3-actor chain"), ("pipeline", "(b) full pipeline -> awaiting_transfer")):
+        if runs.get(key):
+            lines.append(row(label + "  /s", [num(r["per_s"]) for r in runs[key]] + [""] * (n - len(runs[key]))
+                             + [num(t[f"{key}_per_s"]["median"])]))
+    if t.get("ratio_pipeline_over_raw") is not None:
+        lines.append(row("(c) ratio (b)/(a) of the medians", [""] * n + [num(t["ratio_pipeline_over_raw"], 3)]))
+    for source, name, title in (
+            ("latency", "pipeline_latency_ms", "from its received transition (DB clock)"),
+            ("latency_from_submit", "pipeline_latency_from_submit_ms", "from its confirmed submit (queueing included)")):
+        if t.get(name):
+            lines.append(f"  (b) ms to awaiting_transfer per purchase, {title}")
+            for key in ("p50_ms", "p95_ms", "p99_ms"):
+                lines.append(row(f"    {key[:3]}", [num(r[source][key], 0) for r in runs["pipeline"]]
+                                 + [""] * (n - len(runs["pipeline"])) + [num(t[name][key]["median"], 0)]))
+    for key, label in (("raw", "(a)"), ("pipeline", "(b)")):
+        if runs.get(key):
+            lines.append(row(f"{label} machine CPU busy during the run", [f"{r['machine_cpu_busy']:.0%}" for r in runs[key]]))
+            lines.append(row(f"{label} worker CPU ms per purchase", [num(cpu_ms(r)) for r in runs[key]]))
+            lines.append(row(f"{label} seconds to submit all", [num(r.get("submit_s", r.get("enqueue_s")), 2)
+                                                                 for r in runs[key]]))
+    return lines
+
+
+def cpu_ms(run: dict[str, Any]) -> float:
+    """CPU time the worker processes spent per purchase (or chain) in a run, in ms."""
+    return run["cpu_seconds"]["workers"] * 1000 / run["purchases"]
+
+
+_JOBS = (("redrive", "redrive_due"), ("deadlines", "flag_near_deadlines"), ("outbox", "relay_outbox"),
+         ("gauges", "update_gauges"))
+
+
+def _scheduler(s: dict[str, Any]) -> list[str]:
+    sizes = s["sizes"]
+    lines = [f"(d) scheduler tick, ms: median of {s['ticks']} ticks, each doing the due batch "
+             f"(batch size {s['batch_size']}; items per tick in brackets)",
+             row("purchases in history", [f"{x['purchases']:,}" for x in sizes], cell=16)]
+    for key, label in _JOBS:
+        lines.append(row(label, [f"{num(x['jobs'][key]['ms']['median'])} [{x['jobs'][key]['items_per_tick']:g}]"
+                                 for x in sizes], cell=16))
+    lines.append(row("tick total", [num(x["tick_ms"]) for x in sizes], cell=16))
+    lines.append(row("its query alone (EXPLAIN ANALYZE ms):", [], cell=16))
+    for key, label in _JOBS:
+        lines.append(row(f"  {label}", [num(x["jobs"][key]["plan"]["execution_ms"], 2) for x in sizes], cell=16))
+    lines.append(row("stage load s / vacuum analyze s",
+                     [f"{x['loaded']['load_s']:.0f} / {x['loaded']['vacuum_analyze_s']:.0f}" for x in sizes], cell=16))
+    largest = sizes[-1]
+    lines.append(f"  plans at {largest['purchases']:,} purchases (scan nodes):")
+    for key, _ in _JOBS:
+        plan = largest["jobs"][key]["plan"]
+        lines.append(f"    {largest['jobs'][key]['sql']}")
+        lines.append(f"      {plan['execution_ms']:.2f} ms: " + "; ".join(plan["scans"]))
+    seq = {f"{x['purchases']:,}": x["seq_scans_on_watched"] for x in sizes if x["seq_scans_on_watched"]}
+    lines.append("  Seq Scan on purchases/outbox_events in any plan: " + (json.dumps(seq) if seq else "none"))
+    return lines
+
+
+def _memory(m: dict[str, Any]) -> list[str]:
+    lines = [f"(e) dramatiq worker RSS, MiB (VmRSS): ready, after {m['warmup']:,} warm-up, "
+             f"after {m['purchases']:,} more purchases",
+             row("process", ["ready", "warm", "after", "growth"])]
+    before = {p["pid"]: p for p in m["after_warmup"]["processes"]}
+    ready = {p["pid"]: p for p in m["ready"]["processes"]}
+    for p in m["after_run"]["processes"]:
+        start = before.get(p["pid"], {}).get("rss_mib")
+        lines.append(row(f"{p['role']} pid {p['pid']} ({p['threads']} threads)", [
+            num(ready.get(p["pid"], {}).get("rss_mib")), num(start), num(p["rss_mib"]),
+            num(p["rss_mib"] - start if start is not None else None)]))
+    lines.append(row("worker processes, sum", [num(m["ready"]["workers_rss_mib"]), num(m["after_warmup"]["workers_rss_mib"]),
+                                               num(m["after_run"]["workers_rss_mib"]), num(m["growth_workers_rss_mib"])]))
+    lines.append(row("all dramatiq processes, sum", [num(m[k]["all_rss_mib"]) for k in ("ready", "after_warmup", "after_run")]))
+    lines.append(row("scheduler process", [num(m[k]["scheduler_rss_mib"]) for k in ("ready", "after_warmup", "after_run")]))
+    run = m["run"]
+    lines.append(f"  peak worker sum during the run {num(m['peak_workers_rss_mib_during_run'])} MiB; the run: "
+                 f"{num(run['per_s'])} purchases/s, latency p50/p95/p99 {num(run['latency']['p50_ms'], 0)}/"
+                 f"{num(run['latency']['p95_ms'], 0)}/{num(run['latency']['p99_ms'], 0)} ms from received, "
+                 f"p50 {num(run['latency_from_submit']['p50_ms'], 0)} ms from submit, "
+                 f"{run['scheduler_redriven']} steps re-sent by the scheduler")
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    from bench.machine import one_line
+
+    lines = [f"ticket-fulfilment benchmark, {results['started_at']}, wall time {results.get('wall_s', 0) / 60:.1f} min",
+             f"  command  {results['command']}"]
+    if "machine" in results:
+        lines.append(f"  machine  {one_line(results['machine'])}")
+    settings = results["settings"]
+    lines.append(f"  workers  dramatiq --processes {settings['processes']} --threads {settings['threads']} "
+                 "for (a), (b) and (e)")
+    for key, section in (("throughput", _throughput), ("scheduler", _scheduler), ("memory", _memory)):
+        if results.get(key):
+            lines.append("")
+            lines.extend(section(results[key], results["options"]["purchases"]) if key == "throughput"
+                         else section(results[key]))
+    if results.get("notes"):
+        lines.append("")
+        lines.append("NOTES:")
+        lines.extend(f"  {note.splitlines()[0]}" for note in results["notes"])
+    if results.get("errors"):
+        lines.append("")
+        lines.append("ERRORS (parts not measured):")
+        lines.extend(f"  {name}: {error.splitlines()[0] if error else ''}" for name, error in results["errors"].items())
+    return "\n".join(lines)
