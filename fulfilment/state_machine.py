@@ -25,7 +25,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from fulfilment import metrics
+from fulfilment import logging_setup, metrics
 from models import DeadlineFlag, OutboxEvent, Purchase, PurchaseTransition
 
 log = logging.getLogger(__name__)
@@ -314,6 +314,9 @@ def claim(
     ).scalar_one_or_none()
     if claimed is not None:
         session.refresh(claimed)
+        # Every further log line of this message names the caller's request too (the
+        # worker middleware resets the context when the message is done).
+        logging_setup.bind(request_id=claimed.request_id)
     return claimed
 
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from fulfilment import state_machine
+from fulfilment import logging_setup, state_machine
 from fulfilment.db import session_scope
 from fulfilment.requests import PurchaseRequest, explain
 from fulfilment.settings import Settings
@@ -45,6 +45,7 @@ def accept(raw: Any, *, settings: Settings, message_id: str | None = None) -> uu
     except ValidationError as error:
         _reject(raw, message_id, "INVALID_REQUEST", explain(error))
 
+    logging_setup.bind(purchase_id=request.purchase_id)  # the rest of this message's log lines name it
     with session_scope() as session:
         inserted = session.execute(
             insert(Purchase)

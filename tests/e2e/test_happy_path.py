@@ -75,3 +75,19 @@ def test_status_and_list_commands_show_the_purchase(pipeline: Pipeline, clean_sa
     listed = subprocess.run([sys.executable, "-m", "fulfilment.cli", "list", "--state", "transfer_complete"],
                             cwd=REPO, env=pipeline.env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and str(purchase_id) in listed.stdout
+
+
+def test_log_lines_about_a_purchase_carry_its_ids(pipeline: Pipeline, clean_sandbox: Sandbox) -> None:
+    import json
+
+    body = request()
+    purchase_id = pipeline.submit(body)
+    wait_until([purchase_id], in_states("transfer_complete"), pipeline=pipeline)
+    lines = [json.loads(line) for line in pipeline.workers.log_path.read_text().splitlines()
+             if line.startswith("{") and str(purchase_id) in line]
+    transitions = [entry for entry in lines if entry["message"].startswith(f"purchase {purchase_id}:")]
+    assert len(transitions) >= 4  # received, quoted, ordering, awaiting_transfer, ... as JSON lines
+    for entry in transitions:
+        assert entry["purchase_id"] == str(purchase_id)
+        assert entry["request_id"] == body["request_id"]
+        assert entry["message_id"]
