@@ -17,17 +17,17 @@
 # user they run as that user.
 #
 # Environment (all optional):
-#   FULFIL_PG_PORT=55432            Postgres TCP port
+#   FULFIL_PG_PORT=23432            Postgres TCP port
 #   FULFIL_PG_FAST=1                fsync/synchronous_commit/full_page_writes off:
 #                                   fast, but a crash of the machine can corrupt the
 #                                   cluster. Fine for dev/tests; set 0 to keep them on.
-#   FULFIL_AMQP_PORT=55672          AMQP listener
-#   FULFIL_RABBIT_DIST_PORT=55673   Erlang distribution port of the node
-#   FULFIL_EPMD_PORT=55369          epmd port (not the system default 4369)
+#   FULFIL_AMQP_PORT=23672          AMQP listener
+#   FULFIL_RABBIT_DIST_PORT=23673   Erlang distribution port of the node
+#   FULFIL_EPMD_PORT=23369          epmd port (not the system default 4369)
 #   FULFIL_RABBIT_MGMT=0            1 enables the management plugin (HTTP API/UI);
 #                                   off by default: it makes boot ~slower and tests
 #                                   do not need it
-#   FULFIL_RABBIT_MGMT_PORT=55674   management listener (only with FULFIL_RABBIT_MGMT=1)
+#   FULFIL_RABBIT_MGMT_PORT=23674   management listener (only with FULFIL_RABBIT_MGMT=1)
 #   FULFIL_START_TIMEOUT=60         seconds to wait for a server to come up
 #   FULFIL_LOCAL_DIR=.local         where the servers keep their state; another directory
 #                                   (with other ports) runs a second, independent pair,
@@ -35,18 +35,20 @@
 #
 # Two checkouts on one machine share the default ports: give one of them other
 # FULFIL_*_PORT values. A port already taken by something else is reported.
+# The defaults sit below Linux's ephemeral port range (32768-60999): a client socket
+# (pip, a test) can then never hold one of them at the moment a server starts.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LOCAL="${FULFIL_LOCAL_DIR:-$ROOT/.local}"  # FULFIL_LOCAL_DIR: a second, independent pair of servers (chaos runs)
 
-PG_PORT="${FULFIL_PG_PORT:-55432}"
+PG_PORT="${FULFIL_PG_PORT:-23432}"
 PG_FAST="${FULFIL_PG_FAST:-1}"
-AMQP_PORT="${FULFIL_AMQP_PORT:-55672}"
-DIST_PORT="${FULFIL_RABBIT_DIST_PORT:-55673}"
-EPMD_PORT="${FULFIL_EPMD_PORT:-55369}"
+AMQP_PORT="${FULFIL_AMQP_PORT:-23672}"
+DIST_PORT="${FULFIL_RABBIT_DIST_PORT:-23673}"
+EPMD_PORT="${FULFIL_EPMD_PORT:-23369}"
 MGMT="${FULFIL_RABBIT_MGMT:-0}"
-MGMT_PORT="${FULFIL_RABBIT_MGMT_PORT:-55674}"
+MGMT_PORT="${FULFIL_RABBIT_MGMT_PORT:-23674}"
 START_TIMEOUT="${FULFIL_START_TIMEOUT:-60}"
 
 APP_USER=fulfil

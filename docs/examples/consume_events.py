@@ -1,6 +1,6 @@
 """An example consumer of ticket-fulfilment events (for a requesting service).
 
-    BROKER_URL=amqp://fulfil:fulfil@127.0.0.1:55672/%2F python docs/examples/consume_events.py
+    BROKER_URL=amqp://fulfil:fulfil@127.0.0.1:23672/%2F python docs/examples/consume_events.py
 
 Binds a durable queue of its own to the topic exchange `fulfilment.events` (routing keys
 `purchase.<state>` and `purchase.deadline_near`), acknowledges each event after handling

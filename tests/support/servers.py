@@ -7,26 +7,35 @@ demo on the same servers without touching its data.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import psycopg
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-# Read at call time: the chaos run points the process at its private servers after import.
+def _service_url(name: str) -> str:
+    """The URL `scripts/services.sh env` gives: the ports of the servers actually running (or the
+    configured ones).  Read at call time: the chaos run points the process at its private pair."""
+    result = subprocess.run(["bash", str(REPO / "scripts" / "services.sh"), "env"], capture_output=True, text=True,
+                            timeout=30)
+    for line in result.stdout.splitlines():
+        if line.startswith(f"export {name}="):
+            return line.split("=", 1)[1].strip("'\"")
+    raise ServersNotRunning(f"scripts/services.sh env printed no {name}: {result.stderr.strip()}")
+
+
 def pg_port() -> int:
-    return int(os.environ.get("FULFIL_PG_PORT", "55432"))
+    return int(urlsplit(_service_url("DATABASE_URL")).port or 5432)
 
 
 def amqp_port() -> int:
-    return int(os.environ.get("FULFIL_AMQP_PORT", "55672"))
+    return int(urlsplit(_service_url("BROKER_URL")).port or 5672)
 
 
 def pg_admin_dsn() -> str:
