@@ -36,8 +36,10 @@ FINAL_OR_HELD = ("transfer_complete", "transfer_expired", "cancelled", "failed",
 @dataclass
 class ChaosConfig:
     purchases: int = 1000
-    kill_every: tuple[float, float] = (4.0, 9.0)  # seconds between worker kills, drawn uniformly
-    timeout: float = 900.0  # for the whole run, after submission
+    kill_every: tuple[float, float] = (8.0, 20.0)  # seconds between worker kills, drawn uniformly
+    timeout: float = 900.0  # for the chaos phase, after submission
+    settle: float = 300.0  # then, faults off: how long everything may take to finish
+    port_block: int = 22  # private servers on ports 22432, 22672, ...
     seed: int = 1
     processes: int = 2
     threads: int = 4
@@ -81,8 +83,8 @@ def run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
 
 
 def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
-    chaos_servers.use_private_servers()
-    chaos_servers.services("start")
+    chaos_servers.use_private_servers(config.port_block)
+    chaos_servers.services(config.port_block, "start")
     # Imported after the environment points at the private servers.
     from fulfilment.settings import get_settings
     from tests.chaos import checks
@@ -129,7 +131,7 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
     started = time.monotonic()
     try:
         wait_for_consumers(vhost.url, workers, expected=config.processes)
-        sandbox.configure(quote_ttl_seconds=4)
+        sandbox.configure(quote_ttl_seconds=8)
         sandbox.set_faults({
             "*": {"error_rate": 0.25, "rate_limit_rate": 0.05, "retry_after_seconds": 0.3, "latency_ms": 5},
             "create_order": {"error_rate": 0.25, "rate_limit_rate": 0.05, "retry_after_seconds": 0.3,
@@ -145,7 +147,7 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
                     request_id=f"chaos-{config.seed}-{i}", section_name=sections[i % len(sections)],
                     quantity=1 + i % 4, row_name=None if i % 3 else "ABCDE"[i % 5])))
 
-        rabbit_restart_at = 0.3
+        rabbit_restart_at = 0.3  # of purchases done
         postgres_restart_at = 0.6
         next_kill = time.monotonic() + rng.uniform(*config.kill_every)
         deadline = time.monotonic() + config.timeout
@@ -155,10 +157,10 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
             if progress >= 0.97 and result.restarts == ["rabbitmq", "postgres"]:
                 break
             if "rabbitmq" not in result.restarts and progress >= rabbit_restart_at:
-                chaos_servers.services("restart", "rabbitmq")
+                chaos_servers.services(config.port_block, "restart", "rabbitmq")
                 result.restarts.append("rabbitmq")
             elif "postgres" not in result.restarts and "rabbitmq" in result.restarts and progress >= postgres_restart_at:
-                chaos_servers.services("restart", "postgres")
+                chaos_servers.services(config.port_block, "restart", "postgres")
                 result.restarts.append("postgres")
             if time.monotonic() >= next_kill:
                 victims = _worker_pids(workers.pid) or [workers.pid]
@@ -179,14 +181,19 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
         result.partner_requests = sum(sandbox.stats()["requests"].values())
         sandbox.clear_faults()
         sandbox.configure(quote_ttl_seconds=3600)
-        wait_until(purchase_ids, in_states(*FINAL_OR_HELD), timeout=max(60.0, deadline - time.monotonic()))
-        # Let the relay publish the last events, then collect them.
-        _wait_all_published(timeout=60)
-        listener.drain(timeout=5)
-    except AssertionError:
-        pass  # not everything finished in time: the checks below say what is missing
+        if not workers.alive() or not _worker_pids(workers.pid):
+            workers.kill()
+            workers = start_workers(env, log_dir, processes=config.processes, threads=config.threads,
+                                    name="chaos-workers-settle")
+        try:
+            wait_until(purchase_ids, in_states(*FINAL_OR_HELD), timeout=config.settle)
+        except AssertionError:
+            pass  # not everything finished in time: the checks below say what is missing
     finally:
         result.seconds = time.monotonic() - started
+        # Let the relay publish the last events and the listener collect them, then stop.
+        _wait_all_published(timeout=60)
+        listener.drain(timeout=5)
         scheduler.stop()
         workers.stop()
 
@@ -202,7 +209,7 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
     sandbox.stop()
     servers.delete_vhost(vhost)
     servers.drop_database(database)
-    chaos_servers.services("stop")
+    chaos_servers.services(config.port_block, "stop")
     return result
 
 

@@ -40,7 +40,8 @@ class EventListener:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                method, properties, body = self.channel.basic_get(self.queue, auto_ack=True)
+                # Acked only once recorded: a connection lost in between redelivers, never loses.
+                method, properties, body = self.channel.basic_get(self.queue, auto_ack=False)
             except (pika.exceptions.AMQPError, OSError):
                 if not self.durable:
                     raise
@@ -57,6 +58,11 @@ class EventListener:
                 continue
             self.received.append({"routing_key": method.routing_key, "message_id": properties.message_id,
                                   "persistent": properties.delivery_mode == 2, "body": json.loads(body)})
+            try:
+                self.channel.basic_ack(method.delivery_tag)
+            except (pika.exceptions.AMQPError, OSError):
+                if not self.durable:
+                    raise
         return self.received
 
     def close(self) -> None:
