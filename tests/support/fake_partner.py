@@ -16,7 +16,8 @@ The contract leaves two things open, and the fake lets a test pick either answer
 
 Faults are chosen per call by the test (`plan(operation, behaviour)`, one-shot, in order):
 see BEHAVIOURS.  `SimulatedCrash` is a BaseException the steps do not catch: the worker
-process died at that point.
+process died at that point.  Time comes from `clock` (a `Clock` that moves only when the
+test says so, so that an example replays exactly).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
 
 from fulfilment.partners.base import (
     AccountError,
@@ -44,6 +47,7 @@ from fulfilment.partners.base import (
 
 UNIT_PRICE = Decimal("100.00")
 LONG_TTL = 3600.0
+MEDIUM_TTL = 60.0  # orderable until a minute (or a claim lease) has passed
 
 # operation -> behaviours a test may plan for its next call
 BEHAVIOURS: dict[str, tuple[str, ...]] = {
@@ -51,6 +55,7 @@ BEHAVIOURS: dict[str, tuple[str, ...]] = {
         "transient",  # 503 before anything happened
         "crash",  # the worker dies before sending
         "crash_after",  # the quote is created, the worker dies before storing it
+        "account",  # PAYMENT_NOT_CONFIGURED (this once)
         "permanent",  # NO_INVENTORY_AVAILABLE
         "short_ttl",  # a quote that expires inside the safety margin: never orderable
         "medium_ttl",  # orderable for a short while only
@@ -60,6 +65,7 @@ BEHAVIOURS: dict[str, tuple[str, ...]] = {
     ),
     "create_order": (
         "transient",  # 503 before the request reached the order service: nothing ordered
+        "account",  # PAYMENT_NOT_CONFIGURED (this once): nothing ordered
         "unknown_before",  # timeout/reset before processing: nothing ordered
         "unknown_after",  # committed, then the answer was lost
         "unknown_deferred",  # the client gave up; the partner processes the request later
@@ -78,8 +84,29 @@ class SimulatedCrash(BaseException):
     """The worker died here; nothing after this point of the step runs (its claim stays held)."""
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+class Clock:
+    """A clock that only moves when told to: quote lifetimes become deterministic."""
+
+    def __init__(self, start: dt.datetime | None = None) -> None:
+        self.current = start or dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> None:
+        self.current += dt.timedelta(seconds=seconds)
+
+    def datetime_module(self) -> Any:
+        """A stand-in for the `datetime` module whose `datetime.now()` reads this clock."""
+        clock = self
+
+        class ClockedDatetime(dt.datetime):
+            @classmethod
+            def now(cls, tz: dt.tzinfo | None = None) -> dt.datetime:  # type: ignore[override]
+                return clock.current if tz is None else clock.current.astimezone(tz)
+
+        return SimpleNamespace(datetime=ClockedDatetime, UTC=dt.UTC, timedelta=dt.timedelta,
+                               timezone=dt.timezone)
 
 
 @dataclass
@@ -128,24 +155,31 @@ class PendingOrder:
 @dataclass
 class FakePartner:
     name: str = "fake-tbb"
+    clock: Callable[[], dt.datetime] = field(default_factory=lambda: Clock(), repr=False)
     expiry_checked_first: bool = False
-    safety_margin: float = 0.1
+    safety_margin: float = 30.0
     payment_configured: bool = True
+    # Whether a missing payment method also refuses orders (it refuses quotes either way).
+    orders_see_account_errors: bool = True
     quotes: dict[str, FakeQuote] = field(default_factory=dict)
     orders: dict[str, FakeOrder] = field(default_factory=dict)
     pending: list[PendingOrder] = field(default_factory=list)
     order_calls: list[OrderCall] = field(default_factory=list)
+    faults_met: list[str] = field(default_factory=list)  # "operation: behaviour", as the calls met them
     planned: dict[str, deque[str]] = field(default_factory=lambda: defaultdict(deque))
-    # Called for "pause_*" behaviours with (operation, quantity of the purchase concerned):
+    # Called for "pause_*" behaviours with (operation, quantity of the purchase concerned, what):
     # the test runs whatever happens while this call hangs (lease lapses, another worker...).
-    on_pause: Callable[[str, int], None] | None = None
+    on_pause: Callable[[str, int, str], None] | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _pausing: bool = False
+    _while_hanging: str = ""
 
     # ---- test controls -----------------------------------------------------------------
 
     def plan(self, operation: str, behaviour: str) -> None:
-        assert behaviour in BEHAVIOURS[operation], (operation, behaviour)
+        """One-shot behaviour of the next call of `operation`.  "pause_before:<what>" passes
+        <what> to `on_pause` (what the test lets happen while the call hangs)."""
+        assert behaviour.split(":")[0] in BEHAVIOURS[operation], (operation, behaviour)
         self.planned[operation].append(behaviour)
 
     def calm(self) -> None:
@@ -154,7 +188,7 @@ class FakePartner:
         self.payment_configured = True
 
     def expire_early(self, quote_id: str) -> None:
-        self.quotes[quote_id].expired_early_at = now()
+        self.quotes[quote_id].expired_early_at = self.clock()
 
     def finish_transfer(self, order_id: str, status: str) -> None:
         order = self.orders[order_id]
@@ -184,12 +218,12 @@ class FakePartner:
             raise SimulatedCrash("worker died before quoting")
         if behaviour == "pause_before":
             self._pause("create_quote", request.quantity)
-        if not self.payment_configured:
+        if not self.payment_configured or behaviour == "account":
             raise AccountError("PAYMENT_NOT_CONFIGURED", "no payment method on the account", status=403)
         if behaviour == "permanent":
             raise PermanentError("NO_INVENTORY_AVAILABLE", "no seats left in that section", status=409)
-        ttl = {"short_ttl": self.safety_margin / 2, "medium_ttl": self.safety_margin + 0.15}.get(behaviour, LONG_TTL)
-        issued = now()
+        ttl = {"short_ttl": self.safety_margin / 2, "medium_ttl": MEDIUM_TTL}.get(behaviour or "", LONG_TTL)
+        issued = self.clock()
         quote = FakeQuote(
             quote_id=self._new_id("qt_"),
             request=request,
@@ -217,7 +251,7 @@ class FakePartner:
         self, quote_id: str, *, delivery_type: str, delivery_deadline: dt.datetime, request_id: str
     ) -> Order:
         quote = self.quotes.get(quote_id)
-        self.order_calls.append(OrderCall(quote_id, now(), quote.expires_at if quote else None))
+        self.order_calls.append(OrderCall(quote_id, self.clock(), quote.expires_at if quote else None))
         behaviour = self._next("create_order")
         key = quote.request.quantity if quote else 0
         if behaviour == "transient":
@@ -226,6 +260,8 @@ class FakePartner:
             raise OutcomeUnknown("READ_TIMEOUT", "connection reset before an answer")
         if behaviour == "crash":
             raise SimulatedCrash("worker died before ordering")
+        if behaviour == "account":
+            raise AccountError("PAYMENT_NOT_CONFIGURED", "no payment method on the account", status=403)
         if behaviour in ("unknown_deferred", "crash_deferred"):
             self.pending.append(PendingOrder(quote_id, delivery_type, delivery_deadline))
             if behaviour == "crash_deferred":
@@ -267,11 +303,11 @@ class FakePartner:
 
     def _commit_order(self, quote_id: str) -> FakeOrder:
         """The partner's order service: checks and the single-use consumption, atomically."""
-        at = now()
+        at = self.clock()
         quote = self.quotes.get(quote_id)
         if quote is None:
             raise PermanentError("QUOTE_NOT_FOUND", f"no quote {quote_id}", status=404)
-        if not self.payment_configured:
+        if not self.payment_configured and self.orders_see_account_errors:
             raise AccountError("PAYMENT_NOT_CONFIGURED", "no payment method on the account", status=403)
         checks = [self._check_consumed, self._check_expired]
         if self.expiry_checked_first:
@@ -316,14 +352,18 @@ class FakePartner:
 
     def _next(self, operation: str) -> str | None:
         queue = self.planned.get(operation)
-        return queue.popleft() if queue else None
+        if not queue:
+            return None
+        behaviour, _, self._while_hanging = queue.popleft().partition(":")
+        self.faults_met.append(f"{operation}: {behaviour}")
+        return behaviour
 
     def _pause(self, operation: str, key: int) -> None:
         if self.on_pause is None or self._pausing:
             return  # no nesting: a call made while another one hangs behaves normally
         self._pausing = True
         try:
-            self.on_pause(operation, key)
+            self.on_pause(operation, key, self._while_hanging)
         finally:
             self._pausing = False
 
