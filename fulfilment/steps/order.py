@@ -57,7 +57,7 @@ def place_order(
             message_id=message_id, next_action_in=settings.claim_lease_seconds,
             hold_claim_for=settings.claim_lease_seconds,
         )
-    return _order(purchase, partner=partner, settings=settings, message_id=message_id)
+    return _order(purchase, partner=partner, settings=settings, message_id=message_id, first_attempt=True)
 
 
 def resolve_order(
@@ -94,11 +94,19 @@ def resolve_order(
         record(purchase, State.RECEIVED, f"no order exists for expired quote {purchase.quote_id}; re-quoting",
                message_id, next_action_in=settings.redrive_after_seconds)
         return Next("quote_purchase")
-    return _order(purchase, partner=partner, settings=settings, message_id=message_id)
+    return _order(purchase, partner=partner, settings=settings, message_id=message_id, first_attempt=False)
 
 
-def _order(purchase: Purchase, *, partner: Partner, settings: Settings, message_id: str | None) -> Next | None:
-    """Send the order for the purchase's current quote and record what the answer proves."""
+def _order(
+    purchase: Purchase, *, partner: Partner, settings: Settings, message_id: str | None, first_attempt: bool
+) -> Next | None:
+    """Send the order for the purchase's current quote and record what the answer proves.
+
+    On a retry (an earlier attempt's outcome is unknown and may still land at the partner),
+    a refusal of *this* request proves nothing about the earlier one: the purchase stays
+    unknown and is resolved again, ending in NEEDS_ATTENTION if it never clears up —
+    never PAUSED or FAILED, from where it could be quoted and ordered afresh.
+    """
     assert purchase.quote_id is not None
     try:
         order = partner.create_order(
@@ -115,13 +123,15 @@ def _order(purchase: Purchase, *, partner: Partner, settings: Settings, message_
     except QuoteAlreadyConsumed as error:
         # An order exists from this quote (ours, from an attempt whose answer was lost).
         return _unknown(purchase, error, settings, message_id)
-    except AccountError as error:
-        record(purchase, State.PAUSED, f"account cannot order: {error.code}", message_id,
-               next_action_in=settings.payment_pause_seconds, changes={"last_error": str(error)})
-        return None
-    except PermanentError as error:
-        record(purchase, State.FAILED, f"partner refused the order: {error.code}", message_id,
-               changes=failure(error.code, error.message))
+    except (AccountError, PermanentError) as error:
+        if not first_attempt:
+            return _unknown(purchase, error, settings, message_id)
+        if isinstance(error, AccountError):
+            record(purchase, State.PAUSED, f"account cannot order: {error.code}", message_id,
+                   next_action_in=settings.payment_pause_seconds, changes={"last_error": str(error)})
+        else:
+            record(purchase, State.FAILED, f"partner refused the order: {error.code}", message_id,
+                   changes=failure(error.code, error.message))
         return None
     except Exception as error:  # noqa: BLE001  timeouts, resets, 5xx, surprises: the order may exist
         log.warning("order outcome unknown for quote %s: %s", purchase.quote_id, error)
