@@ -526,7 +526,7 @@ class PurchaseMachine(RuleBasedStateMachine):
 
 TestPurchases = PurchaseMachine.TestCase
 TestPurchases.settings = hsettings(
-    max_examples=50,
+    max_examples=150,
     stateful_step_count=30,
     deadline=None,
     database=None,  # no example database in the repository
