@@ -19,6 +19,17 @@ PARTNER_CALL_ERRORS = Counter(
 )
 REQUOTES = Counter("fulfil_requotes_total", "Purchases sent back for a new quote", ["reason"])
 TRANSITIONS = Counter("fulfil_events_total", "History entries recorded, by event type", ["event"])
+# Fencing (invariant 8): answers that came back after their purchase moved on, and orders among them.
+LATE_ANSWERS = Counter("fulfil_late_answers_total", "Partner answers too late to move their purchase", ["step"])
+ORPHAN_ORDERS = Counter("fulfil_orphan_orders_total", "Partner orders recorded for a purchase that had moved on")
+# Intake during a database outage (invariant 9): requests wait in RabbitMQ, retried until Postgres is back.
+INTAKE_DATABASE_WAITS = Counter(
+    "fulfil_intake_database_waits_total", "Intake attempts put back because the database was unavailable"
+)
+INTAKE_WAITING_FOR_DATABASE = Gauge(
+    "fulfil_intake_waiting_for_database", "1 while the latest intake attempt found the database unavailable",
+    multiprocess_mode="livemostrecent",
+)
 
 # Scheduler gauges (one live scheduler computes them).
 PURCHASES_BY_STATE = Gauge("fulfil_purchases", "Purchases by state", ["state"], multiprocess_mode="liveall")

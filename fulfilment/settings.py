@@ -10,8 +10,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import AnyUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import AnyUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A step's partner calls end this long before its claim lease does, leaving time to record the answer.
+LEASE_MARGIN_SECONDS = 5.0
 
 
 class SettingsError(RuntimeError):
@@ -37,7 +40,28 @@ class Settings(BaseSettings):
     # Purchase policy.
     quote_safety_margin_seconds: float = Field(default=30.0, ge=0)
     max_requotes: int = Field(default=3, ge=0, le=50)
-    order_resolve_attempts: int = Field(default=10, ge=1, le=100)
+    order_resolve_attempts: int = Field(
+        default=10, ge=1, le=100, description="lookups of an unknown order outcome before it needs a person"
+    )
+    order_resolve_max_interval_seconds: float = Field(
+        default=600.0, gt=0, description="longest wait between two lookups (exponential backoff from REDRIVE_AFTER)"
+    )
+    # Proof-of-absence policy (README, "What proves there is no order"): unset, an order
+    # outcome that stays unknown ends in needs_attention.  Set, an operator accepts that
+    # the partner's order lookup is complete this long after the quote expired.
+    order_absence_grace_seconds: float | None = Field(
+        default=None, gt=0,
+        description="re-quote an unknown order once its quote expired this long ago and complete lookups "
+        "stayed empty (never after QUOTE_ALREADY_CONSUMED); unset: needs_attention instead",
+    )
+    min_delivery_lead_seconds: float = Field(
+        default=3600.0, ge=0, description="no quote or order once the delivery deadline is closer than this"
+    )
+    step_deadline_seconds: float = Field(
+        default=60.0, gt=0,
+        description="one overall deadline for a step's partner calls (connect, write, read, auth, retries); "
+        "must end before the claim lease",
+    )
     payment_pause_seconds: float = Field(default=300.0, gt=0)
 
     # Timing of next actions (all short: anything longer is scheduled from Postgres).
@@ -49,6 +73,9 @@ class Settings(BaseSettings):
     deadline_warning_hours: Annotated[tuple[float, ...], NoDecode] = Field(default=(24.0, 2.0))
     scheduler_interval_seconds: float = Field(default=5.0, gt=0)
     scheduler_batch_size: int = Field(default=500, ge=1)
+    # A frozen, cut-off or half-open scheduler leader loses its lock within about this long and a
+    # standby takes over (fulfilment/scheduler.py).  Must exceed SCHEDULER_INTERVAL_SECONDS.
+    scheduler_leader_lease_seconds: float = Field(default=20.0, ge=2, le=3600, description="seconds")
 
     # Actor retries (dramatiq): short backoff, bounded, see design invariant 7.
     actor_max_retries: int = Field(default=8, ge=0)
@@ -59,6 +86,15 @@ class Settings(BaseSettings):
     # The scheduler's Prometheus port (0: no metrics server).  Workers use dramatiq_prom_port.
     metrics_port: int = Field(default=9192, ge=0, le=65535)
     metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 where a scraper must reach it")
+
+    @model_validator(mode="after")
+    def _step_fits_in_lease(self) -> Settings:
+        if self.step_deadline_seconds + LEASE_MARGIN_SECONDS > self.claim_lease_seconds:
+            raise ValueError(
+                f"STEP_DEADLINE_SECONDS ({self.step_deadline_seconds:g}) must end at least {LEASE_MARGIN_SECONDS:g} s "
+                f"before CLAIM_LEASE_SECONDS ({self.claim_lease_seconds:g}): a partner call may not outlive its claim"
+            )
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -82,6 +118,19 @@ class Settings(BaseSettings):
             return tuple(float(part) for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("deadline_warning_hours")
+    @classmethod
+    def _hundredths(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        # deadline_flags.window_hours is numeric(8,2): hundredths, rounded half up as the scheduler
+        # (fulfilment.deadlines.window_hours) and Postgres round them, so 0.333 means 0.33.
+        import math
+        from decimal import ROUND_HALF_UP, Decimal
+
+        if not all(math.isfinite(hours) and hours < 1_000_000 for hours in value):
+            raise ValueError("each window must be a finite number of hours below 1000000")
+        rounded = (float(Decimal(str(hours)).quantize(Decimal("0.01"), ROUND_HALF_UP)) for hours in value)
+        return tuple(dict.fromkeys(rounded))
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -95,7 +144,7 @@ def describe_errors(error: ValidationError) -> str:
     """Turn pydantic's report into one line per variable, never echoing values (they may be secrets)."""
     lines = []
     for item in error.errors():
-        name = "_".join(str(part) for part in item["loc"]).upper() or "?"
+        name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
         reason = "is required but not set" if item["type"] == "missing" else item["msg"]
         lines.append(f"  {name}: {reason}")
     return "invalid configuration:\n" + "\n".join(lines)

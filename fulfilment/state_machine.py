@@ -1,15 +1,20 @@
 """Where a purchase changes state: the states, the allowed transitions, and the one
 function every change goes through.
 
-`transition()` is a guarded update (`UPDATE … WHERE state = :expected`): if another
-worker moved the purchase first, nothing is written and `StaleTransition` is raised,
-so a redelivered or duplicated message can never apply a step twice.  The history
-row and the outbox event are written in the same transaction as the state (design
-invariant 4).  An illegal transition raises `IllegalTransition` before touching the
-database.
+`transition()` is a guarded update (`UPDATE … WHERE state = :expected AND
+claim_token = :ours AND quote_id = :ours`): if another worker moved the purchase
+first, or took over its claim, nothing is written and `StaleTransition` is raised, so
+a redelivered or duplicated message can never apply a step twice, and a late answer
+can never move a purchase that moved on (fencing, invariant 8).  The history row and
+the outbox event are written in the same transaction as the state (invariant 4).  An
+illegal transition raises `IllegalTransition` before touching the database.
 
 `claim()` is the lease an actor takes before calling the partner: a duplicate
 delivery of the same message finds the lease held and does nothing (invariant 6).
+Each claim carries a fresh owner token; `transition()`, `release()` and
+`reschedule()` of a claimed purchase are conditional on it.  A token only changes
+hands through `claim()`, which succeeds only once the previous lease has ended, and
+a step's partner calls end before its lease does (`Settings.step_deadline_seconds`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from fulfilment import logging_setup, metrics
-from models import DeadlineFlag, OutboxEvent, Purchase, PurchaseTransition
+from models import DeadlineFlag, OrphanOrder, OutboxEvent, Purchase, PurchaseTransition
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,13 @@ class State(StrEnum):
     STALLED = "stalled"  # retries exhausted; an operator may resume it
 
 
+class OrderEvidence(StrEnum):
+    """What we know of an order from the purchase's current quote (`purchases.order_evidence`)."""
+
+    MAY_EXIST = "may_exist"  # an order request may have reached the partner; its outcome is unknown
+    EXISTS = "exists"  # the partner said so (QUOTE_ALREADY_CONSUMED): an order from this quote exists
+
+
 TERMINAL: frozenset[State] = frozenset(
     {State.TRANSFER_COMPLETE, State.TRANSFER_EXPIRED, State.CANCELLED, State.FAILED}
 )
@@ -55,24 +67,29 @@ HELD_FOR_OPERATOR: frozenset[State] = frozenset({State.NEEDS_ATTENTION, State.ST
 _S = State
 ALLOWED: Mapping[State | None, frozenset[State]] = {
     None: frozenset({_S.RECEIVED}),
-    _S.RECEIVED: frozenset({_S.QUOTED, _S.FAILED, _S.PAUSED, _S.STALLED}),
-    _S.PAUSED: frozenset({_S.QUOTED, _S.FAILED, _S.PAUSED, _S.STALLED}),
+    # → NEEDS_ATTENTION from the quote path: an order turned up that the purchase did not expect.
+    _S.RECEIVED: frozenset({_S.QUOTED, _S.FAILED, _S.PAUSED, _S.STALLED, _S.NEEDS_ATTENTION}),
+    _S.PAUSED: frozenset({_S.QUOTED, _S.FAILED, _S.PAUSED, _S.STALLED, _S.NEEDS_ATTENTION}),
     # Back to RECEIVED means "re-quote": the quote is too close to expiry, no call made.
-    _S.QUOTED: frozenset({_S.ORDERING, _S.RECEIVED, _S.STALLED}),
-    # From ORDERING only a *definite* partner answer may lead away from the order path:
-    # QUOTE_EXPIRED → RECEIVED, a permanent rejection → FAILED, payment → PAUSED.
+    # → FAILED: the delivery deadline is too close to order.
+    _S.QUOTED: frozenset({_S.ORDERING, _S.RECEIVED, _S.FAILED, _S.STALLED, _S.NEEDS_ATTENTION}),
+    # From ORDERING only a *definite* answer to the one request sent may lead away from the
+    # order path: QUOTE_EXPIRED → RECEIVED, a permanent rejection → FAILED, payment → PAUSED.
     _S.ORDERING: frozenset(
         {_S.AWAITING_TRANSFER, _S.ORDER_UNKNOWN, _S.RECEIVED, _S.FAILED, _S.PAUSED, _S.NEEDS_ATTENTION, _S.STALLED}
     ),
-    _S.ORDER_UNKNOWN: frozenset(
-        {_S.AWAITING_TRANSFER, _S.RECEIVED, _S.FAILED, _S.PAUSED, _S.NEEDS_ATTENTION, _S.STALLED}
-    ),
+    # Once an order may exist, nothing the partner refuses afterwards proves it does not:
+    # the purchase is resolved (found), held for a person, or — only under the operator's
+    # explicit ORDER_ABSENCE_GRACE_SECONDS policy — re-quoted (steps/order.py).
+    _S.ORDER_UNKNOWN: frozenset({_S.AWAITING_TRANSFER, _S.RECEIVED, _S.NEEDS_ATTENTION, _S.STALLED}),
     _S.AWAITING_TRANSFER: frozenset(
         {_S.TRANSFER_COMPLETE, _S.TRANSFER_EXPIRED, _S.CANCELLED, _S.NEEDS_ATTENTION, _S.STALLED}
     ),
     # An operator resumes these; an order may exist, so never straight back to QUOTED/ORDERING.
     _S.NEEDS_ATTENTION: frozenset({_S.ORDER_UNKNOWN, _S.AWAITING_TRANSFER, _S.FAILED}),
-    _S.STALLED: frozenset({_S.RECEIVED, _S.QUOTED, _S.ORDER_UNKNOWN, _S.AWAITING_TRANSFER, _S.PAUSED}),
+    _S.STALLED: frozenset(
+        {_S.RECEIVED, _S.QUOTED, _S.ORDER_UNKNOWN, _S.AWAITING_TRANSFER, _S.PAUSED, _S.NEEDS_ATTENTION}
+    ),
     _S.TRANSFER_COMPLETE: frozenset(),
     _S.TRANSFER_EXPIRED: frozenset(),
     _S.CANCELLED: frozenset(),
@@ -102,7 +119,8 @@ class IllegalTransition(TransitionError):
 
 
 class StaleTransition(TransitionError):
-    """The purchase was no longer in the expected state: someone else moved it first."""
+    """The purchase was no longer in the expected state, or its claim is no longer ours:
+    someone else moved it (or took it over) first."""
 
     def __init__(self, purchase_id: uuid.UUID, expected: State) -> None:
         super().__init__(f"purchase {purchase_id} is no longer {expected}")
@@ -148,6 +166,7 @@ def transition(
     check_transition(from_state, to_state)
     if is_live(to_state) != (next_action_in is not None):
         raise ValueError(f"{to_state}: next_action_in must be {'set' if is_live(to_state) else 'None'}")
+    attempt = purchase.attempts  # read before the UPDATE: RETURNING refreshes this object
 
     now = func.now()
     values: dict[str, Any] = dict(changes or {})
@@ -157,14 +176,17 @@ def transition(
         updated_at=now,
         attempts=0,
         next_action_at=None if next_action_in is None else now + _seconds(next_action_in),
-        claimed_until=None if hold_claim_for is None else now + _seconds(hold_claim_for),
         nudged_at=None,
     )
+    if hold_claim_for is None:
+        values.update(claimed_until=None, claim_token=None)
+    else:  # the same owner goes on working on it
+        values.update(claimed_until=now + _seconds(hold_claim_for))
     if to_state is State.STALLED:
         values["stalled_from"] = from_state.value
     result = session.execute(
         update(Purchase)
-        .where(Purchase.id == purchase.id, Purchase.state == from_state.value)
+        .where(*_fence(purchase, from_state))
         .values(**values)
         .returning(Purchase)
         .execution_options(synchronize_session=False)
@@ -173,8 +195,18 @@ def transition(
     if updated is None:
         raise StaleTransition(purchase.id, from_state)
     session.refresh(updated)  # the RETURNING row may be an identity-map copy
-    _record(session, updated, from_state, to_state, reason, purchase.attempts, message_id)
+    _record(session, updated, from_state, to_state, reason, attempt, message_id)
     return updated
+
+
+def _fence(purchase: Purchase, state: State | str) -> list[Any]:
+    """The purchase is still as this caller saw it: same state, same claim owner, same quote."""
+    return [
+        Purchase.id == purchase.id,
+        Purchase.state == str(state),
+        Purchase.claim_token.is_not_distinct_from(purchase.claim_token),
+        Purchase.quote_id.is_not_distinct_from(purchase.quote_id),
+    ]
 
 
 def create(session: Session, purchase: Purchase, *, reason: str, message_id: str | None = None) -> None:
@@ -221,6 +253,51 @@ def _record(
             id=event_id, transition_id=entry.id, purchase_id=purchase.id, routing_key=event_type, payload=payload
         )
     )
+
+
+def late_answer(
+    session: Session, purchase_id: uuid.UUID, *, step: str, answer: str, message_id: str | None
+) -> State | None:
+    """Record a partner answer that came too late to move its purchase (its claim had passed
+    to someone else, or the purchase had moved on): a history row and a `purchase.late_answer`
+    event, nothing else changes.  Returns the purchase's current state (None if unknown)."""
+    current = session.get(Purchase, purchase_id, with_for_update=True)
+    if current is None:
+        return None
+    state = State(current.state)
+    _record(session, current, state, state, f"late answer from {step}, not applied: {answer}", current.attempts,
+            message_id, kind="late_answer", event_type="purchase.late_answer")
+    metrics.LATE_ANSWERS.labels(step).inc()
+    log.warning("purchase %s: late answer from %s not applied (the purchase is %s): %s",
+                purchase_id, step, state, answer)
+    return state
+
+
+def orphan_order(
+    session: Session, purchase: Purchase, *, order: Mapping[str, Any], reason: str, message_id: str | None
+) -> bool:
+    """Keep an order the purchase did not expect (invariant 8: an order id is never dropped).
+
+    Writes the orphan_orders row, a history row and a `purchase.orphan_order` event, an
+    ERROR log and a metric.  `purchase` must be locked by the caller.  Returns False if
+    this order was recorded as an orphan before.
+    """
+    kept = session.execute(
+        pg_insert(OrphanOrder)
+        .values(purchase_id=purchase.id, partner=purchase.partner, order_id=order["order_id"],
+                quote_id=order.get("quote_id"), order_status=order.get("status"), details=dict(order), reason=reason)
+        .on_conflict_do_nothing()
+        .returning(OrphanOrder.order_id)
+    ).scalar_one_or_none()
+    if kept is None:
+        return False
+    state = State(purchase.state)
+    _record(session, purchase, state, state, reason, purchase.attempts, message_id, kind="orphan_order",
+            event_type="purchase.orphan_order", extra={"orphan_order": dict(order)})
+    metrics.ORPHAN_ORDERS.inc()
+    log.error("purchase %s: ORPHAN ORDER %s (quote %s) kept for operators: %s",
+              purchase.id, order["order_id"], order.get("quote_id"), reason)
+    return True
 
 
 def flag_deadline(session: Session, purchase: Purchase, window_hours: float) -> bool:
@@ -308,7 +385,8 @@ def claim(
     claimed = session.execute(
         update(Purchase)
         .where(*conditions)
-        .values(claimed_until=now + _seconds(lease_seconds), attempts=Purchase.attempts + 1, updated_at=now)
+        .values(claimed_until=now + _seconds(lease_seconds), claim_token=uuid.uuid4(),
+                attempts=Purchase.attempts + 1, updated_at=now)
         .returning(Purchase)
         .execution_options(synchronize_session=False)
     ).scalar_one_or_none()
@@ -320,34 +398,55 @@ def claim(
     return claimed
 
 
-def release(session: Session, purchase: Purchase, *, retry_in: float, error: str | None = None) -> None:
-    """Give the lease back after a transient failure so the retried message can claim it."""
+def lease_held(session: Session, purchase: Purchase) -> bool:
+    """Whether a claim on the purchase is live right now (by the database's clock)."""
+    if purchase.claimed_until is None:
+        return False
+    return bool(session.execute(select(func.now() < purchase.claimed_until)).scalar())
+
+
+def release(session: Session, purchase: Purchase, *, retry_in: float, error: str | None = None) -> bool:
+    """Give the lease back after a transient failure so the retried message can claim it.
+
+    Fenced: returns False (and changes nothing) if the claim is no longer this caller's.
+    """
     values: dict[str, Any] = {
         "claimed_until": None,
+        "claim_token": None,
         "nudged_at": None,
         "next_action_at": func.now() + _seconds(retry_in),
         "updated_at": func.now(),
     }
     if error is not None:
         values["last_error"] = error
-    session.execute(
-        update(Purchase).where(Purchase.id == purchase.id, Purchase.state == purchase.state).values(**values)
-    )
+    released = _rowcount(session.execute(update(Purchase).where(*_fence(purchase, purchase.state)).values(**values)))
+    if not released:
+        log.info("purchase %s: lease no longer ours; not released", purchase.id)
+    return bool(released)
 
 
-def reschedule(session: Session, purchase: Purchase, *, next_action_in: float, **changes: Any) -> None:
-    """Set the next action time without a state change (e.g. the transfer is still pending)."""
-    session.execute(
+def reschedule(session: Session, purchase: Purchase, *, next_action_in: float, **changes: Any) -> bool:
+    """Set the next action time without a state change (e.g. the transfer is still pending),
+    and give the lease back.  Fenced like `release()`."""
+    done = _rowcount(session.execute(
         update(Purchase)
-        .where(Purchase.id == purchase.id, Purchase.state == purchase.state)
+        .where(*_fence(purchase, purchase.state))
         .values(
             claimed_until=None,
+            claim_token=None,
             nudged_at=None,
             next_action_at=func.now() + _seconds(next_action_in),
             updated_at=func.now(),
             **changes,
         )
-    )
+    ))
+    if not done:
+        log.info("purchase %s: lease no longer ours; not rescheduled", purchase.id)
+    return bool(done)
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)
 
 
 def history(session: Session, purchase_id: uuid.UUID) -> list[PurchaseTransition]:

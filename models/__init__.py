@@ -7,10 +7,14 @@ nudges.  The state column is changed in exactly one place:
 
 from models.base import Base
 from models.deadline_flag import DeadlineFlag
+from models.orphan_order import OrphanOrder
 from models.outbox import OutboxEvent
 from models.purchase import Purchase
 from models.quote import PartnerQuote
 from models.rejected import RejectedRequest
 from models.transition import PurchaseTransition
 
-__all__ = ["Base", "DeadlineFlag", "OutboxEvent", "PartnerQuote", "Purchase", "PurchaseTransition", "RejectedRequest"]
+__all__ = [
+    "Base", "DeadlineFlag", "OrphanOrder", "OutboxEvent", "PartnerQuote", "Purchase", "PurchaseTransition",
+    "RejectedRequest",
+]

@@ -26,6 +26,9 @@ STATE_VALUES = (
     "stalled",
 )
 
+# Kept in sync with fulfilment.state_machine.OrderEvidence by tests/unit/test_models.py.
+EVIDENCE_VALUES = ("may_exist", "exists")
+
 
 class Purchase(Base):
     """One purchase request and where it stands.
@@ -41,6 +44,7 @@ class Purchase(Base):
     __table_args__ = (
         CheckConstraint(f"state IN ({', '.join(repr(s) for s in STATE_VALUES)})", name="state_known"),
         CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint(f"order_evidence IN ({', '.join(repr(e) for e in EVIDENCE_VALUES)})", name="order_evidence_known"),
         # The scheduler's re-drive and due-check scans: only live rows are indexed.
         Index("ix_purchases_next_action_at", "next_action_at", postgresql_where=text("next_action_at IS NOT NULL")),
         # `fulfil list --state …`, newest first.
@@ -73,10 +77,16 @@ class Purchase(Base):
     claimed_until: Mapped[dt.datetime | None]
     nudged_at: Mapped[dt.datetime | None] = mapped_column(doc="when the scheduler last re-sent its step")
     attempts: Mapped[int] = mapped_column(Integer, server_default="0", doc="claims taken in the current state")
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(
+        doc="owner of the current claim: every change made under a claim is conditional on it (fencing)"
+    )
 
     quotes_taken: Mapped[int] = mapped_column(Integer, server_default="0")
     quote_id: Mapped[str | None] = mapped_column(String(100), doc="the partner quote currently in use")
     quote_expires_at: Mapped[dt.datetime | None]
+    order_evidence: Mapped[str | None] = mapped_column(
+        String(20), doc="what we know of an order from the current quote (state_machine.OrderEvidence)"
+    )
 
     order_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     order_status: Mapped[str | None] = mapped_column(String(40))

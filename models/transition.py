@@ -8,11 +8,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
 
-HISTORY_KINDS = ("transition", "deadline_flag")
+HISTORY_KINDS = ("transition", "deadline_flag", "late_answer", "orphan_order")
 
 
 class PurchaseTransition(Base):
-    """Append-only history: one row per state change, and per deadline warning raised
+    """Append-only history: one row per state change, per deadline warning raised, per
+    partner answer that came too late to move the purchase, and per orphan order
     (`kind`); a database trigger refuses UPDATE and DELETE."""
 
     __tablename__ = "purchase_transitions"

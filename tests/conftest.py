@@ -12,9 +12,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.support import servers
 from tests.support.sandbox import PARTNER_A, Sandbox
+
+# Hypothesis profiles, chosen with HYPOTHESIS_PROFILE (default "ci"), loaded here, before any test
+# module builds its settings: a test's own settings inherit every option it does not set itself.
+#   ci    `make test`: the same examples on every run and machine (derandomized, no example
+#         database), and a failure prints the blob for @reproduce_failure.
+#   fuzz  `make fuzz`: random and many more examples (FUZZ_EXAMPLES, default 2000); failures are
+#         kept in the local example database (.hypothesis/, ignored by git) and replayed first.
+hypothesis_settings.register_profile("ci", max_examples=150, derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "2000")),
+                                     derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Fast timings so that a purchase's whole life fits in seconds.
 FAST_SETTINGS = {
@@ -25,6 +37,9 @@ FAST_SETTINGS = {
     "QUOTE_SAFETY_MARGIN_SECONDS": "1",
     "MAX_REQUOTES": "5",
     "CLAIM_LEASE_SECONDS": "15",
+    "STEP_DEADLINE_SECONDS": "10",
+    "MIN_DELIVERY_LEAD_SECONDS": "60",
+    "ORDER_RESOLVE_MAX_INTERVAL_SECONDS": "5",
     "REDRIVE_AFTER_SECONDS": "3",
     "TRANSFER_POLL_SECONDS": "1",
     "TRANSFER_POLL_MIN_SECONDS": "0.3",

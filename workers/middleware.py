@@ -11,15 +11,14 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
-from fulfilment import logging_setup, state_machine
-from fulfilment.db import session_scope
-from fulfilment.state_machine import StaleTransition, State
-from models import Purchase
+from fulfilment import logging_setup
+from fulfilment.steps.runner import StepName
+from fulfilment.steps.stall import stall_after_exhausted_retries
 
 log = logging.getLogger(__name__)
 
 # Actors whose first argument is a purchase id.
-PURCHASE_ACTORS = frozenset({"quote_purchase", "place_order", "resolve_order", "check_transfer"})
+PURCHASE_ACTORS = frozenset(StepName)
 
 
 class MessageLogContext(Middleware):
@@ -66,17 +65,7 @@ class StallOnExhaustedRetries(Middleware):
             return  # not a purchase message at all; it is in the XQ with its error
         error = f"{type(exception).__name__}: {exception}"[:2000]
         try:
-            with session_scope() as session:
-                purchase = session.get(Purchase, purchase_id)
-                if purchase is None or not state_machine.is_live(State(purchase.state)):
-                    return
-                state_machine.transition(
-                    session, purchase, State.STALLED, message_id=message.message_id,
-                    reason=f"{message.actor_name} gave up after {message.options.get('retries', 0)} retries",
-                    changes={"last_error": error},
-                )
-            log.error("purchase %s stalled: %s", purchase_id, error)
-        except StaleTransition:
-            log.info("purchase %s moved on before it could be marked stalled", purchase_id)
+            stall_after_exhausted_retries(purchase_id, step=message.actor_name, message_id=message.message_id,
+                                          retries=message.options.get("retries", 0), error=error)
         except Exception:
             log.exception("could not mark purchase %s stalled; the scheduler will find it overdue", purchase_id)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dramatiq
 
-from fulfilment.steps import quote
+from fulfilment.steps.runner import StepName
 from workers.runner import InvalidMessage, run_step
 
 
 @dramatiq.actor(queue_name="purchases.quote", throws=(InvalidMessage,))
 def quote_purchase(purchase_id: str) -> None:
-    run_step(quote.quote, purchase_id)
+    run_step(StepName.QUOTE, purchase_id)

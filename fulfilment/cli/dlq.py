@@ -92,7 +92,7 @@ def dlq_replay(
         if letter.purchase_id is None:
             return  # intake messages have no purchase yet
         try:
-            resume(uuid.UUID(letter.purchase_id), settings=settings,
+            resume(uuid.UUID(letter.purchase_id), settings=settings, checked_by_person=False,
                    reason=f"resumed by dead-letter replay of message {letter.message_id}")
         except CannotResume as error:
             if "finished" not in str(error):

@@ -2,12 +2,17 @@
 
 A second partner (Ticketmaster, seeds 003/004) implements the same four calls and
 maps its errors onto the same kinds; nothing above this module changes.
+
+Every call takes `deadline`, a `time.monotonic()` instant by which it must have
+returned, whatever it does inside (connect, write, read, authentication, retries):
+the step's claim lease ends soon after it, and an answer that comes later must not be
+waited for (invariant 8).  Lookups are three-valued: found, absent, unknown.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Protocol
 
@@ -42,6 +47,36 @@ class Order:
     row_name: str | None
     unit_price: Decimal | None
     subtotal: Decimal | None
+
+
+def order_details(order: Order) -> dict[str, str | None]:
+    """The order as plain JSON (kept with an orphan order, shown to operators)."""
+    return {name: None if value is None else str(value) for name, value in asdict(order).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFound:
+    order: Order
+
+
+@dataclass(frozen=True, slots=True)
+class OrderAbsent:
+    """A complete, well-formed answer that lists no order from the quote.
+
+    What it proves is the core's policy, not the partner's: once an order request may
+    have reached the partner, a lookup may lag behind it, so this alone proves nothing
+    (steps/order.py).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class LookupUnknown:
+    """The partner's answer does not tell (paginated, malformed, more than one order...)."""
+
+    reason: str
+
+
+OrderLookup = OrderFound | OrderAbsent | LookupUnknown
 
 
 ORDER_FINAL_STATUSES = frozenset({"transfer_complete", "transfer_expired", "cancelled"})
@@ -91,6 +126,10 @@ class QuoteAlreadyConsumed(PartnerError):
     """The quote was used already: an order from it exists (maybe ours from an earlier try)."""
 
 
+class DeadlineReached(TransientError):
+    """The step's deadline came before the call could be (re)tried: nothing was sent by this try."""
+
+
 class NotFound(PartnerError):
     """The thing asked for does not exist (an order id, on a status read)."""
 
@@ -98,12 +137,12 @@ class NotFound(PartnerError):
 class Partner(Protocol):
     name: str
 
-    def create_quote(self, request: QuoteRequest, *, request_id: str) -> Quote: ...
+    def create_quote(self, request: QuoteRequest, *, request_id: str, deadline: float) -> Quote: ...
 
     def create_order(
-        self, quote_id: str, *, delivery_type: str, delivery_deadline: dt.datetime, request_id: str
+        self, quote_id: str, *, delivery_type: str, delivery_deadline: dt.datetime, request_id: str, deadline: float
     ) -> Order: ...
 
-    def get_order(self, order_id: str, *, request_id: str) -> Order: ...
+    def get_order(self, order_id: str, *, request_id: str, deadline: float) -> Order: ...
 
-    def find_order_for_quote(self, quote_id: str, *, request_id: str) -> Order | None: ...
+    def find_order_for_quote(self, quote_id: str, *, request_id: str, deadline: float) -> OrderLookup: ...

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import datetime as dt
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -8,9 +10,10 @@ from fulfilment import state_machine
 from fulfilment.db import session_scope
 from fulfilment.partners.base import PartnerError, TransientError
 from fulfilment.settings import Settings
-from fulfilment.state_machine import State
+from fulfilment.state_machine import StaleTransition, State
 from models import Purchase
 
+DEADLINE_CODE = "DELIVERY_DEADLINE_TOO_CLOSE"
 PARTNER_REQUEST_NAMESPACE = uuid.UUID("0b7e6a1e-3b55-4d2c-9d0b-1f7e9c4a8e21")
 
 
@@ -36,6 +39,17 @@ def partner_request_id(purchase: Purchase, operation: str) -> str:
     return str(uuid.uuid5(PARTNER_REQUEST_NAMESPACE, f"{purchase.id}:{operation}:{purchase.attempts}"))
 
 
+def step_started() -> float:
+    """Taken *before* the claim: the lease (the database's now() + lease) ends after
+    `step_deadline(settings, started)` by at least the configured margin."""
+    return time.monotonic()
+
+
+def step_deadline(settings: Settings, started: float) -> float:
+    """The instant (time.monotonic()) by which every partner call of this step has returned."""
+    return started + settings.step_deadline_seconds
+
+
 def retry_in(settings: Settings) -> float:
     """When the scheduler should step in if the dramatiq retry never arrives."""
     return settings.actor_max_backoff_ms / 1000 + settings.redrive_after_seconds
@@ -45,14 +59,63 @@ def failure(code: str, message: str) -> dict[str, str]:
     return {"failure_code": code, "failure_message": message[:2000]}
 
 
-def record(purchase: Purchase, to_state: State, reason: str, message_id: str | None, **kwargs: Any) -> Purchase:
-    """One transition in its own transaction (the usual end of a step)."""
-    with session_scope() as session:
-        return state_machine.transition(session, purchase, to_state, reason=reason, message_id=message_id, **kwargs)
+def record(purchase: Purchase, to_state: State, reason: str, message_id: str | None, **kwargs: Any) -> bool:
+    """One transition in its own transaction (the usual end of a step), fenced by the claim.
+
+    If the claim is no longer ours (the step outlived its lease and someone else took the
+    purchase on, or an operator moved it), nothing moves: the answer is recorded in the
+    history as a late answer, and False is returned.
+    """
+    try:
+        with session_scope() as session:
+            state_machine.transition(session, purchase, to_state, reason=reason, message_id=message_id, **kwargs)
+        return True
+    except StaleTransition:
+        note_late(purchase, f"{purchase.state} -> {to_state}: {reason}", message_id)
+        return False
 
 
-def release_and_retry(purchase: Purchase, error: Exception, settings: Settings) -> RetryLater:
-    """Give the lease back and build the exception that makes dramatiq retry the message."""
+def note_late(purchase: Purchase, answer: str, message_id: str | None) -> None:
     with session_scope() as session:
-        state_machine.release(session, purchase, retry_in=retry_in(settings), error=str(error))
+        state_machine.late_answer(session, purchase.id, step=_step_of(purchase), answer=answer, message_id=message_id)
+
+
+def _step_of(purchase: Purchase) -> str:
+    return state_machine.NEXT_STEP.get(State(purchase.state), str(purchase.state))
+
+
+def release_and_retry(purchase: Purchase, error: Exception, settings: Settings) -> Exception:
+    """Give the lease back and build the exception that makes dramatiq retry the message.
+
+    If the lease is no longer ours, nothing is released (someone else holds the purchase
+    now): the answer is recorded as late and the message is dropped (StaleTransition).
+    """
+    with session_scope() as session:
+        released = state_machine.release(session, purchase, retry_in=retry_in(settings), error=str(error))
+    if not released:
+        note_late(purchase, f"transient failure, not retried by this worker: {error}", None)
+        return StaleTransition(purchase.id, State(purchase.state))
     return RetryLater(error, getattr(error, "retry_after", None))
+
+
+def park(purchase: Purchase, *, next_action_in: float, error: str | None, message_id: str | None,
+         **changes: Any) -> bool:
+    """Wait in Postgres (not in a broker retry): the scheduler re-drives the purchase when due.
+    Fenced like `record()`."""
+    if error is not None:
+        changes["last_error"] = error[:2000]
+    with session_scope() as session:
+        done = state_machine.reschedule(session, purchase, next_action_in=next_action_in, **changes)
+    if not done:
+        note_late(purchase, f"would have waited {next_action_in:g} s: {error}", message_id)
+    return done
+
+
+def too_close_to_deadline(purchase: Purchase, settings: Settings) -> bool:
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=settings.min_delivery_lead_seconds) >= purchase.delivery_deadline
+
+
+def deadline_message(purchase: Purchase, settings: Settings) -> str:
+    deadline = purchase.delivery_deadline.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return (f"delivery deadline {deadline} is less than MIN_DELIVERY_LEAD_SECONDS "
+            f"({settings.min_delivery_lead_seconds:g} s) away: no order is placed")

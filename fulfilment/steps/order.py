@@ -1,13 +1,27 @@
 """Order steps: QUOTED → ORDERING → AWAITING_TRANSFER, and the resolution of unknown outcomes.
 
-Invariant 1 (at most one partner order per purchase) rests on three rules kept here:
-- the intent (ORDERING) is committed *before* `POST /v1/orders` is sent;
-- after that, only a definite partner answer may lead away from the order path;
-  anything else (timeout, reset, 5xx) is ORDER_UNKNOWN;
-- an unknown outcome is resolved by asking the partner (lookup by quote) and by
-  retrying the *same* single-use quote, never by quoting and ordering afresh while
-  an order may exist.  An expired quote with no order found is dead for good, so
-  only then may the purchase be re-quoted.
+Invariant 1 (at most one partner order per purchase) rests on the rules kept here:
+- the intent (ORDERING, order evidence `may_exist`) is committed *before* the order
+  request is sent;
+- only a definite answer to the one request a worker sent under its own claim may lead
+  away from the order path (QUOTE_EXPIRED → re-quote, a permanent refusal → FAILED, an
+  account problem → PAUSED); anything else (timeout, reset, 5xx) is ORDER_UNKNOWN;
+- once an order may exist, **absence is concluded only from proof**, and the partner
+  gives none: a lookup may lag behind an order (or be paginated, or unreadable), a
+  retry's QUOTE_EXPIRED may be checked before consumption, and a quote expiring on our
+  clock says nothing of a request still in flight.  So an unknown outcome is resolved by
+  looking the order up, and while the quote is still valid by sending the *same*
+  single-use quote again (201: ours; QUOTE_ALREADY_CONSUMED: an order exists, recorded as
+  evidence `exists`), with the waits parked in Postgres (exponential backoff).  If that
+  never finds it, the purchase stops in NEEDS_ATTENTION with the evidence recorded.  The
+  only way back to quoting is the operator's explicit policy ORDER_ABSENCE_GRACE_SECONDS:
+  a complete, empty lookup that long after the quote expired, and never after the
+  partner said the quote was consumed.
+- fencing (invariant 8): every outcome is recorded only while the claim is still this
+  worker's; a confirmation that comes too late is applied if the purchase still waits for
+  exactly that answer, and otherwise kept as an orphan order for operators, never dropped.
+- no order (and no re-sent order) once the delivery deadline is closer than
+  MIN_DELIVERY_LEAD_SECONDS.
 """
 
 from __future__ import annotations
@@ -20,27 +34,50 @@ from fulfilment import metrics, state_machine
 from fulfilment.db import session_scope
 from fulfilment.partners.base import (
     AccountError,
+    LookupUnknown,
     Order,
+    OrderAbsent,
+    OrderFound,
+    OrderLookup,
     Partner,
     PartnerError,
     PermanentError,
     QuoteAlreadyConsumed,
     QuoteExpired,
+    order_details,
 )
 from fulfilment.settings import Settings
-from fulfilment.state_machine import State
-from fulfilment.steps.common import Next, failure, partner_request_id, record, release_and_retry
+from fulfilment.state_machine import TERMINAL, OrderEvidence, StaleTransition, State
+from fulfilment.steps.common import (
+    DEADLINE_CODE,
+    Next,
+    deadline_message,
+    failure,
+    note_late,
+    park,
+    partner_request_id,
+    record,
+    step_deadline,
+    step_started,
+    too_close_to_deadline,
+)
 from models import Purchase
 
 log = logging.getLogger(__name__)
 
-
 def place_order(
     purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None
 ) -> Next | None:
+    started = step_started()
     with session_scope() as session:
         purchase = state_machine.claim(session, purchase_id, [State.QUOTED], lease_seconds=settings.claim_lease_seconds)
         if purchase is None:
+            return None
+        if too_close_to_deadline(purchase, settings):
+            state_machine.transition(
+                session, purchase, State.FAILED, message_id=message_id, reason="delivery deadline too close to order",
+                changes=failure(DEADLINE_CODE, deadline_message(purchase, settings)),
+            )
             return None
         if not _quote_usable(purchase, margin_seconds=settings.quote_safety_margin_seconds):
             metrics.REQUOTES.labels("safety_margin").inc()
@@ -55,57 +92,82 @@ def place_order(
         purchase = state_machine.transition(
             session, purchase, State.ORDERING, reason=f"ordering with quote {purchase.quote_id}",
             message_id=message_id, next_action_in=settings.claim_lease_seconds,
-            hold_claim_for=settings.claim_lease_seconds,
+            hold_claim_for=settings.claim_lease_seconds, changes={"order_evidence": OrderEvidence.MAY_EXIST.value},
         )
-    return _order(purchase, partner=partner, settings=settings, message_id=message_id, first_attempt=True)
+    return _order(purchase, partner=partner, settings=settings, message_id=message_id, first_attempt=True,
+                  deadline=step_deadline(settings, started))
 
 
 def resolve_order(
     purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None
 ) -> Next | None:
     """Find out whether the order exists; finish it with the same quote if it safely can."""
+    started = step_started()
     with session_scope() as session:
         purchase = state_machine.claim(
             session, purchase_id, [State.ORDERING, State.ORDER_UNKNOWN], lease_seconds=settings.claim_lease_seconds
         )
         if purchase is None:
             return None
-        if purchase.attempts > settings.order_resolve_attempts:
+        if purchase.state == State.ORDERING:
+            # The worker that committed the intent never reported back (killed, or its call
+            # outlived its lease): whatever it sent may have reached the partner.
+            purchase = state_machine.transition(
+                session, purchase, State.ORDER_UNKNOWN, message_id=message_id,
+                reason=f"the order attempt with quote {purchase.quote_id} never reported back; resolving",
+                next_action_in=settings.claim_lease_seconds, hold_claim_for=settings.claim_lease_seconds,
+                changes={"order_evidence": purchase.order_evidence or OrderEvidence.MAY_EXIST.value},
+            )
+        elif purchase.attempts > settings.order_resolve_attempts:
             state_machine.transition(
                 session, purchase, State.NEEDS_ATTENTION, message_id=message_id,
                 reason=f"order outcome still unknown after {settings.order_resolve_attempts} attempts",
-                changes=failure("ORDER_OUTCOME_UNKNOWN",
-                                f"could not confirm whether quote {purchase.quote_id} was ordered; "
-                                "check with the partner before retrying"),
+                changes=failure("ORDER_OUTCOME_UNKNOWN", evidence_message(purchase)),
             )
             return None
     assert purchase.quote_id is not None  # ORDERING is only reached with a quote
+    deadline = step_deadline(settings, started)
 
     try:
-        existing = partner.find_order_for_quote(purchase.quote_id, request_id=partner_request_id(purchase, "lookup"))
+        lookup: OrderLookup = partner.find_order_for_quote(
+            purchase.quote_id, request_id=partner_request_id(purchase, "lookup"), deadline=deadline
+        )
     except PartnerError as error:
-        raise release_and_retry(purchase, error, settings) from error
-    if existing is not None:
-        _confirmed(purchase, existing, settings, message_id, how="found by lookup")
+        lookup = LookupUnknown(f"lookup failed: {error}")
+    if isinstance(lookup, OrderFound):
+        _confirmed(purchase, lookup.order, settings, message_id, how="found by lookup")
         return None
-    if not _quote_usable(purchase, margin_seconds=0):
-        # Expired and unused: the partner will never accept it now, so no order can appear from it.
-        metrics.REQUOTES.labels("expired_unused").inc()
-        record(purchase, State.RECEIVED, f"no order exists for expired quote {purchase.quote_id}; re-quoting",
-               message_id, next_action_in=settings.redrive_after_seconds)
-        return Next("quote_purchase")
-    return _order(purchase, partner=partner, settings=settings, message_id=message_id, first_attempt=False)
+    seen = "found no order" if isinstance(lookup, OrderAbsent) else f"did not tell ({lookup.reason})"
+    if purchase.order_evidence == OrderEvidence.EXISTS:
+        return _wait(purchase, settings, message_id,
+                     f"quote {purchase.quote_id} was consumed, so an order exists; the lookup {seen}")
+    if _quote_usable(purchase, margin_seconds=0) and not too_close_to_deadline(purchase, settings):
+        # The same single-use quote again: 201 is our order, QUOTE_ALREADY_CONSUMED proves one exists.
+        return _order(purchase, partner=partner, settings=settings, message_id=message_id, first_attempt=False,
+                      deadline=deadline)
+    if isinstance(lookup, OrderAbsent) and _absence_policy_applies(purchase, settings):
+        metrics.REQUOTES.labels("absence_grace").inc()
+        grace = settings.order_absence_grace_seconds
+        return Next("quote_purchase") if record(
+            purchase, State.RECEIVED, message_id=message_id,
+            reason=f"no order found for quote {purchase.quote_id}, which expired more than {grace:g} s ago "
+            "(ORDER_ABSENCE_GRACE_SECONDS policy); re-quoting",
+            next_action_in=settings.redrive_after_seconds, changes={"order_evidence": None},
+        ) else None
+    why = "the quote has expired" if not _quote_usable(purchase, margin_seconds=0) else "the delivery deadline is too close"
+    return _wait(purchase, settings, message_id, f"the lookup {seen}; {why}, so the order is not sent again")
 
 
 def _order(
-    purchase: Purchase, *, partner: Partner, settings: Settings, message_id: str | None, first_attempt: bool
+    purchase: Purchase, *, partner: Partner, settings: Settings, message_id: str | None, first_attempt: bool,
+    deadline: float,
 ) -> Next | None:
     """Send the order for the purchase's current quote and record what the answer proves.
 
     On a retry (an earlier attempt's outcome is unknown and may still land at the partner),
     a refusal of *this* request proves nothing about the earlier one: the purchase stays
     unknown and is resolved again, ending in NEEDS_ATTENTION if it never clears up —
-    never PAUSED or FAILED, from where it could be quoted and ordered afresh.
+    never RECEIVED, PAUSED or FAILED, from where it could be quoted and ordered afresh.
     """
     assert purchase.quote_id is not None
     try:
@@ -114,24 +176,29 @@ def _order(
             delivery_type=purchase.delivery_type,
             delivery_deadline=purchase.delivery_deadline,
             request_id=partner_request_id(purchase, "order"),
+            deadline=deadline,
         )
-    except QuoteExpired as error:
-        metrics.REQUOTES.labels("quote_expired").inc()
-        record(purchase, State.RECEIVED, f"partner says quote expired ({error.code}); re-quoting", message_id,
-               next_action_in=settings.redrive_after_seconds, changes={"last_error": str(error)})
-        return Next("quote_purchase")
     except QuoteAlreadyConsumed as error:
         # An order exists from this quote (ours, from an attempt whose answer was lost).
-        return _unknown(purchase, error, settings, message_id)
+        return _unknown(purchase, error, settings, message_id, evidence=OrderEvidence.EXISTS)
+    except QuoteExpired as error:
+        if not first_attempt:  # the partner may check expiry before consumption
+            return _unknown(purchase, error, settings, message_id)
+        metrics.REQUOTES.labels("quote_expired").inc()
+        return Next("quote_purchase") if record(
+            purchase, State.RECEIVED, f"partner says quote expired ({error.code}); re-quoting", message_id,
+            next_action_in=settings.redrive_after_seconds, changes={"last_error": str(error), "order_evidence": None},
+        ) else None
     except (AccountError, PermanentError) as error:
         if not first_attempt:
             return _unknown(purchase, error, settings, message_id)
         if isinstance(error, AccountError):
             record(purchase, State.PAUSED, f"account cannot order: {error.code}", message_id,
-                   next_action_in=settings.payment_pause_seconds, changes={"last_error": str(error)})
+                   next_action_in=settings.payment_pause_seconds,
+                   changes={"last_error": str(error), "order_evidence": None})
         else:
             record(purchase, State.FAILED, f"partner refused the order: {error.code}", message_id,
-                   changes=failure(error.code, error.message))
+                   changes={**failure(error.code, error.message), "order_evidence": None})
         return None
     except Exception as error:  # noqa: BLE001  timeouts, resets, 5xx, surprises: the order may exist
         log.warning("order outcome unknown for quote %s: %s", purchase.quote_id, error)
@@ -140,33 +207,122 @@ def _order(
     return None
 
 
-def _unknown(purchase: Purchase, error: Exception, settings: Settings, message_id: str | None) -> Next | None:
+def _unknown(
+    purchase: Purchase, error: Exception, settings: Settings, message_id: str | None,
+    *, evidence: OrderEvidence | None = None,
+) -> Next | None:
+    changes = {"order_evidence": evidence.value} if evidence else {}
     if purchase.state == State.ORDERING:
-        record(purchase, State.ORDER_UNKNOWN, f"order outcome unknown: {error}", message_id,
-               next_action_in=settings.redrive_after_seconds, changes={"last_error": str(error)})
-        return Next("resolve_order")
-    # Already ORDER_UNKNOWN: stay there; the retried message (or the scheduler) asks again.
-    raise release_and_retry(purchase, error, settings) from error
+        return Next("resolve_order") if record(
+            purchase, State.ORDER_UNKNOWN, f"order outcome unknown: {error}", message_id,
+            next_action_in=settings.redrive_after_seconds, changes={"last_error": str(error), **changes},
+        ) else None
+    # Already ORDER_UNKNOWN: stay there and ask again later.
+    return _wait(purchase, settings, message_id, f"order sent again with quote {purchase.quote_id}: {error}",
+                 **changes)
+
+
+def _wait(purchase: Purchase, settings: Settings, message_id: str | None, why: str, **changes: str) -> Next | None:
+    """Look again later (backoff parked in Postgres), or hand over to a person once the
+    lookups are used up."""
+    if purchase.attempts >= settings.order_resolve_attempts:
+        evidence = changes.get("order_evidence", purchase.order_evidence)
+        record(purchase, State.NEEDS_ATTENTION, message_id=message_id,
+               reason=f"order outcome still unknown after {purchase.attempts} lookups",
+               changes={**changes, **failure("ORDER_OUTCOME_UNKNOWN", f"{evidence_message(purchase, evidence)}; {why}")})
+        return None
+    wait = resolve_backoff(purchase.attempts, settings)
+    log.info("purchase %s: order outcome still unknown (%s); looking again in %.1f s", purchase.id, why, wait)
+    park(purchase, next_action_in=wait, error=why, message_id=message_id, **changes)
+    return None
+
+
+def resolve_backoff(attempts: int, settings: Settings) -> float:
+    """REDRIVE_AFTER_SECONDS, doubled at each lookup, at most ORDER_RESOLVE_MAX_INTERVAL_SECONDS."""
+    return min(settings.order_resolve_max_interval_seconds,
+               settings.redrive_after_seconds * 2 ** min(max(attempts - 1, 0), 30))
 
 
 def _confirmed(purchase: Purchase, order: Order, settings: Settings, message_id: str | None, *, how: str) -> None:
-    record(
-        purchase, State.AWAITING_TRANSFER, f"order {order.order_id} {how}", message_id,
-        next_action_in=settings.transfer_poll_min_seconds,
-        changes={
-            "order_id": order.order_id,
-            "order_status": order.status,
-            "transfer_email": order.transfer_email,
-            "seat_range": order.seat_range,
-            "row_assigned": order.row_name,
-            "unit_price": order.unit_price if order.unit_price is not None else purchase.unit_price,
-            "subtotal": order.subtotal if order.subtotal is not None else purchase.subtotal,
-            "last_error": None,
-        },
-    )
+    try:
+        with session_scope() as session:
+            state_machine.transition(
+                session, purchase, State.AWAITING_TRANSFER, reason=f"order {order.order_id} {how}",
+                message_id=message_id, next_action_in=settings.transfer_poll_min_seconds,
+                changes=_order_columns(purchase, order),
+            )
+    except StaleTransition:
+        late_order(purchase, order, settings, message_id, how=how)
+
+
+def _order_columns(purchase: Purchase, order: Order) -> dict[str, object]:
+    return {
+        "order_id": order.order_id,
+        "order_status": order.status,
+        "transfer_email": order.transfer_email,
+        "seat_range": order.seat_range,
+        "row_assigned": order.row_name,
+        "unit_price": order.unit_price if order.unit_price is not None else purchase.unit_price,
+        "subtotal": order.subtotal if order.subtotal is not None else purchase.subtotal,
+        "last_error": None,
+        "failure_code": None,
+        "failure_message": None,
+    }
+
+
+def late_order(purchase: Purchase, order: Order, settings: Settings, message_id: str | None, *, how: str) -> None:
+    """An order confirmation whose claim had passed on: never dropped (invariant 8).
+
+    Applied if the purchase still waits for exactly this answer (resolving the same quote,
+    no order recorded); a repeat of the recorded order is only noted; anything else is an
+    orphan order, kept with its purchase and raised to operators.
+    """
+    with session_scope() as session:
+        current = session.get_one(Purchase, purchase.id, with_for_update=True)
+        state = State(current.state)
+        if current.order_id == order.order_id:
+            state_machine.late_answer(session, current.id, step="order", message_id=message_id,
+                                      answer=f"order {order.order_id} {how}, already recorded")
+            return
+        if (state in (State.ORDERING, State.ORDER_UNKNOWN) and current.order_id is None
+                and current.quote_id == order.quote_id):
+            state_machine.transition(
+                session, current, State.AWAITING_TRANSFER, message_id=message_id,
+                reason=f"order {order.order_id} {how} (a late answer: the purchase was still resolving quote "
+                f"{order.quote_id})",
+                next_action_in=settings.transfer_poll_min_seconds, changes=_order_columns(current, order),
+            )
+            return
+        reason = (f"order {order.order_id} (quote {order.quote_id}) {how} after the purchase moved on "
+                  f"(it is {state}{f' with order {current.order_id}' if current.order_id else ''}); "
+                  "check it with the partner")
+        state_machine.orphan_order(session, current, order=order_details(order), reason=reason, message_id=message_id)
+        if state not in TERMINAL and state not in (State.NEEDS_ATTENTION, State.AWAITING_TRANSFER):
+            state_machine.transition(session, current, State.NEEDS_ATTENTION, message_id=message_id,
+                                     reason=f"orphan order {order.order_id} needs a person",
+                                     changes=failure("ORPHAN_ORDER", reason))
+
+
+def evidence_message(purchase: Purchase, evidence: str | None = None) -> str:
+    evidence = evidence or purchase.order_evidence
+    if evidence == OrderEvidence.EXISTS:
+        return (f"the partner said quote {purchase.quote_id} was already consumed, so an order from it exists, "
+                "but no lookup found it; find it with the partner before retrying")
+    return (f"an order request with quote {purchase.quote_id} may have reached the partner and no lookup found "
+            "an order; check with the partner before retrying")
+
+
+def _absence_policy_applies(purchase: Purchase, settings: Settings) -> bool:
+    grace = settings.order_absence_grace_seconds
+    if grace is None or purchase.order_evidence == OrderEvidence.EXISTS or purchase.quote_expires_at is None:
+        return False
+    return dt.datetime.now(dt.UTC) >= purchase.quote_expires_at + dt.timedelta(seconds=grace)
 
 
 def _quote_usable(purchase: Purchase, *, margin_seconds: float) -> bool:
     if purchase.quote_expires_at is None:
         return False
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=margin_seconds) < purchase.quote_expires_at
+
+
+__all__ = ["late_order", "note_late", "place_order", "resolve_order"]

@@ -13,8 +13,20 @@ from fulfilment import state_machine
 from fulfilment.db import session_scope
 from fulfilment.partners.base import AccountError, Partner, PartnerError, PermanentError, Quote, QuoteRequest
 from fulfilment.settings import Settings
-from fulfilment.state_machine import State
-from fulfilment.steps.common import Next, failure, partner_request_id, record, release_and_retry
+from fulfilment.state_machine import StaleTransition, State
+from fulfilment.steps.common import (
+    DEADLINE_CODE,
+    Next,
+    deadline_message,
+    failure,
+    note_late,
+    partner_request_id,
+    record,
+    release_and_retry,
+    step_deadline,
+    step_started,
+    too_close_to_deadline,
+)
 from models import PartnerQuote, Purchase
 
 log = logging.getLogger(__name__)
@@ -23,11 +35,18 @@ log = logging.getLogger(__name__)
 def quote(
     purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None
 ) -> Next | None:
+    started = step_started()
     with session_scope() as session:
         purchase = state_machine.claim(
             session, purchase_id, [State.RECEIVED, State.PAUSED], lease_seconds=settings.claim_lease_seconds
         )
         if purchase is None:
+            return None
+        if too_close_to_deadline(purchase, settings):
+            state_machine.transition(
+                session, purchase, State.FAILED, message_id=message_id, reason="delivery deadline too close to order",
+                changes=failure(DEADLINE_CODE, deadline_message(purchase, settings)),
+            )
             return None
         if purchase.quotes_taken > settings.max_requotes:
             state_machine.transition(
@@ -42,7 +61,8 @@ def quote(
 
     request = QuoteRequest(purchase.event_id, purchase.section_name, purchase.row_name, purchase.quantity)
     try:
-        quote = partner.create_quote(request, request_id=partner_request_id(purchase, "quote"))
+        quote = partner.create_quote(request, request_id=partner_request_id(purchase, "quote"),
+                                     deadline=step_deadline(settings, started))
     except AccountError as error:
         # The account, not the request, is at fault: wait without burning the purchase.
         record(purchase, State.PAUSED, f"account cannot quote: {error.code}", message_id,
@@ -55,6 +75,15 @@ def quote(
     except PartnerError as error:  # transient, or a surprise: try again later
         raise release_and_retry(purchase, error, settings) from error
 
+    try:
+        return _record_quote(purchase, quote, settings=settings, message_id=message_id)
+    except StaleTransition:
+        note_late(purchase, f"quote {quote.quote_id} at {quote.unit_price} {quote.currency}, not used", message_id)
+        return None
+
+
+def _record_quote(purchase: Purchase, quote: Quote, *, settings: Settings, message_id: str | None) -> Next | None:
+    """Keep the quote and move on, in one transaction fenced by the claim."""
     mismatch = _mismatch(purchase, quote)
     with session_scope() as session:
         session.add(
@@ -88,7 +117,8 @@ def quote(
         state_machine.transition(
             session, purchase, State.QUOTED, reason=f"quote {quote.quote_id} at {quote.unit_price} {quote.currency}",
             message_id=message_id, next_action_in=settings.redrive_after_seconds,
-            changes={**taken, "quote_id": quote.quote_id, "quote_expires_at": quote.expires_at, "last_error": None},
+            changes={**taken, "quote_id": quote.quote_id, "quote_expires_at": quote.expires_at, "last_error": None,
+                     "order_evidence": None},
         )
     return Next("place_order")
 

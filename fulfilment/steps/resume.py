@@ -3,7 +3,9 @@
 A purchase held in STALLED goes back to where it stalled, except that one stalled
 while ORDERING resumes as ORDER_UNKNOWN: an order may exist, so it must be looked
 up, never placed afresh (invariant 1).  NEEDS_ATTENTION resumes as ORDER_UNKNOWN
-(resolve again) or, when the order is known, AWAITING_TRANSFER.
+(resolve again) or, when the order is known, AWAITING_TRANSFER — but only by `fulfil
+retry`, after a person checked with the partner: replaying an old dead letter
+(`fulfil dlq replay`) never releases a purchase held in NEEDS_ATTENTION.
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ class Resumed:
         return self.from_state != self.to_state
 
 
-def resume(purchase_id: uuid.UUID, *, settings: Settings, reason: str) -> Resumed:
+def resume(purchase_id: uuid.UUID, *, settings: Settings, reason: str, checked_by_person: bool = True) -> Resumed:
     """Move a held purchase back into its live state; a live one is left as it is.
 
-    Returns the step to nudge.  Raises CannotResume for unknown or finished purchases.
+    Returns the step to nudge.  Raises CannotResume for unknown or finished purchases,
+    and for NEEDS_ATTENTION unless `checked_by_person` (an operator's `fulfil retry`).
     """
     with session_scope() as session:
         purchase = session.get(Purchase, purchase_id, with_for_update=True)
@@ -57,6 +60,11 @@ def resume(purchase_id: uuid.UUID, *, settings: Settings, reason: str) -> Resume
             raise CannotResume(f"purchase {purchase_id} is {state}: finished, nothing to resume")
         if state in NEXT_STEP:
             return Resumed(purchase_id, state, state, NEXT_STEP[state])
+        if state is State.NEEDS_ATTENTION and not checked_by_person:
+            raise CannotResume(
+                f"purchase {purchase_id} needs attention ({purchase.failure_code}): an order may exist; "
+                "check with the partner, then `fulfil retry` it"
+            )
         target = _target(purchase, state)
         state_machine.transition(
             session, purchase, target, reason=reason, next_action_in=settings.redrive_after_seconds,

@@ -14,7 +14,16 @@ from fulfilment.db import session_scope
 from fulfilment.partners.base import ORDER_FINAL_STATUSES, NotFound, Partner, PartnerError, PermanentError
 from fulfilment.settings import Settings
 from fulfilment.state_machine import State
-from fulfilment.steps.common import Next, failure, partner_request_id, record, release_and_retry
+from fulfilment.steps.common import (
+    Next,
+    failure,
+    note_late,
+    partner_request_id,
+    record,
+    release_and_retry,
+    step_deadline,
+    step_started,
+)
 
 FINAL_STATE_FOR_STATUS = {
     "transfer_complete": State.TRANSFER_COMPLETE,
@@ -27,6 +36,7 @@ assert set(FINAL_STATE_FOR_STATUS) == ORDER_FINAL_STATUSES
 def check_transfer(
     purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None
 ) -> Next | None:
+    started = step_started()
     with session_scope() as session:
         purchase = state_machine.claim(
             session, purchase_id, [State.AWAITING_TRANSFER], lease_seconds=settings.claim_lease_seconds,
@@ -37,7 +47,8 @@ def check_transfer(
     assert purchase.order_id is not None
 
     try:
-        order = partner.get_order(purchase.order_id, request_id=partner_request_id(purchase, "status"))
+        order = partner.get_order(purchase.order_id, request_id=partner_request_id(purchase, "status"),
+                                  deadline=step_deadline(settings, started))
     except (NotFound, PermanentError) as error:
         record(purchase, State.NEEDS_ATTENTION, f"order status unreadable: {error.code}", message_id,
                changes=failure(error.code, error.message))
@@ -51,10 +62,12 @@ def check_transfer(
                changes={"order_status": order.status, "last_error": None})
         return None
     with session_scope() as session:
-        state_machine.reschedule(
+        still_ours = state_machine.reschedule(
             session, purchase, next_action_in=poll_interval(purchase.delivery_deadline, settings),
             order_status=order.status,
         )
+    if not still_ours:
+        note_late(purchase, f"order {order.order_id} is {order.status}", message_id)
     return None
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from fulfilment.partners.base import PermanentError, QuoteRequest
+from fulfilment.partners.base import OrderAbsent, OrderFound, PermanentError, QuoteRequest
 from fulfilment.partners.tbb import TbbClient
 from tests.support.sandbox import PARTNER_A, PARTNER_B, Sandbox
 
@@ -30,7 +30,7 @@ def test_another_partners_quote_and_order_are_forbidden(sandbox: Sandbox) -> Non
     with pytest.raises(PermanentError) as hidden:
         bob.get_order(order.order_id, request_id="iso-4")
     assert hidden.value.code == "FORBIDDEN"
-    assert bob.find_order_for_quote(quote.quote_id, request_id="iso-5") is None
-    assert alice.find_order_for_quote(quote.quote_id, request_id="iso-6") == order
+    assert bob.find_order_for_quote(quote.quote_id, request_id="iso-5") == OrderAbsent()
+    assert alice.find_order_for_quote(quote.quote_id, request_id="iso-6") == OrderFound(order)
     [recorded] = sandbox.orders(quote_id=quote.quote_id)
     assert recorded["partner"] == PARTNER_A[0]

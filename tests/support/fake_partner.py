@@ -36,6 +36,9 @@ from fulfilment.partners.base import (
     AccountError,
     NotFound,
     Order,
+    OrderAbsent,
+    OrderFound,
+    OrderLookup,
     OutcomeUnknown,
     PermanentError,
     Quote,
@@ -210,7 +213,7 @@ class FakePartner:
 
     # ---- the Partner protocol ----------------------------------------------------------
 
-    def create_quote(self, request: QuoteRequest, *, request_id: str) -> Quote:
+    def create_quote(self, request: QuoteRequest, *, request_id: str, deadline: float | None = None) -> Quote:
         behaviour = self._next("create_quote")
         if behaviour == "transient":
             raise TransientError("SERVICE_UNAVAILABLE", "503 from the gateway", status=503)
@@ -248,7 +251,8 @@ class FakePartner:
         )
 
     def create_order(
-        self, quote_id: str, *, delivery_type: str, delivery_deadline: dt.datetime, request_id: str
+        self, quote_id: str, *, delivery_type: str, delivery_deadline: dt.datetime, request_id: str,
+        deadline: float | None = None,
     ) -> Order:
         quote = self.quotes.get(quote_id)
         self.order_calls.append(OrderCall(quote_id, self.clock(), quote.expires_at if quote else None))
@@ -278,7 +282,7 @@ class FakePartner:
             self._pause("create_order", key)
         return self._public(order)
 
-    def get_order(self, order_id: str, *, request_id: str) -> Order:
+    def get_order(self, order_id: str, *, request_id: str, deadline: float | None = None) -> Order:
         behaviour = self._next("get_order")
         order = self.orders.get(order_id)
         self._read_faults("get_order", behaviour, order.quantity if order else 0, before=True)
@@ -288,14 +292,14 @@ class FakePartner:
         self._read_faults("get_order", behaviour, order.quantity, before=False)
         return result
 
-    def find_order_for_quote(self, quote_id: str, *, request_id: str) -> Order | None:
+    def find_order_for_quote(self, quote_id: str, *, request_id: str, deadline: float | None = None) -> OrderLookup:
         behaviour = self._next("find_order_for_quote")
         quote = self.quotes.get(quote_id)
         key = quote.request.quantity if quote else 0
         self._read_faults("find_order_for_quote", behaviour, key, before=True)
         found = [o for o in self.orders.values() if o.quote_id == quote_id]
         assert len(found) <= 1, "the fake itself broke: two orders on one quote"
-        result = self._public(found[0]) if found else None
+        result: OrderLookup = OrderFound(self._public(found[0])) if found else OrderAbsent()
         self._read_faults("find_order_for_quote", behaviour, key, before=False)
         return result
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from fulfilment.settings import Settings, SettingsError, get_settings
@@ -69,6 +71,20 @@ def test_env_example_documents_exactly_the_settings() -> None:
     from pathlib import Path
 
     example = Path(__file__).resolve().parents[2] / ".env.example"
-    names = {line.split("=", 1)[0] for line in example.read_text().splitlines()
-             if line and not line.startswith("#") and "=" in line}
+    # Optional settings with no default appear commented out, as "# NAME=example".
+    names = {match.group(1) for line in example.read_text().splitlines()
+             if (match := re.match(r"^(?:# )?([A-Z][A-Z0-9_]+)=", line))}
     assert names == {name.upper() for name in Settings.model_fields}
+
+
+def test_a_step_deadline_that_could_outlive_the_claim_lease_is_refused(env: pytest.MonkeyPatch) -> None:
+    for name, value in VALID.items():
+        env.setenv(name, value)
+    env.setenv("CLAIM_LEASE_SECONDS", "30")
+    env.setenv("STEP_DEADLINE_SECONDS", "28")
+    with pytest.raises(SettingsError) as raised:
+        get_settings()
+    assert "STEP_DEADLINE_SECONDS (28) must end at least 5 s before CLAIM_LEASE_SECONDS (30)" in str(raised.value)
+    env.setenv("STEP_DEADLINE_SECONDS", "25")
+    get_settings.cache_clear()
+    assert get_settings().step_deadline_seconds == 25

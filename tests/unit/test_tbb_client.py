@@ -14,12 +14,17 @@ import respx
 
 from fulfilment.partners.base import (
     AccountError,
+    DeadlineReached,
+    LookupUnknown,
+    OrderAbsent,
+    OrderFound,
     OutcomeUnknown,
     PermanentError,
     QuoteRequest,
     TransientError,
 )
 from fulfilment.partners.tbb import TbbClient
+from fulfilment.partners.tbb.auth import TokenCache
 
 BASE = "http://tbb.test"
 SECRET = "s3cr3t-client-secret-value"
@@ -28,6 +33,11 @@ DEADLINE = dt.datetime(2030, 1, 1, 18, tzinfo=dt.UTC)
 
 def ok(data: object, status: int = 200) -> httpx.Response:
     return httpx.Response(status, json={"success": True, "data": data, "meta": {"request_id": "x", "timestamp": "t"}})
+
+
+def page(items: list[object], *, has_more: object = False) -> httpx.Response:
+    return httpx.Response(200, json={"success": True, "data": items, "meta": {"request_id": "x", "timestamp": "t"},
+                                     "pagination": {"total": len(items), "limit": 20, "offset": 0, "has_more": has_more}})
 
 
 def fail(status: int, code: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -185,8 +195,8 @@ def test_retry_after_beyond_the_time_budget_gives_up(client: TbbClient) -> None:
 @respx.mock
 def test_network_errors_on_idempotent_calls_are_retried(client: TbbClient) -> None:
     respx.post(f"{BASE}/v1/auth/token").mock(return_value=token())
-    route = respx.get(f"{BASE}/v1/orders").mock(side_effect=[httpx.ReadTimeout("slow"), ok([ORDER])])
-    assert client.find_order_for_quote("qt_1", request_id="r") is not None
+    route = respx.get(f"{BASE}/v1/orders").mock(side_effect=[httpx.ReadTimeout("slow"), page([ORDER])])
+    assert isinstance(client.find_order_for_quote("qt_1", request_id="r"), OrderFound)
     assert route.calls.last.request.url.params["quote_id"] == "qt_1"
 
 
@@ -250,15 +260,101 @@ def test_unreadable_order_success_is_unknown(client: TbbClient) -> None:
 
 
 @respx.mock
-def test_lookup_returns_none_when_no_order(client: TbbClient) -> None:
+def test_lookup_is_absent_only_for_a_complete_well_formed_empty_list(client: TbbClient) -> None:
     respx.post(f"{BASE}/v1/auth/token").mock(return_value=token())
-    respx.get(f"{BASE}/v1/orders").mock(return_value=ok([]))
-    assert client.find_order_for_quote("qt_1", request_id="r") is None
+    respx.get(f"{BASE}/v1/orders").mock(return_value=page([{**ORDER, "quote_id": "qt_other"}]))
+    assert client.find_order_for_quote("qt_1", request_id="r") == OrderAbsent()
 
 
 @respx.mock
 def test_lookup_with_two_orders_for_one_quote_is_not_trusted(client: TbbClient) -> None:
     respx.post(f"{BASE}/v1/auth/token").mock(return_value=token())
-    respx.get(f"{BASE}/v1/orders").mock(return_value=ok([ORDER, {**ORDER, "order_id": "TBB-2"}]))
-    with pytest.raises(OutcomeUnknown):
+    respx.get(f"{BASE}/v1/orders").mock(return_value=page([ORDER, {**ORDER, "order_id": "TBB-2"}]))
+    answer = client.find_order_for_quote("qt_1", request_id="r")
+    assert isinstance(answer, LookupUnknown) and "TBB-2" in answer.reason
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("response", "why"),
+    [
+        (page([], has_more=True), "paginated"),
+        (page([], has_more="false"), "paginated"),
+        (page([], has_more=None), "paginated"),
+        (ok([]), "pagination block"),
+        (page(["TBB-1"]), "without a quote_id"),
+        (page([{"quote_id": "qt_1", "order_id": "TBB-1"}]), "unreadable order"),
+    ],
+    ids=["has_more", "has_more_string", "has_more_null", "no_pagination", "not_objects", "unreadable"],
+)
+def test_lookup_that_may_not_list_every_order_is_unknown_never_absent(
+    client: TbbClient, response: httpx.Response, why: str
+) -> None:
+    respx.post(f"{BASE}/v1/auth/token").mock(return_value=token())
+    respx.get(f"{BASE}/v1/orders").mock(return_value=response)
+    answer = client.find_order_for_quote("qt_1", request_id="r")
+    assert isinstance(answer, LookupUnknown) and why in answer.reason
+
+
+@respx.mock
+def test_lookup_without_the_envelope_is_retried_then_fails_not_absent(client: TbbClient) -> None:
+    respx.post(f"{BASE}/v1/auth/token").mock(return_value=token())
+    route = respx.get(f"{BASE}/v1/orders").mock(return_value=httpx.Response(200, json={"data": []}))
+    with pytest.raises(TransientError):
         client.find_order_for_quote("qt_1", request_id="r")
+    assert route.call_count == 4
+
+
+# ---- one overall deadline per call -------------------------------------------------------
+
+
+@respx.mock
+def test_no_request_is_sent_once_the_deadline_has_passed(client: TbbClient) -> None:
+    auth = respx.post(f"{BASE}/v1/auth/token").mock(return_value=token())
+    route = respx.post(f"{BASE}/v1/orders").mock(return_value=ok(ORDER, 201))
+    with pytest.raises(DeadlineReached):
+        client.create_order("qt_1", delivery_type="pdf", delivery_deadline=DEADLINE, request_id="r",
+                            deadline=time.monotonic() - 1)
+    assert route.call_count == 0 and auth.call_count == 0
+
+
+@respx.mock
+def test_retries_stop_before_the_deadline(client: TbbClient, slept: list[float]) -> None:
+    respx.post(f"{BASE}/v1/auth/token").mock(return_value=token())
+    # Retry-After 5 s would outlast a deadline 2 s away: no second try.
+    route = respx.post(f"{BASE}/v1/quotes").mock(return_value=fail(503, "X", {"Retry-After": "5"}))
+    with pytest.raises(TransientError):
+        client.create_quote(request(), request_id="r", deadline=time.monotonic() + 2)
+    assert route.call_count == 1 and slept == []
+
+
+@respx.mock
+def test_every_exchange_timeout_is_cut_to_the_time_left(client: TbbClient) -> None:
+    respx.post(f"{BASE}/v1/auth/token").mock(return_value=token())
+    route = respx.get(f"{BASE}/v1/orders/TBB-1").mock(return_value=ok(ORDER))
+    client.get_order("TBB-1", request_id="r", deadline=time.monotonic() + 0.4)
+    timeouts = route.calls.last.request.extensions["timeout"]
+    assert 0 < timeouts["read"] <= 0.4 and 0 < timeouts["connect"] <= 0.4 and 0 < timeouts["pool"] <= 0.4
+
+
+def test_waiting_for_a_stalled_token_fetch_ends_at_the_deadline() -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    def stalled_fetch(deadline: float | None) -> tuple[str, float]:
+        started.set()
+        release.wait(10)
+        return "tok", 3600.0
+
+    cache = TokenCache(stalled_fetch)
+    fetcher = threading.Thread(target=cache.get)
+    fetcher.start()
+    try:
+        assert started.wait(5)
+        before = time.monotonic()
+        with pytest.raises(DeadlineReached):
+            cache.get(time.monotonic() + 0.2)
+        assert time.monotonic() - before < 2
+    finally:
+        release.set()
+        fetcher.join()

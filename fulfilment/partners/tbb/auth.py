@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fulfilment.partners.base import DeadlineReached
+
 
 @dataclass(frozen=True, slots=True)
 class AccessToken:
@@ -26,24 +28,31 @@ class TokenCache:
     # Renew a little before the partner's expiry so in-flight calls don't race it.
     EARLY_RENEWAL_SECONDS = 60.0
 
-    def __init__(self, fetch: Callable[[], tuple[str, float]]) -> None:
-        """fetch() returns (token, lifetime in seconds)."""
+    def __init__(self, fetch: Callable[[float | None], tuple[str, float]]) -> None:
+        """fetch(deadline) returns (token, lifetime in seconds), by `deadline` (time.monotonic())."""
         self._fetch = fetch
         self._lock = threading.Lock()
         self._token: AccessToken | None = None
 
-    def get(self) -> str:
+    def get(self, deadline: float | None = None) -> str:
+        """The current token, fetched if needed; waiting for another thread's fetch counts
+        against `deadline` too (a stalled token endpoint must not hold a step past its lease)."""
         token = self._token
         if token is not None and time.monotonic() < token.expires_at_monotonic:
             return token.value
-        with self._lock:
+        timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._lock.acquire(timeout=timeout):
+            raise DeadlineReached("DEADLINE_REACHED", "the step's deadline came while waiting for an access token")
+        try:
             token = self._token
             if token is None or time.monotonic() >= token.expires_at_monotonic:
-                value, lifetime = self._fetch()
+                value, lifetime = self._fetch(deadline)
                 margin = min(self.EARLY_RENEWAL_SECONDS, lifetime / 10)
                 token = AccessToken(value, time.monotonic() + lifetime - margin)
                 self._token = token
             return token.value
+        finally:
+            self._lock.release()
 
     def invalidate(self, rejected: str) -> None:
         """Forget `rejected`, unless another thread already replaced it."""

@@ -9,7 +9,12 @@ Rules this module keeps (design.md, failure policy):
 - `POST /v1/orders` is retried only when the request provably never reached the server
   (connect failure) or was refused unprocessed (429, 401); any other failure after
   sending is `OutcomeUnknown`, resolved by the caller by asking, never by re-ordering;
-- `X-Request-ID` on every call; the secret and tokens never appear in logs or errors.
+- `X-Request-ID` on every call; the secret and tokens never appear in logs or errors;
+- one overall deadline per call (`deadline`, a `time.monotonic()` instant): every
+  exchange's connect/read/write/pool timeouts, the wait for and the fetch of a token,
+  and the retries all fit before it, so a call never outlives its step's claim lease;
+- an order lookup is found / absent / unknown: a paginated (`has_more`) or malformed
+  answer is unknown, never absent.
 """
 
 from __future__ import annotations
@@ -26,13 +31,21 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
+    retry_if_not_exception_type,
     stop_after_attempt,
+    stop_any,
     stop_before_delay,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 from fulfilment.partners.base import (
+    DeadlineReached,
+    LookupUnknown,
     Order,
+    OrderAbsent,
+    OrderFound,
+    OrderLookup,
     OutcomeUnknown,
     PartnerError,
     Quote,
@@ -52,6 +65,10 @@ CallObserver = Callable[[str, str, float], None]
 
 class RequestNotSent(TransientError):
     """The connection was never established: the server cannot have acted on it."""
+
+
+# An exchange is not started with less time than this left before the deadline.
+MIN_EXCHANGE_SECONDS = 0.05
 
 
 def _utc(value: dt.datetime) -> str:
@@ -81,6 +98,8 @@ class TbbClient:
         self._max_retry_seconds = max_retry_seconds
         self._observe = observe
         self._sleep = sleep
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
@@ -95,13 +114,13 @@ class TbbClient:
     def close(self) -> None:
         self._http.close()
 
-    def check_credentials(self) -> None:
+    def check_credentials(self, *, deadline: float | None = None) -> None:
         """Fetch a token now (health checks): raises AccountError/TransientError if it cannot."""
-        self._tokens.get()
+        self._tokens.get(deadline)
 
     # ---- the Partner interface --------------------------------------------------------
 
-    def create_quote(self, request: QuoteRequest, *, request_id: str) -> Quote:
+    def create_quote(self, request: QuoteRequest, *, request_id: str, deadline: float | None = None) -> Quote:
         body: dict[str, Any] = {
             "event_id": request.event_id,
             "section_name": request.section_name,
@@ -110,44 +129,42 @@ class TbbClient:
         if request.row_name is not None:
             body["row_name"] = request.row_name
         # Quotes reserve nothing, so asking again after a lost answer costs nothing.
-        data = self._idempotent("create_quote", "POST", "/v1/quotes", request_id=request_id, json=body)
-        return parse_quote(data)
+        body_ = self._idempotent("create_quote", "POST", "/v1/quotes", request_id=request_id, deadline=deadline,
+                                 json=body)
+        return parse_quote(body_["data"])
 
     def create_order(
-        self, quote_id: str, *, delivery_type: str, delivery_deadline: dt.datetime, request_id: str
+        self, quote_id: str, *, delivery_type: str, delivery_deadline: dt.datetime, request_id: str,
+        deadline: float | None = None,
     ) -> Order:
         body = {"quote_id": quote_id, "delivery_type": delivery_type, "delivery_deadline": _utc(delivery_deadline)}
-        for attempt in self._retrying(retry_on=RequestNotSent):
+        for attempt in self._retrying(retry_on=RequestNotSent, deadline=deadline):
             with attempt:
-                return self._create_order_once(body, request_id)
+                return self._create_order_once(body, request_id, deadline)
         raise AssertionError("unreachable")  # pragma: no cover  (tenacity reraises)
 
-    def get_order(self, order_id: str, *, request_id: str) -> Order:
+    def get_order(self, order_id: str, *, request_id: str, deadline: float | None = None) -> Order:
         path = assumed.ORDER_STATUS_PATH.format(order_id=order_id)
-        return parse_order(self._idempotent("get_order", "GET", path, request_id=request_id))
+        return parse_order(self._idempotent("get_order", "GET", path, request_id=request_id, deadline=deadline)["data"])
 
-    def find_order_for_quote(self, quote_id: str, *, request_id: str) -> Order | None:
-        data = self._idempotent(
+    def find_order_for_quote(self, quote_id: str, *, request_id: str, deadline: float | None = None) -> OrderLookup:
+        """Found, absent (a complete, well-formed, empty answer) or unknown; raises on transport trouble."""
+        body = self._idempotent(
             "find_order",
             "GET",
             assumed.ORDER_LOOKUP_PATH,
             request_id=request_id,
+            deadline=deadline,
             params={assumed.ORDER_LOOKUP_QUERY_PARAM: quote_id},
         )
-        if not isinstance(data, list):
-            raise MalformedResponse("order lookup did not return a list")
-        orders = [parse_order(item) for item in data if isinstance(item, dict) and item.get("quote_id") == quote_id]
-        if len(orders) > 1:
-            # One quote is single-use: two orders from it would be the partner's bug, and ours to flag.
-            raise OutcomeUnknown("MULTIPLE_ORDERS", f"{len(orders)} orders found for quote {quote_id}")
-        return orders[0] if orders else None
+        return read_lookup(body, quote_id)
 
     # ---- plumbing -----------------------------------------------------------------------
 
-    def _create_order_once(self, body: dict[str, Any], request_id: str) -> Order:
+    def _create_order_once(self, body: dict[str, Any], request_id: str, deadline: float | None) -> Order:
         started = time.monotonic()
         try:
-            response = self._send("POST", "/v1/orders", request_id=request_id, json=body)
+            response = self._send("POST", "/v1/orders", request_id=request_id, deadline=deadline, json=body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             self._record("create_order", "NOT_SENT", started)
             raise RequestNotSent("NETWORK_ERROR", f"{type(error).__name__}: could not connect") from None
@@ -165,7 +182,7 @@ class TbbClient:
                 raise OutcomeUnknown(refusal.code, refusal.message, status=response.status_code)
             raise refusal
         try:
-            order = parse_order(self._data(response))
+            order = parse_order(self._body(response)["data"])
         except MalformedResponse as error:
             # A 2xx we cannot read still probably created the order.
             self._record("create_order", "UNKNOWN", started)
@@ -173,12 +190,15 @@ class TbbClient:
         self._record("create_order", "ok", started)
         return order
 
-    def _idempotent(self, operation: str, method: str, path: str, *, request_id: str, **kwargs: Any) -> Any:
-        for attempt in self._retrying(retry_on=TransientError):
+    def _idempotent(
+        self, operation: str, method: str, path: str, *, request_id: str, deadline: float | None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """The whole success envelope of an idempotent call, retried while that is safe and time allows."""
+        for attempt in self._retrying(retry_on=TransientError, deadline=deadline):
             with attempt:
                 started = time.monotonic()
                 try:
-                    response = self._send(method, path, request_id=request_id, **kwargs)
+                    response = self._send(method, path, request_id=request_id, deadline=deadline, **kwargs)
                 except httpx.TransportError as error:
                     self._record(operation, "NETWORK_ERROR", started)
                     raise TransientError("NETWORK_ERROR", f"{type(error).__name__} calling {method} {path}") from None
@@ -187,7 +207,7 @@ class TbbClient:
                     self._record(operation, refusal.code, started)
                     raise refusal
                 try:
-                    data = self._data(response)
+                    data = self._body(response)
                 except MalformedResponse as error:
                     self._record(operation, error.code, started)
                     raise TransientError(error.code, error.message, status=response.status_code) from None
@@ -195,25 +215,37 @@ class TbbClient:
                 return data
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _send(self, method: str, path: str, *, request_id: str, **kwargs: Any) -> httpx.Response:
-        """One exchange, plus one re-authentication if the token was refused (401)."""
-        token = self._tokens.get()
-        response = self._http.request(method, path, headers=self._headers(token, request_id), **kwargs)
+    def _send(self, method: str, path: str, *, request_id: str, deadline: float | None, **kwargs: Any) -> httpx.Response:
+        """One exchange, plus one re-authentication if the token was refused (401), all before `deadline`."""
+        token = self._tokens.get(deadline)
+        response = self._http.request(method, path, headers=self._headers(token, request_id),
+                                      timeout=self._timeout(deadline), **kwargs)
         if response.status_code == 401 and self._error_code(response) in AUTH_RETRY_CODES:
             # A 401 is refused before any processing, so repeating the call is safe.
             log.info("tbb token refused (%s); re-authenticating once", self._error_code(response))
             self._tokens.invalidate(token)
-            token = self._tokens.get()
-            response = self._http.request(method, path, headers=self._headers(token, request_id), **kwargs)
+            token = self._tokens.get(deadline)
+            response = self._http.request(method, path, headers=self._headers(token, request_id),
+                                          timeout=self._timeout(deadline), **kwargs)
         return response
 
-    def _authenticate(self) -> tuple[str, float]:
+    def _timeout(self, deadline: float | None) -> httpx.Timeout:
+        """The configured timeouts, cut to the time left; DeadlineReached (nothing sent) if none is."""
+        if deadline is None:
+            return httpx.Timeout(self._read_timeout, connect=self._connect_timeout)
+        left = deadline - time.monotonic()
+        if left < MIN_EXCHANGE_SECONDS:
+            raise DeadlineReached("DEADLINE_REACHED", "the step's deadline came before this request could be sent")
+        return httpx.Timeout(min(self._read_timeout, left), connect=min(self._connect_timeout, left), pool=left)
+
+    def _authenticate(self, deadline: float | None) -> tuple[str, float]:
         body = {"client_id": self._client_id, "client_secret": self._client_secret, "grant_type": "client_credentials"}
-        for attempt in self._retrying(retry_on=TransientError):
+        for attempt in self._retrying(retry_on=TransientError, deadline=deadline):
             with attempt:
                 started = time.monotonic()
                 try:
-                    response = self._http.post("/v1/auth/token", json=body, headers={"X-Request-ID": str(uuid.uuid4())})
+                    response = self._http.post("/v1/auth/token", json=body, headers={"X-Request-ID": str(uuid.uuid4())},
+                                               timeout=self._timeout(deadline))
                 except httpx.TransportError as error:
                     self._record("auth_token", "NETWORK_ERROR", started)
                     raise TransientError("NETWORK_ERROR", f"{type(error).__name__} calling POST /v1/auth/token") from None
@@ -221,7 +253,7 @@ class TbbClient:
                     refusal = error_from_response(response)
                     self._record("auth_token", refusal.code, started)
                     raise refusal
-                data = self._data(response)
+                data = self._body(response)["data"]
                 self._record("auth_token", "ok", started)
                 try:
                     return str(data["access_token"]), float(data.get("expires_in", 3600))
@@ -229,10 +261,12 @@ class TbbClient:
                     raise MalformedResponse("auth response without access_token/expires_in") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _retrying(self, *, retry_on: type[PartnerError]) -> Retrying:
+    def _retrying(self, *, retry_on: type[PartnerError], deadline: float | None) -> Retrying:
         return Retrying(
-            retry=retry_if_exception_type(retry_on),
-            stop=stop_after_attempt(self._max_attempts) | stop_before_delay(self._max_retry_seconds),
+            # DeadlineReached is transient but final: there is no time left to try again.
+            retry=retry_if_exception_type(retry_on) & retry_if_not_exception_type(DeadlineReached),
+            stop=stop_any(stop_after_attempt(self._max_attempts), stop_before_delay(self._max_retry_seconds),
+                          _stop_before_deadline(deadline)),
             wait=_honour_retry_after(wait_random_exponential(multiplier=0.25, max=8)),
             before_sleep=_log_retry,
             sleep=self._sleep,
@@ -244,14 +278,14 @@ class TbbClient:
         return {"Authorization": f"Bearer {token}", "X-Request-ID": request_id}
 
     @staticmethod
-    def _data(response: httpx.Response) -> Any:
+    def _body(response: httpx.Response) -> dict[str, Any]:
         try:
             body = response.json()
         except ValueError:
             raise MalformedResponse(f"HTTP {response.status_code} with a non-JSON body") from None
         if not isinstance(body, dict) or body.get("success") is not True or "data" not in body:
             raise MalformedResponse("success response without the documented envelope")
-        return body["data"]
+        return body
 
     @staticmethod
     def _error_code(response: httpx.Response) -> str | None:
@@ -263,6 +297,46 @@ class TbbClient:
     def _record(self, operation: str, outcome: str, started: float) -> None:
         if self._observe is not None:
             self._observe(operation, outcome, time.monotonic() - started)
+
+
+def read_lookup(body: dict[str, Any], quote_id: str) -> OrderLookup:
+    """What an order lookup's envelope proves.  Absent only for a complete, well-formed list
+    with no order from the quote; anything paginated or unreadable is unknown (issue 7)."""
+    data = body.get("data")
+    if not isinstance(data, list):
+        return LookupUnknown("order lookup did not return a list")
+    pagination = body.get("pagination")
+    if not isinstance(pagination, dict):
+        return LookupUnknown("order lookup without its pagination block: cannot tell whether every order is listed")
+    if pagination.get("has_more") is not False:
+        return LookupUnknown(f"order lookup is paginated (has_more={pagination.get('has_more')!r}): not every order is listed")
+    orders = []
+    for item in data:
+        if not isinstance(item, dict) or not isinstance(item.get("quote_id"), str):
+            return LookupUnknown("order lookup lists an entry without a quote_id")
+        if item["quote_id"] != quote_id:
+            continue  # the partner ignored our filter; other quotes' orders say nothing
+        try:
+            orders.append(parse_order(item))
+        except MalformedResponse as error:
+            return LookupUnknown(f"order lookup lists an unreadable order: {error.message}")
+    if len(orders) > 1:
+        # One quote is single-use: two orders from it would be the partner's bug, and ours to flag.
+        return LookupUnknown(f"{len(orders)} orders found for quote {quote_id}: "
+                             + ", ".join(order.order_id for order in orders))
+    return OrderFound(orders[0]) if orders else OrderAbsent()
+
+
+class _stop_before_deadline(stop_base):
+    """Stop when the next try could not finish before the step's deadline."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        if self.deadline is None:
+            return False
+        return time.monotonic() + (retry_state.upcoming_sleep or 0.0) + MIN_EXCHANGE_SECONDS >= self.deadline
 
 
 def _honour_retry_after(backoff: Callable[[RetryCallState], float]) -> Callable[[RetryCallState], float]:

@@ -1,0 +1,71 @@
+"""Running one step for one message: what every purchase actor does, without dramatiq.
+
+`workers/runner.py` adapts it to dramatiq (retries, the next message); tests drive the
+same function with a fake partner and their own `send`, so nothing is copied.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+
+from fulfilment.partners.base import Partner
+from fulfilment.settings import Settings
+from fulfilment.state_machine import StaleTransition
+from fulfilment.steps import order, quote, transfer
+from fulfilment.steps.common import Next
+
+log = logging.getLogger(__name__)
+
+Step = Callable[..., Next | None]
+Send = Callable[[Next, uuid.UUID], None]
+
+
+class StepName(StrEnum):
+    """The pipeline's steps, named like their actors (and their messages)."""
+
+    QUOTE = "quote_purchase"
+    ORDER = "place_order"
+    RESOLVE = "resolve_order"
+    TRANSFER = "check_transfer"
+
+
+STEPS: Mapping[StepName, Step] = {
+    StepName.QUOTE: quote.quote,
+    StepName.ORDER: order.place_order,
+    StepName.RESOLVE: order.resolve_order,
+    StepName.TRANSFER: transfer.check_transfer,
+}
+
+
+class InvalidMessage(Exception):
+    """The message itself is malformed; retrying cannot help (actors list it in `throws`)."""
+
+
+def parse_purchase_id(raw: object) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        raise InvalidMessage(f"purchase_id must be a UUID, got {str(raw)[:80]!r}") from None
+
+
+def run_step(
+    step: StepName | str, purchase_id: object, *, partner: Partner, settings: Settings, message_id: str | None,
+    send: Send,
+) -> None:
+    """Run `step` for the purchase and `send` the step that follows, if any.
+
+    A purchase someone else moved first makes the message a no-op.  `RetryLater`
+    propagates: the caller retries the message (the lease was given back).
+    """
+    pid = parse_purchase_id(purchase_id)
+    try:
+        following = STEPS[StepName(step)](pid, partner=partner, settings=settings, message_id=message_id)
+    except StaleTransition as error:
+        # Someone else (a racing redelivery, an operator) moved it first: nothing left to do.
+        log.info("%s", error)
+        return
+    if following is not None:
+        send(following, pid)
