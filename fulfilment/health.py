@@ -20,18 +20,30 @@ class CheckResult:
     detail: str
 
 
+class DatabaseDown(Exception):
+    """Postgres cannot be reached or cannot serve (as opposed to, say, a schema behind the code)."""
+
+
 def check_database(settings: Settings) -> str:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
     from sqlalchemy import create_engine, text
 
     from fulfilment.cli import REPO_ROOT
+    from fulfilment.steps.intake import describe_database_error, is_database_unavailable
 
     engine = create_engine(settings.database_url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
             current = MigrationContext.configure(connection).get_current_revision()
+    except Exception as error:
+        if is_database_unavailable(error):
+            raise DatabaseDown(
+                f"down: {describe_database_error(error)[:240]} -- submitted requests wait in RabbitMQ; "
+                "intake retries them until the database is back"
+            ) from error
+        raise
     finally:
         engine.dispose()
     head = ScriptDirectory(str(REPO_ROOT / "migrations")).get_current_head()

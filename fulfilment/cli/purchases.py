@@ -61,11 +61,11 @@ def status(
     from fulfilment.state_machine import history
     from models import OutboxEvent, PartnerQuote
 
-    load_settings()
+    settings = load_settings()
     with session_scope() as session:
         found = find_purchase(session, purchase)
         if found is None:
-            fail(f"no purchase with id or request_id {purchase!r}", code=1)
+            fail(_not_recorded(session, purchase, settings.broker_url), code=1)
         quotes = session.scalars(
             select(PartnerQuote).where(PartnerQuote.purchase_id == found.id).order_by(PartnerQuote.id)
         ).all()
@@ -124,6 +124,45 @@ def status(
         typer.echo(f"  {t['at']}  {t['from'] or '-':>17} {arrow} {t['to']:<17}  {t['reason']}")
     sent = sum(1 for e in events if e.published_at is not None)
     typer.echo(f"events    {len(events)} recorded, {sent} published to fulfilment.events")
+
+
+def _not_recorded(session: Any, ident: str, broker_url: str) -> str:
+    """Why `status` finds no purchase: rejected, still queued for intake, or unknown.
+
+    A submission is stored by the intake workers, so a caller can hold a purchase id
+    before the purchase exists (for as long as the database is unavailable, say).
+    """
+    from dramatiq.common import dq_name, xq_name
+
+    from fulfilment.publish import INTAKE_QUEUE
+    from fulfilment.queues import queue_depths
+    from fulfilment.requests import purchase_id_for
+    from models import RejectedRequest
+
+    rejected = session.scalars(
+        select(RejectedRequest).where(RejectedRequest.request_id == ident).order_by(RejectedRequest.id.desc())
+    ).first()
+    if rejected is not None:
+        return (f"no purchase for request_id {ident!r}: the request was rejected at {iso(rejected.created_at)}: "
+                f"{rejected.reason_code}: {rejected.reason}")
+    try:
+        purchase_id = str(uuid.UUID(ident))
+    except ValueError:
+        purchase_id = str(purchase_id_for(ident))
+    lines = [f"no purchase recorded yet for {ident!r} (purchase id {purchase_id}).",
+             f"A submitted request becomes a purchase once the intake workers store it; until then it waits "
+             f"in {INTAKE_QUEUE}."]
+    try:
+        depths = queue_depths(broker_url, (INTAKE_QUEUE, dq_name(INTAKE_QUEUE), xq_name(INTAKE_QUEUE)))
+    except Exception as error:  # noqa: BLE001  the answer stands without the queue depths
+        lines.append(f"(RabbitMQ not reachable to show the intake queue: {type(error).__name__})")
+    else:
+        lines.append(f"intake queue now: {depths[INTAKE_QUEUE]} waiting, {depths[dq_name(INTAKE_QUEUE)]} delayed for "
+                     f"a retry (messages a worker holds for its retry delay are not counted), "
+                     f"{depths[xq_name(INTAKE_QUEUE)]} dead-lettered (`fulfil dlq list`).")
+    lines.append("Workers logging \"intake waiting for the database\" store it as soon as the database is back; "
+                 "if it was never submitted, submit it again (the same request_id makes the same purchase).")
+    return "\n".join(lines)
 
 
 @app.command("list")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,7 +17,7 @@ from . import envelope
 from .accounts import PartnerAccount
 from .discovery import EventFilters, search
 from .errors import ApiError
-from .faults import DropConnectionResponse, render_fault
+from .faults import DropConnectionResponse, render_fault, render_lookup
 from .state import SandboxState
 from .store import OrderRequest, QuoteRequest
 from .validation import FieldErrors, json_object, pagination, query_date
@@ -31,19 +32,24 @@ def sandbox_of(request: Request) -> SandboxState:
 
 
 def guarded(endpoint: str, handler: Handler) -> Handler:
-    """Apply latency and pre-handler faults; after a committed create_order, maybe drop."""
+    """Apply latency/stall and pre-handler faults; after a committed create_order, maybe hold the
+    answer back (respond_after_commit_ms), then maybe drop."""
 
     async def endpoint_with_faults(request: Request) -> Response:
         sandbox = sandbox_of(request)
         sandbox.count_request(endpoint)
         plan = sandbox.faults.plan(endpoint)
-        if plan.latency_seconds > 0:
-            await asyncio.sleep(plan.latency_seconds)
+        if plan.delay_seconds > 0:
+            await asyncio.sleep(plan.delay_seconds)
         if plan.fault is not None:
             return render_fault(request, plan.fault)
         response = await handler(request)
-        if response.status_code == 201 and sandbox.faults.should_drop(endpoint):
-            return DropConnectionResponse(response)
+        if response.status_code == 201:
+            hold = sandbox.faults.respond_after_commit_seconds(endpoint)
+            if hold > 0:
+                await asyncio.sleep(hold)  # committed already: other requests see the order meanwhile
+            if sandbox.faults.should_drop(endpoint):
+                return DropConnectionResponse(response)
         return response
 
     endpoint_with_faults.__name__ = endpoint
@@ -157,7 +163,16 @@ async def create_order(request: Request) -> Response:
     deadline = errors.utc_datetime(body, "delivery_deadline")
     errors.raise_if_any()
     order_request = OrderRequest(quote_id=quote_id, delivery_type=delivery_type, delivery_deadline=deadline)
-    return envelope.success(request, store.create_order(account, order_request), status_code=201)
+    faults = sandbox_of(request).faults
+    expiry_first = faults.expiry_checked_first("create_order")
+    try:
+        data = store.create_order(account, order_request, expiry_checked_first=expiry_first)
+    except ApiError as exc:
+        # Count the fault only when the swapped check order changed the answer.
+        if expiry_first and exc.code == "QUOTE_EXPIRED" and store.quote_consumed(quote_id):
+            faults.record("create_order", "expiry_checked_first")
+        raise
+    return envelope.success(request, data, status_code=201)
 
 
 async def get_order(request: Request) -> Response:
@@ -170,5 +185,12 @@ async def list_orders(request: Request) -> Response:
     account = _account(request)
     limit, offset = pagination(request)
     quote_id = request.query_params.get("quote_id") or None
-    items, total = sandbox_of(request).store.list_orders(account, quote_id, limit, offset)
-    return envelope.paginated(request, items, total, limit, offset)
+    sandbox = sandbox_of(request)
+    plan = sandbox.faults.plan_lookup("list_orders")
+
+    def hide(created_at: datetime, now: datetime) -> bool:
+        return sandbox.faults.hides_order("list_orders", plan, created_at, now)
+
+    no_hiding = plan.lag_seconds <= 0 and plan.miss_rate <= 0
+    items, total = sandbox.store.list_orders(account, quote_id, limit, offset, None if no_hiding else hide)
+    return render_lookup(request, plan, items, total, limit, offset)

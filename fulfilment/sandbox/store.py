@@ -21,6 +21,7 @@ import secrets
 import string
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -215,7 +216,14 @@ class SandboxStore:
 
     # --- orders -----------------------------------------------------------------------------
 
-    def create_order(self, account: PartnerAccount, request: OrderRequest) -> dict[str, Any]:
+    def create_order(
+        self, account: PartnerAccount, request: OrderRequest, *, expiry_checked_first: bool = False
+    ) -> dict[str, Any]:
+        """Consume the quote and take the seats, atomically.
+
+        ``expiry_checked_first`` (fault rule of the same name) swaps the consumed/expired checks, so
+        a quote that is both answers QUOTE_EXPIRED, as a partner checking expiry first would.
+        """
         self.require_payment(account)
         with self._lock:
             now = self._clock()
@@ -224,11 +232,13 @@ class SandboxStore:
                 raise ApiError("QUOTE_NOT_FOUND", {"quote_id": request.quote_id})
             if quote.client_id != account.client_id:
                 raise ApiError("FORBIDDEN", {"quote_id": request.quote_id})
-            # Consumption is checked before expiry: "already used" is the more useful answer for
-            # a client retrying an order whose first attempt actually succeeded.
-            if quote.consumed_by_order_id is not None:
+            # Consumption is checked before expiry by default: "already used" is the more useful
+            # answer for a client retrying an order whose first attempt actually succeeded.
+            consumed = quote.consumed_by_order_id is not None
+            expired = now >= quote.expires_at
+            if consumed and not (expired and expiry_checked_first):
                 raise ApiError("QUOTE_ALREADY_CONSUMED", {"quote_id": quote.quote_id})
-            if now >= quote.expires_at:
+            if expired:
                 raise ApiError("QUOTE_EXPIRED", {"quote_id": quote.quote_id, "expired_at": iso_z(quote.expires_at)})
             event = self.catalogue.event(quote.event_id)
             assert event is not None
@@ -278,6 +288,11 @@ class SandboxStore:
             self._orders[order_id] = order
             return order.public(event)
 
+    def quote_consumed(self, quote_id: str) -> bool:
+        with self._lock:
+            quote = self._quotes.get(quote_id)
+            return quote is not None and quote.consumed_by_order_id is not None
+
     def get_order(self, account: PartnerAccount, order_id: str) -> dict[str, Any]:
         with self._lock:
             order = self._orders.get(order_id)
@@ -289,15 +304,22 @@ class SandboxStore:
             return order.public(self._event(order))
 
     def list_orders(
-        self, account: PartnerAccount, quote_id: str | None, limit: int, offset: int
+        self, account: PartnerAccount, quote_id: str | None, limit: int, offset: int,
+        hide: Callable[[datetime, datetime], bool] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """This partner's orders (optionally for one quote), oldest first, paginated."""
+        """This partner's orders (optionally for one quote), oldest first, paginated.
+
+        ``hide(created_at, now)`` leaves an order out before pagination, as if it did not exist
+        (the lookup faults: a lagging index, a random miss).
+        """
         with self._lock:
             now = self._clock()
             mine = [
                 o for o in self._orders.values()
                 if o.client_id == account.client_id and (quote_id is None or o.quote_id == quote_id)
             ]
+            if hide is not None:
+                mine = [o for o in mine if not hide(o.created_at, now)]
             mine.sort(key=lambda o: o.created_at)  # stable: ties keep creation order
             page = mine[offset: offset + limit]
             for order in page:

@@ -7,6 +7,7 @@ error (not a status code), and the admin API shows exactly one order for the quo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -110,3 +111,48 @@ def test_full_flow_over_the_wire(client: httpx.Client) -> None:
     assert client.get(f"/v1/orders/{order_id}").json()["data"]["status"] == "awaiting_transfer"
     stats = client.get("/admin/stats").json()
     assert stats["orders"] == {"partner-a": 1} and stats["orders_on_expired_quote"] == 0
+
+
+def test_respond_after_commit_is_a_read_timeout_while_the_order_exists(client: httpx.Client) -> None:
+    quote_id = _quote(client)
+    client.put("/admin/faults", json={"create_order": {"respond_after_commit_ms": 800}})
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    records = _Records()
+    uvicorn_log.addHandler(records)
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            client.post("/v1/orders", json=_order_body(quote_id), timeout=0.2)
+        # The answer is still being held back, yet the order is already committed and findable.
+        found = client.get("/v1/orders", params={"quote_id": quote_id}).json()
+        assert [o["quote_id"] for o in found["data"]] == [quote_id]
+        time.sleep(0.8)  # let the held answer go out to the closed connection
+        assert client.get("/healthz").json() == {"ok": True}
+    finally:
+        uvicorn_log.removeHandler(records)
+    assert not [r for r in records.records if r.levelno >= logging.ERROR]
+    assert client.get("/admin/faults").json()["counters"]["create_order"] == {"respond_after_commit": 1}
+    assert client.get("/admin/orders", params={"quote_id": quote_id}).json()["count"] == 1
+
+
+def test_respond_after_commit_then_drop(client: httpx.Client) -> None:
+    quote_id = _quote(client)
+    client.put("/admin/faults", json={"create_order": {"respond_after_commit_ms": 100, "drop_next": 1}})
+    started = time.perf_counter()
+    with pytest.raises(httpx.TransportError):
+        client.post("/v1/orders", json=_order_body(quote_id))
+    assert time.perf_counter() - started >= 0.1
+    counters = client.get("/admin/faults").json()["counters"]["create_order"]
+    assert counters == {"respond_after_commit": 1, "drop_after_commit": 1}
+
+
+def test_stalled_token_endpoint_times_out_then_recovers(server: SandboxServer) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=5) as http:
+        assert http.post("/admin/reset").status_code == 200
+        http.put("/admin/faults", json={"auth_token": {"stall_next": 1, "stall_ms": 600}})
+        body = {"client_id": "partner-a", "client_secret": "sandbox-secret-a", "grant_type": "client_credentials"}
+        with pytest.raises(httpx.ReadTimeout):
+            http.post("/v1/auth/token", json=body, timeout=0.2)
+        r = http.post("/v1/auth/token", json=body, timeout=0.2)
+        assert r.status_code == 200 and r.json()["data"]["access_token"]
+        time.sleep(0.5)  # the stalled request completes server-side before the next test resets
+        assert http.get("/admin/faults").json()["counters"]["auth_token"] == {"stall": 1}
