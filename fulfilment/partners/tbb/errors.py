@@ -18,6 +18,7 @@ from fulfilment.partners.base import (
     QuoteExpired,
     TransientError,
 )
+from fulfilment.partners.tbb import assumed
 
 PERMANENT_CODES = frozenset(
     {
@@ -62,7 +63,7 @@ def error_from_response(response: httpx.Response) -> PartnerError:
         return TransientError(code, message, status=status, retry_after=parse_retry_after(response))
     if code == "QUOTE_EXPIRED":
         return QuoteExpired(code, message, status=status)
-    if code == "QUOTE_ALREADY_CONSUMED":
+    if code in assumed.ORDER_EXISTS_CODES:
         return QuoteAlreadyConsumed(code, message, status=status)
     if code in ACCOUNT_CODES:
         return AccountError(code, message, status=status)

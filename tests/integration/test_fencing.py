@@ -1,0 +1,345 @@
+"""Fencing and the proof of absence (issue 7, invariants 1 and 8) with the real steps, real
+Postgres and the TBB sandbox over HTTP.
+
+A worker whose partner call outlives its claim (a slow partner, a stalled token fetch, a
+process frozen by the OS) comes back with an answer for a purchase that moved on: the
+answer must never move it, must be recorded, and an order id in it must never be lost.
+The "freeze" is a wrapper around the real client: after the real call, before the answer
+reaches the step, the world moves on (the lease lapses, another worker takes over).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from fulfilment import state_machine
+from fulfilment.db import session_scope
+from fulfilment.partners.base import DeadlineReached, OutcomeUnknown, Partner, PartnerError, QuoteExpired, QuoteRequest
+from fulfilment.partners.registry import build_tbb, get_partner
+from fulfilment.settings import Settings, get_settings
+from fulfilment.state_machine import StaleTransition, State
+from fulfilment.steps import order, quote
+from fulfilment.steps.common import release_and_retry
+from fulfilment.steps.resume import CannotResume, resume
+from models import OrphanOrder, OutboxEvent, PartnerQuote, Purchase, PurchaseTransition
+from tests.support.factories import reload, stored_purchase
+from tests.support.sandbox import Sandbox
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return get_settings()
+
+
+@pytest.fixture
+def tbb(configured: dict[str, str]) -> Partner:
+    return get_partner()
+
+
+@pytest.fixture
+def sandbox_(clean_sandbox: Sandbox) -> Iterator[Sandbox]:
+    yield clean_sandbox
+
+
+def lease_lapses(purchase_id: uuid.UUID) -> None:
+    """The claim's lease ends (its owner is frozen), as the scheduler would then see it."""
+    with session_scope() as session:
+        session.execute(text("UPDATE purchases SET claimed_until = now() - interval '1 millisecond', "
+                             "next_action_at = least(next_action_at, now()) WHERE id = :id"), {"id": purchase_id})
+
+
+def history(purchase_id: uuid.UUID, kind: str | None = None) -> list[PurchaseTransition]:
+    with session_scope() as session:
+        rows = session.scalars(select(PurchaseTransition).where(PurchaseTransition.purchase_id == purchase_id)
+                               .order_by(PurchaseTransition.id)).all()
+    return [row for row in rows if kind is None or row.kind == kind]
+
+
+def sandbox_orders(sandbox: Sandbox, purchase_id: uuid.UUID) -> list[dict[str, Any]]:
+    with session_scope() as session:
+        quote_ids = list(session.scalars(select(PartnerQuote.quote_id).where(PartnerQuote.purchase_id == purchase_id)))
+    return [o for q in quote_ids for o in sandbox.orders(quote_id=q)]
+
+
+class Frozen:
+    """The real partner, but the named call's answer (or error) is held back while `meanwhile` runs."""
+
+    def __init__(self, real: Partner, operation: str, meanwhile: Callable[[], None]) -> None:
+        self.name = real.name
+        self._real = real
+        self._operation = operation
+        self._meanwhile: Callable[[], None] | None = meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._real, name)
+        if name != self._operation:
+            return method
+
+        def frozen(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            finally:
+                if self._meanwhile is not None:
+                    meanwhile, self._meanwhile = self._meanwhile, None
+                    meanwhile()
+
+        return frozen
+
+
+def quoted(settings: Settings, partner: Partner, **overrides: Any) -> uuid.UUID:
+    purchase_id = stored_purchase(**overrides)
+    assert quote.quote(purchase_id, partner=partner, settings=settings) is not None
+    assert reload(purchase_id).state == State.QUOTED
+    return purchase_id
+
+
+def test_a_late_confirmation_of_the_recorded_order_is_noted_not_applied_twice(
+    settings: Settings, tbb: Partner, sandbox_: Sandbox
+) -> None:
+    purchase_id = quoted(settings, tbb)
+
+    def another_worker_resolves() -> None:
+        lease_lapses(purchase_id)
+        order.resolve_order(purchase_id, partner=tbb, settings=settings)  # finds the order by lookup
+
+    order.place_order(purchase_id, partner=Frozen(tbb, "create_order", another_worker_resolves), settings=settings)
+    purchase = reload(purchase_id)
+    assert purchase.state == State.AWAITING_TRANSFER
+    assert len(sandbox_orders(sandbox_, purchase_id)) == 1
+    [late] = history(purchase_id, "late_answer")
+    assert f"order {purchase.order_id} created, already recorded" in late.reason
+
+
+def test_a_late_quote_expired_never_requotes_a_purchase_ordering_with_another_quote(
+    settings: Settings, tbb: Partner, sandbox_: Sandbox
+) -> None:
+    """The ABA of issue 7: a late QUOTE_EXPIRED for quote Q1 arrives while another worker is
+    ordering with Q2; `UPDATE … WHERE state = 'ordering'` used to match that newer attempt."""
+    purchase_id = quoted(settings, tbb)
+    grace = settings.model_copy(update={"order_absence_grace_seconds": 0.001})
+    first_quote = reload(purchase_id).quote_id
+    in_flight, go_on = threading.Event(), threading.Event()
+
+    class Holds:  # the second worker's partner: its order call is in flight until told to go on
+        name = tbb.name
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(tbb, name)
+
+        def create_order(self, *args: Any, **kwargs: Any) -> Any:
+            in_flight.set()
+            assert go_on.wait(30)
+            return tbb.create_order(*args, **kwargs)
+
+    second = threading.Thread(target=order.place_order, args=(purchase_id,),
+                              kwargs={"partner": Holds(), "settings": settings})
+
+    def moved_on_to_a_second_quote() -> None:
+        lease_lapses(purchase_id)
+        with session_scope() as session:  # the first quote expired on our clock meanwhile
+            session.execute(text("UPDATE purchases SET quote_expires_at = now() - interval '1 second' WHERE id = :id"),
+                            {"id": purchase_id})
+        # Another worker: no order found, and the operator's grace policy allows a re-quote.
+        assert order.resolve_order(purchase_id, partner=tbb, settings=grace) is not None
+        assert quote.quote(purchase_id, partner=tbb, settings=settings) is not None
+        second.start()
+        assert in_flight.wait(30)  # ORDERING with Q2, its request in flight
+
+    try:
+        assert order.place_order(purchase_id, partner=Frozen(_Refusing(tbb), "create_order",
+                                                             moved_on_to_a_second_quote), settings=settings) is None
+        during = reload(purchase_id)
+        assert during.state == State.ORDERING and during.quote_id != first_quote, "the late answer moved it"
+    finally:
+        go_on.set()
+        second.join(30)
+    purchase = reload(purchase_id)
+    assert purchase.state == State.AWAITING_TRANSFER and purchase.quotes_taken == 2
+    [only] = sandbox_orders(sandbox_, purchase_id)
+    assert only["order_id"] == purchase.order_id and only["quote_id"] == purchase.quote_id
+    [late] = history(purchase_id, "late_answer")
+    assert "QUOTE_EXPIRED" in late.reason and late.to_state == "ordering"
+    with session_scope() as session:
+        event = session.scalars(select(OutboxEvent).where(OutboxEvent.transition_id == late.id)).one()
+    assert event.routing_key == "purchase.late_answer"
+
+
+class _Refusing:
+    """The real partner, except that create_order answers QUOTE_EXPIRED without ordering."""
+
+    def __init__(self, real: Partner) -> None:
+        self.name = real.name
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def create_order(self, quote_id: str, **kwargs: Any) -> Any:
+        raise QuoteExpired("QUOTE_EXPIRED", f"quote {quote_id} expired", status=422)
+
+
+def test_a_late_order_for_a_purchase_that_moved_on_is_kept_as_an_orphan_and_raised(
+    settings: Settings, tbb: Partner, sandbox_: Sandbox
+) -> None:
+    """The grace policy trusts the lookup; a lookup lagging longer than the grace makes a second
+    order possible — which is why it is off by default.  Even then no order id is lost."""
+    purchase_id = quoted(settings, tbb)
+    grace = settings.model_copy(update={"order_absence_grace_seconds": 0.001})
+    sandbox_.set_faults({"list_orders": {"lookup_lag_seconds": 600}})
+
+    def moved_on_and_ordered_again() -> None:
+        lease_lapses(purchase_id)
+        with session_scope() as session:
+            session.execute(text("UPDATE purchases SET quote_expires_at = now() - interval '1 second' WHERE id = :id"),
+                            {"id": purchase_id})
+        assert order.resolve_order(purchase_id, partner=tbb, settings=grace) is not None  # lookup lags: "absent"
+        quote.quote(purchase_id, partner=tbb, settings=settings)
+        order.place_order(purchase_id, partner=tbb, settings=settings)
+        assert reload(purchase_id).state == State.AWAITING_TRANSFER
+
+    order.place_order(purchase_id, partner=Frozen(tbb, "create_order", moved_on_and_ordered_again), settings=settings)
+    purchase = reload(purchase_id)
+    orders = sandbox_orders(sandbox_, purchase_id)
+    assert len(orders) == 2  # the policy's risk, made visible:
+    with session_scope() as session:
+        [orphan] = session.scalars(select(OrphanOrder).where(OrphanOrder.purchase_id == purchase_id)).all()
+    assert {orphan.order_id, purchase.order_id} == {o["order_id"] for o in orders}
+    assert orphan.details["order_id"] == orphan.order_id and orphan.resolved_at is None
+    [raised] = history(purchase_id, "orphan_order")
+    with session_scope() as session:
+        event = session.scalars(select(OutboxEvent).where(OutboxEvent.transition_id == raised.id)).one()
+    assert event.routing_key == "purchase.orphan_order"
+    assert event.payload["orphan_order"]["order_id"] == orphan.order_id
+
+
+def test_a_late_confirmation_for_a_purchase_still_resolving_that_quote_is_applied(
+    settings: Settings, tbb: Partner, sandbox_: Sandbox
+) -> None:
+    purchase_id = quoted(settings, tbb)
+    sandbox_.set_faults({"list_orders": {"lookup_lag_seconds": 600}})
+
+    def another_worker_finds_it_consumed() -> None:
+        lease_lapses(purchase_id)
+        order.resolve_order(purchase_id, partner=tbb, settings=settings)  # lookup lags; retry: consumed
+
+    order.place_order(purchase_id, partner=Frozen(tbb, "create_order", another_worker_finds_it_consumed),
+                      settings=settings)
+    purchase = reload(purchase_id)
+    assert purchase.state == State.AWAITING_TRANSFER, (purchase.state, purchase.last_error)
+    [only] = sandbox_orders(sandbox_, purchase_id)
+    assert purchase.order_id == only["order_id"]
+    assert "a late answer" in history(purchase_id, "transition")[-1].reason
+
+
+def test_a_stale_release_leaves_the_new_owners_lease_alone(settings: Settings, tbb: Partner) -> None:
+    purchase_id = stored_purchase()
+    with session_scope() as session:
+        first = state_machine.claim(session, purchase_id, [State.RECEIVED], lease_seconds=60)
+    assert first is not None
+    lease_lapses(purchase_id)
+    with session_scope() as session:
+        second = state_machine.claim(session, purchase_id, [State.RECEIVED], lease_seconds=60)
+    assert second is not None and second.claim_token != first.claim_token
+    outcome = release_and_retry(first, PartnerError("X", "late failure"), settings)
+    assert isinstance(outcome, StaleTransition)
+    after = reload(purchase_id)
+    assert after.claim_token == second.claim_token and after.claimed_until is not None
+    with session_scope() as session:
+        assert session.execute(select(Purchase.claimed_until > text("now()")).where(Purchase.id == purchase_id)).scalar()
+        assert not state_machine.reschedule(session, first, next_action_in=1)
+    with pytest.raises(StaleTransition), session_scope() as session:
+        state_machine.transition(session, first, State.FAILED, reason="late")
+
+
+def test_history_names_the_attempt_even_when_claim_and_transition_share_a_session(
+    settings: Settings, tbb: Partner
+) -> None:
+    purchase_id = stored_purchase()
+    quote.quote(purchase_id, partner=tbb, settings=settings)
+    with session_scope() as session:
+        session.execute(text("UPDATE purchases SET quote_expires_at = now() + interval '1 second' WHERE id = :id"),
+                        {"id": purchase_id})
+    # Inside the safety margin: place_order claims and re-quotes in one transaction.
+    assert order.place_order(purchase_id, partner=tbb, settings=settings) is not None
+    assert history(purchase_id)[-1].to_state == "received"
+    assert history(purchase_id)[-1].attempt == 1
+
+
+def test_no_quote_once_the_delivery_deadline_is_too_close(settings: Settings, tbb: Partner, sandbox_: Sandbox) -> None:
+    soon = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=settings.min_delivery_lead_seconds / 2))
+    purchase_id = stored_purchase(delivery_deadline=soon.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    before = sandbox_.stats()["requests"].get("create_quote", 0)
+    assert quote.quote(purchase_id, partner=tbb, settings=settings) is None
+    purchase = reload(purchase_id)
+    assert purchase.state == State.FAILED and purchase.failure_code == "DELIVERY_DEADLINE_TOO_CLOSE"
+    assert "MIN_DELIVERY_LEAD_SECONDS" in (purchase.failure_message or "")
+    assert sandbox_.stats()["requests"].get("create_quote", 0) == before
+
+
+def test_no_order_once_the_delivery_deadline_came_too_close_while_it_waited(
+    settings: Settings, tbb: Partner, sandbox_: Sandbox
+) -> None:
+    purchase_id = quoted(settings, tbb)
+    with session_scope() as session:  # it sat paused or stalled until the deadline came near
+        session.execute(text("UPDATE purchases SET delivery_deadline = now() + interval '10 seconds' WHERE id = :id"),
+                        {"id": purchase_id})
+    assert order.place_order(purchase_id, partner=tbb, settings=settings) is None
+    purchase = reload(purchase_id)
+    assert purchase.state == State.FAILED and purchase.failure_code == "DELIVERY_DEADLINE_TOO_CLOSE"
+    assert sandbox_orders(sandbox_, purchase_id) == []
+
+
+def test_an_old_dead_letter_never_releases_a_purchase_held_for_a_person(settings: Settings) -> None:
+    purchase_id = stored_purchase()
+    with session_scope() as session:
+        state_machine.transition(session, session.get_one(Purchase, purchase_id), State.NEEDS_ATTENTION,
+                                 reason="orphan order", changes={"failure_code": "ORPHAN_ORDER"})
+    with pytest.raises(CannotResume, match="needs attention"):
+        resume(purchase_id, settings=settings, reason="dlq replay", checked_by_person=False)
+    assert reload(purchase_id).state == State.NEEDS_ATTENTION
+    resumed = resume(purchase_id, settings=settings, reason="fulfil retry after checking")
+    assert resumed.to_state == State.ORDER_UNKNOWN
+
+
+# ---- one deadline per call, against the sandbox over HTTP ---------------------------------
+
+
+@pytest.fixture
+def client(configured: dict[str, str]) -> Iterator[Any]:
+    fresh = build_tbb(get_settings())  # its own token cache
+    yield fresh
+    fresh.close()
+
+
+def test_a_stalled_token_endpoint_cannot_hold_a_call_past_its_deadline(client: Any, sandbox_: Sandbox) -> None:
+    sandbox_.set_faults({"auth_token": {"stall_next": 1, "stall_ms": 4000}})
+    started = time.monotonic()
+    with pytest.raises(PartnerError):
+        client.create_quote(QuoteRequest("5496123", "101", None, 1), request_id="r", deadline=started + 1.0)
+    assert time.monotonic() - started < 2.0
+    time.sleep(3.2)  # let the stalled request finish before the next test uses the sandbox
+
+
+def test_an_order_answer_slower_than_the_deadline_is_unknown_not_waited_for(client: Any, sandbox_: Sandbox) -> None:
+    q = client.create_quote(QuoteRequest("5496123", "101", None, 1), request_id="r")
+    sandbox_.set_faults({"create_order": {"respond_after_commit_ms": 2500}})
+    started = time.monotonic()
+    with pytest.raises(OutcomeUnknown):
+        client.create_order(q.quote_id, delivery_type="pdf", request_id="r", deadline=started + 1.0,
+                            delivery_deadline=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+    assert time.monotonic() - started < 2.0
+    time.sleep(2)
+    assert len(sandbox_.orders(quote_id=q.quote_id)) == 1  # it did commit: exactly why it is "unknown"
+
+
+def test_no_call_starts_after_its_deadline(client: Any) -> None:
+    with pytest.raises(DeadlineReached):
+        client.get_order("TBB-X", request_id="r", deadline=time.monotonic() - 0.1)
