@@ -7,12 +7,13 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap services services-stop status lint test test-unit chaos bench demo demo-stop migrate schema clean
+.PHONY: help bootstrap services services-stop status lint test test-unit fuzz chaos bench demo demo-stop migrate schema clean
 
 help:
 	@echo "make demo        install, start servers, run sandbox + workers + scheduler, submit sample purchases"
 	@echo "make test        install, start servers, run the whole test suite (unit, integration, e2e)"
 	@echo "make test-unit   unit tests only (no servers needed);  make lint  ruff + mypy"
+	@echo "make fuzz        the hypothesis tests with random, many more examples (FUZZ_EXAMPLES, default 1000)"
 	@echo "make chaos       1,000 purchases under kills, server restarts and partner faults; prints a table"
 	@echo "make bench       throughput vs raw dramatiq, latency, scheduler cost, worker memory; prints a table"
 	@echo "make services    start the local Postgres and RabbitMQ;  make services-stop  stops them"
@@ -39,6 +40,11 @@ test: services lint
 
 test-unit: bootstrap
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The hypothesis tests (pytest's `hypothesis` marker) with the "fuzz" profile (tests/conftest.py):
+# random examples, FUZZ_EXAMPLES of them per test; `make test` runs them derandomized ("ci").
+fuzz: services
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -m hypothesis --hypothesis-show-statistics --timeout=3600 $(PYTEST_ARGS)
 
 # Its own pair of servers (.local/chaos, other ports): it restarts them mid-run.
 chaos: bootstrap

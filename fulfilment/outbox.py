@@ -6,6 +6,25 @@ confirms, and with the event id as the AMQP `message_id`.  A relay killed betwee
 the confirm and the commit publishes those events again on its next run, with the
 same ids: consumers may see duplicates and de-duplicate on `event_id`, but never
 miss an event (design invariant 4).  Schema: docs/schemas/purchase-event.schema.json.
+
+Unrouted events are kept, never dropped.  Every event is published `mandatory`: if no
+queue is bound for its routing key, RabbitMQ returns it (pika raises UnroutableError
+after the confirm) and the relay re-publishes it, same body, properties and routing
+key, to the durable fanout exchange `fulfilment.events.unrouted`, whose durable queue
+of the same name keeps it until an operator consumes, moves or purges it.  An event
+is marked sent only once RabbitMQ confirmed it into a queue: a bound consumer's or
+the unrouted queue.  If neither takes it (say the unrouted queue was deleted), the
+relay logs an ERROR, leaves the event unsent, reconnects (which declares the
+unrouted exchange and queue again) and retries on the next tick.
+
+`fulfilment.events` itself is still declared without arguments: RabbitMQ refuses
+(406 PRECONDITION_FAILED) to redeclare an exchange with different arguments, and
+consumers, existing deployments included, declare it plain.  An operator may make
+`fulfilment.events.unrouted` its alternate exchange with a policy (README, "Events for
+requesting services"); unrouted events then land in the same queue without a return.
+An exchange or queue that already exists with other arguments (say `fulfilment.events`
+declared with an alternate exchange) is used as it is, declared passively, instead of
+failing every connection attempt.
 """
 
 from __future__ import annotations
@@ -25,6 +44,8 @@ from models import OutboxEvent
 log = logging.getLogger(__name__)
 
 EXCHANGE = "fulfilment.events"
+# Where events that no queue was bound for are kept (an exchange and its one queue, same name).
+UNROUTED = "fulfilment.events.unrouted"
 
 
 class EventPublisher:
@@ -34,31 +55,58 @@ class EventPublisher:
         self._parameters = pika.URLParameters(broker_url)
         self._connection: pika.BlockingConnection | None = None
         self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
+        self._unrouted_keys: set[str] = set()  # routing keys already warned about
 
     def _ensure_channel(self) -> pika.adapters.blocking_connection.BlockingChannel:
         if self._channel is None or not self._channel.is_open:
             self.close()
             self._connection = pika.BlockingConnection(self._parameters)
-            self._channel = self._connection.channel()
-            self._channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
-            self._channel.confirm_delivery()
+            channel = self._connection.channel()
+            for name, declare in (
+                (EXCHANGE, lambda ch, passive: ch.exchange_declare(EXCHANGE, "topic", passive, durable=True)),
+                (UNROUTED, lambda ch, passive: ch.exchange_declare(UNROUTED, "fanout", passive, durable=True)),
+                (UNROUTED, lambda ch, passive: ch.queue_declare(UNROUTED, passive, durable=True)),
+            ):
+                try:
+                    declare(channel, False)
+                except pika.exceptions.ChannelClosedByBroker as error:
+                    if error.reply_code != 406:
+                        raise
+                    # It exists with other arguments (an alternate exchange, a queue type, ...): use it as it is.
+                    log.info("outbox: %s exists with other arguments, using it as it is (%s)", name, error.reply_text)
+                    channel = self._connection.channel()
+                    declare(channel, True)
+            channel.queue_bind(UNROUTED, UNROUTED)
+            channel.confirm_delivery()
+            self._channel = channel
         return self._channel
 
     def publish(self, event_id: uuid.UUID, routing_key: str, payload: dict[str, object]) -> None:
-        """Returns once RabbitMQ confirmed the message; raises otherwise."""
+        """Returns once RabbitMQ confirmed the message into a queue; raises otherwise."""
         channel = self._ensure_channel()
-        channel.basic_publish(
-            EXCHANGE,
-            routing_key,
-            json.dumps(payload, separators=(",", ":")).encode(),
-            pika.BasicProperties(
-                delivery_mode=pika.DeliveryMode.Persistent,
-                content_type="application/json",
-                message_id=str(event_id),
-                type=routing_key,
-                timestamp=int(time.time()),
-            ),
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        properties = pika.BasicProperties(
+            delivery_mode=pika.DeliveryMode.Persistent,
+            content_type="application/json",
+            message_id=str(event_id),
+            type=routing_key,
+            timestamp=int(time.time()),
         )
+        try:
+            channel.basic_publish(EXCHANGE, routing_key, body, properties, mandatory=True)
+            return
+        except pika.exceptions.UnroutableError:
+            pass  # returned (no queue bound for routing_key), then confirmed: keep it below
+        if routing_key not in self._unrouted_keys:
+            self._unrouted_keys.add(routing_key)
+            log.warning("outbox: no queue is bound to %s for %s; keeping such events in queue %s",
+                        EXCHANGE, routing_key, UNROUTED)
+        try:
+            channel.basic_publish(UNROUTED, routing_key, body, properties, mandatory=True)
+        except pika.exceptions.UnroutableError:
+            log.error("outbox: event %s (%s) was routed to no queue, not even %s; it stays unsent",
+                      event_id, routing_key, UNROUTED)
+            raise
 
     def close(self) -> None:
         try:

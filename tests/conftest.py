@@ -21,10 +21,10 @@ from tests.support.sandbox import PARTNER_A, Sandbox
 # module builds its settings: a test's own settings inherit every option it does not set itself.
 #   ci    `make test`: the same examples on every run and machine (derandomized, no example
 #         database), and a failure prints the blob for @reproduce_failure.
-#   fuzz  `make fuzz`: random and many more examples (FUZZ_EXAMPLES, default 2000); failures are
+#   fuzz  `make fuzz`: random and many more examples (FUZZ_EXAMPLES, default 1000); failures are
 #         kept in the local example database (.hypothesis/, ignored by git) and replayed first.
 hypothesis_settings.register_profile("ci", max_examples=150, derandomize=True, database=None, print_blob=True)
-hypothesis_settings.register_profile("fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "2000")),
+hypothesis_settings.register_profile("fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "1000")),
                                      derandomize=False, print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

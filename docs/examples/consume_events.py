@@ -7,6 +7,12 @@ Binds a durable queue of its own to the topic exchange `fulfilment.events` (rout
 it, and de-duplicates on `event_id`: delivery is at-least-once, so the same event can
 arrive twice (a relay restarted between publishing and recording it).  A real service
 keeps the seen ids in its own database, in the same transaction as its reaction.
+
+Events no queue is bound for (here: the states not in BINDINGS, or all events before this
+queue was first bound) are not lost: the relay keeps them in the durable queue
+`fulfilment.events.unrouted` (README, "Events for requesting services").  Declare the exchange
+as below, without arguments, as the relay does: RabbitMQ refuses (406) a declaration whose
+arguments differ from the exchange's.
 """
 
 from __future__ import annotations

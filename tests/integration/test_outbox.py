@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import pika
+import pika.exceptions
 import pytest
 from sqlalchemy import select
 
 from fulfilment.db import session_scope
-from fulfilment.outbox import EventPublisher, relay_outbox
+from fulfilment.outbox import EXCHANGE, UNROUTED, EventPublisher, relay_outbox
 from models import OutboxEvent
+from tests.support import servers
 from tests.support.events import EventListener
 from tests.support.factories import stored_purchase
 
@@ -113,3 +119,115 @@ def test_published_events_are_not_sent_again(publisher: EventPublisher, listener
     listener.received.clear()
     assert relay_outbox(publisher, batch_size=100) == 0
     assert listener.drain(timeout=1) == []
+
+
+# Events no queue is bound for: kept in `fulfilment.events.unrouted`, marked sent only once kept.
+# Each test gets a vhost of its own, so that no other test's queue is bound to the exchange.
+
+
+@pytest.fixture
+def bare_vhost(configured: dict[str, str]) -> Iterator[servers.TestVhost]:
+    created = servers.create_vhost("fulfil_test_unrouted")
+    try:
+        yield created
+    finally:
+        servers.delete_vhost(created)
+
+
+@pytest.fixture
+def bare_publisher(bare_vhost: servers.TestVhost, publisher: EventPublisher) -> Iterator[EventPublisher]:
+    drain_relay(publisher)  # other tests' events go to the session's vhost, not to this one
+    relay = EventPublisher(bare_vhost.url)
+    yield relay
+    relay.close()
+
+
+def broker_channel(url: str) -> pika.adapters.blocking_connection.BlockingChannel:
+    return pika.BlockingConnection(pika.URLParameters(url)).channel()
+
+
+def take_unrouted(url: str) -> dict[str, dict[str, Any]]:
+    """Everything in the unrouted queue, by message_id (none if the queue does not exist)."""
+    channel = broker_channel(url)
+    taken: dict[str, dict[str, Any]] = {}
+    try:
+        channel.queue_declare(UNROUTED, passive=True)
+        while True:
+            method, properties, body = channel.basic_get(UNROUTED, auto_ack=True)
+            if method is None:
+                break
+            taken[properties.message_id] = {"routing_key": method.routing_key, "persistent": properties.delivery_mode == 2,
+                                            "body": json.loads(body)}
+    except pika.exceptions.ChannelClosedByBroker as error:
+        assert error.reply_code == 404, error
+    finally:
+        channel.connection.close()
+    return taken
+
+
+def event_of(purchase_id: uuid.UUID) -> OutboxEvent:
+    with session_scope() as session:
+        return session.scalars(select(OutboxEvent).where(OutboxEvent.purchase_id == purchase_id)).one()
+
+
+def test_events_no_queue_is_bound_for_are_kept_in_the_unrouted_queue(
+    bare_vhost: servers.TestVhost, bare_publisher: EventPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    purchase_id = stored_purchase()
+    with caplog.at_level(logging.WARNING, logger="fulfilment.outbox"):
+        drain_relay(bare_publisher)
+    event = event_of(purchase_id)
+    assert unpublished([purchase_id]) == set()
+    kept = take_unrouted(bare_vhost.url)[str(event.id)]
+    assert kept == {"routing_key": "purchase.received", "persistent": True, "body": event.payload}
+    assert f"no queue is bound to {EXCHANGE} for purchase.received" in caplog.text
+
+    # A consumer declaring the exchange as before still can (no arguments changed), and once
+    # its queue is bound it gets the events: nothing more goes to the unrouted queue.
+    listener = EventListener(bare_vhost.url)
+    try:
+        second = stored_purchase()
+        drain_relay(bare_publisher)
+        assert [m["message_id"] for m in listener.drain(until=1)] == [str(event_of(second).id)]
+    finally:
+        listener.close()
+    assert take_unrouted(bare_vhost.url) == {}
+
+
+def test_an_event_no_queue_takes_stays_unsent_until_it_is_kept(
+    bare_vhost: servers.TestVhost, bare_publisher: EventPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    stored_purchase()
+    drain_relay(bare_publisher)  # connected: the unrouted exchange and queue are declared
+    channel = broker_channel(bare_vhost.url)
+    channel.queue_delete(UNROUTED)  # an operator removed it: unrouted events have nowhere to go
+    channel.connection.close()
+    purchase_id = stored_purchase()
+    event_id = event_of(purchase_id).id
+    with caplog.at_level(logging.ERROR, logger="fulfilment.outbox"):
+        assert relay_outbox(bare_publisher, batch_size=100) == 0
+    assert unpublished([purchase_id]) == {event_id}
+    assert any(r.levelno == logging.ERROR and str(event_id) in r.getMessage() for r in caplog.records)
+    # The next run reconnects, declares the unrouted queue again and keeps the event there.
+    drain_relay(bare_publisher)
+    assert unpublished([purchase_id]) == set()
+    assert str(event_id) in take_unrouted(bare_vhost.url)
+
+
+@pytest.mark.parametrize("set_by", ["exchange argument", "policy"])
+def test_an_alternate_exchange_set_by_an_operator_keeps_them_too(
+    bare_vhost: servers.TestVhost, bare_publisher: EventPublisher, caplog: pytest.LogCaptureFixture, set_by: str
+) -> None:
+    if set_by == "policy":  # as the README says
+        servers.rabbitmqctl("set_policy", "-p", bare_vhost.name, "--apply-to", "exchanges", "fulfilment-events-unrouted",
+                            r"^fulfilment\.events$", json.dumps({"alternate-exchange": UNROUTED}))
+    else:  # declared so before this relay ran: it must use the exchange as it is (no 406 loop)
+        channel = broker_channel(bare_vhost.url)
+        channel.exchange_declare(EXCHANGE, "topic", durable=True, arguments={"alternate-exchange": UNROUTED})
+        channel.connection.close()
+    purchase_id = stored_purchase()
+    with caplog.at_level(logging.WARNING, logger="fulfilment.outbox"):
+        drain_relay(bare_publisher)
+    assert unpublished([purchase_id]) == set()
+    assert str(event_of(purchase_id).id) in take_unrouted(bare_vhost.url)
+    assert "no queue is bound" not in caplog.text  # RabbitMQ routed it there: nothing was returned
