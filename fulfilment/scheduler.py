@@ -1,9 +1,28 @@
 """`fulfil scheduler`: one live instance drives everything time-based from Postgres.
 
-Leadership is a Postgres advisory lock held on a dedicated connection: a second
-instance waits as a standby and takes over within a few seconds when the first dies
-(its connection closes, the lock is released).  Each tick runs bounded,
-index-backed jobs:
+Leadership is a Postgres advisory lock held on a dedicated connection (LeaderLease):
+a second instance waits as a standby and takes over when the first dies, freezes or
+loses its network, within about SCHEDULER_LEADER_LEASE_SECONDS (default 20):
+
+- the lock's connection is not from the pool and is opened with a connect timeout,
+  TCP keepalives and tcp_user_timeout on both ends, a statement timeout and
+  `idle_session_timeout` = the lease.  A leader that stops talking (SIGSTOP, a VM
+  pause, a half-open connection) leaves an idle session that Postgres ends after the
+  lease, which releases the lock for a standby (PostgreSQL 14 or later);
+- while leading, a heartbeat thread proves the lock is held (pg_locks) every quarter
+  lease, also during long ticks, which keeps the session from going idle that long;
+- before every job the leader proves again that it holds the lock; it relies on
+  nothing older than the lease (the clock keeps running while the process is
+  stopped).  A leader that cannot prove it, e.g. one woken up after a freeze or
+  whose session was terminated, logs "lost leadership", closes the lock session
+  and stands by again, without starting another job.  A job already running when
+  the lock is lost finishes; jobs are idempotent batches (FOR UPDATE SKIP LOCKED),
+  so two of them overlapping only costs duplicate work, never a lost purchase.
+  `fulfil scheduler` also has Postgres end any job transaction left idle longer
+  than the lease (limit_idle_transactions): a leader frozen in the middle of a
+  batch does not keep its rows locked away from the new leader.
+
+Each tick runs bounded, index-backed jobs:
 
 - redrive: every live purchase whose next action is due gets its step sent again —
   a lost message, a killed worker or a broker restart only delays a purchase
@@ -21,13 +40,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, text
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy import Engine, event, make_url, text
 
 from fulfilment import metrics
-from fulfilment.db import get_engine, session_scope
-from fulfilment.settings import Settings
+from fulfilment.db import session_scope
+from fulfilment.settings import Settings, SettingsError
 from fulfilment.state_machine import NEXT_STEP
 
 log = logging.getLogger(__name__)
@@ -93,12 +115,242 @@ class Job:
         return now - self.last_run >= self.every_seconds
 
 
+def _clock() -> float:
+    """Seconds on a clock that keeps running while the process is stopped or the host suspended."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _one_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def lock_connection_params(settings: Settings) -> dict[str, Any]:
+    """psycopg.connect() arguments of the lock's session: every way of going silent ends it within the lease."""
+    lease = settings.scheduler_leader_lease_seconds
+    url = make_url(settings.database_url).set(drivername="postgresql")
+    params: dict[str, Any] = conninfo_to_dict(url.render_as_string(hide_password=False))
+    keepalive_idle, keepalive_interval, keepalive_count = max(1, int(lease / 4)), max(1, int(lease / 8)), 3
+    server = {
+        # A stopped or cut-off leader sends nothing: its idle session, and with it the lock, ends.
+        "idle_session_timeout": _ms(lease),
+        "idle_in_transaction_session_timeout": _ms(lease),  # the session runs in autocommit; just in case
+        "statement_timeout": _ms(lease / 2),
+        "lock_timeout": _ms(lease / 2),
+        # A vanished leader host: the server's probes go unanswered, it closes the session.
+        "tcp_keepalives_idle": keepalive_idle,
+        "tcp_keepalives_interval": keepalive_interval,
+        "tcp_keepalives_count": keepalive_count,
+        "tcp_user_timeout": _ms(lease / 2),
+    }
+    options = " ".join(filter(None, [params.get("options", ""), *(f"-c {k}={v}" for k, v in server.items())]))
+    params.update(
+        options=options,
+        application_name="fulfil scheduler lock",
+        connect_timeout=max(2, int(lease / 2)),
+        # The client side of the same: a vanished server ends our session (and our leadership).
+        keepalives=1,
+        keepalives_idle=keepalive_idle,
+        keepalives_interval=keepalive_interval,
+        keepalives_count=keepalive_count,
+        tcp_user_timeout=_ms(lease / 2),
+    )
+    return params
+
+
+def limit_idle_transactions(engine: Engine, seconds: float) -> None:
+    """Have Postgres end any transaction of `engine`'s connections left idle longer than `seconds`.
+
+    For the scheduler process: a leader frozen in the middle of a job would otherwise keep its
+    batch's rows locked (FOR UPDATE SKIP LOCKED) and out of the new leader's reach for as long
+    as the freeze lasts.
+    """
+    setting = f"-c idle_in_transaction_session_timeout={_ms(seconds)}"
+
+    @event.listens_for(engine, "do_connect")
+    def _limit(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        cparams["options"] = " ".join(filter(None, [cparams.get("options"), setting]))
+
+
+class LostLeadership(Exception):
+    """The leader can no longer prove that it holds the lock: it must not start another job."""
+
+
+LOCK_HELD_SQL = """
+    SELECT EXISTS (
+        SELECT 1 FROM pg_locks
+         WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+           AND classid::bigint = %(high)s AND objid::bigint = %(low)s AND objsubid = 1)
+"""
+
+
+@dataclass
+class _Term:
+    """One period of leadership: the session holding the lock and until when the lock is proven ours.
+
+    Only the term's heartbeat thread uses `conn`, so a hung connection can delay a proof but
+    never blocks the scheduler's own thread: it waits for a proof at most until `valid_until`.
+    """
+
+    conn: psycopg.Connection[Any]
+    valid_until: float
+    ended: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""
+    wake: threading.Event = field(default_factory=threading.Event)  # a proof is wanted now
+    changed: threading.Condition = field(default_factory=threading.Condition)  # guards the fields below
+    requested: int = 0  # proofs asked for before a job
+    answered: int = 0  # proofs asked for that were done (successful or not)
+    heartbeat: threading.Thread | None = None
+
+
+class LeaderLease:
+    """The advisory lock on its own guarded session, and the proof that this process still holds it.
+
+    Leadership is valid until `lease` seconds after the start of the last successful proof (a
+    query that found the lock in pg_locks for our session): Postgres cannot end the session, and
+    so release the lock, sooner than `idle_session_timeout` = `lease` after that query.
+    """
+
+    def __init__(self, settings: Settings, key: int = SCHEDULER_LOCK_KEY) -> None:
+        self.seconds = settings.scheduler_leader_lease_seconds
+        self.heartbeat_seconds = self.seconds / 4
+        self.key = key
+        self._params = lock_connection_params(settings)
+        self._standby: psycopg.Connection[Any] | None = None
+        self.term: _Term | None = None
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The Postgres backend holding (or polling for) the lock."""
+        conn = self.term.conn if self.term is not None else self._standby
+        return conn.info.backend_pid if conn is not None and not conn.closed else None
+
+    def try_acquire(self) -> bool:
+        """As a standby: take the lock if it is free, and start proving it. Raises if the database is out of reach."""
+        if self.term is not None:
+            raise RuntimeError("already leading")
+        if self._standby is None or self._standby.closed:
+            self._standby = psycopg.connect(**self._params, autocommit=True)
+        started = _clock()
+        row = self._standby.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
+        if not (row and row[0]):
+            return False
+        term = _Term(self._standby, valid_until=started + self.seconds)
+        self._standby = None
+        term.heartbeat = threading.Thread(target=self._beat, args=(term,), name="scheduler-lease", daemon=True)
+        self.term = term
+        term.heartbeat.start()
+        return True
+
+    def alive(self) -> None:
+        """Raise LostLeadership if a proof failed or none succeeded within the lease (no query: cheap)."""
+        term = self.term
+        if term is None:
+            raise LostLeadership("not leading")
+        now = _clock()
+        if now >= term.valid_until:
+            self._end(term, f"the lock was last proven {now - term.valid_until + self.seconds:.1f}s ago, "
+                            f"more than the {self.seconds:g}s lease (process stopped or lock session stalled)")
+        if term.ended.is_set():
+            raise LostLeadership(term.reason)
+
+    def confirm(self) -> None:
+        """Before a job: have the lock proven ours now, on its session; raise LostLeadership if it is not."""
+        self.alive()
+        term = self.term
+        assert term is not None
+        with term.changed:
+            term.requested += 1
+            mine = term.requested
+            term.wake.set()
+            while term.answered < mine and not term.ended.is_set():
+                remaining = term.valid_until - _clock()
+                if remaining <= 0:
+                    break
+                term.changed.wait(remaining)
+        self.alive()
+
+    def step_down(self, reason: str) -> None:
+        """End the term: its heartbeat closes the lock's session, which releases the lock."""
+        term, self.term = self.term, None
+        if term is None:
+            return
+        self._end(term, reason)
+        if term.heartbeat is not None and term.heartbeat is not threading.current_thread():
+            # Promptly, unless the heartbeat is stuck on a dead connection: it closes it when it returns.
+            term.heartbeat.join(timeout=1.0)
+
+    def close(self) -> None:
+        self.step_down("closing")
+        if self._standby is not None:
+            self._standby.close()
+            self._standby = None
+
+    def _beat(self, term: _Term) -> None:
+        """The term's thread: prove the lock every quarter lease, and whenever a job is about to start."""
+        try:
+            while True:
+                term.wake.wait(self.heartbeat_seconds)
+                term.wake.clear()
+                if term.ended.is_set():
+                    return
+                with term.changed:
+                    serving = term.requested
+                self._prove(term)
+                with term.changed:
+                    term.answered = max(term.answered, serving)
+                    term.changed.notify_all()
+        finally:
+            term.conn.close()
+
+    def _prove(self, term: _Term) -> None:
+        started = _clock()
+        if started >= term.valid_until:
+            self._end(term, f"the lock was not proven within the {self.seconds:g}s lease "
+                            "(process stopped or lock session stalled)")
+            return
+        try:
+            row = term.conn.execute(LOCK_HELD_SQL, {"high": self.key >> 32, "low": self.key & 0xFFFFFFFF}).fetchone()
+        except psycopg.Error as error:
+            self._end(term, f"lock session failed: {_one_line(error)}")
+            return
+        if not (row and row[0]):
+            self._end(term, "the advisory lock is no longer held by its session")
+            return
+        with term.changed:
+            if not term.ended.is_set():
+                term.valid_until = max(term.valid_until, started + self.seconds)
+
+    @staticmethod
+    def _end(term: _Term, reason: str) -> None:
+        with term.changed:
+            if not term.ended.is_set():
+                term.reason = reason
+                term.ended.set()
+            term.changed.notify_all()
+        term.wake.set()
+
+
+def check_lease(settings: Settings) -> None:
+    if settings.scheduler_leader_lease_seconds <= settings.scheduler_interval_seconds:
+        raise SettingsError(
+            "invalid configuration:\n  SCHEDULER_LEADER_LEASE_SECONDS: must be greater than "
+            f"SCHEDULER_INTERVAL_SECONDS ({settings.scheduler_interval_seconds:g})"
+        )
+
+
 class Scheduler:
     def __init__(self, settings: Settings, jobs: list[Job]) -> None:
+        check_lease(settings)
         self.settings = settings
         self.jobs = jobs
         self.stopping = threading.Event()
         self.is_leader = False
+        self.lease = LeaderLease(settings)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -106,40 +358,59 @@ class Scheduler:
     def run(self) -> None:
         """Wait for leadership, tick while leading, go back to waiting if the lock is lost."""
         log.info("scheduler: starting as standby")
-        while not self.stopping.is_set():
-            try:
-                with get_engine().connect() as lock_connection:
-                    lock_connection = lock_connection.execution_options(isolation_level="AUTOCOMMIT")
-                    if not self._try_lock(lock_connection):
-                        self._wait(1.0)
+        poll = min(1.0, self.lease.heartbeat_seconds)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if not self.lease.try_acquire():
+                        self._wait(poll)
                         continue
-                    self.is_leader = True
-                    metrics.SCHEDULER_LEADER.set(1)
-                    log.info("scheduler: leading (advisory lock %#x held)", SCHEDULER_LOCK_KEY)
-                    try:
-                        self._lead(lock_connection)
-                    finally:
-                        self.is_leader = False
-                        metrics.SCHEDULER_LEADER.set(0)
-            except Exception:
-                log.warning("scheduler: lost the database; standing by", exc_info=True)
-                self._wait(2.0)
+                except (psycopg.Error, OSError) as error:
+                    log.warning("scheduler: cannot reach the database (%s); standing by", _one_line(error))
+                    self.lease.close()
+                    self._wait(2.0)
+                    continue
+                self._set_leader(True)
+                log.info("scheduler: leading (advisory lock %#x held, %gs lease, lock session pid %s)",
+                         SCHEDULER_LOCK_KEY, self.lease.seconds, self.lease.backend_pid)
+                failed = False
+                try:
+                    self._lead()
+                except LostLeadership as lost:
+                    self._set_leader(False)
+                    log.warning("scheduler: lost leadership (%s); stepping down to standby, no further job", lost)
+                except Exception:
+                    self._set_leader(False)
+                    log.warning("scheduler: failed while leading; stepping down to standby", exc_info=True)
+                    failed = True
+                finally:
+                    self._set_leader(False)
+                    self.lease.step_down("stopping" if self.stopping.is_set() else "stepping down")
+                if failed:
+                    self._wait(2.0)
+        finally:
+            self.lease.close()
         log.info("scheduler: stopped")
 
-    def _lead(self, lock_connection: Connection) -> None:
-        while not self.stopping.is_set():
-            # Proves the lock's connection is still alive: if it died, so did our lock.
-            lock_connection.execute(text("SELECT 1"))
-            self.tick()
-            self._wait(self.settings.scheduler_interval_seconds)
-        lock_connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEDULER_LOCK_KEY})
+    def _set_leader(self, leading: bool) -> None:
+        self.is_leader = leading
+        metrics.SCHEDULER_LEADER.set(1 if leading else 0)
 
-    def tick(self) -> dict[str, int]:
+    def _lead(self) -> None:
+        while not self.stopping.is_set():
+            self.tick(before_job=self.lease.confirm)
+            self._wait(self.settings.scheduler_interval_seconds, leading=True)
+
+    def tick(self, before_job: Callable[[], None] | None = None) -> dict[str, int]:
+        """Run every due job once. `before_job` may veto the next one by raising (LostLeadership)."""
         done: dict[str, int] = {}
         for job in self.jobs:
-            started = time.monotonic()
-            if not job.due(started):
+            if not job.due(time.monotonic()):
                 continue
+            if before_job is not None:
+                before_job()
+            log.debug("scheduler %s: starting", job.name)
+            started = time.monotonic()
             job.last_run = started
             try:
                 done[job.name] = job.run()
@@ -152,12 +423,16 @@ class Scheduler:
                 log.info("scheduler %s: %d in %.3fs", job.name, done[job.name], time.monotonic() - started)
         return done
 
-    @staticmethod
-    def _try_lock(connection: Connection) -> bool:
-        return bool(connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": SCHEDULER_LOCK_KEY}).scalar())
-
-    def _wait(self, seconds: float) -> None:
-        self.stopping.wait(seconds)
+    def _wait(self, seconds: float, *, leading: bool = False) -> None:
+        """Sleep until stopped; while leading, wake up as soon as the lease is lost (raises LostLeadership)."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set():
+            if leading:
+                self.lease.alive()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.stopping.wait(min(remaining, 0.1))
 
 
 LIVE_COUNTS_SQL = text(

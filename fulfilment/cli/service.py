@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fulfilment.cli.common import REPO_ROOT, app, load_settings
+from fulfilment.cli.common import REPO_ROOT, app, fail, load_settings
 from fulfilment.requests import PurchaseRequest
 
 
@@ -47,9 +47,11 @@ def scheduler() -> None:
     from prometheus_client import start_http_server
 
     from fulfilment import logging_setup
+    from fulfilment.db import get_engine
     from fulfilment.deadlines import flag_near_deadlines
     from fulfilment.outbox import EventPublisher, relay_outbox
-    from fulfilment.scheduler import Job, Scheduler, redrive_due, update_gauges
+    from fulfilment.scheduler import Job, Scheduler, limit_idle_transactions, redrive_due, update_gauges
+    from fulfilment.settings import SettingsError
 
     settings = load_settings()
     logging_setup.configure(settings.log_level)
@@ -83,9 +85,14 @@ def scheduler() -> None:
         # Counts every live purchase: cheap per row, but not per tick at scale.
         Job("gauges", gauges, every_seconds=max(15.0, settings.scheduler_interval_seconds)),
     ]
+    try:
+        runner = Scheduler(settings, jobs)
+    except SettingsError as error:
+        fail(str(error))
+    # A leader frozen mid-job must not keep its batch's rows locked past the lease.
+    limit_idle_transactions(get_engine(), settings.scheduler_leader_lease_seconds)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    runner = Scheduler(settings, jobs)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())
     try:

@@ -104,6 +104,28 @@ def test_replaying_a_job_whose_purchase_moved_on_does_nothing(pipeline: Pipeline
     assert wait_until([purchase_id], in_states("transfer_complete"))[purchase_id].order_id == purchase.order_id
 
 
+def test_replaying_an_old_dead_letter_never_releases_a_purchase_held_for_a_person(
+    pipeline: Pipeline, clean_sandbox: Sandbox
+) -> None:
+    purchase_id = stall_one(pipeline, clean_sandbox)
+    from fulfilment import state_machine
+    from fulfilment.state_machine import State
+    from models import Purchase
+
+    with session_scope() as session:  # later, an order outcome could not be settled: a person must look
+        purchase = session.get_one(Purchase, purchase_id, with_for_update=True)
+        state_machine.transition(session, purchase, State.NEEDS_ATTENTION, reason="test: outcome unknown",
+                                 changes={"failure_code": "ORDER_OUTCOME_UNKNOWN", "failure_message": "check"})
+    dead = [d["message_id"] for d in json.loads(fulfil(pipeline, "dlq", "list", "--json").stdout)
+            if d["purchase_id"] == str(purchase_id)]
+    assert dead
+    replayed = fulfil(pipeline, "dlq", "replay", dead[0])
+    assert "needs attention" in replayed.stderr and "0 replayed, 1 skipped" in replayed.stdout, replayed
+    assert wait_until([purchase_id], in_states("needs_attention"))[purchase_id].state == "needs_attention"
+    still = [d["message_id"] for d in json.loads(fulfil(pipeline, "dlq", "list", "--json").stdout)]
+    assert dead[0] in still  # left dead, for after the person's `fulfil retry`
+
+
 def test_near_deadline_purchases_are_flagged_once_per_window_with_events(
     pipeline: Pipeline, clean_sandbox: Sandbox
 ) -> None:

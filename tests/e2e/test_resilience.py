@@ -29,7 +29,7 @@ DONE = ("awaiting_transfer", "transfer_complete")
 @pytest.fixture(scope="module")
 def pipeline(app_env: dict[str, str], log_dir: Path) -> Iterator[Pipeline]:
     # A short lease, so that work held by a killed worker is re-driven quickly.
-    env = {**app_env, "CLAIM_LEASE_SECONDS": "6", "REDRIVE_AFTER_SECONDS": "2"}
+    env = {**app_env, "CLAIM_LEASE_SECONDS": "8", "STEP_DEADLINE_SECONDS": "3", "REDRIVE_AFTER_SECONDS": "2"}
     running = start_pipeline(env, log_dir, name="resilience")
     yield running
     running.stop()
