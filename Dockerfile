@@ -1,4 +1,4 @@
-# ticket-fulfilment: one image for every process type of the Procfile.
+# ticket-fulfilment: one image for every process type (the Procfile's, plus migrations).
 #
 #   docker build -t ticket-fulfilment .
 #   docker run --env-file app.env ticket-fulfilment                      # worker (default CMD)
@@ -11,12 +11,24 @@
 # holds no .env file (.dockerignore) and no secret.  Docker's --env-file takes values
 # literally: drop the inline "# comments" of .env.example when making app.env from it.
 #
-# Why an editable install: `fulfil migrate` finds alembic.ini and migrations/ through
-# REPO_ROOT = Path(fulfilment/cli.py).resolve().parent.parent.  A regular `pip install .`
-# would put the package in site-packages, where REPO_ROOT has no alembic.ini.  With the
-# source tree at /app and `pip install -e .`, the packages are imported from /app
-# (setuptools' editable finder), so REPO_ROOT = /app, next to /app/alembic.ini and
-# /app/migrations.  `dramatiq workers` also finds /app/workers via its default --path ".".
+# The image holds the installed package only, as users install it: a wheel built in the first
+# stage, installed (not editable) in the second. No source tree and no alembic.ini: `fulfil
+# migrate` runs the migrations shipped inside the package (fulfilment/migrate.py), and
+# `dramatiq workers` imports the installed `workers` package.
+
+FROM python:3.11-slim AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY migrations ./migrations
+COPY models ./models
+COPY workers ./workers
+COPY fulfilment ./fulfilment
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
 
 FROM python:3.11-slim
 
@@ -25,30 +37,31 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /app
+# Extras to install, comma-separated. The sandbox by default: docker-compose.yml runs the TBB
+# sandbox from this image. A production image without it:  docker build --build-arg EXTRAS= .
+ARG EXTRAS=sandbox
 
-# Runtime dependencies first (only [project].dependencies: no test extras), in their own
-# layer so that a code change does not reinstall them.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+# Dependencies first (the core's and the extras', never [test]), in their own layer so that a
+# code change does not reinstall them.
+COPY pyproject.toml /tmp/pyproject.toml
+RUN python -c "import os, tomllib; p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; extras = [e.strip() for e in os.environ.get('EXTRAS', '').split(',') if e.strip()]; print('\n'.join(p['dependencies'] + [r for e in extras for r in p['optional-dependencies'][e]]))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+    && rm /tmp/requirements.txt /tmp/pyproject.toml
 
-# The application: packages, migrations and the alembic config REPO_ROOT points at.
-COPY alembic.ini ./
-COPY migrations ./migrations
-COPY models ./models
-COPY workers ./workers
-COPY fulfilment ./fulfilment
-RUN pip install --no-deps -e . \
-    && rm -rf build \
-    && python -m compileall -q fulfilment workers models migrations \
-    && python -c "import fulfilment.cli as c, pathlib; assert c.REPO_ROOT == pathlib.Path('/app'), c.REPO_ROOT; assert (c.REPO_ROOT / 'alembic.ini').is_file()"
+# The application: the wheel, not editable; then check, from a directory with no source in it,
+# that everything it needs is installed and that it finds its migrations.
+COPY --from=build /wheels /tmp/wheels
+RUN pip install --no-deps /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels \
+    && pip check \
+    && cd / && python -c "from fulfilment.migrate import head_revision; assert head_revision()" \
+    && fulfil --help > /dev/null
 
 RUN groupadd --system --gid 10001 fulfil \
     && useradd --system --uid 10001 --gid fulfil --home-dir /home/fulfil --create-home --shell /usr/sbin/nologin fulfil
 USER fulfil
+WORKDIR /home/fulfil
 
 # No HEALTHCHECK here: the same image runs the worker, the scheduler, one-shot
 # migrations and the sandbox; docker-compose.yml gives the sandbox its own check.

@@ -9,7 +9,7 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from fulfilment.settings import get_settings
+from fulfilment.settings import get_database_settings
 
 
 @lru_cache(maxsize=4)
@@ -26,7 +26,7 @@ CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "
 
 
 def get_engine() -> Engine:
-    return engine_for(get_settings().database_url)
+    return engine_for(get_database_settings().database_url)
 
 
 @lru_cache(maxsize=4)
@@ -37,7 +37,7 @@ def _factory(url: str) -> sessionmaker[Session]:
 @contextmanager
 def session_scope() -> Iterator[Session]:
     """A transaction: committed if the block succeeds, rolled back if it raises."""
-    session = _factory(get_settings().database_url)()
+    session = _factory(get_database_settings().database_url)()
     try:
         with session.begin():
             yield session

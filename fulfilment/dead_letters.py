@@ -61,7 +61,14 @@ RAW_PREVIEW_BYTES = 80
 
 
 class BrokerUnavailable(RuntimeError):
-    """RabbitMQ could not be reached or refused us; the message names the URL without its password."""
+    """RabbitMQ could not be reached or refused us; the message names the URL without its password.
+
+    `reason` is the innermost cause alone (e.g. "ConnectionRefusedError: [Errno 111] Connection refused").
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -444,10 +451,11 @@ def _connection(broker_url: str) -> Iterator[BlockingConnection]:
     """One connection for a whole operation; closing it requeues whatever was not acked."""
     try:
         connection = pika.BlockingConnection(_parameters(broker_url))
-    except pika.exceptions.AMQPError as error:
-        raise BrokerUnavailable(
-            f"cannot connect to RabbitMQ at {redact_url(broker_url)}: {_scrub(error, broker_url)}"
-        ) from None
+    except (pika.exceptions.AMQPError, OSError) as error:  # OSError: e.g. the host name does not resolve
+        from fulfilment.dependencies import reason
+
+        cause = _scrub_text(reason(error), broker_url)
+        raise BrokerUnavailable(f"cannot connect to RabbitMQ at {redact_url(broker_url)}: {cause}", cause) from None
     try:
         yield connection
     finally:
@@ -476,9 +484,8 @@ def _dead_channel(connection: BlockingConnection) -> Iterator[BlockingChannel]:
             channel.close()
 
 
-def _scrub(error: BaseException, broker_url: str) -> str:
+def _scrub_text(text: str, broker_url: str) -> str:
     """An error's text with any password from the URL blanked out, just in case pika quoted it."""
-    text = f"{type(error).__name__}: {error}"
     for url in broker_url.split(";"):
         try:
             password = urlsplit(url).password

@@ -26,10 +26,9 @@ class DatabaseDown(Exception):
 
 def check_database(settings: Settings) -> str:
     from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
     from sqlalchemy import create_engine, text
 
-    from fulfilment.cli import REPO_ROOT
+    from fulfilment.migrate import head_revision
     from fulfilment.steps.intake import describe_database_error, is_database_unavailable
 
     engine = create_engine(settings.database_url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
@@ -39,39 +38,62 @@ def check_database(settings: Settings) -> str:
             current = MigrationContext.configure(connection).get_current_revision()
     except Exception as error:
         if is_database_unavailable(error):
+            from fulfilment.dependencies import location
+
             raise DatabaseDown(
-                f"down: {describe_database_error(error)[:240]} -- submitted requests wait in RabbitMQ; "
+                f"down: unreachable at {location(settings.database_url)}: {describe_database_error(error)[:240]} "
+                "-- submitted requests wait in RabbitMQ; "
                 "intake retries them until the database is back"
             ) from error
         raise
     finally:
         engine.dispose()
-    head = ScriptDirectory(str(REPO_ROOT / "migrations")).get_current_head()
+    head = head_revision()
     if current != head:
         raise RuntimeError(f"schema at {current or 'nothing'}, code expects {head}: run `fulfil migrate`")
     return f"reachable, schema at {current}"
 
 
+class BrokerDown(Exception):
+    """RabbitMQ cannot be reached or refused the connection."""
+
+
+class PartnerDown(Exception):
+    """The partner API cannot be reached or refused our credentials."""
+
+
 def check_broker(settings: Settings) -> str:
     import pika
 
-    parameters = pika.URLParameters(settings.broker_url)
-    parameters.socket_timeout = 5
-    parameters.blocked_connection_timeout = 5
-    connection = pika.BlockingConnection(parameters)
+    from fulfilment.dependencies import broker_unavailable, location
+
     try:
-        connection.channel()
-    finally:
-        connection.close()
-    return "reachable"
+        parameters = pika.URLParameters(settings.broker_url)
+        parameters.socket_timeout = 5
+        parameters.blocked_connection_timeout = 5
+        connection = pika.BlockingConnection(parameters)
+        try:
+            connection.channel()
+        finally:
+            connection.close()
+    except Exception as error:
+        down = broker_unavailable(error, settings.broker_url)
+        if down is None:
+            raise
+        raise BrokerDown(f"unreachable at {down.where}: {down.reason}") from None
+    return f"reachable at {location(settings.broker_url)}"
 
 
 def check_partner(settings: Settings) -> str:
+    from fulfilment.dependencies import location, reason
+    from fulfilment.partners.base import PartnerError
     from fulfilment.partners.registry import build_tbb
 
     client = build_tbb(settings)
     try:
         client.check_credentials()
+    except PartnerError as error:
+        raise PartnerDown(f"at {location(str(settings.tbb_base_url))}: {reason(error)}") from None
     finally:
         client.close()
     return f"authenticated as {settings.tbb_client_id}"

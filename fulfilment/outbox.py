@@ -1,11 +1,13 @@
 """The outbox relay: publish recorded events to RabbitMQ, mark them sent only after the confirm.
 
 Events go to the durable topic exchange `fulfilment.events` with routing key
-`purchase.<state>` (or `purchase.deadline_near`), persistent, with publisher
-confirms, and with the event id as the AMQP `message_id`.  A relay killed between
-the confirm and the commit publishes those events again on its next run, with the
-same ids: consumers may see duplicates and de-duplicate on `event_id`, but never
-miss an event (design invariant 4).  Schema: docs/schemas/purchase-event.schema.json.
+`purchase.<state>` (or `purchase.deadline_near`, ...) for a purchase's history, and
+`request.rejected` for a request intake refused (no purchase: the sender learns why),
+persistent, with publisher confirms, and with the event id as the AMQP `message_id`.
+A relay killed between the confirm and the commit publishes those events again on its
+next run, with the same ids: consumers may see duplicates and de-duplicate on
+`event_id`, but never miss an event (design invariant 4).  Schemas:
+docs/schemas/purchase-event.schema.json, docs/schemas/request-rejected.schema.json.
 
 Unrouted events are kept, never dropped.  Every event is published `mandatory`: if no
 queue is bound for its routing key, RabbitMQ returns it (pika raises UnroutableError

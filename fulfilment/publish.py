@@ -25,6 +25,14 @@ from fulfilment.requests import PurchaseRequest
 
 INTAKE_QUEUE = "purchases.intake"
 INTAKE_ACTOR = "submit_purchase"
+# The queue of each purchase step's actor (workers/*.py), for processes that send a step
+# without importing the workers (and so without their settings): `fulfil retry`.
+STEP_QUEUES = {
+    "quote_purchase": "purchases.quote",
+    "place_order": "purchases.order",
+    "resolve_order": "purchases.order",
+    "check_transfer": "purchases.transfer",
+}
 
 
 def intake_message(request: PurchaseRequest) -> dramatiq.Message[Any]:
@@ -64,3 +72,22 @@ class Publisher:
 def submit(request: PurchaseRequest | dict[str, Any], *, broker_url: str) -> uuid.UUID:
     with Publisher(broker_url) as publisher:
         return publisher.submit(request)
+
+
+def send_step(step: str, purchase_id: uuid.UUID, *, broker_url: str) -> str:
+    """Nudge one purchase's step, as the scheduler does (publisher confirms); returns the message id."""
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=STEP_QUEUES[step],
+        actor_name=step,
+        args=(str(purchase_id),),
+        kwargs={},
+        options={},
+        message_id=str(uuid.uuid4()),
+        message_timestamp=int(time.time() * 1000),
+    )
+    broker = RabbitmqBroker(url=broker_url, confirm_delivery=True, middleware=[])
+    try:
+        broker.enqueue(message)
+    finally:
+        broker.close()
+    return message.message_id

@@ -394,7 +394,7 @@ class Scheduler:
 
     def _set_leader(self, leading: bool) -> None:
         self.is_leader = leading
-        metrics.SCHEDULER_LEADER.set(1 if leading else 0)
+        metrics.set_scheduler_leader(leading)  # a standby exports no purchase/queue gauges
 
     def _lead(self) -> None:
         while not self.stopping.is_set():
@@ -444,14 +444,29 @@ LIVE_COUNTS_SQL = text(
     """
 )
 
+# Backed by the partial index ix_outbox_events_unpublished: reads the backlog only.
+OUTBOX_BACKLOG_SQL = text("SELECT count(*), min(created_at) FROM outbox_events WHERE published_at IS NULL")
+
 
 def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]] | None = None) -> int:
-    """Refresh the operator gauges from non-terminal purchases only (index-backed, cheap at any history size)."""
-    from fulfilment.state_machine import HELD_FOR_OPERATOR
+    """Refresh the operator gauges (fulfilment/metrics.py).
+
+    From Postgres: purchases by live or held state, stalled, scheduler lag, outbox backlog and
+    age, reading non-terminal purchases and unpublished events only (index-backed, cheap at any
+    history size).  From RabbitMQ, when `queue_depths` is given (fulfilment.queues.queue_depths,
+    whose default queues are GAUGED_QUEUES): dead letters, main-queue depth and unrouted events.
+    RabbitMQ out of reach drops those gauges (absent rather than stale) and logs one line.
+    """
+    import pika.exceptions
+
+    from fulfilment.outbox import UNROUTED
+    from fulfilment.queues import DEAD_LETTER_QUEUES, QUEUES
+    from fulfilment.state_machine import HELD_FOR_OPERATOR, State
 
     watched = [s.value for s in (*NEXT_STEP, *HELD_FOR_OPERATOR)]
     with session_scope() as session:
         rows = session.execute(LIVE_COUNTS_SQL, {"states": watched}).all()
+        backlog, oldest_event = session.execute(OUTBOX_BACKLOG_SQL).one()
         now = session.execute(text("SELECT now()")).scalar_one()
     counts = {state: 0 for state in watched}
     oldest = None
@@ -459,11 +474,25 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
         counts[state] = count
         if state in NEXT_STEP and due is not None and (oldest is None or due < oldest):
             oldest = due
-    for state, count in counts.items():
-        metrics.PURCHASES_BY_STATE.labels(state).set(count)
-    metrics.STALLED.set(sum(counts[s.value] for s in HELD_FOR_OPERATOR))
+    metrics.PURCHASES_BY_STATE.replace({(state,): count for state, count in counts.items()})
+    metrics.STALLED.set(counts[State.STALLED.value])  # needs_attention: fulfil_purchases{state="needs_attention"}
     metrics.SCHEDULER_LAG.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
-    if queue_depths is not None:
-        for queue, depth in queue_depths().items():
-            metrics.DEAD_LETTERS.labels(queue).set(depth)
+    metrics.OUTBOX_BACKLOG.set(backlog)
+    metrics.OUTBOX_OLDEST_AGE.set(max(0.0, (now - oldest_event).total_seconds()) if oldest_event else 0.0)
+    if queue_depths is None:
+        return 0
+    try:
+        depths = queue_depths()
+    except (pika.exceptions.AMQPError, OSError) as error:
+        for gauge in metrics.BROKER_GAUGES:
+            gauge.clear()
+        log.warning("scheduler gauges: cannot read queue depths from RabbitMQ (%s); "
+                    "dead-letter, queue and unrouted gauges dropped until it answers", _one_line(error))
+        return 0
+    metrics.DEAD_LETTERS.replace({(q,): depths[q] for q in DEAD_LETTER_QUEUES if q in depths})
+    metrics.QUEUE_MESSAGES.replace({(q,): depths[q] for q in QUEUES if q in depths})
+    if UNROUTED in depths:
+        metrics.UNROUTED_EVENTS.set(depths[UNROUTED])
+    else:
+        metrics.UNROUTED_EVENTS.clear()
     return 0

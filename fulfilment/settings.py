@@ -2,13 +2,15 @@
 
 Every process (workers, scheduler, CLI) reads the same variables; `.env.example`
 lists them all.  A missing or malformed value stops start-up with a message that
-names the variable, instead of failing later in the middle of a purchase.
+names the variable, instead of failing later in the middle of a purchase.  A CLI
+command reads only the parts it uses (DatabaseSettings, BrokerSettings, ...), so it
+neither needs nor names the variables of the others.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import AnyUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -21,14 +23,45 @@ class SettingsError(RuntimeError):
     """Configuration is missing or malformed; the message names each variable."""
 
 
-class Settings(BaseSettings):
+class _FromEnvironment(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
-    # Where state lives and how work moves.
+
+# Each concern is a class of its own, so that a command validates only what it uses (`fulfil
+# migrate` needs DATABASE_URL, `fulfil submit` BROKER_URL, neither the partner secret); Settings
+# composes them all for the processes that need everything (workers, the scheduler, health).
+
+
+class DatabaseSettings(_FromEnvironment):
+    """Where state lives."""
+
     database_url: str = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host:5432/db")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
+        # psycopg 3 is the driver we ship; normalise the plain scheme to it.
+        return value.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+class BrokerSettings(_FromEnvironment):
+    """How work moves."""
+
     broker_url: str = Field(description="AMQP URL of RabbitMQ, e.g. amqp://user:pw@host:5672/%2F")
 
-    # The partner.
+    @field_validator("broker_url")
+    @classmethod
+    def _amqp_only(cls, value: str) -> str:
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must be an amqp:// or amqps:// URL")
+        return value
+
+
+class PartnerSettings(_FromEnvironment):
+    """The partner: only workers, `fulfil health` and `fulfil resolve` call it."""
+
     tbb_base_url: AnyUrl = Field(description="TBB Partner API base URL (the sandbox locally)")
     tbb_client_id: str = Field(min_length=1)
     tbb_client_secret: SecretStr = Field(min_length=1)
@@ -36,6 +69,10 @@ class Settings(BaseSettings):
     tbb_read_timeout: float = Field(default=20.0, gt=0, description="seconds")
     tbb_max_attempts: int = Field(default=5, ge=1, le=20, description="attempts per idempotent call")
     tbb_max_retry_seconds: float = Field(default=30.0, gt=0, description="total time budget per call")
+
+
+class PolicySettings(_FromEnvironment):
+    """Purchase policy, timing, retries, logging and metrics: every variable has a default."""
 
     # Purchase policy.
     quote_safety_margin_seconds: float = Field(default=30.0, ge=0)
@@ -88,28 +125,13 @@ class Settings(BaseSettings):
     metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 where a scraper must reach it")
 
     @model_validator(mode="after")
-    def _step_fits_in_lease(self) -> Settings:
+    def _step_fits_in_lease(self) -> PolicySettings:
         if self.step_deadline_seconds + LEASE_MARGIN_SECONDS > self.claim_lease_seconds:
             raise ValueError(
                 f"STEP_DEADLINE_SECONDS ({self.step_deadline_seconds:g}) must end at least {LEASE_MARGIN_SECONDS:g} s "
                 f"before CLAIM_LEASE_SECONDS ({self.claim_lease_seconds:g}): a partner call may not outlive its claim"
             )
         return self
-
-    @field_validator("database_url")
-    @classmethod
-    def _postgres_only(cls, value: str) -> str:
-        if not value.startswith(("postgresql://", "postgresql+psycopg://")):
-            raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
-        # psycopg 3 is the driver we ship; normalise the plain scheme to it.
-        return value.replace("postgresql://", "postgresql+psycopg://", 1)
-
-    @field_validator("broker_url")
-    @classmethod
-    def _amqp_only(cls, value: str) -> str:
-        if not value.startswith(("amqp://", "amqps://")):
-            raise ValueError("must be an amqp:// or amqps:// URL")
-        return value
 
     @field_validator("deadline_warning_hours", mode="before")
     @classmethod
@@ -140,6 +162,12 @@ class Settings(BaseSettings):
         return level
 
 
+class Settings(DatabaseSettings, BrokerSettings, PartnerSettings, PolicySettings):
+    """Everything: what workers, the scheduler and `fulfil health` read (`get_settings()`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+
 def describe_errors(error: ValidationError) -> str:
     """Turn pydantic's report into one line per variable, never echoing values (they may be secrets)."""
     lines = []
@@ -156,3 +184,39 @@ def get_settings() -> Settings:
         return Settings()  # type: ignore[call-arg]  # values come from the environment
     except ValidationError as error:
         raise SettingsError(describe_errors(error)) from None
+
+
+_Part = TypeVar("_Part", DatabaseSettings, BrokerSettings, PartnerSettings, PolicySettings)
+
+
+def _part(part: type[_Part]) -> _Part:
+    """One concern's settings, validating (and naming in errors) only its own variables.
+
+    Where the whole configuration is valid the cached Settings serves (it is every part):
+    workers and the scheduler pay nothing.  Otherwise only this part is read, so `fulfil
+    migrate` works without the partner's variables, and names DATABASE_URL alone if it is bad.
+    """
+    try:
+        return get_settings()
+    except SettingsError:
+        pass
+    try:
+        return part()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError as error:
+        raise SettingsError(describe_errors(error)) from None
+
+
+def get_database_settings() -> DatabaseSettings:
+    return _part(DatabaseSettings)
+
+
+def get_broker_settings() -> BrokerSettings:
+    return _part(BrokerSettings)
+
+
+def get_partner_settings() -> PartnerSettings:
+    return _part(PartnerSettings)
+
+
+def get_policy_settings() -> PolicySettings:
+    return _part(PolicySettings)

@@ -86,9 +86,12 @@ ALLOWED: Mapping[State | None, frozenset[State]] = {
         {_S.TRANSFER_COMPLETE, _S.TRANSFER_EXPIRED, _S.CANCELLED, _S.NEEDS_ATTENTION, _S.STALLED}
     ),
     # An operator resumes these; an order may exist, so never straight back to QUOTED/ORDERING.
+    # → FAILED: an operator gave up on it (`fulfil cancel`, steps/operator.py), which allows it
+    # only where no order can exist: STALLED from RECEIVED/QUOTED/PAUSED, NEEDS_ATTENTION once a
+    # person checked with the partner.
     _S.NEEDS_ATTENTION: frozenset({_S.ORDER_UNKNOWN, _S.AWAITING_TRANSFER, _S.FAILED}),
     _S.STALLED: frozenset(
-        {_S.RECEIVED, _S.QUOTED, _S.ORDER_UNKNOWN, _S.AWAITING_TRANSFER, _S.PAUSED, _S.NEEDS_ATTENTION}
+        {_S.RECEIVED, _S.QUOTED, _S.ORDER_UNKNOWN, _S.AWAITING_TRANSFER, _S.PAUSED, _S.NEEDS_ATTENTION, _S.FAILED}
     ),
     _S.TRANSFER_COMPLETE: frozenset(),
     _S.TRANSFER_EXPIRED: frozenset(),

@@ -1,5 +1,9 @@
 """Alembic environment: the URL comes from the `sqlalchemy.url` set by `fulfil migrate`
-(or a test), else from DATABASE_URL, so there is one source of configuration."""
+(fulfilment/migrate.py, or a test), else from DATABASE_URL, so there is one source of configuration.
+
+Online migrations run in one transaction that first takes a Postgres advisory lock: two
+`fulfil migrate` at once (two hosts' release steps, supervisord's and a deploy script's) run one
+after the other, and the second finds the database already at head."""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import os
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 
+from fulfilment.migrate import MIGRATION_LOCK_KEY
 from models import Base
 
 config = context.config
@@ -36,6 +41,8 @@ def run_migrations_online() -> None:
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
         with context.begin_transaction():
+            # Held until this transaction ends; alembic reads the current revision after it.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             context.run_migrations()
     engine.dispose()
 

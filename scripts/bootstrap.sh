@@ -27,6 +27,10 @@ missing_packages() {
     [[ -x "$PG_BIN/postgres" && -x "$PG_BIN/initdb" && -x "$PG_BIN/pg_ctl" ]] || missing+=(postgresql-15)
     [[ -x "$PG_BIN/psql" ]] || missing+=(postgresql-client-15)
     [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server || -x /usr/sbin/rabbitmq-server ]] || missing+=(rabbitmq-server)
+    # supervisord, for the test that runs docs/deploy/supervisord.conf for real.
+    [[ -x /usr/bin/supervisord ]] || missing+=(supervisor)
+    # promtool and prometheus: the alert rules' tests and the real scrape test (docs/monitoring).
+    [[ -x /usr/bin/promtool && -x /usr/bin/prometheus ]] || missing+=(prometheus)
     # Debian's own python3 ships venv/ensurepip separately (python3-venv).
     if [[ "${FULFIL_SKIP_VENV:-0}" != 1 && ! -x "$VENV/bin/python" ]] \
         && ! "${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1; then

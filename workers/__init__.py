@@ -18,11 +18,13 @@ from dramatiq.middleware.prometheus import DB_PATH
 
 # Prometheus multiprocess mode must be chosen before prometheus_client is first imported,
 # so that our metrics from every worker process are aggregated by dramatiq's exposition
-# server (which reads the same directory: env dramatiq_prom_db).  The server listens on
+# server, which reads DB_PATH (env dramatiq_prom_db).  Always that directory: dramatiq's
+# middleware sets the same variable to it at process boot, after our metrics exist; a
+# PROMETHEUS_MULTIPROC_DIR pointing elsewhere would hide them.  The server listens on
 # dramatiq_prom_host:dramatiq_prom_port (dramatiq's defaults: 0.0.0.0:9191).
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", DB_PATH)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = DB_PATH
 
-from fulfilment import logging_setup
+from fulfilment import logging_setup, metrics
 from fulfilment.settings import SettingsError, get_settings
 
 try:
@@ -32,6 +34,10 @@ except SettingsError as error:
     raise SystemExit(2) from None
 
 logging_setup.configure(_settings.log_level)
+
+# Live gauges of worker processes killed without a clean exit (SIGKILL, OOM) would be exported
+# for ever: dramatiq never clears the directory.
+metrics.prune_dead_process_files(DB_PATH)
 
 # Order matters: the broker must be set before the actor modules declare their actors on it.
 from workers.broker import broker  # noqa: E402  (settings first: a bad config must stop us here)

@@ -3,7 +3,8 @@
     BROKER_URL=amqp://fulfil:fulfil@127.0.0.1:23672/%2F python docs/examples/consume_events.py
 
 Binds a durable queue of its own to the topic exchange `fulfilment.events` (routing keys
-`purchase.<state>` and `purchase.deadline_near`), acknowledges each event after handling
+`purchase.<state>`, `purchase.deadline_near`, and `request.rejected` for requests intake
+refused, which never become purchases), acknowledges each event after handling
 it, and de-duplicates on `event_id`: delivery is at-least-once, so the same event can
 arrive twice (a relay restarted between publishing and recording it).  A real service
 keeps the seen ids in its own database, in the same transaction as its reaction.
@@ -25,14 +26,16 @@ import pika
 EXCHANGE = "fulfilment.events"
 QUEUE = os.environ.get("EVENTS_QUEUE", "checkout-service.purchase-events")
 BINDINGS = ("purchase.awaiting_transfer", "purchase.transfer_complete", "purchase.transfer_expired",
-            "purchase.cancelled", "purchase.failed", "purchase.deadline_near")
+            "purchase.cancelled", "purchase.failed", "purchase.deadline_near", "request.rejected")
 
 seen: set[str] = set()
 
 
 def handle(event: dict) -> None:
     kind = event["type"]
-    if kind == "purchase.awaiting_transfer":
+    if kind == "request.rejected":  # docs/schemas/request-rejected.schema.json
+        print(f"{event['request_id']}: rejected ({event['reason_code']}): {event['reason']}")
+    elif kind == "purchase.awaiting_transfer":
         order = event["order"]
         print(f"{event['request_id']}: tell the customer to accept the transfer from {order['transfer_email']} "
               f"before {order['delivery_deadline']} (seats {order['seat_range']})")

@@ -1,9 +1,16 @@
 """`fulfil`: the command line of ticket-fulfilment (operators and developers).
 
 One module per group of commands; importing them registers the commands on `app`.
+Exit codes (fulfilment/cli/common.py, `fulfil --help`): 0 done, 1 not found or nothing to do,
+2 usage or configuration error, 3 a dependency unreachable (or a health check failed),
+4 refused by the purchase's state.
 """
 
-from fulfilment.cli import dlq, purchases, service  # noqa: F401  (registers the commands)
+# Registration order is the order of `fulfil --help`: the purchase commands first.
+from fulfilment.cli import purchases  # noqa: F401  (registers the commands)
+
+# isort: split
+from fulfilment.cli import dlq, operator, service  # noqa: F401
 from fulfilment.cli.common import REPO_ROOT, app
 from fulfilment.cli.service import request_schema
 

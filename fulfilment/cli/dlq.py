@@ -1,14 +1,31 @@
-"""`fulfil dlq list | show | replay | purge`: dead letters (fulfilment/dead_letters.py)."""
+"""`fulfil dlq list | show | replay | purge`: dead letters (fulfilment/dead_letters.py).
+
+`list`, `show` and `purge` need BROKER_URL only; `replay` also DATABASE_URL (it resumes the
+messages' purchases first).
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
+from enum import StrEnum
 from typing import Annotated, Any, Optional
 
 import typer
 
-from fulfilment.cli.common import app, fail, load_settings
+from fulfilment.cli.common import EXIT_NOT_FOUND, EXIT_UNAVAILABLE, app, broker, check_database, fail, require
+from fulfilment.settings import BrokerSettings, DatabaseSettings, PolicySettings
+
+
+class Actor(StrEnum):
+    """The actors whose messages can die (workers/*.py)."""
+
+    SUBMIT_PURCHASE = "submit_purchase"
+    QUOTE_PURCHASE = "quote_purchase"
+    PLACE_ORDER = "place_order"
+    RESOLVE_ORDER = "resolve_order"
+    CHECK_TRANSFER = "check_transfer"
+
 
 dlq = typer.Typer(help="Dead letters: jobs whose retries ran out (kept 7 days in the .XQ queues).",
                   no_args_is_help=True)
@@ -26,23 +43,28 @@ def _age(seconds: float | None) -> str:
 
 def _broker_call(call):  # type: ignore[no-untyped-def]
     from fulfilment.dead_letters import BrokerUnavailable
+    from fulfilment.dependencies import broker_unavailable
 
     try:
         return call()
     except BrokerUnavailable as error:
-        fail(str(error), code=1)
+        fail(str(broker_unavailable(error, broker().broker_url)), code=EXIT_UNAVAILABLE)
+
+
+def _letter_view(d: Any) -> dict[str, Any]:
+    return {"queue": d.queue, "message_id": d.message_id, "actor": d.actor, "purchase_id": d.purchase_id,
+            "request_id": d.request_id, "error": d.error, "retries": d.retries, "age_seconds": d.age_seconds}
 
 
 @dlq.command("list")
-def dlq_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def dlq_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Dead messages: queue, message id, actor, purchase, error, retries, age."""
     from fulfilment.dead_letters import list_dead_letters, raw_preview
 
-    letters = _broker_call(lambda: list_dead_letters(load_settings().broker_url))
+    broker_url = broker().broker_url
+    letters = _broker_call(lambda: list_dead_letters(broker_url))
     if as_json:
-        typer.echo(json.dumps([{"queue": d.queue, "message_id": d.message_id, "actor": d.actor,
-                                "purchase_id": d.purchase_id, "request_id": d.request_id, "error": d.error,
-                                "retries": d.retries, "age_seconds": d.age_seconds} for d in letters], indent=2))
+        typer.echo(json.dumps([_letter_view(d) for d in letters], indent=2))
         return
     for d in letters:
         subject = d.purchase_id or (f"request {d.request_id}" if d.request_id else "")
@@ -53,13 +75,21 @@ def dlq_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @dlq.command("show")
-def dlq_show(message_id: str) -> None:
-    """One dead message in full (its body, with the traceback of its last failure)."""
+def dlq_show(
+    message_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """One dead message in full (its body, with the traceback of its last failure); exit 1 if gone."""
     from fulfilment.dead_letters import find, raw_preview
 
-    letter = _broker_call(lambda: find(load_settings().broker_url, message_id))
+    broker_url = broker().broker_url
+    letter = _broker_call(lambda: find(broker_url, message_id))
     if letter is None:
-        fail(f"no dead message {message_id} (dead messages expire after 7 days)", code=1)
+        fail(f"no dead message {message_id} (dead messages expire after 7 days)", code=EXIT_NOT_FOUND)
+    if as_json:
+        raw = None if letter.body is not None else raw_preview(letter, 500)
+        typer.echo(json.dumps({**_letter_view(letter), "body": letter.body, "raw_preview": raw}, indent=2))
+        return
     typer.echo(f"queue {letter.queue}  retries {letter.retries}  age {_age(letter.age_seconds)}")
     typer.echo(json.dumps(letter.body, indent=2) if letter.body is not None else raw_preview(letter, 500))
 
@@ -73,7 +103,7 @@ def _selection(message_id: str | None, actor: str | None, everything: bool) -> d
 @dlq.command("replay")
 def dlq_replay(
     message_id: Annotated[Optional[str], typer.Argument(help="One dead message.")] = None,
-    actor: Annotated[Optional[str], typer.Option(help="Every dead message of this actor.")] = None,
+    actor: Annotated[Optional[Actor], typer.Option(help="Every dead message of this actor.")] = None,
     everything: Annotated[bool, typer.Option("--all", help="Every dead message.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed.")] = False,
 ) -> None:
@@ -81,26 +111,30 @@ def dlq_replay(
 
     Each is published persistent with confirms before its dead copy is removed: an
     interrupted replay may duplicate a message, never lose one.  A purchase that moved
-    on makes its replayed message a no-op.
+    on makes its replayed message a no-op.  Exit 1 if any message was skipped.
     """
     from fulfilment.dead_letters import DeadLetter, replay
+    from fulfilment.settings import get_policy_settings
     from fulfilment.steps.resume import CannotResume, resume
 
-    settings = load_settings()
+    selection = _selection(message_id, actor, everything)
+    require(BrokerSettings, *(() if dry_run else (DatabaseSettings, PolicySettings)))
+    broker_url = broker().broker_url
+    if not dry_run:
+        check_database()  # unreachable: exit 3 now, rather than skip every message
 
     def resume_purchase(letter: DeadLetter) -> None:
         if letter.purchase_id is None:
             return  # intake messages have no purchase yet
         try:
-            resume(uuid.UUID(letter.purchase_id), settings=settings, checked_by_person=False,
+            resume(uuid.UUID(letter.purchase_id), settings=get_policy_settings(), checked_by_person=False,
                    reason=f"resumed by dead-letter replay of message {letter.message_id}")
         except CannotResume as error:
             if "finished" not in str(error):
                 raise
             # A finished purchase: the replayed message will find nothing to do.
 
-    report = _broker_call(lambda: replay(settings.broker_url, dry_run=dry_run, before_publish=resume_purchase,
-                                         **_selection(message_id, actor, everything)))
+    report = _broker_call(lambda: replay(broker_url, dry_run=dry_run, before_publish=resume_purchase, **selection))
     verb = "would replay" if dry_run else "replayed"
     for letter in report.replayed:
         typer.echo(f"{verb} {letter.message_id} {letter.actor} {letter.purchase_id or letter.request_id or ''}")
@@ -108,13 +142,13 @@ def dlq_replay(
         typer.echo(f"skipped {letter.message_id or '(undecodable)'}: {reason}", err=True)
     typer.echo(f"{len(report.replayed)} {verb}, {len(report.skipped)} skipped")
     if report.skipped:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_NOT_FOUND)
 
 
 @dlq.command("purge")
 def dlq_purge(
     message_id: Annotated[Optional[str], typer.Argument()] = None,
-    actor: Annotated[Optional[str], typer.Option()] = None,
+    actor: Annotated[Optional[Actor], typer.Option()] = None,
     everything: Annotated[bool, typer.Option("--all")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
@@ -123,7 +157,8 @@ def dlq_purge(
 
     selection = _selection(message_id, actor, everything)
     what = message_id or (f"every dead {actor} message" if actor else "EVERY dead message")
+    broker_url = broker().broker_url
     if not yes and not typer.confirm(f"Delete {what}? This cannot be undone", default=False):
-        fail("nothing purged", code=1)
-    count = _broker_call(lambda: purge(load_settings().broker_url, **selection))
+        fail("nothing purged", code=EXIT_NOT_FOUND)
+    count = _broker_call(lambda: purge(broker_url, **selection))
     typer.echo(f"purged {count} dead message(s)")

@@ -1,4 +1,8 @@
-"""`fulfil submit | status | list | retry`: purchases, from the operator's side."""
+"""`fulfil submit | status | list | retry`: purchases, from the operator's side.
+
+Each command validates only the settings it uses: `submit` BROKER_URL; `status` and `list`
+DATABASE_URL; `retry` both (it sends the resumed step).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,21 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from fulfilment.cli.common import app, fail, find_purchase, iso, load_settings, money
+from fulfilment.cli.common import (
+    EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
+    app,
+    broker,
+    fail,
+    find_purchase,
+    iso,
+    money,
+    quiet_broker_logs,
+    require,
+)
 from fulfilment.requests import DeliveryType, PurchaseRequest, explain
+from fulfilment.settings import BrokerSettings, DatabaseSettings, PolicySettings, SettingsError, get_broker_settings
+from fulfilment.state_machine import State
 
 
 @app.command()
@@ -48,7 +65,9 @@ def submit(
         request = PurchaseRequest.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as error:
         fail(f"invalid request: {explain(error)}")
-    typer.echo(publish(request, broker_url=load_settings().broker_url))
+    broker_url = broker().broker_url
+    with quiet_broker_logs():
+        typer.echo(publish(request, broker_url=broker_url))
 
 
 @app.command()
@@ -56,16 +75,16 @@ def status(
     purchase: Annotated[str, typer.Argument(help="Purchase id, or the request_id it was submitted with.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show a purchase: state, quote, order, transfer email and its full history."""
+    """Show a purchase: state, quote, order, transfer email and its full history (exit 1: none)."""
     from fulfilment.db import session_scope
     from fulfilment.state_machine import history
     from models import OutboxEvent, PartnerQuote
 
-    settings = load_settings()
+    require(DatabaseSettings)
     with session_scope() as session:
         found = find_purchase(session, purchase)
         if found is None:
-            fail(_not_recorded(session, purchase, settings.broker_url), code=1)
+            fail(_not_recorded(session, purchase), code=EXIT_NOT_FOUND)
         quotes = session.scalars(
             select(PartnerQuote).where(PartnerQuote.purchase_id == found.id).order_by(PartnerQuote.id)
         ).all()
@@ -126,7 +145,7 @@ def status(
     typer.echo(f"events    {len(events)} recorded, {sent} published to fulfilment.events")
 
 
-def _not_recorded(session: Any, ident: str, broker_url: str) -> str:
+def _not_recorded(session: Any, ident: str) -> str:
     """Why `status` finds no purchase: rejected, still queued for intake, or unknown.
 
     A submission is stored by the intake workers, so a caller can hold a purchase id
@@ -153,9 +172,14 @@ def _not_recorded(session: Any, ident: str, broker_url: str) -> str:
              f"A submitted request becomes a purchase once the intake workers store it; until then it waits "
              f"in {INTAKE_QUEUE}."]
     try:
+        broker_url = get_broker_settings().broker_url
         depths = queue_depths(broker_url, (INTAKE_QUEUE, dq_name(INTAKE_QUEUE), xq_name(INTAKE_QUEUE)))
+    except SettingsError:
+        lines.append("(BROKER_URL is not set or invalid: the intake queue cannot be shown)")
     except Exception as error:  # noqa: BLE001  the answer stands without the queue depths
-        lines.append(f"(RabbitMQ not reachable to show the intake queue: {type(error).__name__})")
+        from fulfilment.dependencies import location, reason
+
+        lines.append(f"(RabbitMQ not reachable at {location(broker_url)} to show the intake queue: {reason(error)})")
     else:
         lines.append(f"intake queue now: {depths[INTAKE_QUEUE]} waiting, {depths[dq_name(INTAKE_QUEUE)]} delayed for "
                      f"a retry (messages a worker holds for its retry delay are not counted), "
@@ -167,22 +191,18 @@ def _not_recorded(session: Any, ident: str, broker_url: str) -> str:
 
 @app.command("list")
 def list_purchases(
-    state: Annotated[Optional[list[str]], typer.Option(help="Only these states (repeatable).")] = None,
+    state: Annotated[Optional[list[State]], typer.Option(help="Only these states (repeatable).")] = None,
     flagged: Annotated[bool, typer.Option("--flagged", help="Only purchases awaiting transfer whose "
                                           "delivery deadline is near (flagged by the scheduler).")] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List purchases, newest first, optionally filtered by state; ends with counts per state."""
     from fulfilment.db import session_scope
-    from fulfilment.state_machine import State
     from models import DeadlineFlag, Purchase
 
-    load_settings()
-    wanted = list(state or [])
-    unknown = [s for s in wanted if s not in State.__members__.values()]
-    if unknown:
-        fail(f"unknown state(s) {', '.join(unknown)}; known: {', '.join(s.value for s in State)}")
+    require(DatabaseSettings)
+    wanted = [s.value for s in state or []]
     if flagged:
         wanted = wanted or [State.AWAITING_TRANSFER.value]
     with session_scope() as session:
@@ -222,24 +242,30 @@ def list_purchases(
 @app.command()
 def retry(
     purchase: Annotated[str, typer.Argument(help="Purchase id or request_id of a stalled purchase.")],
+    operator: Annotated[Optional[str], typer.Option(help="Your name, for the history (default: $USER).")] = None,
 ) -> None:
-    """Resume a stalled (or needs-attention) purchase, even after its dead message expired."""
-    import dramatiq
+    """Resume a stalled (or needs-attention) purchase, even after its dead message expired.
 
-    from fulfilment.db import session_scope
-    from fulfilment.steps.resume import CannotResume, resume
+    Exit 1 if there is no such purchase or it is finished; 3 if the step could not be sent
+    (the purchase is resumed all the same, and the scheduler sends it once the broker is back).
+    """
+    from fulfilment.settings import get_policy_settings
+    from fulfilment.steps import operator as actions
 
-    settings = load_settings()
-    with session_scope() as session:
-        found = find_purchase(session, purchase)
-        if found is None:
-            fail(f"no purchase with id or request_id {purchase!r}", code=1)
+    require(DatabaseSettings, BrokerSettings, PolicySettings)
     try:
-        resumed = resume(found.id, settings=settings, reason="resumed by operator (fulfil retry)")
-    except CannotResume as error:
-        fail(str(error), code=1)
-    import workers  # noqa: F401  the broker and the actor names
-
-    dramatiq.get_broker().get_actor(resumed.step).send(str(resumed.purchase_id))
+        name = actions.operator_name(operator)
+    except ValueError as error:
+        fail(str(error))
+    try:
+        with quiet_broker_logs():
+            retried = actions.retry(purchase, operator=name, settings=get_policy_settings(),
+                                    broker_url=get_broker_settings().broker_url)
+    except actions.OperatorActionError as error:
+        fail(str(error), code=EXIT_NOT_FOUND)
+    resumed = retried.resumed
     what = f"{resumed.from_state} -> {resumed.to_state}" if resumed.changed else f"already {resumed.to_state}"
+    if retried.send_error is not None:
+        fail(f"{resumed.purchase_id}: {what}, but {resumed.step} could not be sent: {retried.send_error}; the "
+             "scheduler sends it once the broker is back", code=EXIT_UNAVAILABLE)
     typer.echo(f"{resumed.purchase_id}: {what}; sent {resumed.step}")

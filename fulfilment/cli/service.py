@@ -10,34 +10,40 @@ from typing import Annotated, Any
 
 import typer
 
-from fulfilment.cli.common import REPO_ROOT, app, fail, load_settings
+from fulfilment.cli.common import EXIT_UNAVAILABLE, PARTNER_LOGGERS, app, database, fail, load_settings, quiet_logs
 from fulfilment.requests import PurchaseRequest
 
 
 @app.command()
-def health() -> None:
-    """Check database, broker and partner authentication; exit 1 naming the failing part."""
+def health(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Check database (and its schema), broker and partner authentication; exit 3 naming the failing part.
+
+    Needs every variable, the partner's included (exit 2 naming any that is missing).
+    """
     from fulfilment.health import run_checks
 
-    results = run_checks(load_settings())
-    for result in results:
-        typer.echo(f"{result.name:<9} {'ok' if result.ok else 'FAILED'}  {result.detail}")
-    if not all(result.ok for result in results):
-        raise typer.Exit(1)
+    settings = load_settings()
+    with quiet_logs("dramatiq", "pika", *PARTNER_LOGGERS):
+        results = run_checks(settings)
+    healthy = all(result.ok for result in results)
+    if as_json:
+        typer.echo(json.dumps({"ok": healthy, "checks": [{"name": r.name, "ok": r.ok, "detail": r.detail}
+                                                         for r in results]}, indent=2))
+    else:
+        for result in results:
+            typer.echo(f"{result.name:<9} {'ok' if result.ok else 'FAILED'}  {result.detail}")
+    if not healthy:
+        raise typer.Exit(EXIT_UNAVAILABLE)
 
 
 @app.command()
 def migrate(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply database migrations (alembic upgrade)."""
-    from alembic import command
-    from alembic.config import Config
+    from fulfilment.migrate import upgrade
 
-    settings = load_settings()
-    config = Config(str(REPO_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
-    config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
-    command.upgrade(config, revision)
-    typer.echo(f"database at {revision}")
+    settings = database()  # DATABASE_URL only
+    current = upgrade(settings.database_url, revision)
+    typer.echo(f"database at {revision} ({current or 'base'})")
 
 
 @app.command()

@@ -6,10 +6,10 @@ from functools import lru_cache
 
 from fulfilment.partners.base import Partner
 from fulfilment.partners.tbb import TbbClient
-from fulfilment.settings import Settings, get_settings
+from fulfilment.settings import PartnerSettings, get_settings
 
 
-def build_tbb(settings: Settings) -> TbbClient:
+def build_tbb(settings: PartnerSettings) -> TbbClient:
     from fulfilment import metrics
 
     return TbbClient(

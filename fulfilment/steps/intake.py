@@ -12,16 +12,18 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from fulfilment import logging_setup, state_machine
+from fulfilment import logging_setup, metrics, state_machine
 from fulfilment.db import session_scope
 from fulfilment.requests import PurchaseRequest, explain
 from fulfilment.settings import Settings
 from fulfilment.state_machine import State
-from models import Purchase, RejectedRequest
+from models import OutboxEvent, Purchase, RejectedRequest
 
 log = logging.getLogger(__name__)
 
 RAW_BODY_LIMIT = 4_000
+# The event a rejection publishes on the events exchange (fulfilment/outbox.py), for the sender.
+REQUEST_REJECTED = "request.rejected"
 
 
 def is_database_unavailable(error: BaseException) -> bool:
@@ -114,6 +116,7 @@ def accept(raw: Any, *, settings: Settings, message_id: str | None = None) -> uu
             "REQUEST_ID_CONFLICT",
             f"request_id {request.request_id!r} was already used for purchase {existing.id} "
             f"with different {', '.join(differences)}; the first request stands",
+            purchase_id=existing.id,
         )
     log.info("duplicate request_id %s: purchase %s already exists", request.request_id, existing.id)
     return None
@@ -132,24 +135,59 @@ def _differences(existing: Purchase, request: PurchaseRequest) -> list[str]:
     return [name for name, (old, new) in pairs.items() if old != new]
 
 
-def _reject(raw: Any, message_id: str | None, code: str, reason: str) -> NoReturn:
-    request_id = raw.get("request_id") if isinstance(raw, dict) else None
+def _reject(raw: Any, message_id: str | None, code: str, reason: str, *,
+            purchase_id: uuid.UUID | None = None) -> NoReturn:
+    """Record the rejection and its `request.rejected` event (one transaction), then raise.
+
+    The event tells the sender why (request_id, code, reason; never the raw body); for
+    REQUEST_ID_CONFLICT it names the purchase that stands.
+    """
+    raw_request_id = raw.get("request_id") if isinstance(raw, dict) else None
+    request_id = _storable(str(raw_request_id))[:200] if raw_request_id is not None else None
+    stored_reason = _storable(reason)[:4000]
     try:
         body = json.dumps(raw, default=str)
     except (TypeError, ValueError):
         body = repr(raw)
     with session_scope() as session:
-        session.add(
-            RejectedRequest(
-                request_id=_storable(str(request_id))[:200] if request_id is not None else None,
-                message_id=message_id,
-                reason_code=code,
-                reason=_storable(reason)[:4000],
-                raw_body=_storable(body)[:RAW_BODY_LIMIT],
+        rejected = session.execute(
+            insert(RejectedRequest)
+            .values(request_id=request_id, message_id=message_id, reason_code=code, reason=stored_reason,
+                    raw_body=_storable(body)[:RAW_BODY_LIMIT])
+            .returning(RejectedRequest.id, RejectedRequest.created_at)
+        ).one()
+        event_id = uuid.uuid4()
+        session.execute(
+            insert(OutboxEvent).values(
+                id=event_id, rejection_id=rejected.id, routing_key=REQUEST_REJECTED,
+                payload=rejection_payload(event_id, rejection_id=rejected.id, rejected_at=rejected.created_at,
+                                          request_id=request_id, purchase_id=purchase_id, code=code,
+                                          reason=stored_reason, message_id=message_id),
             )
         )
+    metrics.REJECTED_REQUESTS.labels(code).inc()
     log.warning("purchase request rejected: %s: %s", code, reason)
     raise InvalidPurchaseRequest(code, reason)
+
+
+def rejection_payload(
+    event_id: uuid.UUID, *, rejection_id: int, rejected_at: dt.datetime, request_id: str | None,
+    purchase_id: uuid.UUID | None, code: str, reason: str, message_id: str | None,
+) -> dict[str, Any]:
+    """The `request.rejected` event body (schema: docs/schemas/request-rejected.schema.json)."""
+    at = rejected_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return {
+        "event_id": str(event_id),
+        "type": REQUEST_REJECTED,
+        "occurred_at": at,
+        "rejection_id": rejection_id,
+        "request_id": request_id,
+        "purchase_id": str(purchase_id) if purchase_id else None,
+        "reason_code": code,
+        "reason": reason,
+        "rejected_at": at,
+        "message_id": message_id,
+    }
 
 
 def _storable(text: str) -> str:

@@ -249,13 +249,14 @@ def _confirmed(purchase: Purchase, order: Order, settings: Settings, message_id:
             state_machine.transition(
                 session, purchase, State.AWAITING_TRANSFER, reason=f"order {order.order_id} {how}",
                 message_id=message_id, next_action_in=settings.transfer_poll_min_seconds,
-                changes=_order_columns(purchase, order),
+                changes=order_columns(purchase, order),
             )
     except StaleTransition:
         late_order(purchase, order, settings, message_id, how=how)
 
 
-def _order_columns(purchase: Purchase, order: Order) -> dict[str, object]:
+def order_columns(purchase: Purchase, order: Order) -> dict[str, object]:
+    """The purchase columns a confirmed order sets (also used by `fulfil resolve`, steps/operator.py)."""
     return {
         "order_id": order.order_id,
         "order_status": order.status,
@@ -290,7 +291,7 @@ def late_order(purchase: Purchase, order: Order, settings: Settings, message_id:
                 session, current, State.AWAITING_TRANSFER, message_id=message_id,
                 reason=f"order {order.order_id} {how} (a late answer: the purchase was still resolving quote "
                 f"{order.quote_id})",
-                next_action_in=settings.transfer_poll_min_seconds, changes=_order_columns(current, order),
+                next_action_in=settings.transfer_poll_min_seconds, changes=order_columns(current, order),
             )
             return
         reason = (f"order {order.order_id} (quote {order.quote_id}) {how} after the purchase moved on "
@@ -325,4 +326,4 @@ def _quote_usable(purchase: Purchase, *, margin_seconds: float) -> bool:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=margin_seconds) < purchase.quote_expires_at
 
 
-__all__ = ["late_order", "note_late", "place_order", "resolve_order"]
+__all__ = ["late_order", "note_late", "order_columns", "place_order", "resolve_order"]

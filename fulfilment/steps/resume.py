@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from fulfilment import state_machine
 from fulfilment.db import session_scope
-from fulfilment.settings import Settings
+from fulfilment.settings import PolicySettings
 from fulfilment.state_machine import NEXT_STEP, TERMINAL, State
 from models import Purchase
 
@@ -45,7 +45,7 @@ class Resumed:
         return self.from_state != self.to_state
 
 
-def resume(purchase_id: uuid.UUID, *, settings: Settings, reason: str, checked_by_person: bool = True) -> Resumed:
+def resume(purchase_id: uuid.UUID, *, settings: PolicySettings, reason: str, checked_by_person: bool = True) -> Resumed:
     """Move a held purchase back into its live state; a live one is left as it is.
 
     Returns the step to nudge.  Raises CannotResume for unknown or finished purchases,

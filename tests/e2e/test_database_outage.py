@@ -236,7 +236,7 @@ def test_requests_submitted_while_postgres_is_down_become_purchases_when_it_is_b
             purchase_ids.append(str(uuid.UUID(submitted.stdout.strip())))
 
         health = fulfil(env, "health")
-        assert health.returncode == 1
+        assert health.returncode == 3
         [database_line] = [line for line in health.stdout.splitlines() if line.startswith("database")]
         assert "FAILED" in database_line and "DatabaseDown: down:" in database_line, health.stdout
 

@@ -190,11 +190,12 @@ def test_health_names_the_failing_part_and_never_prints_secrets(pipeline: Pipeli
     assert "database  ok" in ok.stdout and "broker    ok" in ok.stdout and "partner   ok" in ok.stdout
 
     bad_secret = fulfil(pipeline, "health", env={**pipeline.env, "TBB_CLIENT_SECRET": "wrong-secret-xyz"})
-    assert bad_secret.returncode == 1
+    assert bad_secret.returncode == 3  # a dependency unusable (fulfilment/cli/common.py exit codes)
     assert "partner   FAILED" in bad_secret.stdout and "INVALID_CREDENTIALS" in bad_secret.stdout
     assert "wrong-secret-xyz" not in bad_secret.stdout + bad_secret.stderr
 
     bad_broker = fulfil(pipeline, "health", env={**pipeline.env,
                                                  "BROKER_URL": "amqp://fulfil:hunter2pw@127.0.0.1:1/%2F"})
-    assert bad_broker.returncode == 1 and "broker    FAILED" in bad_broker.stdout
+    assert bad_broker.returncode == 3 and "broker    FAILED" in bad_broker.stdout
+    assert "unreachable at 127.0.0.1:1: ConnectionRefusedError" in bad_broker.stdout
     assert "hunter2pw" not in bad_broker.stdout + bad_broker.stderr

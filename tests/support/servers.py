@@ -84,14 +84,11 @@ def drop_database(database: TestDatabase) -> None:
 
 
 def migrate(database: TestDatabase) -> None:
-    from alembic import command
-    from alembic.config import Config
+    """The way `fulfil migrate` does it: the packaged migrations, no alembic.ini (tests/integration/
+    test_migrations.py covers the repository's alembic.ini too)."""
+    from fulfilment.migrate import upgrade
 
-    config = Config(str(REPO / "alembic.ini"))
-    config.set_main_option("script_location", str(REPO / "migrations"))
-    config.set_main_option("sqlalchemy.url", database.url)
-    config.attributes["configure_logging"] = False
-    command.upgrade(config, "head")
+    upgrade(database.url)
 
 
 def rabbitmqctl(*args: str) -> str:

@@ -368,7 +368,8 @@ def test_dockerfile_copies_migrations_and_runs_the_worker() -> None:
     assert instructions[0][0] == "FROM" and instructions[0][1].startswith("python:3.11-slim")
     copied = [arg for keyword, arg in instructions if keyword in ("COPY", "ADD")]
     sources = {src.rstrip("/") for arg in copied for src in shlex.split(arg)[:-1] if not src.startswith("--")}
-    for needed in ("alembic.ini", "migrations", "fulfilment", "workers", "models", "pyproject.toml"):
+    # What the wheel is built from (pyproject.toml's packages and readme).
+    for needed in ("migrations", "fulfilment", "workers", "models", "pyproject.toml", "README.md"):
         assert needed in sources, f"Dockerfile does not copy {needed}"
     cmds = [arg for keyword, arg in instructions if keyword == "CMD"]
     assert cmds, "Dockerfile has no CMD"
@@ -379,12 +380,18 @@ def test_dockerfile_copies_migrations_and_runs_the_worker() -> None:
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must run as a non-root user"
     env_text = " ".join(arg for keyword, arg in instructions if keyword == "ENV")
     assert re.search(r"\bPYTHONUNBUFFERED=1\b", env_text)
-    workdirs = [arg for keyword, arg in instructions if keyword == "WORKDIR"]
-    # fulfil migrate finds alembic.ini at REPO_ROOT = the directory above the fulfilment package.
-    assert workdirs and workdirs[-1] == "/app"
     installs = " ".join(arg for keyword, arg in instructions if keyword == "RUN")
-    assert re.search(r"pip install [^&]*-e \.", installs), "the project must be installed editable from /app"
     assert "[test]" not in installs
+    # The image the processes run is the last stage: the package installed from a wheel, as users
+    # install it (not editable), and no source tree beside it: `fulfil migrate` must not need one.
+    last = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
+    final = instructions[last:]
+    final_runs = " ".join(arg for keyword, arg in final if keyword == "RUN")
+    assert re.search(r"pip install [^&]*\.whl", final_runs), "the last stage must install the built wheel"
+    assert not re.search(r"pip install [^&]*(-e|--editable)\b", final_runs), "no editable install"
+    final_sources = {src.rstrip("/") for keyword, arg in final if keyword in ("COPY", "ADD")
+                     for src in shlex.split(arg)[:-1] if not src.startswith("--")}
+    assert not final_sources & {"fulfilment", "workers", "models", "migrations", "alembic.ini", "."}, final_sources
 
 
 def test_dockerignore_keeps_secrets_out() -> None:
