@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 import uuid
 
 from fulfilment import metrics, state_machine
@@ -170,14 +171,20 @@ def _order(
     never RECEIVED, PAUSED or FAILED, from where it could be quoted and ordered afresh.
     """
     assert purchase.quote_id is not None
+    answer = _send_order(purchase, partner, deadline)
+    # A retry sends the same single-use quote, so sending it again cannot make a second order:
+    # while the answers stay unclear (5xx, timeouts) and the quote and the step have time left,
+    # ask again now rather than after a backoff (the quote may not outlive the backoff).
+    resends = 0 if first_attempt else RESENDS_PER_STEP
+    while resends > 0 and _unclear(answer) and _time_left(purchase, deadline) > RESEND_PAUSE_SECONDS:
+        resends -= 1
+        log.info("order for quote %s still unclear (%s); sending the same quote again", purchase.quote_id, answer)
+        pause(RESEND_PAUSE_SECONDS)
+        answer = _send_order(purchase, partner, deadline)
     try:
-        order = partner.create_order(
-            purchase.quote_id,
-            delivery_type=purchase.delivery_type,
-            delivery_deadline=purchase.delivery_deadline,
-            request_id=partner_request_id(purchase, "order"),
-            deadline=deadline,
-        )
+        if isinstance(answer, BaseException):
+            raise answer
+        order = answer
     except QuoteAlreadyConsumed as error:
         # An order exists from this quote (ours, from an attempt whose answer was lost).
         return _unknown(purchase, error, settings, message_id, evidence=OrderEvidence.EXISTS)
@@ -205,6 +212,41 @@ def _order(
         return _unknown(purchase, error, settings, message_id)
     _confirmed(purchase, order, settings, message_id, how="created")
     return None
+
+
+# Re-sends of the same quote within one resolve step, and the pause between them.
+RESENDS_PER_STEP = 2
+RESEND_PAUSE_SECONDS = 0.5
+pause = time.sleep  # tests that simulate time replace it
+
+
+def _send_order(purchase: Purchase, partner: Partner, deadline: float) -> Order | Exception:
+    assert purchase.quote_id is not None
+    try:
+        return partner.create_order(
+            purchase.quote_id,
+            delivery_type=purchase.delivery_type,
+            delivery_deadline=purchase.delivery_deadline,
+            request_id=partner_request_id(purchase, "order"),
+            deadline=deadline,
+        )
+    except Exception as error:  # noqa: BLE001  classified by the caller
+        return error
+
+
+def _unclear(answer: Order | Exception) -> bool:
+    """An answer that says nothing definite about this request (5xx, timeout, reset, surprise)."""
+    return isinstance(answer, Exception) and not isinstance(
+        answer, (QuoteAlreadyConsumed, QuoteExpired, AccountError, PermanentError))
+
+
+def _time_left(purchase: Purchase, deadline: float) -> float:
+    """Seconds this step may still send the quote: before its deadline and before the quote expires."""
+    step_left = deadline - time.monotonic()
+    if purchase.quote_expires_at is None:
+        return 0.0
+    quote_left = (purchase.quote_expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+    return min(step_left, quote_left)
 
 
 def _unknown(

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import func, select, text
 
 from fulfilment.db import session_scope
-from fulfilment.state_machine import HELD_FOR_OPERATOR, TERMINAL
-from models import OutboxEvent, PartnerQuote, Purchase, PurchaseTransition, RejectedRequest
+from fulfilment.state_machine import HELD_FOR_OPERATOR, TERMINAL, State
+from models import OrphanOrder, OutboxEvent, PartnerQuote, Purchase, PurchaseTransition, RejectedRequest
 from tests.support.sandbox import Sandbox
 
 
@@ -22,10 +22,21 @@ class Verdict:
     purchases: int = 0
     states: Counter[str] = field(default_factory=Counter)
     orders: int = 0
-    duplicates: int = 0  # purchases with more than one partner order
+    duplicates: int = 0  # purchases with more than one partner order, across all their quotes
     orphan_orders: int = 0  # partner orders for quotes we never recorded
+    # Partner orders for a known quote that are neither the purchase's recorded order, nor in
+    # orphan_orders, nor held in needs_attention for a person: an order we would never deliver.
+    orders_unaccounted: int = 0
+    recorded_orders_missing: int = 0  # a purchase's order_id that the partner does not have
+    recorded_orphan_orders: int = 0  # rows in orphan_orders: an order that arrived after its purchase moved on
+    late_answers: int = 0  # history rows of kind late_answer
+    absence_requotes: int = 0  # unknown order outcomes re-quoted under ORDER_ABSENCE_GRACE_SECONDS
     lost: int = 0  # purchases neither final nor visibly held
-    stalled: int = 0
+    stalled: int = 0  # held for an operator: stalled or needs_attention
+    needs_attention: int = 0
+    needs_attention_with_order: int = 0  # ... of which a partner order exists for one of their quotes
+    needs_attention_without_evidence: int = 0  # ... of which carry no failure code, message or order evidence
+    needs_attention_detail: list[str] = field(default_factory=list)
     held_without_reason: int = 0
     orders_on_expired_quote: int = 0
     transitions: int = 0
@@ -37,18 +48,27 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
-        return not (self.duplicates or self.orphan_orders or self.lost or self.held_without_reason
+        return not (self.duplicates or self.orphan_orders or self.orders_unaccounted or self.recorded_orders_missing
+                    or self.lost or self.held_without_reason or self.needs_attention_without_evidence
                     or self.orders_on_expired_quote or self.transitions_without_one_event
                     or self.unpublished_events or self.events_never_received or self.secret_leaks)
 
 
 def check_purchases(purchase_ids: list[uuid.UUID], sandbox: Sandbox, verdict: Verdict) -> None:
     with session_scope() as session:
-        purchases = session.scalars(select(Purchase).where(Purchase.id.in_(purchase_ids))).all()
+        purchases = {p.id: p for p in session.scalars(select(Purchase).where(Purchase.id.in_(purchase_ids)))}
         quotes = session.execute(select(PartnerQuote.quote_id, PartnerQuote.purchase_id)).all()
+        orphans = {order_id: purchase_id for order_id, purchase_id
+                   in session.execute(select(OrphanOrder.order_id, OrphanOrder.purchase_id))}
+        verdict.late_answers = session.scalar(
+            select(func.count()).select_from(PurchaseTransition).where(PurchaseTransition.kind == "late_answer")) or 0
+        verdict.absence_requotes = session.scalar(
+            select(func.count()).select_from(PurchaseTransition)
+            .where(PurchaseTransition.reason.contains("(ORDER_ABSENCE_GRACE_SECONDS policy)"))) or 0
     verdict.purchases = len(purchases)
+    verdict.recorded_orphan_orders = len(orphans)
     verdict.lost += len(purchase_ids) - len(purchases)  # never even stored
-    for purchase in purchases:
+    for purchase in purchases.values():
         verdict.states[purchase.state] += 1
         if purchase.state in TERMINAL:
             continue
@@ -62,18 +82,38 @@ def check_purchases(purchase_ids: list[uuid.UUID], sandbox: Sandbox, verdict: Ve
     purchase_of_quote = {quote_id: purchase_id for quote_id, purchase_id in quotes}
     orders = sandbox.orders()
     verdict.orders = len(orders)
-    per_purchase: Counter[uuid.UUID] = Counter()
+    orders_of: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for order in orders:
         owner = purchase_of_quote.get(order["quote_id"])
         if owner is None:
             verdict.orphan_orders += 1
         else:
-            per_purchase[owner] += 1
+            orders_of.setdefault(owner, []).append(order)
+            owner_row = purchases.get(owner)
+            held = owner_row is not None and owner_row.state == State.NEEDS_ATTENTION
+            if not (held or order["order_id"] in orphans
+                    or (owner_row is not None and owner_row.order_id == order["order_id"])):
+                verdict.orders_unaccounted += 1
         if order.get("created_on_expired_quote"):
             verdict.orders_on_expired_quote += 1
-    verdict.duplicates = sum(1 for count in per_purchase.values() if count > 1)
+    verdict.duplicates = sum(1 for found in orders_of.values() if len(found) > 1)
     verdict.orders_on_expired_quote = max(verdict.orders_on_expired_quote,
                                           sandbox.stats().get("orders_on_expired_quote", 0))
+    at_partner = {order["order_id"] for order in orders}
+    verdict.recorded_orders_missing = sum(1 for p in purchases.values() if p.order_id and p.order_id not in at_partner)
+
+    for purchase in purchases.values():
+        if purchase.state != State.NEEDS_ATTENTION:
+            continue
+        verdict.needs_attention += 1
+        found = [order["order_id"] for order in orders_of.get(purchase.id, [])]
+        verdict.needs_attention_with_order += bool(found)
+        evidence = purchase.order_evidence or purchase.order_id or purchase.id in orphans.values()
+        if not (purchase.failure_code and purchase.failure_message and evidence):
+            verdict.needs_attention_without_evidence += 1
+        verdict.needs_attention_detail.append(
+            f"{purchase.id} {purchase.failure_code} evidence={purchase.order_evidence} quote={purchase.quote_id} "
+            f"partner orders={found or 'none'}: {purchase.failure_message}")
 
 
 def check_events(received: list[dict[str, Any]], verdict: Verdict) -> None:
@@ -109,7 +149,7 @@ def scan_for_secrets(needles: list[str], token_pattern: re.Pattern[str], files: 
     with session_scope() as session:
         for column in (Purchase.last_error, Purchase.failure_message):
             for value in session.scalars(select(column).where(column.is_not(None))):
-                scan(f"purchases.{column.key}", value)
+                scan(f"purchases.{column.key}", value or "")
         for payload in session.scalars(select(OutboxEvent.payload)):
             scan("an event", str(payload))
         for reason in session.scalars(select(PurchaseTransition.reason)):
