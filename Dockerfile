@@ -38,7 +38,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Extras to install, comma-separated. The sandbox by default: docker-compose.yml runs the TBB
-# sandbox from this image. A production image without it:  docker build --build-arg EXTRAS= .
+# sandbox from this image (the sandbox is part of the package; EXTRAS adds optional extras).
 ARG EXTRAS=sandbox
 
 # Dependencies first (the core's and the extras', never [test]), in their own layer so that a

@@ -7,7 +7,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap services services-stop status lint test test-unit fuzz chaos bench demo demo-stop migrate schema clean
+.PHONY: help bootstrap services services-stop status lint test test-unit fuzz chaos bench demo demo-stop migrate schema screenshots clean
 
 help:
 	@echo "make demo        install, start servers, run sandbox + workers + scheduler, submit sample purchases"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench       throughput vs raw dramatiq, latency, scheduler cost, worker memory; prints a table"
 	@echo "make services    start the local Postgres and RabbitMQ;  make services-stop  stops them"
 	@echo "make schema      regenerate docs/schemas/purchase-request.schema.json"
+	@echo "make screenshots regenerate the console screenshots in docs/screenshots/ (headless Chromium)"
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -64,6 +65,9 @@ migrate: services
 
 schema: bootstrap
 	$(VENV)/bin/fulfil schema > docs/schemas/purchase-request.schema.json
+
+screenshots: services
+	$(PY) scripts/screenshots.py
 
 clean: services-stop
 	rm -rf .local

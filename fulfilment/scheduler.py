@@ -448,12 +448,46 @@ LIVE_COUNTS_SQL = text(
 OUTBOX_BACKLOG_SQL = text("SELECT count(*), min(created_at) FROM outbox_events WHERE published_at IS NULL")
 
 
+@dataclass(frozen=True)
+class LiveCounts:
+    """What the gauges and the console's dashboard show from Postgres (read_live_counts)."""
+
+    counts: dict[str, int]  # every live or held state, zeros included
+    lag_seconds: float  # how long the most overdue live purchase has waited for its next action
+    outbox_backlog: int
+    outbox_oldest_age_seconds: float
+    now: Any  # the database's clock (datetime)
+
+
+def read_live_counts(session: Any) -> LiveCounts:
+    """Purchases by live or held state, scheduler lag, outbox backlog and age: non-terminal purchases
+    and unpublished events only (index-backed, cheap at any history size)."""
+    from fulfilment.state_machine import HELD_FOR_OPERATOR
+
+    watched = [s.value for s in (*NEXT_STEP, *HELD_FOR_OPERATOR)]
+    rows = session.execute(LIVE_COUNTS_SQL, {"states": watched}).all()
+    backlog, oldest_event = session.execute(OUTBOX_BACKLOG_SQL).one()
+    now = session.execute(text("SELECT now()")).scalar_one()
+    counts = {state: 0 for state in watched}
+    oldest = None
+    for state, count, due in rows:
+        counts[state] = count
+        if state in NEXT_STEP and due is not None and (oldest is None or due < oldest):
+            oldest = due
+    return LiveCounts(
+        counts=counts,
+        lag_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+        outbox_backlog=int(backlog),
+        outbox_oldest_age_seconds=max(0.0, (now - oldest_event).total_seconds()) if oldest_event else 0.0,
+        now=now,
+    )
+
+
 def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]] | None = None) -> int:
     """Refresh the operator gauges (fulfilment/metrics.py).
 
-    From Postgres: purchases by live or held state, stalled, scheduler lag, outbox backlog and
-    age, reading non-terminal purchases and unpublished events only (index-backed, cheap at any
-    history size).  From RabbitMQ, when `queue_depths` is given (fulfilment.queues.queue_depths,
+    From Postgres (read_live_counts): purchases by live or held state, stalled, scheduler lag,
+    outbox backlog and age.  From RabbitMQ, when `queue_depths` is given (fulfilment.queues.queue_depths,
     whose default queues are GAUGED_QUEUES): dead letters, main-queue depth and unrouted events.
     RabbitMQ out of reach drops those gauges (absent rather than stale) and logs one line.
     """
@@ -461,24 +495,15 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
 
     from fulfilment.outbox import UNROUTED
     from fulfilment.queues import DEAD_LETTER_QUEUES, QUEUES
-    from fulfilment.state_machine import HELD_FOR_OPERATOR, State
+    from fulfilment.state_machine import State
 
-    watched = [s.value for s in (*NEXT_STEP, *HELD_FOR_OPERATOR)]
     with session_scope() as session:
-        rows = session.execute(LIVE_COUNTS_SQL, {"states": watched}).all()
-        backlog, oldest_event = session.execute(OUTBOX_BACKLOG_SQL).one()
-        now = session.execute(text("SELECT now()")).scalar_one()
-    counts = {state: 0 for state in watched}
-    oldest = None
-    for state, count, due in rows:
-        counts[state] = count
-        if state in NEXT_STEP and due is not None and (oldest is None or due < oldest):
-            oldest = due
-    metrics.PURCHASES_BY_STATE.replace({(state,): count for state, count in counts.items()})
-    metrics.STALLED.set(counts[State.STALLED.value])  # needs_attention: fulfil_purchases{state="needs_attention"}
-    metrics.SCHEDULER_LAG.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
-    metrics.OUTBOX_BACKLOG.set(backlog)
-    metrics.OUTBOX_OLDEST_AGE.set(max(0.0, (now - oldest_event).total_seconds()) if oldest_event else 0.0)
+        live = read_live_counts(session)
+    metrics.PURCHASES_BY_STATE.replace({(state,): count for state, count in live.counts.items()})
+    metrics.STALLED.set(live.counts[State.STALLED.value])  # needs_attention: fulfil_purchases{state="needs_attention"}
+    metrics.SCHEDULER_LAG.set(live.lag_seconds)
+    metrics.OUTBOX_BACKLOG.set(live.outbox_backlog)
+    metrics.OUTBOX_OLDEST_AGE.set(live.outbox_oldest_age_seconds)
     if queue_depths is None:
         return 0
     try:
@@ -496,3 +521,37 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
     else:
         metrics.UNROUTED_EVENTS.clear()
     return 0
+
+
+# The scheduler leader's lock session, in this database (advisory locks are per database).
+LEADER_SQL = text(
+    """
+    SELECT l.pid, host(a.client_addr), a.application_name, a.backend_start, a.state_change, now()
+      FROM pg_locks AS l
+      LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
+     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND l.classid::bigint = :high AND l.objid::bigint = :low
+    """
+)
+
+
+@dataclass(frozen=True)
+class Leader:
+    """The session holding the scheduler's lock, as Postgres sees it."""
+
+    backend_pid: int
+    client_addr: str | None  # None: a local (unix socket) connection
+    application_name: str | None
+    session_started_at: Any  # datetime
+    last_heartbeat_seconds: float | None  # since the lock session's last query (a heartbeat every lease/4)
+
+
+def scheduler_leader(session: Any, key: int = SCHEDULER_LOCK_KEY) -> Leader | None:
+    """Who leads the scheduler now (None: no scheduler holds the lock)."""
+    row = session.execute(LEADER_SQL, {"high": key >> 32, "low": key & 0xFFFFFFFF}).first()
+    if row is None:
+        return None
+    pid, client_addr, application_name, started, last_query, now = row
+    since = max(0.0, (now - last_query).total_seconds()) if last_query is not None else None
+    return Leader(int(pid), client_addr, application_name, started, since)

@@ -162,6 +162,30 @@ class PolicySettings(_FromEnvironment):
         return level
 
 
+class ConsoleSettings(_FromEnvironment):
+    """The operators' web console (`fulfil console`, fulfilment/console/): only that process reads these.
+
+    Users come from CONSOLE_USERS and/or the file CONSOLE_USERS_FILE: `name:role:hash` entries
+    (role `viewer` or `operator`; hash from `fulfil console hash-password`), separated by commas
+    or newlines.  The console refuses to start without at least one user.
+    """
+
+    console_host: str = Field(default="127.0.0.1", min_length=1,
+                              description="address to listen on; anything but loopback needs TLS in front")
+    console_port: int = Field(default=8090, ge=1, le=65535)
+    console_users: str = Field(default="", description="name:role:hash entries, comma-separated")
+    console_users_file: str | None = Field(default=None, description="a file of name:role:hash lines (# comments)")
+    console_session_secret: SecretStr = Field(
+        min_length=32, description="signs the session cookie: at least 32 random characters"
+    )
+    console_session_max_age_seconds: int = Field(
+        default=28_800, ge=1, le=30 * 86_400, description="a session ends this long after its login"
+    )
+    console_secure_cookies: bool = Field(
+        default=False, description="mark cookies Secure (set when the console is served over HTTPS)"
+    )
+
+
 class Settings(DatabaseSettings, BrokerSettings, PartnerSettings, PolicySettings):
     """Everything: what workers, the scheduler and `fulfil health` read (`get_settings()`)."""
 
@@ -220,3 +244,11 @@ def get_partner_settings() -> PartnerSettings:
 
 def get_policy_settings() -> PolicySettings:
     return _part(PolicySettings)
+
+
+def get_console_settings() -> ConsoleSettings:
+    """Not part of Settings: only `fulfil console` needs (and validates) these."""
+    try:
+        return ConsoleSettings()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError as error:
+        raise SettingsError(describe_errors(error)) from None

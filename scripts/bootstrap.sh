@@ -31,6 +31,8 @@ missing_packages() {
     [[ -x /usr/bin/supervisord ]] || missing+=(supervisor)
     # promtool and prometheus: the alert rules' tests and the real scrape test (docs/monitoring).
     [[ -x /usr/bin/promtool && -x /usr/bin/prometheus ]] || missing+=(prometheus)
+    # Headless Chromium for the console's browser test (Playwright drives it; it downloads no browser).
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium)
     # Debian's own python3 ships venv/ensurepip separately (python3-venv).
     if [[ "${FULFIL_SKIP_VENV:-0}" != 1 && ! -x "$VENV/bin/python" ]] \
         && ! "${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1; then

@@ -22,12 +22,14 @@ from typer.core import TyperGroup
 from fulfilment.dependencies import DependencyUnavailable, broker_unavailable, database_unavailable, location
 from fulfilment.settings import (
     BrokerSettings,
+    ConsoleSettings,
     DatabaseSettings,
     PartnerSettings,
     PolicySettings,
     Settings,
     SettingsError,
     get_broker_settings,
+    get_console_settings,
     get_database_settings,
     get_partner_settings,
     get_policy_settings,
@@ -135,6 +137,7 @@ _LOADERS: dict[type, Callable[[], Any]] = {
     BrokerSettings: get_broker_settings,
     PartnerSettings: get_partner_settings,
     PolicySettings: get_policy_settings,
+    ConsoleSettings: get_console_settings,
 }
 
 

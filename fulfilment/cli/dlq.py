@@ -7,7 +7,6 @@ messages' purchases first).
 from __future__ import annotations
 
 import json
-import uuid
 from enum import StrEnum
 from typing import Annotated, Any, Optional
 
@@ -106,6 +105,8 @@ def dlq_replay(
     actor: Annotated[Optional[Actor], typer.Option(help="Every dead message of this actor.")] = None,
     everything: Annotated[bool, typer.Option("--all", help="Every dead message.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed.")] = False,
+    operator: Annotated[Optional[str], typer.Option(
+        help="Your name, written to the resumed purchases' history (default: $USER).")] = None,
 ) -> None:
     """Send dead messages back to their queue (retries reset), resuming their stalled purchases.
 
@@ -113,28 +114,21 @@ def dlq_replay(
     interrupted replay may duplicate a message, never lose one.  A purchase that moved
     on makes its replayed message a no-op.  Exit 1 if any message was skipped.
     """
-    from fulfilment.dead_letters import DeadLetter, replay
     from fulfilment.settings import get_policy_settings
-    from fulfilment.steps.resume import CannotResume, resume
+    from fulfilment.steps.operator import operator_name, replay_dead_letters
 
     selection = _selection(message_id, actor, everything)
     require(BrokerSettings, *(() if dry_run else (DatabaseSettings, PolicySettings)))
     broker_url = broker().broker_url
     if not dry_run:
         check_database()  # unreachable: exit 3 now, rather than skip every message
+    try:
+        name: str | None = operator_name(operator)
+    except ValueError:
+        name = None  # no login name to record: the history names the message only
 
-    def resume_purchase(letter: DeadLetter) -> None:
-        if letter.purchase_id is None:
-            return  # intake messages have no purchase yet
-        try:
-            resume(uuid.UUID(letter.purchase_id), settings=get_policy_settings(), checked_by_person=False,
-                   reason=f"resumed by dead-letter replay of message {letter.message_id}")
-        except CannotResume as error:
-            if "finished" not in str(error):
-                raise
-            # A finished purchase: the replayed message will find nothing to do.
-
-    report = _broker_call(lambda: replay(broker_url, dry_run=dry_run, before_publish=resume_purchase, **selection))
+    report = _broker_call(lambda: replay_dead_letters(
+        broker_url, settings=None if dry_run else get_policy_settings(), operator=name, dry_run=dry_run, **selection))
     verb = "would replay" if dry_run else "replayed"
     for letter in report.replayed:
         typer.echo(f"{verb} {letter.message_id} {letter.actor} {letter.purchase_id or letter.request_id or ''}")

@@ -12,14 +12,8 @@ import threading
 import time
 from types import TracebackType
 
+import uvicorn
 from starlette.applications import Starlette
-
-try:
-    import uvicorn
-except ModuleNotFoundError as error:  # a core install: the sandbox is an extra
-    raise ModuleNotFoundError(
-        "the TBB sandbox needs the 'sandbox' extra: pip install 'ticket-fulfilment[sandbox]'", name=error.name
-    ) from error
 
 from .app import create_app
 from .config import SandboxConfig

@@ -27,7 +27,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -43,6 +43,9 @@ from fulfilment.steps.common import failure, partner_request_id
 from fulfilment.steps.order import order_columns
 from fulfilment.steps.resume import Resumed
 from models import OrphanOrder, PartnerQuote, Purchase, RejectedRequest
+
+if TYPE_CHECKING:
+    from fulfilment.dead_letters import ReplayReport
 
 CANCELLED_BY_OPERATOR = "CANCELLED_BY_OPERATOR"
 
@@ -171,6 +174,49 @@ def retry(ident: str, *, operator: str, settings: PolicySettings, broker_url: st
             raise
         return Retried(resumed, False, unavailable)
     return Retried(resumed, True, None)
+
+
+def replay_dead_letters(
+    broker_url: str,
+    *,
+    settings: PolicySettings | None,
+    operator: str | None = None,
+    via: str = "fulfil dlq replay",
+    message_id: str | None = None,
+    actor: str | None = None,
+    all: bool = False,
+    dry_run: bool = False,
+) -> ReplayReport:
+    """Replay dead messages (fulfilment/dead_letters.py), resuming each one's stalled purchase first.
+
+    `fulfil dlq replay` and the console call this.  The resume is written to the purchase's
+    history with the message id and the operator; a purchase held in NEEDS_ATTENTION is never
+    released by a replay (its message is skipped and stays dead), and a finished one makes the
+    replayed message a no-op.  Select exactly one of message_id, actor or all.  `settings` may be
+    None only for a dry run (nothing is resumed).
+    """
+    from fulfilment.dead_letters import DeadLetter, replay
+    from fulfilment.steps.resume import CannotResume, resume
+
+    if settings is None and not dry_run:
+        raise ValueError("a replay needs the policy settings (to resume the purchases)")
+
+    by = f" by operator {operator} ({via})" if operator else ""
+
+    def resume_purchase(letter: DeadLetter) -> None:
+        if letter.purchase_id is None:
+            return  # intake messages have no purchase yet
+        try:
+            assert settings is not None  # checked above; before_publish is not called in a dry run
+            resume(uuid.UUID(letter.purchase_id), settings=settings, checked_by_person=False,
+                   reason=f"resumed by dead-letter replay of message {letter.message_id}{by}")
+        except CannotResume as error:
+            if "finished" not in str(error):
+                raise
+            # A finished purchase: the replayed message will find nothing to do.
+
+    return replay(broker_url, message_id=message_id, actor=actor, all=all, dry_run=dry_run,
+                  before_publish=resume_purchase)
 
 
 # ---- give up ------------------------------------------------------------------------------
@@ -365,5 +411,5 @@ def _iso(value: dt.datetime | None) -> str | None:
 __all__ = [
     "CANCELLED_BY_OPERATOR", "Done", "NothingToDo", "OperatorActionError", "OrderNotFound", "PartnerUnreachable",
     "PurchaseNotFound", "Refused", "Retried", "cancel", "find_purchase", "operator_name", "rejected_request",
-    "rejected_requests", "rejection_view", "resolve", "retry",
+    "rejected_requests", "rejection_view", "replay_dead_letters", "resolve", "retry",
 ]

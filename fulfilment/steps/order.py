@@ -172,15 +172,18 @@ def _order(
     """
     assert purchase.quote_id is not None
     answer = _send_order(purchase, partner, deadline)
-    # A retry sends the same single-use quote, so sending it again cannot make a second order:
-    # while the answers stay unclear (5xx, timeouts) and the quote and the step have time left,
-    # ask again now rather than after a backoff (the quote may not outlive the backoff).
-    resends = 0 if first_attempt else RESENDS_PER_STEP
+    # Sending the same single-use quote again cannot make a second order: while the answers stay
+    # unclear (5xx, timeouts) and the quote and the step have time left, ask again now rather than
+    # after a backoff (the quote may not outlive it, or the queue ahead of the next step).
+    sent, resends = 1, RESENDS_PER_STEP
     while resends > 0 and _unclear(answer) and _time_left(purchase, deadline) > RESEND_PAUSE_SECONDS:
         resends -= 1
         log.info("order for quote %s still unclear (%s); sending the same quote again", purchase.quote_id, answer)
         pause(RESEND_PAUSE_SECONDS)
         answer = _send_order(purchase, partner, deadline)
+        sent += 1
+    # A definite refusal proves no order only when it answers the one and only request for the quote.
+    first_attempt = first_attempt and sent == 1
     try:
         if isinstance(answer, BaseException):
             raise answer
@@ -214,7 +217,7 @@ def _order(
     return None
 
 
-# Re-sends of the same quote within one resolve step, and the pause between them.
+# Re-sends of the same quote within one step after an unclear answer, and the pause between them.
 RESENDS_PER_STEP = 2
 RESEND_PAUSE_SECONDS = 0.5
 pause = time.sleep  # tests that simulate time replace it

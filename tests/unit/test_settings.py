@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from fulfilment.settings import Settings, SettingsError, get_settings
+from fulfilment.settings import ConsoleSettings, Settings, SettingsError, get_settings
 
 VALID = {
     "DATABASE_URL": "postgresql://u:p@127.0.0.1:5432/db",
@@ -74,7 +74,8 @@ def test_env_example_documents_exactly_the_settings() -> None:
     # Optional settings with no default appear commented out, as "# NAME=example".
     names = {match.group(1) for line in example.read_text().splitlines()
              if (match := re.match(r"^(?:# )?([A-Z][A-Z0-9_]+)=", line))}
-    assert names == {name.upper() for name in Settings.model_fields}
+    # Settings (every process) and ConsoleSettings (`fulfil console` only).
+    assert names == {name.upper() for name in (*Settings.model_fields, *ConsoleSettings.model_fields)}
 
 
 def test_a_step_deadline_that_could_outlive_the_claim_lease_is_refused(env: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,387 @@
+"""The console's pages and actions.
+
+Reads go through fulfilment/console/queries.py; every action calls the same service function as
+the CLI (fulfilment/steps/operator.py: retry, cancel, resolve, replay_dead_letters;
+fulfilment/dead_letters.py: purge) with the logged-in user's name as the operator, which the
+service functions write to the purchase's history (and so to its event).  Blocking work runs in
+Starlette's thread pool.  An action answers with a redirect and a one-time message (POST, then
+redirect, then GET), so a reload never repeats it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+
+from fulfilment.console import queries
+from fulfilment.console.auth import Authenticator, User, new_csrf_token
+from fulfilment.console.config import ConsoleConfig
+from fulfilment.console.csrf import FIELD, FORM_KEY
+from fulfilment.dependencies import database_unavailable, location
+from fulfilment.state_machine import State
+
+log = logging.getLogger("fulfilment.console")
+
+T = TypeVar("T")
+MAX_FLASH_CHARS = 1200
+VIA = "web console"
+
+
+class Unavailable(Exception):
+    """The database could not be used: the page says so in one line (503)."""
+
+
+# ---- plumbing --------------------------------------------------------------------------------------
+
+
+def _config(request: Request) -> ConsoleConfig:
+    return request.app.state.config  # type: ignore[no-any-return]
+
+
+def _user(request: Request) -> User:
+    user = request.scope.get("user")
+    assert user is not None, "AuthMiddleware lets no anonymous request reach a page"
+    return user  # type: ignore[no-any-return]
+
+
+def _form(request: Request) -> dict[str, str]:
+    return request.scope.get(FORM_KEY, {})  # type: ignore[no-any-return]
+
+
+async def _db(request: Request, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking work in the thread pool; a database outage becomes Unavailable (a 503 page)."""
+    try:
+        return await run_in_threadpool(call, *args, **kwargs)
+    except Exception as error:
+        outage = database_unavailable(error, _config(request).database_url)
+        if outage is None:
+            from sqlalchemy import exc
+
+            if isinstance(error, exc.ProgrammingError) and type(error.orig).__name__ == "UndefinedTable":
+                raise Unavailable(f"database at {location(_config(request).database_url)} has no fulfilment "
+                                  "schema: run `fulfil migrate`") from None
+            raise
+        raise Unavailable(str(outage)) from None
+
+
+def flash(request: Request, level: str, message: str) -> None:
+    text = message if len(message) <= MAX_FLASH_CHARS else message[:MAX_FLASH_CHARS] + "…"
+    request.session["flash"] = [*request.session.get("flash", []), [level, text]]
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    user = request.scope.get("user")
+    csrf = request.session.get("csrf")
+    if not csrf:
+        csrf = request.session["csrf"] = new_csrf_token()
+    messages = request.session.pop("flash", []) if user is not None else []
+    config = _config(request)
+    return request.app.state.templates.TemplateResponse(  # type: ignore[no-any-return]
+        request, template,
+        {"user": user, "csrf_field": FIELD, "csrf_token": csrf, "messages": messages,
+         "database_at": location(config.database_url), "broker_at": location(config.broker_url),
+         "states": list(State), **context},
+        status_code=status_code,
+    )
+
+
+def back_to(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: never `//host` or a full URL."""
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
+        return target
+    return "/"
+
+
+async def unavailable(request: Request, error: Exception) -> Response:
+    log.warning("console: %s", error)
+    return render(request, "error.html", status_code=503, title="Unavailable", message=str(error))
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+# ---- login -----------------------------------------------------------------------------------------
+
+
+async def login_page(request: Request) -> Response:
+    if request.scope.get("user") is not None:
+        return back_to(_safe_next(request.query_params.get("next")))
+    return render(request, "login.html", next=_safe_next(request.query_params.get("next")), error=None)
+
+
+async def login(request: Request) -> Response:
+    form = _form(request)
+    authenticator: Authenticator = request.app.state.authenticator
+    name, password = form.get("username", "").strip(), form.get("password", "")
+    target = _safe_next(form.get("next"))
+    wait = authenticator.throttle.wait_seconds(name)
+    if wait:
+        log.warning("console: login of %r refused: too many failed attempts", name)
+        return render(request, "login.html", status_code=429, next=target,
+                      error=f"Too many failed logins for this name: try again in {wait:.0f} s.")
+    user = await run_in_threadpool(authenticator.authenticate, name, password) if name and password else None
+    if user is None:
+        authenticator.throttle.failed(name)
+        log.warning("console: failed login for %r", name)
+        return render(request, "login.html", status_code=401, next=target, error="Wrong user name or password.")
+    authenticator.throttle.succeeded(name)
+    authenticator.start_session(request.session, user)
+    log.info("console: %s logged in (%s)", user.name, user.role)
+    return back_to(target)
+
+
+async def logout(request: Request) -> Response:
+    authenticator: Authenticator = request.app.state.authenticator
+    user = request.scope.get("user")
+    authenticator.end_session(request.session)
+    if user is not None:
+        log.info("console: %s logged out", user.name)
+    return back_to("/login")
+
+
+# ---- pages -----------------------------------------------------------------------------------------
+
+
+async def dashboard(request: Request) -> Response:
+    config = _config(request)
+    board = await _db(request, queries.dashboard)
+    broker = await run_in_threadpool(queries.broker_status, config.broker_url)
+    return render(request, "dashboard.html", board=board, broker=broker,
+                  finished_hours=queries.FINISHED_WINDOW_HOURS, lease=config.policy.scheduler_leader_lease_seconds)
+
+
+async def search(request: Request) -> Response:
+    query = request.query_params.get("q", "").strip()
+    if not query:
+        return back_to("/")
+    found = await _db(request, queries.search, query)
+    if found is not None:
+        return back_to(f"/purchases/{found}")
+    rejections = await _db(request, queries.rejections_for, query)
+    return render(request, "not_found.html", status_code=404, query=query, rejections=rejections)
+
+
+async def purchase_list(request: Request) -> Response:
+    try:
+        state = State(request.query_params.get("state", State.STALLED.value))
+    except ValueError:
+        return render(request, "error.html", status_code=404, title="No such state",
+                      message=f"States are: {', '.join(s.value for s in State)}.")
+    rows, total = await _db(request, queries.purchases_in, state)
+    return render(request, "purchases.html", state=state, rows=rows, total=total, limit=queries.LIST_LIMIT)
+
+
+async def purchase_page(request: Request) -> Response:
+    ident = request.path_params["ident"]
+    try:
+        purchase_id = uuid.UUID(ident)
+    except ValueError:
+        found = await _db(request, queries.search, ident)
+        if found is None:
+            return render(request, "not_found.html", status_code=404, query=ident, rejections=[])
+        return back_to(f"/purchases/{found}")
+    detail = await _db(request, queries.purchase_detail, purchase_id)
+    if detail is None:
+        return render(request, "not_found.html", status_code=404, query=ident, rejections=[])
+    return render(request, "purchase.html", d=detail, p=detail.purchase, payload=queries.event_payload,
+                  partner_configured=_config(request).partner is not None)
+
+
+# ---- purchase actions ------------------------------------------------------------------------------
+
+
+def _purchase_ident(request: Request) -> str:
+    return str(request.path_params["ident"])
+
+
+async def retry(request: Request) -> Response:
+    from fulfilment.steps import operator as actions
+
+    config, user, ident = _config(request), _user(request), _purchase_ident(request)
+    try:
+        retried = await _db(request, actions.retry, ident, operator=user.name, settings=config.policy,
+                            broker_url=config.broker_url, via=VIA)
+    except actions.OperatorActionError as error:
+        flash(request, "error", f"Not retried: {error}")
+        log.info("console: retry of %s by %s refused: %s", ident, user.name, error)
+        return back_to(f"/purchases/{ident}")
+    resumed = retried.resumed
+    what = f"{resumed.from_state} → {resumed.to_state}" if resumed.changed else f"already {resumed.to_state}"
+    if retried.send_error is not None:
+        flash(request, "warning", f"Retried ({what}), but {resumed.step} could not be sent: {retried.send_error}. "
+                                  "The scheduler sends it once the broker is back.")
+    else:
+        flash(request, "ok", f"Retried: {what}; sent {resumed.step}.")
+    log.info("console: %s retried purchase %s (%s)", user.name, resumed.purchase_id, what)
+    return back_to(f"/purchases/{resumed.purchase_id}")
+
+
+async def cancel(request: Request) -> Response:
+    from fulfilment.steps import operator as actions
+
+    user, ident, form = _user(request), _purchase_ident(request), _form(request)
+    try:
+        done = await _db(request, actions.cancel, ident, reason=form.get("reason", ""), operator=user.name,
+                         no_order_confirmed=form.get("no_order_confirmed") == "yes")
+    except (actions.OperatorActionError, ValueError) as error:
+        flash(request, "error", f"Not given up: {error}")
+        log.info("console: cancel of %s by %s refused: %s", ident, user.name, error)
+        return back_to(f"/purchases/{ident}")
+    flash(request, "ok", f"Given up: {done.from_state} → {done.to_state}; {done.reason}")
+    log.info("console: %s gave up purchase %s", user.name, done.purchase_id)
+    return back_to(f"/purchases/{done.purchase_id}")
+
+
+async def resolve(request: Request) -> Response:
+    from fulfilment.partners.registry import build_tbb
+    from fulfilment.steps import operator as actions
+
+    config, user, ident, form = _config(request), _user(request), _purchase_ident(request), _form(request)
+    if config.partner is None:
+        flash(request, "error", "Not recorded: the console has no partner settings (TBB_BASE_URL, TBB_CLIENT_ID, "
+                                "TBB_CLIENT_SECRET), which it needs to fetch the order first.")
+        return back_to(f"/purchases/{ident}")
+    partner = config.partner
+
+    def call() -> actions.Done:
+        client = build_tbb(partner)
+        try:
+            return actions.resolve(ident, order_id=form.get("order_id", ""), operator=user.name, partner=client,
+                                   settings=config.policy, note=form.get("note") or None)
+        finally:
+            client.close()
+
+    try:
+        done = await _db(request, call)
+    except actions.PartnerUnreachable as error:
+        from fulfilment.dependencies import partner_unavailable
+
+        flash(request, "error", f"Not recorded: {partner_unavailable(error.error, str(partner.tbb_base_url))}")
+        return back_to(f"/purchases/{ident}")
+    except (actions.OperatorActionError, ValueError) as error:
+        flash(request, "error", f"Not recorded: {error}")
+        log.info("console: resolve of %s by %s refused: %s", ident, user.name, error)
+        return back_to(f"/purchases/{ident}")
+    flash(request, "ok", f"Recorded: {done.from_state} → {done.to_state}; {done.reason}")
+    log.info("console: %s recorded an order for purchase %s", user.name, done.purchase_id)
+    return back_to(f"/purchases/{done.purchase_id}")
+
+
+# ---- dead letters ----------------------------------------------------------------------------------
+
+
+def _broker_problem(error: Exception, broker_url: str) -> str:
+    from fulfilment.dependencies import broker_unavailable, reason
+
+    known = broker_unavailable(error, broker_url)
+    return str(known) if known else f"RabbitMQ at {location(broker_url)}: {reason(error)}"
+
+
+async def dead_letter_list(request: Request) -> Response:
+    from fulfilment.dead_letters import list_dead_letters
+
+    config = _config(request)
+    purchase = request.query_params.get("purchase") or None
+    try:
+        letters = await run_in_threadpool(list_dead_letters, config.broker_url)
+    except Exception as error:  # noqa: BLE001  shown as one line
+        return render(request, "dead_letters.html", letters=[], error=_broker_problem(error, config.broker_url),
+                      purchase=purchase)
+    if purchase:
+        letters = [d for d in letters if d.purchase_id == purchase]
+    return render(request, "dead_letters.html", letters=letters, error=None, purchase=purchase)
+
+
+async def dead_letter_page(request: Request) -> Response:
+    from fulfilment.dead_letters import find, raw_preview
+
+    config, message_id = _config(request), request.path_params["message_id"]
+    try:
+        letter = await run_in_threadpool(find, config.broker_url, message_id)
+    except Exception as error:  # noqa: BLE001  shown as one line
+        return render(request, "error.html", status_code=503, title="RabbitMQ unavailable",
+                      message=_broker_problem(error, config.broker_url))
+    if letter is None:
+        return render(request, "error.html", status_code=404, title="No such dead message",
+                      message=f"No dead message {message_id}: it was replayed or purged, or it expired "
+                              "(dead messages are kept 7 days).")
+    traceback = (letter.body or {}).get("options", {}).get("traceback")
+    return render(request, "dead_letter.html", letter=letter, traceback=traceback,
+                  raw=None if letter.body is not None else raw_preview(letter, 2000))
+
+
+async def replay(request: Request) -> Response:
+    from fulfilment.steps.operator import replay_dead_letters
+
+    config, user, message_id = _config(request), _user(request), request.path_params["message_id"]
+    try:
+        report = await _db(request, replay_dead_letters, config.broker_url, settings=config.policy,
+                           operator=user.name, via=VIA, message_id=message_id)
+    except Unavailable:
+        raise
+    except Exception as error:  # noqa: BLE001  RabbitMQ out of reach: one line
+        flash(request, "error", f"Not replayed: {_broker_problem(error, config.broker_url)}")
+        return back_to(f"/dead-letters/{message_id}")
+    for letter in report.replayed:
+        flash(request, "ok", f"Replayed {letter.message_id} ({letter.actor}) to {letter.queue}"
+                             + (f"; purchase {letter.purchase_id} resumed" if letter.purchase_id else "") + ".")
+    for letter, why in report.skipped:
+        flash(request, "error", f"Not replayed {letter.message_id or '(undecodable)'}: {why}")
+    if not report.replayed and not report.skipped:
+        flash(request, "error", f"No dead message {message_id} (replayed, purged or expired).")
+    log.info("console: %s replayed dead message %s: %d replayed, %d skipped", user.name, message_id,
+             len(report.replayed), len(report.skipped))
+    return back_to("/dead-letters")
+
+
+async def purge(request: Request) -> Response:
+    from fulfilment.dead_letters import purge as purge_letters
+
+    config, user, message_id = _config(request), _user(request), request.path_params["message_id"]
+    if _form(request).get("confirm") != "yes":
+        flash(request, "error", "Not purged: tick the box to confirm that the message is to be deleted for good.")
+        return back_to(f"/dead-letters/{message_id}")
+    try:
+        removed = await run_in_threadpool(purge_letters, config.broker_url, message_id=message_id)
+    except Exception as error:  # noqa: BLE001  one line
+        flash(request, "error", f"Not purged: {_broker_problem(error, config.broker_url)}")
+        return back_to(f"/dead-letters/{message_id}")
+    if removed:
+        flash(request, "ok", f"Purged dead message {message_id} ({removed} cop{'y' if removed == 1 else 'ies'}).")
+    else:
+        flash(request, "error", f"No dead message {message_id} (replayed, purged or expired).")
+    log.info("console: %s purged dead message %s (%d removed)", user.name, message_id, removed)
+    return back_to("/dead-letters")
+
+
+# ---- rejected requests ----------------------------------------------------------------------------
+
+
+async def rejected_list(request: Request) -> Response:
+    from fulfilment.steps.operator import rejected_requests
+
+    request_id = request.query_params.get("request_id") or None
+    rows = await _db(request, rejected_requests, limit=queries.LIST_LIMIT, request_id=request_id)
+    return render(request, "rejected.html", rows=rows, request_id=request_id)
+
+
+async def rejected_page(request: Request) -> Response:
+    from fulfilment.steps.operator import rejected_request
+
+    rejection_id = request.path_params["rejection_id"]
+    found = await _db(request, rejected_request, rejection_id)
+    if found is None:
+        return render(request, "error.html", status_code=404, title="No such rejected request",
+                      message=f"No rejected request {rejection_id}.")
+    return render(request, "rejection.html", r=found)
