@@ -7,6 +7,10 @@ Parts (each on its own fresh database and RabbitMQ vhost, cleaned up afterwards)
   (c) ratio (b)/(a)           from the medians of alternated repeats (bench/__main__.py)
   (d) scheduler tick cost     bench/scheduler_cost.py (+ history.py, plans.py)
   (e) worker memory (RSS)     bench/memory.py
+  (f) open-loop latency       bench/latency.py (submissions at half and a quarter of (b)'s maximum)
+
+(a) and (b) also report what a purchase costs the servers (bench/costs.py): database
+statements and transactions, RabbitMQ messages, worker CPU.
 
 Kept import-light: `dramatiq bench.raw_broker bench.raw_actors` imports this package too.
 """

@@ -5,8 +5,12 @@
   --purchases N           purchases (chains) per (a)/(b) run (default 300)
   --sizes 10000,...       history sizes for (d) (default 10000,100000,1000000)
   --memory-purchases N    purchases for (e) (default 10000, after a 200 warm-up)
-  --processes/--threads   dramatiq worker settings for (a), (b) and (e) (default 2 and 4)
-  --parts a,b,d,e         run only some parts
+  --processes/--threads   dramatiq worker settings for (a), (b), (e) and (f) (default 2 and 4)
+  --settle-seconds S      quiet time before reading pg_stat_database around (a)/(b) (default 11)
+  --latency-seconds S     seconds of submissions per rate in (f) (default 60; 10 with --quick)
+  --latency-fractions F   rates of (f), as fractions of the maximum (default 0.5,0.25)
+  --latency-max-rate R    the maximum for (f), purchases/s (default: the median of (b) in this run)
+  --parts a,b,d,e,f       run only some parts
 """
 
 from __future__ import annotations
@@ -40,7 +44,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-warmup", type=int, default=None, help="warm-up purchases for (e) (default 200)")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--parts", default="a,b,d,e", help="which parts to run (c needs a and b)")
+    parser.add_argument("--settle-seconds", type=float, default=None,
+                        help="quiet time before reading pg_stat_database around (a)/(b) (default 11)")
+    parser.add_argument("--latency-seconds", type=float, default=None, help="seconds per rate in (f) (default 60)")
+    parser.add_argument("--latency-fractions", default="0.5,0.25", help="rates of (f), fractions of the maximum")
+    parser.add_argument("--latency-max-rate", type=float, default=None,
+                        help="the maximum for (f), purchases/s (default: the median of (b) in this run)")
+    parser.add_argument("--parts", default="a,b,d,e,f", help="which parts to run (c needs a and b; f needs b "
+                                                              "or --latency-max-rate)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     quick = args.quick
@@ -48,14 +59,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "repeats": 1 if quick else 3, "purchases": 30 if quick else 300, "warmup": 10 if quick else 30,
         "sizes": "2000,10000" if quick else "10000,100000,1000000", "ticks": 3 if quick else 7,
         "memory_purchases": 200 if quick else 10_000, "memory_warmup": 20 if quick else 200,
+        "latency_seconds": 10.0 if quick else 60.0, "settle_seconds": 11.0,
     }
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.sizes = [int(s.replace("_", "")) for s in str(args.sizes).split(",") if s.strip()]
     args.parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    if not args.parts <= {"a", "b", "c", "d", "e"}:
-        parser.error("--parts takes a comma-separated subset of a,b,d,e")
+    if not args.parts <= {"a", "b", "c", "d", "e", "f"}:
+        parser.error("--parts takes a comma-separated subset of a,b,d,e,f")
+    try:
+        args.latency_fractions = [float(f) for f in str(args.latency_fractions).split(",") if f.strip()]
+    except ValueError:
+        parser.error("--latency-fractions takes comma-separated numbers, e.g. 0.5,0.25")
+    if not args.latency_fractions or not all(0 < f <= 1 for f in args.latency_fractions):
+        parser.error("--latency-fractions must be within (0, 1]")
+    if "f" in args.parts and "b" not in args.parts and args.latency_max_rate is None:
+        parser.error("part f needs part b (its measured maximum) or --latency-max-rate")
+    if args.latency_seconds <= 0 or args.settle_seconds < 0:
+        parser.error("--latency-seconds must be positive and --settle-seconds not negative")
     for name in ("repeats", "purchases", "ticks", "memory_purchases", "processes", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -69,7 +91,7 @@ def _terminate(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # clean up as on Ctrl-C
-    from bench import machine, memory, pipeline, raw_dramatiq, scheduler_cost
+    from bench import latency, machine, memory, pipeline, raw_dramatiq, scheduler_cost
     from tests.support import servers
 
     servers.require_servers()
@@ -123,15 +145,30 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(1, args.repeats + 1):
             if "a" in args.parts:
                 found = part(f"(a) raw dramatiq run {repeat}", lambda repeat=repeat: raw_dramatiq.run(
-                    purchases=args.purchases, warmup=args.warmup, log_dir=log_dir / f"a{repeat}", **workers))
+                    purchases=args.purchases, warmup=args.warmup, log_dir=log_dir / f"a{repeat}",
+                    settle_seconds=args.settle_seconds, **workers))
                 if found:
                     runs["raw"].append(found)
             if "b" in args.parts:
                 found = part(f"(b) pipeline run {repeat}", lambda repeat=repeat: pipeline.run(
-                    purchases=args.purchases, warmup=args.warmup, log_dir=log_dir / f"b{repeat}", **workers))
+                    purchases=args.purchases, warmup=args.warmup, log_dir=log_dir / f"b{repeat}",
+                    settle_seconds=args.settle_seconds, **workers))
                 if found:
                     runs["pipeline"].append(found)
             results["throughput"] = report.throughput_summary(runs)
+            save()
+        if "f" in args.parts:
+            measured = (results.get("throughput") or {}).get("pipeline_per_s", {}).get("median")
+            max_per_s = args.latency_max_rate or measured
+            if max_per_s:
+                source = "--latency-max-rate" if args.latency_max_rate else "median of (b) in this run"
+                found = part("(f) open-loop latency", lambda: latency.run(
+                    max_per_s=max_per_s, fractions=args.latency_fractions, seconds=args.latency_seconds,
+                    warmup=args.warmup, log_dir=log_dir / "f", **workers))
+                if found:
+                    results["latency"] = {**found, "max_source": source}
+            else:
+                results["errors"]["(f) open-loop latency"] = "no maximum: (b) measured nothing"
             save()
         if "d" in args.parts:
             part("(d) scheduler tick cost", lambda: scheduler_cost.run(sizes=args.sizes, ticks=args.ticks),

@@ -139,9 +139,12 @@ def load(dsn: str, lo: int, hi: int, *, statement_timeout_s: int = 1800) -> dict
 
 def counts(dsn: str) -> dict[str, int]:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        found = {table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]) for table in TABLES}
-        found["unpublished_events"] = int(conn.execute(
-            "SELECT count(*) FROM outbox_events WHERE published_at IS NULL").fetchone()[0])
+        def scalar(sql: str) -> int:
+            row = conn.execute(sql).fetchone()
+            return int(row[0]) if row else 0
+
+        found = {table: scalar(f"SELECT count(*) FROM {table}") for table in TABLES}
+        found["unpublished_events"] = scalar("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")
         for state, count in conn.execute("SELECT state, count(*) FROM purchases GROUP BY state").fetchall():
             found[f"state:{state}"] = int(count)
     return found

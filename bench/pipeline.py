@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import psycopg
-
-from bench import procfs, stats
+from bench import costs, procfs, stats
 from bench.infra import (
     PIPELINE_SETTINGS,
     BenchError,
@@ -40,6 +38,7 @@ from bench.infra import (
 from fulfilment.publish import Publisher
 from tests.support.processes import WORKER_QUEUES, ManagedProcess, start_scheduler, start_workers
 from tests.support.sandbox import Sandbox
+from tests.support.servers import TestDatabase, TestVhost
 
 # States a purchase must not reach in a fault-free run: the benchmark stops and says so.
 BAD_STATES = ("failed", "paused", "stalled", "needs_attention", "order_unknown", "cancelled", "transfer_expired")
@@ -48,11 +47,13 @@ BAD_STATES = ("failed", "paused", "stalled", "needs_attention", "order_unknown",
 @dataclass
 class RunningPipeline:
     env: dict[str, str]
-    conn: psycopg.Connection
+    conn: costs.CountingConnection
     sandbox: Sandbox
     workers: ManagedProcess
     scheduler: ManagedProcess
     publisher: Publisher
+    database: TestDatabase
+    vhost: TestVhost
 
     def alive(self) -> None:
         alive_check(self.workers, self.scheduler)()
@@ -61,16 +62,30 @@ class RunningPipeline:
 
     def submit(self, prefix: str, count: int) -> dict[str, float]:
         """Submit `count` purchases; returns request_id -> epoch when RabbitMQ confirmed it."""
-        deadline = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
         confirmed: dict[str, float] = {}
         for i in range(count):
             request_id = f"{prefix}-{i}"
-            self.publisher.submit({
-                "request_id": request_id, "event_id": "5496123", "section_name": "101", "quantity": 2,
-                "delivery_type": "mobile_transfer", "delivery_deadline": deadline,
-            })
+            self.submit_one(request_id)
             confirmed[request_id] = time.time()
         return confirmed
+
+    def submit_one(self, request_id: str) -> None:
+        """Submit one purchase; returns once RabbitMQ confirmed it."""
+        deadline = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.publisher.submit({
+            "request_id": request_id, "event_id": "5496123", "section_name": "101", "quantity": 2,
+            "delivery_type": "mobile_transfer", "delivery_deadline": deadline,
+        })
+
+    def wait_outbox_drained(self, timeout: float = 120) -> None:
+        """Until the scheduler has relayed every event written so far (what the purchases cost
+        includes their events' publishing)."""
+        def published() -> int:
+            row = self.conn.execute("SELECT count(*) FROM outbox_events WHERE published_at IS NULL").fetchone()
+            return 0 if row is None or row[0] else 1
+
+        poll_until_done(published, 1, what="the outbox relay", timeout=timeout, stall_timeout=timeout,
+                        alive=self.alive, interval=0.25)
 
     def states(self, prefix: str) -> dict[str, int]:
         rows = self.conn.execute("SELECT state, count(*) FROM purchases WHERE request_id LIKE %s GROUP BY state",
@@ -147,17 +162,21 @@ def running_pipeline(name: str, *, processes: int, threads: int, log_dir: Path) 
         workers = start_consuming(stack, lambda again: start_workers(
             env, log_dir, processes=processes, threads=threads, name=f"{name}-workers{again}"),
             vhost.url, WORKER_QUEUES, expected=processes)
-        conn = stack.enter_context(psycopg.connect(database.dsn, autocommit=True))
+        conn = stack.enter_context(costs.connect(database.dsn))
         publisher = Publisher(vhost.url)
         stack.callback(publisher.close)
-        yield RunningPipeline(env, conn, sandbox, workers, scheduler, publisher)
+        yield RunningPipeline(env, conn, sandbox, workers, scheduler, publisher, database, vhost)
 
 
-def run(*, purchases: int, warmup: int, processes: int, threads: int, log_dir: Path) -> dict[str, Any]:
+def run(*, purchases: int, warmup: int, processes: int, threads: int, log_dir: Path,
+        settle_seconds: float = costs.SETTLE_SECONDS) -> dict[str, Any]:
     with running_pipeline("pipe", processes=processes, threads=threads, log_dir=log_dir) as pipe:
         if warmup:
             pipe.submit("warm", warmup)
             pipe.wait_awaiting("warm", warmup, timeout=180)
+        pipe.wait_outbox_drained()
+        window = costs.CostWindow(pipe.database.name, pipe.vhost.name, pipe.conn, settle_seconds=settle_seconds)
+        window.begin()
         cpu = procfs.CpuWindow({
             "workers": procfs.tree(pipe.workers.pid),
             "scheduler": [pipe.scheduler.pid],
@@ -172,6 +191,8 @@ def run(*, purchases: int, warmup: int, processes: int, threads: int, log_dir: P
         usage = cpu.finish()
         timings = pipe.timings("run", submitted)
         duration = timings.last - started
+        pipe.wait_outbox_drained()
+        per_purchase = window.finish(purchases)
         return {
             "purchases": purchases,
             "duration_s": round(duration, 3),
@@ -180,5 +201,6 @@ def run(*, purchases: int, warmup: int, processes: int, threads: int, log_dir: P
             "latency": stats.latency_summary(timings.from_received),
             "latency_from_submit": stats.latency_summary(timings.from_submit),
             "scheduler_redriven": redriven(pipe.scheduler.log_path),
+            "costs": per_purchase,
             **usage,
         }

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
-import psycopg
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from bench import RAW_QUEUES as QUEUES
-from bench import procfs
+from bench import costs, procfs
 from bench.infra import (
     BenchError,
     alive_check,
@@ -48,12 +47,13 @@ def _enqueue(broker: RabbitmqBroker, ids: range) -> None:
         broker.enqueue(_message(chain_id))
 
 
-def run(*, purchases: int, warmup: int, processes: int, threads: int, log_dir: Path) -> dict[str, Any]:
+def run(*, purchases: int, warmup: int, processes: int, threads: int, log_dir: Path,
+        settle_seconds: float = costs.SETTLE_SECONDS) -> dict[str, Any]:
     log_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         database = fresh_database(stack, "fulfil_bench_raw", migrated=False)
         vhost = fresh_vhost(stack, "fulfil_bench_raw")
-        conn = stack.enter_context(psycopg.connect(database.dsn, autocommit=True))
+        conn = stack.enter_context(costs.connect(database.dsn))
         conn.execute(SCHEMA)
         conn.execute("INSERT INTO bench_chain (id) SELECT generate_series(1, %s)", (warmup + purchases,))
 
@@ -78,6 +78,8 @@ def run(*, purchases: int, warmup: int, processes: int, threads: int, log_dir: P
                             timeout=120, stall_timeout=60, alive=alive)
 
         first, last = warmup + 1, warmup + purchases
+        window = costs.CostWindow(database.name, vhost.name, conn, settle_seconds=settle_seconds)
+        window.begin()
         cpu = procfs.CpuWindow({"workers": procfs.tree(workers.pid), "bench": [os.getpid()]})
         started = db_now(conn)
         wall = time.monotonic()
@@ -91,10 +93,12 @@ def run(*, purchases: int, warmup: int, processes: int, threads: int, log_dir: P
         if row is None or row[0] is None:
             raise BenchError("raw dramatiq: no done_at recorded")
         duration = float(row[0]) - started
+        per_purchase = window.finish(purchases)
         return {
             "purchases": purchases,
             "duration_s": round(duration, 3),
             "per_s": purchases / duration,
             "enqueue_s": round(enqueue_s, 3),
+            "costs": per_purchase,
             **usage,
         }

@@ -29,6 +29,30 @@ def throughput_summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         measured = [r[source] for r in runs.get("pipeline", []) if source in r]
         if measured:
             summary[name] = {key: stats.spread([m[key] for m in measured]) for key in ("p50_ms", "p95_ms", "p99_ms")}
+    for name in ("raw", "pipeline"):
+        if runs.get(name):
+            summary[f"{name}_per_purchase"] = per_purchase_summary(runs[name])
+    return summary
+
+
+# What a purchase costs, per run (bench/costs.py), with the table's labels.
+COSTS = (
+    ("statements", "DB statements (incl. BEGIN/COMMIT)", 1),
+    ("statements_begin_commit_rollback", "  of which BEGIN/COMMIT/ROLLBACK", 1),
+    ("transactions", "DB transactions (commits + rollbacks)", 1),
+    ("transactions_without_begin", "  without BEGIN (pre-pings, autocommit)", 1),
+    ("rows_written", "DB rows inserted + updated + deleted", 1),
+    ("enqueued", "RabbitMQ messages enqueued (publishes)", 1),
+)
+
+
+def per_purchase_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the repeats of each per-purchase cost (those every run measured) and worker CPU."""
+    summary: dict[str, Any] = {"worker_cpu_ms": stats.spread([cpu_ms(r) for r in runs])}
+    for key, _, _ in COSTS:
+        values = [r.get("costs", {}).get(key) for r in runs]
+        if values and all(v is not None for v in values):
+            summary[key] = stats.spread([float(v) for v in values if v is not None])
     return summary
 
 
@@ -65,9 +89,71 @@ def _throughput(t: dict[str, Any], purchases: Any) -> list[str]:
     for key, label in (("raw", "(a)"), ("pipeline", "(b)")):
         if runs.get(key):
             lines.append(row(f"{label} machine CPU busy during the run", [f"{r['machine_cpu_busy']:.0%}" for r in runs[key]]))
-            lines.append(row(f"{label} worker CPU ms per purchase", [num(cpu_ms(r)) for r in runs[key]]))
             lines.append(row(f"{label} seconds to submit all", [num(r.get("submit_s", r.get("enqueue_s")), 2)
                                                                  for r in runs[key]]))
+    lines.extend(_per_purchase(t, n))
+    return lines
+
+
+def _per_purchase(t: dict[str, Any], n: int) -> list[str]:
+    """Per purchase (a chain for (a)): worker CPU, statements, transactions, rows, publishes; the
+    most frequent statements and the messages by queue of the last (b) run."""
+    runs = t["runs"]
+    lines: list[str] = []
+    for key, label in (("raw", "(a)"), ("pipeline", "(b)")):
+        if not runs.get(key):
+            continue
+        lines.append(f"  {label} per {'chain' if key == 'raw' else 'purchase'}, on the servers (bench/costs.py)")
+        medians = t.get(f"{key}_per_purchase", {})
+        cells = [num(cpu_ms(r)) for r in runs[key]] + [""] * (n - len(runs[key]))
+        lines.append(row("    worker CPU ms", cells + [num(medians.get("worker_cpu_ms", {}).get("median"))]))
+        for cost, title, digits in COSTS:
+            values = [r.get("costs", {}).get(cost) for r in runs[key]]
+            if all(v is None for v in values):
+                continue
+            median = medians.get(cost, {}).get("median")
+            lines.append(row(f"    {title}", [num(v, digits) for v in values] + [""] * (n - len(values))
+                             + [num(median, digits)]))
+        last = runs[key][-1].get("costs") or {}
+        if last.get("unavailable"):
+            lines.append(f"    server counters not read: {last['unavailable'].splitlines()[0]}")
+        elif last.get("statements") is None and last.get("statements_unavailable"):
+            lines.append(f"    DB statements: - ({last['statements_unavailable']}; see bench/costs.py)")
+    last = (runs.get("pipeline") or [{}])[-1].get("costs") or {}
+    if last.get("enqueued_by_queue"):
+        lines.append("  (b) messages enqueued per purchase, by queue (last run): " + ", ".join(
+            f"{queue} {count:g}" for queue, count in last["enqueued_by_queue"].items()))
+    if last.get("top_statements"):
+        lines.append("  (b) most frequent statements per purchase (last run):")
+        for entry in last["top_statements"][:10]:
+            lines.append(f"    {entry['per_purchase']:7.2f}  {_short_sql(entry['query'])}")
+    return lines
+
+
+def _short_sql(query: str, width: int = 110) -> str:
+    text = " ".join(query.split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _latency(f: dict[str, Any]) -> list[str]:
+    """(f): one column per rate."""
+    levels = f["levels"]
+    lines = [f"(f) open-loop latency: submissions at a fixed rate (by the clock) for {f['seconds']:g} s per rate; "
+             f"maximum {num(f['max_per_s'])}/s ({f.get('max_source', '')})",
+             row("rate", [f"{lv['fraction']:g} max" for lv in levels], cell=14),
+             row("  target / sent purchases/s", [f"{num(lv['target_per_s'])} / {num(lv['sent_per_s'])}"
+                                                 for lv in levels], cell=14),
+             row("  purchases", [f"{lv['purchases']:,}" for lv in levels], cell=14)]
+    for source, title in (("latency_from_submit", "ms from confirmed submit to awaiting_transfer"),
+                          ("latency_from_schedule", "ms from scheduled submit (sender lateness included)"),
+                          ("latency_from_received", "ms from received transition (DB clock)")):
+        lines.append(f"  {title}")
+        for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
+            lines.append(row(f"    {key[:-3]}", [num(lv[source][key], 0) for lv in levels], cell=14))
+    lines.append(row("  sender late ms p99 / max", [f"{num(lv['sender_late_ms']['p99'])} / "
+                                                     f"{num(lv['sender_late_ms']['max'])}" for lv in levels], cell=14))
+    lines.append(row("  machine CPU busy", [f"{lv['machine_cpu_busy']:.0%}" for lv in levels], cell=14))
+    lines.append(row("  worker CPU ms per purchase", [num(cpu_ms(lv)) for lv in levels], cell=14))
     return lines
 
 
@@ -89,6 +175,8 @@ def _scheduler(s: dict[str, Any]) -> list[str]:
         lines.append(row(label, [f"{num(x['jobs'][key]['ms']['median'])} [{x['jobs'][key]['items_per_tick']:g}]"
                                  for x in sizes], cell=16))
     lines.append(row("tick total", [num(x["tick_ms"]) for x in sizes], cell=16))
+    lines.append(row("flag_near_deadlines, ms per flag", [num(per_item(x["jobs"]["deadlines"]), 3) for x in sizes],
+                     cell=16))
     lines.append(row("its query alone (EXPLAIN ANALYZE ms):", [], cell=16))
     for key, label in _JOBS:
         lines.append(row(f"  {label}", [num(x["jobs"][key]["plan"]["execution_ms"], 2) for x in sizes], cell=16))
@@ -103,6 +191,12 @@ def _scheduler(s: dict[str, Any]) -> list[str]:
     seq = {f"{x['purchases']:,}": x["seq_scans_on_watched"] for x in sizes if x["seq_scans_on_watched"]}
     lines.append("  Seq Scan on purchases/outbox_events in any plan: " + (json.dumps(seq) if seq else "none"))
     return lines
+
+
+def per_item(job: dict[str, Any]) -> float | None:
+    """A scheduler job's median tick time per item it handled (None if it handled none)."""
+    items = job["items_per_tick"]
+    return job["ms"]["median"] / items if items else None
 
 
 def _memory(m: dict[str, Any]) -> list[str]:
@@ -138,12 +232,14 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"  machine  {one_line(results['machine'])}")
     settings = results["settings"]
     lines.append(f"  workers  dramatiq --processes {settings['processes']} --threads {settings['threads']} "
-                 "for (a), (b) and (e)")
-    for key, section in (("throughput", _throughput), ("scheduler", _scheduler), ("memory", _memory)):
+                 "for (a), (b), (e) and (f)")
+    if results.get("throughput"):
+        lines.append("")
+        lines.extend(_throughput(results["throughput"], results["options"]["purchases"]))
+    for key, section in (("latency", _latency), ("scheduler", _scheduler), ("memory", _memory)):
         if results.get(key):
             lines.append("")
-            lines.extend(section(results[key], results["options"]["purchases"]) if key == "throughput"
-                         else section(results[key]))
+            lines.extend(section(results[key]))
     if results.get("notes"):
         lines.append("")
         lines.append("NOTES:")

@@ -21,13 +21,16 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 from sqlalchemy import event
 
 from bench import history, plans, stats
 from bench.infra import BenchError, fresh_database
+
+if TYPE_CHECKING:
+    from fulfilment.outbox import EventPublisher
 
 JOB_SQL = {  # job -> (the SQL it is named by, a fragment proving we captured that statement)
     "redrive": ("fulfilment.scheduler.REDRIVE_SQL", "WITH due AS"),
@@ -106,7 +109,7 @@ def _jobs(settings: Any, conn: psycopg.Connection) -> dict[str, tuple[Callable[[
         sent.clear()
 
     def outbox() -> int:
-        return relay_outbox(publisher, batch_size=settings.scheduler_batch_size)
+        return relay_outbox(cast("EventPublisher", publisher), batch_size=settings.scheduler_batch_size)
 
     def undo_outbox() -> None:
         conn.execute("UPDATE outbox_events SET published_at = NULL WHERE id = ANY(%s)", (publisher.ids,))

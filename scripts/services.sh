@@ -229,6 +229,10 @@ listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$PG_SOCK'
 max_connections = 200
+# What make bench reads (bench/costs.py): statements per purchase.  Part of postgresql-15.
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = top
+pg_stat_statements.max = 10000
 $fast
 log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
@@ -252,6 +256,10 @@ END
 SELECT 'CREATE DATABASE $APP_DB OWNER $APP_USER'
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$APP_DB')
 \gexec
+SQL
+    # The view make bench reads; only in the admin database, so test databases get no extra objects.
+    pg psql -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d "$APP_DB" >/dev/null <<SQL
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 SQL
 }
 
