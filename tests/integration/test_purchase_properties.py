@@ -1,28 +1,41 @@
 """Property-based test of the purchase pipeline: the real steps, real Postgres, a fake partner.
 
-A hypothesis state machine drives the real steps (`fulfilment.steps.*`) for 1–3
-purchases while injecting what production throws at them: stale, duplicated,
-redelivered and lost messages; scheduler re-drives; transient partner errors; order
-calls whose outcome is unknown (the answer lost after the commit, or the request
-processed by the partner later); workers that die before or after a partner call (their
-claim stays held until the lease ends); calls that hang past the lease while another
-worker takes over; quotes the partner expires early, or that expire by themselves; a
-missing payment method; permanent refusals; exhausted retries (STALLED) and operator
-resumes; transfers that complete, expire or are cancelled.
+A hypothesis state machine drives the real step runner (`fulfilment.steps.runner.run_step`)
+and the real stalling of exhausted messages (`fulfilment.steps.stall`) for 1–3 purchases
+while injecting what production throws at them: stale, duplicated, redelivered and lost
+messages; scheduler re-drives; transient partner errors; order calls whose outcome is
+unknown (the answer lost after the commit, or the request processed by the partner later);
+workers that die before or after a partner call (their claim stays held until the lease
+ends); calls that hang past the lease while another worker takes over, the middleware
+stalls the purchase or an operator resumes it, so that their answers come late, for a
+purchase that moved on; order lookups that lag behind commits (a per-example lag), miss an
+order or do not tell (paginated); quotes the partner expires early, or that expire by
+themselves (per example: an hour or a few leases), and a partner that may check expiry
+before consumption; delivery deadlines that come too close to order; a missing payment
+method; permanent refusals; exhausted retries (STALLED) and operator resumes; transfers that
+complete, expire or are cancelled.
 
-After every step it checks the design's invariants against the database and the
-partner, and at the end of every example that, once faults stop, the scheduler alone
-brings each purchase to a final or an operator-held state.
+After every step it checks the design's invariants against the database and the partner
+(at most one partner order per purchase above all; an order id our code was told of is
+never dropped; a worker whose claim was taken over only records late answers), and at the
+end of every example that, once faults stop, the scheduler alone brings each purchase to a
+final or an operator-held state.  Time is simulated (`Clock`; `_lease_passes`).
+
+Examples are derandomized in `make test` (the "ci" profile of tests/conftest.py) and
+random with HYPOTHESIS_PROFILE=fuzz (`make fuzz`): these settings inherit the profile's.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck
 from hypothesis import event as _event
 from hypothesis import note as _note
@@ -35,12 +48,14 @@ from fulfilment import state_machine
 from fulfilment.db import get_engine, session_scope
 from fulfilment.scheduler import redrive_due
 from fulfilment.settings import Settings, get_settings
-from fulfilment.state_machine import ALLOWED, HELD_FOR_OPERATOR, NEXT_STEP, TERMINAL, StaleTransition, State
-from fulfilment.steps import intake, order, quote, resume, transfer
-from fulfilment.steps.common import RetryLater
+from fulfilment.state_machine import ALLOWED, HELD_FOR_OPERATOR, NEXT_STEP, TERMINAL, State
+from fulfilment.steps import common, intake, order, resume
+from fulfilment.steps.common import Next, RetryLater
+from fulfilment.steps.runner import run_step
+from fulfilment.steps.stall import stall_after_exhausted_retries
 from models import Purchase
 from tests.support.factories import request
-from tests.support.fake_partner import BEHAVIOURS, Clock, FakeOrder, FakePartner, SimulatedCrash
+from tests.support.fake_partner import BEHAVIOURS, MEDIUM_TTL, Clock, FakeOrder, FakePartner, SimulatedCrash
 
 # The partner may answer an *order* with PAYMENT_NOT_CONFIGURED too.  With this on, hypothesis
 # found a double order (see test_a_refused_retry_of_an_unknown_order_stays_unknown_...), fixed
@@ -48,12 +63,29 @@ from tests.support.fake_partner import BEHAVIOURS, Clock, FakeOrder, FakePartner
 ORDERS_SEE_ACCOUNT_ERRORS = True
 
 # Time is simulated, so that an example replays exactly (hypothesis needs that to shrink):
-# quote lifetimes run on a Clock shared by the fake partner and the order step, and a claim
-# lease "passes" when the test moves this example's lease and next-action times into the past.
+# quote lifetimes and order lookups run on a Clock shared by the fake partner and the order
+# step, and a claim lease "passes" when the test moves this example's lease and next-action
+# times into the past (and the clock on by as much).
 LEASE = 120.0  # claim lease, real seconds: it never lapses by itself during a test
 MARGIN = 30.0  # quote safety margin (the fake's short quotes live MARGIN / 2, medium ones 60 s)
 LIVENESS_ROUNDS = 50
-REAL_ORDER_DATETIME = order.dt  # fulfilment/steps/order.py reads the clock through its `dt`
+# fulfilment/steps/order.py (quote expiry) and common.py (the delivery deadline's lead) read the
+# clock through their `dt`.
+REAL_ORDER_DATETIME, REAL_COMMON_DATETIME = order.dt, common.dt
+REAL_ORDER_PAUSE = order.pause  # the pause between re-sends of an order within one step
+# Sends of one order within a step while its answers stay unclear (the first and the re-sends).
+SENDS_PER_STEP = 1 + order.RESENDS_PER_STEP
+# How far the partner's order lookup lags behind its commits, drawn once per example: none,
+# less than a lease, or longer than a few leases (longer than the resolve attempts may last).
+LOOKUP_LAGS = st.sampled_from([0.0, 90.0, 400.0, 1000.0])
+# How long the partner's quotes live (unless a fault says otherwise): an hour, or a few leases,
+# so that quotes also expire on our clock while an order outcome is being resolved.
+QUOTE_TTLS = st.sampled_from([3600.0, 600.0, 300.0])
+# A purchase's delivery deadline: 3 days away, or soon after MIN_DELIVERY_LEAD_SECONDS (it becomes
+# too close to order after SOON_MARGIN seconds of the clock, i.e. a few leases).
+LEAD = 3600.0
+SOON_MARGIN = 600.0
+DEADLINE_SOON = st.sampled_from([False, False, False, True])
 
 # Everything the invariants read, in one round trip (they run after every step).
 SNAPSHOT_SQL = text(
@@ -61,32 +93,34 @@ SNAPSHOT_SQL = text(
     SELECT
       (SELECT coalesce(json_agg(json_build_object(
                  'id', p.id, 'state', p.state, 'stalled_from', p.stalled_from, 'order_id', p.order_id,
+                 'quote_id', p.quote_id, 'order_evidence', p.order_evidence, 'failure_code', p.failure_code,
+                 'quote_expires_at', p.quote_expires_at,
                  'has_next_action', p.next_action_at IS NOT NULL)), '[]')
          FROM purchases p WHERE p.id = ANY(:ids)) AS purchases,
       (SELECT coalesce(json_agg(json_build_array(
                  t.id, t.purchase_id, t.kind, t.from_state, t.to_state,
-                 (SELECT count(*) FROM outbox_events o WHERE o.transition_id = t.id)) ORDER BY t.id), '[]')
+                 (SELECT count(*) FROM outbox_events o WHERE o.transition_id = t.id),
+                 (SELECT min(o.routing_key) FROM outbox_events o WHERE o.transition_id = t.id)) ORDER BY t.id), '[]')
          FROM purchase_transitions t WHERE t.purchase_id = ANY(:ids)) AS history,
       (SELECT count(*) FROM outbox_events o WHERE o.purchase_id = ANY(:ids)) AS outbox_events,
       (SELECT coalesce(json_agg(json_build_array(q.quote_id, q.purchase_id)), '[]')
-         FROM partner_quotes q WHERE q.purchase_id = ANY(:ids)) AS quotes
+         FROM partner_quotes q WHERE q.purchase_id = ANY(:ids)) AS quotes,
+      (SELECT coalesce(json_agg(json_build_array(x.order_id, x.purchase_id, x.quote_id)), '[]')
+         FROM orphan_orders x WHERE x.purchase_id = ANY(:ids)) AS orphans
     """
 )
-LEASE_PASSES_SQL = text(
+# Time passes for this example's purchases: every time the database keeps for them moves back
+# by as much (claims lapse, next actions and re-nudges fall due as they would).
+TIME_PASSES_SQL = text(
     """
     UPDATE purchases
-       SET claimed_until = CASE WHEN claimed_until IS NULL THEN NULL ELSE now() - interval '1 millisecond' END,
-           next_action_at = CASE WHEN next_action_at IS NULL THEN NULL ELSE least(next_action_at, now()) END
+       SET claimed_until = claimed_until - make_interval(secs => :seconds),
+           next_action_at = next_action_at - make_interval(secs => :seconds),
+           nudged_at = nudged_at - make_interval(secs => :seconds)
      WHERE id = ANY(:ids)
     """
 )
 
-STEPS = {
-    "quote_purchase": quote.quote,
-    "place_order": order.place_order,
-    "resolve_order": order.resolve_order,
-    "check_transfer": transfer.check_transfer,
-}
 # What each step calls at the partner (faults are planned for those calls).
 CALLS = {
     "quote_purchase": ("create_quote",),
@@ -94,11 +128,13 @@ CALLS = {
     "resolve_order": ("find_order_for_quote", "create_order"),
     "check_transfer": ("get_order",),
 }
+STEP_NAMES = sorted(CALLS)
 # What happens while a "pause_*" call hangs past the lease.
-WHILE_HANGING = ("another_worker", "stalled_by_middleware", "partner_catches_up")
+WHILE_HANGING = ("another_worker", "stalled_by_middleware", "stalled_and_resumed", "partner_catches_up")
 
 S = State
-# Where a purchase may be while the partner holds an order for it.
+# Where a purchase may be while the partner holds an order for it.  Never on the quote path
+# (RECEIVED, QUOTED, PAUSED) nor FAILED: from there it could be quoted and ordered afresh.
 MAY_HOLD_ORDER = frozenset({
     S.ORDERING, S.ORDER_UNKNOWN, S.AWAITING_TRANSFER, S.TRANSFER_COMPLETE, S.TRANSFER_EXPIRED, S.CANCELLED,
     S.NEEDS_ATTENTION, S.STALLED,
@@ -108,33 +144,49 @@ MAY_STALL_WITH_ORDER = frozenset({S.ORDERING, S.ORDER_UNKNOWN, S.AWAITING_TRANSF
 ORDER_KNOWN = frozenset({S.AWAITING_TRANSFER, S.TRANSFER_COMPLETE, S.TRANSFER_EXPIRED, S.CANCELLED})
 FINAL_STATUS = {S.TRANSFER_COMPLETE: "transfer_complete", S.TRANSFER_EXPIRED: "transfer_expired",
                 S.CANCELLED: "cancelled"}
+# Once an order outcome was unknown, the purchase never goes back to where it could order
+# afresh (ORDER_ABSENCE_GRACE_SECONDS is unset here) nor fails (only an operator may).
+NEVER_AFTER_UNKNOWN = frozenset({S.RECEIVED, S.QUOTED, S.PAUSED, S.ORDERING, S.FAILED})
+# An orphan order puts its purchase in NEEDS_ATTENTION, unless it is one of these already.
+ORPHAN_LEAVES_ALONE = TERMINAL | {S.NEEDS_ATTENTION, S.AWAITING_TRANSFER}
 
-PRICES = st.sampled_from([None] * 4 + ["150.00", "80.00"])  # the fake partner quotes 100.00
+PRICES = st.sampled_from([None] * 8 + ["150.00", "80.00"])  # the fake partner quotes 100.00
 
 # A fault is drawn the same way whatever the purchase's state (the draw must not depend on the
-# database, or hypothesis cannot replay an example): None, or (behaviour, which partner call
-# of the step, what happens while a hanging call hangs).  It applies if that call has that
-# behaviour (BEHAVIOURS).  Faults that end a purchase early are drawn less often than those
-# that keep it on the order path.
-RARE_FAULTS = frozenset({"permanent", "refuse_orders", "short_ttl", "account"})
-FREQUENT_FAULTS = frozenset({"unknown_after", "unknown_deferred", "crash_after", "crash_deferred",
-                             "pause_before", "pause_after"})
-FAULT_NAMES = sorted({b for behaviours in BEHAVIOURS.values() for b in behaviours})
-WEIGHTED_FAULT_NAMES = [b for b in FAULT_NAMES for _ in range(1 if b in RARE_FAULTS else 3 if b in FREQUENT_FAULTS else 2)]
-FAULTS = st.none() | st.tuples(st.sampled_from(WEIGHTED_FAULT_NAMES), st.sampled_from([0, 1]),
-                               st.sampled_from(WHILE_HANGING))
+# database, or hypothesis cannot replay an example): None, or (a behaviour for each partner
+# operation, which partner call of the step, what happens while a hanging call hangs); the
+# behaviour drawn for the call it lands on applies.  Behaviours are weighted ("" is no fault):
+# quotes mostly go through, order calls mostly end unknown, late or in a crash, lookups mostly
+# miss, do not tell or answer late; faults that end a purchase early are drawn less often.
+FAULT_WEIGHTS: dict[str, dict[str, int]] = {
+    "create_quote": {"": 10, "transient": 1, "crash": 1, "crash_after": 1, "account": 1, "permanent": 1,
+                     "short_ttl": 1, "medium_ttl": 2, "refuse_orders": 1, "pause_before": 1, "pause_after": 1},
+    "create_order": {"transient": 2, "account": 1, "unknown_before": 2, "unknown_after": 4, "unknown_deferred": 3,
+                     "crash": 2, "crash_after": 3, "crash_deferred": 3, "pause_before": 4, "pause_after": 6},
+    "find_order_for_quote": {"transient": 2, "crash": 1, "miss": 3, "has_more": 3, "pause_before": 2,
+                             "pause_after": 3},
+    "get_order": {"": 3, "transient": 2, "crash": 1, "pause_before": 1, "pause_after": 1},
+}
+assert all(set(FAULT_WEIGHTS[op]) - {""} == set(BEHAVIOURS[op]) for op in BEHAVIOURS), "a behaviour without a weight"
+BEHAVIOUR_PER_OPERATION = st.fixed_dictionaries({
+    operation: st.sampled_from([b for b, weight in weights.items() for _ in range(weight)])
+    for operation, weights in sorted(FAULT_WEIGHTS.items())
+})
+Fault = tuple[dict[str, str], int | str, str]
+FAULTS = st.none() | st.tuples(BEHAVIOUR_PER_OPERATION, st.sampled_from([0, 1]), st.sampled_from(WHILE_HANGING))
 # The same, planned for whichever call of that partner operation comes next.
-LATER_FAULTS = st.none() | st.tuples(st.sampled_from(WEIGHTED_FAULT_NAMES), st.sampled_from(sorted(BEHAVIOURS)),
+LATER_FAULTS = st.none() | st.tuples(BEHAVIOUR_PER_OPERATION, st.sampled_from(sorted(BEHAVIOURS)),
                                      st.sampled_from(WHILE_HANGING))
 
 
-def fault_for(operations: tuple[str, ...], drawn: tuple[str, int | str, str] | None) -> tuple[str, str] | None:
-    """The (operation, behaviour) to plan, if the drawn fault fits one of these partner calls."""
+def fault_for(operations: tuple[str, ...], drawn: Fault | None) -> tuple[str, str] | None:
+    """The (operation, behaviour) to plan for one of these partner calls, if any."""
     if drawn is None:
         return None
-    behaviour, call, hang = drawn
+    behaviours, call, hang = drawn
     operation = operations[call % len(operations)] if isinstance(call, int) else call
-    if operation not in operations or behaviour not in BEHAVIOURS[operation]:
+    behaviour = behaviours[operation]
+    if operation not in operations or not behaviour:
         return None
     if (operation, behaviour) == ("create_order", "account") and not ORDERS_SEE_ACCOUNT_ERRORS:
         return None
@@ -168,12 +220,19 @@ def guarded(function):  # type: ignore[no-untyped-def]
 
 
 def machine_settings() -> Settings:
-    # model_copy skips validation: zero delays make every next action due at once.
+    # model_copy skips validation.  Waits are real database times, moved on by _lease_passes
+    # (LEASE + 1 s at a time): a lost nudge or a parked lookup is due after one lease, the
+    # lookups of an unknown order spread over several (backoff 30, 60, 120, 240, 480 s), and a
+    # quote may expire meanwhile, as it would in production.
     return get_settings().model_copy(update={
         "claim_lease_seconds": LEASE,
-        "redrive_after_seconds": 0.0,
+        "step_deadline_seconds": LEASE - 10,
+        "redrive_after_seconds": 30.0,
         "max_requotes": 3,
-        "order_resolve_attempts": 4,
+        "order_resolve_attempts": 5,
+        "order_resolve_max_interval_seconds": 4 * LEASE,
+        "order_absence_grace_seconds": None,  # no proof of absence: an unknown order is never re-quoted
+        "min_delivery_lead_seconds": LEAD,
         "quote_safety_margin_seconds": MARGIN,
         "payment_pause_seconds": 0.0,
         # Transfer checks fall due when a lease's worth of time passes, not at every tick.
@@ -189,7 +248,8 @@ class PurchaseMachine(RuleBasedStateMachine):
         super().__init__()
         self.settings = machine_settings()
         self.clock = Clock()
-        order.dt = self.clock.datetime_module()  # restored by close()
+        order.dt = common.dt = self.clock.datetime_module()  # restored by close()
+        order.pause = lambda seconds: self.clock.advance(float(seconds))
         self.partner = FakePartner(clock=self.clock, safety_margin=MARGIN,
                                    orders_see_account_errors=ORDERS_SEE_ACCOUNT_ERRORS)
         self.partner.on_pause = self._while_call_hangs
@@ -197,7 +257,12 @@ class PurchaseMachine(RuleBasedStateMachine):
         self.purchases: list[uuid.UUID] = []  # purchase i asks for quantity i + 1: the partner tells them apart
         self.queue: list[tuple[str, uuid.UUID]] = []  # the broker, as far as these purchases go
         self.hook_errors: list[BaseException] = []
-        self.retried: list[uuid.UUID] = []  # purchases with a message dramatiq retried (it may give up)
+        # Messages dramatiq retried (it may give up on them: the middleware then stalls the purchase).
+        self.retried: list[tuple[uuid.UUID, str]] = []
+        self.running: list[str] = []  # message ids of the steps running now (one hangs while others run)
+        # Messages whose claim was taken over while their partner call hung -> the last history
+        # row by then: whatever that message writes afterwards must be a late answer.
+        self.taken_over: dict[str, int] = {}
         self.healthy = True  # False once a rule or a check raised: teardown then leaves it alone
 
     # ---- helpers ---------------------------------------------------------------------
@@ -205,42 +270,67 @@ class PurchaseMachine(RuleBasedStateMachine):
     def _pid(self, index: int) -> uuid.UUID:
         return self.purchases[index % len(self.purchases)]
 
-    def _create(self, max_unit_price: str | None) -> None:
-        purchase_id = intake.accept(request(quantity=len(self.purchases) + 1, max_unit_price=max_unit_price),
-                                    settings=self.settings)
+    def _create(self, max_unit_price: str | None, deadline_soon: bool = False) -> None:
+        overrides: dict[str, Any] = {"quantity": len(self.purchases) + 1, "max_unit_price": max_unit_price}
+        if deadline_soon:
+            deadline = self.clock() + dt.timedelta(seconds=LEAD + SOON_MARGIN)
+            overrides["delivery_deadline"] = deadline.strftime("%Y-%m-%dT%H:%M:%SZ")
+        purchase_id = intake.accept(request(**overrides), settings=self.settings)
         assert purchase_id is not None
         self.purchases.append(purchase_id)
         self.queue.append(("quote_purchase", purchase_id))  # what the intake actor nudges
 
     def _state(self, purchase_id: uuid.UUID) -> State:
+        return State(self._get(purchase_id).state)
+
+    def _get(self, purchase_id: uuid.UUID) -> Purchase:
         with session_scope() as session:
-            return State(session.get_one(Purchase, purchase_id).state)
+            return session.get_one(Purchase, purchase_id)
 
     def _load(self) -> dict[uuid.UUID, Purchase]:
         with session_scope() as session:
             rows = session.scalars(select(Purchase).where(Purchase.id.in_(self.purchases))).all()
         return {p.id: p for p in rows}
 
+    def _send(self, following: Next, purchase_id: uuid.UUID) -> None:
+        self.queue.append((following.step, purchase_id))
+
     def _run(self, step: str, purchase_id: uuid.UUID) -> None:
-        """One delivery of one message, handled as `workers.runner.run_step` handles it."""
+        """One delivery of one message, through the runner every purchase actor uses."""
+        message_id = f"msg-{uuid.uuid4()}"
+        self.running.append(message_id)
         try:
-            following = STEPS[step](purchase_id, partner=self.partner, settings=self.settings,
-                                    message_id=f"msg-{uuid.uuid4()}")
+            run_step(step, purchase_id, partner=self.partner, settings=self.settings, message_id=message_id,
+                     send=self._send)
         except RetryLater:
             self.queue.append((step, purchase_id))  # dramatiq retries the same message
-            if purchase_id not in self.retried:
-                self.retried.append(purchase_id)
+            if (purchase_id, step) not in self.retried:
+                self.retried.append((purchase_id, step))
             outcome = "retry"
         except SimulatedCrash:
             self.queue.append((step, purchase_id))  # unacked: the broker redelivers it to another worker
             outcome = "crash"
-        except StaleTransition:
-            outcome = "stale"  # someone moved it first; the runner drops the message
         else:
-            if following is not None:
-                self.queue.append((following.step, purchase_id))
-            outcome = "ok"
+            outcome = "done"  # including a no-op: someone else moved it first, or a late answer
+        finally:
+            self.running.pop()
         event(f"{step}: {outcome}")
+        self._check_late(message_id)
+
+    def _check_late(self, message_id: str) -> None:
+        """A worker whose claim was taken over while its call hung changes nothing afterwards:
+        its answer is recorded as late (or, for an order, applied as late or kept as an orphan)."""
+        mark = self.taken_over.pop(message_id, None)
+        if mark is None:
+            return
+        rows = self.reader.execute(
+            text("SELECT id, kind, from_state, to_state, reason FROM purchase_transitions "
+                 "WHERE message_id = :m AND id > :mark ORDER BY id"), {"m": message_id, "mark": mark}).all()
+        for row in rows:
+            assert row.kind in ("late_answer", "orphan_order") or "a late answer" in row.reason \
+                or row.reason.startswith("orphan order"), \
+                f"a worker whose claim was taken over moved the purchase {row.from_state} -> {row.to_state}: {row.reason}"
+            event(f"after a takeover: {row.kind}")
 
     def _deliver(self, step: str, purchase_id: uuid.UUID, fault: tuple[str, str] | None = None) -> None:
         if fault is not None:
@@ -253,30 +343,47 @@ class PurchaseMachine(RuleBasedStateMachine):
             raise self.hook_errors.pop()
 
     def _lease_passes(self) -> None:
-        """A claim lease's worth of time passes: dead workers' claims lapse, ORDERING falls due,
-        and quotes age by as much."""
+        """A claim lease's worth of time passes: dead workers' claims lapse, ORDERING and the
+        shorter waits fall due, quotes age and lagging lookups catch up by as much."""
         self.clock.advance(LEASE + 1)
         with session_scope() as session:
-            session.execute(LEASE_PASSES_SQL, {"ids": self.purchases})
+            session.execute(TIME_PASSES_SQL, {"ids": self.purchases, "seconds": LEASE + 1})
 
     def _tick(self) -> None:
         ours = set(self.purchases)
         redrive_due(self.settings, lambda step, pid: self.queue.append((step, pid)) if pid in ours else None)
 
-    def _stall(self, purchase_id: uuid.UUID) -> None:
+    def _stall(self, purchase_id: uuid.UUID, step: str = "resolve_order") -> State | None:
         """What StallOnExhaustedRetries does when dramatiq gives up on a purchase's message."""
+        stalled_from = stall_after_exhausted_retries(
+            purchase_id, step=step, retries=8, error="RetryLater: simulated exhausted retries",
+            message_id=f"msg-{uuid.uuid4()}",
+        )
+        if stalled_from is not None:
+            event(f"stalled from {stalled_from}")
+        return stalled_from
+
+    def _claim_live(self, purchase_id: uuid.UUID) -> bool:
+        return bool(self.reader.execute(text("SELECT coalesce(claimed_until > now(), false) FROM purchases "
+                                             "WHERE id = :id"), {"id": purchase_id}).scalar())
+
+    def _resume(self, purchase_id: uuid.UUID) -> None:
+        """`fulfil retry`: resume the purchase, then send the step it names."""
         try:
-            with session_scope() as session:
-                purchase = session.get_one(Purchase, purchase_id)
-                from_state = State(purchase.state)
-                if not state_machine.is_live(from_state):
-                    return
-                state_machine.transition(session, purchase, State.STALLED, message_id=f"msg-{uuid.uuid4()}",
-                                         reason="gave up after 8 retries",
-                                         changes={"last_error": "RetryLater: simulated exhausted retries"})
-            event(f"stalled from {from_state}")
-        except StaleTransition:
-            pass
+            resumed = resume.resume(purchase_id, settings=self.settings, reason="resumed by operator")
+        except resume.CannotResume:
+            return
+        event(f"resumed {resumed.from_state} -> {resumed.to_state}")
+        self.queue.append((resumed.step, resumed.purchase_id))
+
+    def hanging(self, what: Callable[[uuid.UUID], None]) -> Callable[[str, int, str], None]:
+        """An `on_pause` hook running `what(purchase_id)` while a call hangs (for scripted tests)."""
+
+        def hook(operation: str, quantity: int, action: str) -> None:
+            purchase_id = self.purchases[quantity - 1]
+            self._meanwhile(purchase_id, lambda: what(purchase_id))
+
+        return hook
 
     def _while_call_hangs(self, operation: str, quantity: int, action: str) -> None:
         """A partner call hangs past the claim lease; meanwhile the world moves on."""
@@ -284,40 +391,73 @@ class PurchaseMachine(RuleBasedStateMachine):
             return
         purchase_id = self.purchases[quantity - 1]
         note(f"while {operation} hangs for purchase {quantity - 1}: {action}")
+        self._meanwhile(purchase_id, functools.partial(self._world_moves_on, purchase_id, action))
+
+    def _meanwhile(self, purchase_id: uuid.UUID, what: Callable[[], None]) -> None:
+        """Run `what` while the current step's partner call hangs, and note whether the hanging
+        worker's claim was taken over meanwhile.  Errors are re-raised after the step, not
+        swallowed by the step's own handlers."""
+        claim_before = self._claim_token(purchase_id)
         try:
-            if action == "stalled_by_middleware":
-                self._stall(purchase_id)
-            elif action == "partner_catches_up":
-                while self.partner.pending:
-                    self.partner.process_pending()
-            else:  # the lease lapses, the scheduler re-drives, another worker takes the message
-                self._lease_passes()
-                self._tick()
-                mine = [m for m in self.queue if m[1] == purchase_id]
-                self.queue = [m for m in self.queue if m[1] != purchase_id]
-                for step, pid in mine:
-                    self._run(step, pid)
-        except Exception as error:  # noqa: BLE001  re-raised after the hanging step, not swallowed by it
+            what()
+        except Exception as error:  # noqa: BLE001
             self.hook_errors.append(error)
+        row = self.reader.execute(
+            text("SELECT claim_token, (SELECT coalesce(max(id), 0) FROM purchase_transitions "
+                 "WHERE purchase_id = :id) AS last_row FROM purchases WHERE id = :id"), {"id": purchase_id}).one()
+        if self.running and claim_before is not None and row.claim_token != claim_before:
+            self.taken_over.setdefault(self.running[-1], row.last_row)
+
+    def _claim_token(self, purchase_id: uuid.UUID) -> uuid.UUID | None:
+        token: uuid.UUID | None = self.reader.execute(
+            text("SELECT claim_token FROM purchases WHERE id = :id"), {"id": purchase_id}).scalar()
+        return token
+
+    def _world_moves_on(self, purchase_id: uuid.UUID, action: str) -> None:
+        if action in ("stalled_by_middleware", "stalled_and_resumed"):
+            # While the hanging worker's claim is live, the middleware must leave the purchase
+            # alone (the claim may be gone already: this worker's step outlived it before)...
+            claimed = self._claim_live(purchase_id)
+            assert self._stall(purchase_id) is None or not claimed, "stalled a purchase with a live claim"
+            # ... until the call outlives its lease.
+            self._lease_passes()
+            self._stall(purchase_id)
+            if action == "stalled_and_resumed":
+                self._resume(purchase_id)  # often back into the very state the hanging worker saw
+        elif action == "partner_catches_up":
+            while self.partner.pending:
+                self.partner.process_pending()
+        else:  # the lease lapses, the scheduler re-drives, another worker takes the message
+            self._lease_passes()
+            self._tick()
+            mine = [m for m in self.queue if m[1] == purchase_id]
+            self.queue = [m for m in self.queue if m[1] != purchase_id]
+            for step, pid in mine:
+                self._run(step, pid)
 
     # ---- rules -------------------------------------------------------------------------
 
-    @initialize(expiry_first=st.booleans(), price=PRICES)
+    @initialize(expiry_first=st.booleans(), price=PRICES, lookup_lag=LOOKUP_LAGS, deadline_soon=DEADLINE_SOON,
+                quote_ttl=QUOTE_TTLS)
     @guarded
-    def first_purchase(self, expiry_first: bool, price: str | None) -> None:
-        # The contract does not say which error wins for a quote both consumed and expired.
+    def first_purchase(self, expiry_first: bool, price: str | None, lookup_lag: float = 0.0,
+                       deadline_soon: bool = False, quote_ttl: float = 3600.0) -> None:
+        # The contract does not say which error wins for a quote both consumed and expired,
+        # nor how soon an order shows in the lookup by quote, nor how long quotes live.
         self.partner.expiry_checked_first = expiry_first
-        self._create(price)
+        self.partner.lookup_lag = lookup_lag
+        self.partner.quote_ttl = quote_ttl
+        self._create(price, deadline_soon)
 
     @precondition(lambda self: len(self.purchases) < 3)
-    @rule(price=PRICES)
+    @rule(price=PRICES, deadline_soon=DEADLINE_SOON)
     @guarded
-    def another_purchase(self, price: str | None) -> None:
-        self._create(price)
+    def another_purchase(self, price: str | None, deadline_soon: bool) -> None:
+        self._create(price, deadline_soon)
 
-    @rule(index=st.integers(0, 2), stale=st.sampled_from([None] * 4 + sorted(STEPS)), fault=FAULTS)
+    @rule(index=st.integers(0, 2), stale=st.sampled_from([None] * 4 + STEP_NAMES), fault=FAULTS)
     @guarded
-    def deliver(self, index: int, stale: str | None, fault: tuple[str, int, str] | None) -> None:
+    def deliver(self, index: int, stale: str | None, fault: Fault | None) -> None:
         """A worker gets a message for a purchase: usually the step it is due for, sometimes any
         step whatever its state (stale, duplicate, redelivered); the partner may misbehave."""
         purchase_id = self._pid(index)
@@ -326,7 +466,7 @@ class PurchaseMachine(RuleBasedStateMachine):
 
     @rule(messages=st.integers(1, 4), position=st.integers(0, 50), duplicate=st.booleans(), fault=FAULTS)
     @guarded
-    def broker(self, messages: int, position: int, duplicate: bool, fault: tuple[str, int, str] | None) -> None:
+    def broker(self, messages: int, position: int, duplicate: bool, fault: Fault | None) -> None:
         """Workers take queued messages; when none is left the scheduler re-drives what is due.
         The first one may come out of order (or be a duplicate that stays queued) and meet a
         misbehaving partner; a message never delivered is a lost one."""
@@ -353,14 +493,9 @@ class PurchaseMachine(RuleBasedStateMachine):
         # which rules hypothesis may draw, or it cannot replay an example.)
         if not resume_it:
             if self.retried:
-                self._stall(self.retried[index % len(self.retried)])
+                self._stall(*self.retried[index % len(self.retried)])
             return
-        try:
-            resumed = resume.resume(self._pid(index), settings=self.settings, reason="resumed by operator")
-        except resume.CannotResume:
-            return
-        event(f"resumed {resumed.from_state} -> {resumed.to_state}")
-        self.queue.append((resumed.step, resumed.purchase_id))
+        self._resume(self._pid(index))
 
     @rule(lease=st.sampled_from([True, True, False]), partner_catches_up=st.booleans())
     @guarded
@@ -379,7 +514,7 @@ class PurchaseMachine(RuleBasedStateMachine):
           position=st.integers(0, 20), fault=LATER_FAULTS,
           status=st.sampled_from(["transfer_complete", "transfer_expired", "cancelled"]))
     @guarded
-    def partner_side(self, action: str, position: int, fault: tuple[str, str, str] | None, status: str) -> None:
+    def partner_side(self, action: str, position: int, fault: Fault | None, status: str) -> None:
         """What happens at the partner on its own, or a fault planned for some later call."""
         partner = self.partner
         planned = fault_for(tuple(BEHAVIOURS), fault)
@@ -397,6 +532,19 @@ class PurchaseMachine(RuleBasedStateMachine):
             if waiting:
                 partner.finish_transfer(waiting[position % len(waiting)], status)
 
+    @rule(operation=st.sampled_from(["create_order", "create_order", "find_order_for_quote"]),
+          fault=FAULTS, times=st.sampled_from([1, 1, SENDS_PER_STEP]))
+    @guarded
+    def order_trouble_ahead(self, operation: str, fault: Fault | None, times: int) -> None:
+        """A fault planned for the next order calls or order lookups, whichever purchase makes
+        them: unknown outcomes, late answers and unreliable lookups are what invariant 1 is
+        about.  An order step sends the same quote again while answers stay unclear, so a fault
+        may be planned for all its sends."""
+        planned = fault_for((operation,), fault)
+        if planned is not None:
+            for _ in range(times):
+                self.partner.plan(*planned)
+
     # ---- invariants --------------------------------------------------------------------
 
     @invariant()
@@ -404,12 +552,15 @@ class PurchaseMachine(RuleBasedStateMachine):
         self.healthy = False
         snapshot = self.reader.execute(SNAPSHOT_SQL, {"ids": self.purchases}).one()
         purchases: dict[str, dict[str, Any]] = {p["id"]: p for p in snapshot.purchases}
-        history: list[list[Any]] = snapshot.history  # [id, purchase_id, kind, from, to, outbox events]
+        # [id, purchase_id, kind, from, to, outbox events, routing key]
+        history: list[list[Any]] = snapshot.history
         quote_owner: dict[str, str] = dict(snapshot.quotes)
+        orphans: dict[str, list[Any]] = {row[0]: row for row in snapshot.orphans}  # order id -> [order, purchase, quote]
         slots = [str(pid) for pid in self.purchases]  # purchase i asked for quantity i + 1
 
         # 1. At most one partner order per purchase, over every quote it ever got: counted by
         #    the partner (each purchase asks for its own quantity) and through partner_quotes.
+        #    This is the money invariant: it is never weakened.
         orders: dict[str, list[FakeOrder]] = defaultdict(list)
         for o in self.partner.orders.values():
             assert o.quote_id in quote_owner, f"order {o.order_id} on quote {o.quote_id}, which we never recorded"
@@ -425,22 +576,45 @@ class PurchaseMachine(RuleBasedStateMachine):
         for call in self.partner.order_calls:  # the clock stands still between our check and our call
             assert call.advertised_expires_at is None or call.at < call.advertised_expires_at, \
                 f"order sent on quote {call.quote_id} at {call.at}, after it expired ({call.advertised_expires_at})"
+            # ... nor once the delivery deadline is within MIN_DELIVERY_LEAD_SECONDS.
+            assert call.delivery_deadline is None or \
+                (call.delivery_deadline - call.at).total_seconds() > LEAD, \
+                f"order sent on quote {call.quote_id} at {call.at}, deadline {call.delivery_deadline} is too close"
 
-        # 3. Each history row has exactly one outbox event; each purchase's chain is consistent.
-        for row_id, _, _, _, _, events in history:
-            assert events == 1, f"history row {row_id} has {events} outbox events"
+        # 3. Each history row (transitions, late answers, orphan orders...) has exactly one
+        #    outbox event, of its kind; each purchase's chain is consistent; a row that changes
+        #    nothing names the state the purchase was in.
+        for row_id, _, kind, _, _, events, routing_key in history:
+            assert events == 1, f"history row {row_id} ({kind}) has {events} outbox events"
+            if kind in ("late_answer", "orphan_order"):
+                assert routing_key == f"purchase.{kind}", f"history row {row_id} ({kind}) has event {routing_key}"
+                event(f"history: {kind}")
         assert snapshot.outbox_events == len(history), "outbox events without a history row"
         chains: dict[str, list[list[Any]]] = defaultdict(list)
         for row in history:
-            if row[2] == "transition":
-                chains[row[1]].append(row)
+            chains[row[1]].append(row)
         for pid, purchase in purchases.items():
             previous: State | None = None
-            for row_id, _, _, from_state, to_state, _ in chains[pid]:
+            unknown_since: int | None = None
+            chain = chains[pid]
+            for i, (row_id, _, kind, from_state, to_state, _, _) in enumerate(chain):
                 assert from_state == (previous.value if previous else None), \
-                    f"{pid}: history row {row_id} starts from {from_state}, the previous one ended at {previous}"
+                    f"{pid}: history row {row_id} ({kind}) starts from {from_state}, the purchase was {previous}"
+                if kind != "transition":
+                    assert to_state == from_state, f"{pid}: {kind} row {row_id} moves {from_state} -> {to_state}"
+                    if kind == "orphan_order" and State(from_state) not in ORPHAN_LEAVES_ALONE:
+                        after = chain[i + 1] if i + 1 < len(chain) else None
+                        assert after is not None and after[2] == "transition" and \
+                            after[4] == State.NEEDS_ATTENTION.value, \
+                            f"{pid}: orphan order (row {row_id}) while {from_state}, then {after}: not needs_attention"
+                    continue
                 assert State(to_state) in ALLOWED[previous], f"{pid}: {previous} -> {to_state} is not allowed"
                 previous = State(to_state)
+                if previous is State.ORDER_UNKNOWN and unknown_since is None:
+                    unknown_since = row_id
+                if unknown_since is not None:
+                    assert previous not in NEVER_AFTER_UNKNOWN, \
+                        f"{pid}: {previous} (row {row_id}) after its order outcome was unknown (row {unknown_since})"
             assert previous == State(purchase["state"]), \
                 f"{pid}: history ends at {previous}, the purchase is {purchase['state']}"
 
@@ -449,6 +623,8 @@ class PurchaseMachine(RuleBasedStateMachine):
         for pid, purchase in purchases.items():
             state = State(purchase["state"])
             held = orders.get(pid, [])
+            if state is State.ORDERING:
+                assert purchase["order_evidence"] is not None, f"{pid} is ordering without order evidence"
             if purchase["order_id"] is not None:
                 assert [o.order_id for o in held] == [purchase["order_id"]], \
                     f"{pid} records order {purchase['order_id']}, the partner has {held}"
@@ -464,8 +640,31 @@ class PurchaseMachine(RuleBasedStateMachine):
             if state in FINAL_STATUS:
                 assert held[0].status == FINAL_STATUS[state], f"{pid} is {state}, its order is {held[0].status}"
 
-        # 5. Live purchases have a next action time; terminal and held ones have none.
+        # 5. An order id is never dropped: every order our code was told of is named by its
+        #    purchase or kept as an orphan order (of that purchase, on that quote); an order
+        #    never told of is at least remembered as possible (order evidence).
+        for o in self.partner.orders.values():
+            pid = quote_owner[o.quote_id]
+            purchase = purchases[pid]
+            named = purchase["order_id"] == o.order_id
+            if o.order_id in orphans:
+                assert orphans[o.order_id][1:] == [pid, o.quote_id], f"orphan {orphans[o.order_id]} is not {o}"
+            elif not named:
+                assert o.order_id not in self.partner.revealed, \
+                    f"order {o.order_id} of {pid} was received, then dropped: the purchase is {purchase['state']} " \
+                    f"with order {purchase['order_id']}, and no orphan order keeps it"
+                assert purchase["order_evidence"] is not None, \
+                    f"{pid} is {purchase['state']} and forgot that order {o.order_id} may exist"
+        for order_id, (_, pid, _) in orphans.items():
+            assert order_id in self.partner.orders, f"orphan order {order_id} of {pid} does not exist at the partner"
+            assert sum(1 for row in chains[pid] if row[2] == "orphan_order") >= 1, f"orphan {order_id} not in history"
+            event("orphan order kept")
+
+        # 6. Live purchases have a next action time; terminal and held ones have none.
         for pid, purchase in purchases.items():
+            if purchase["state"] == State.ORDER_UNKNOWN and purchase["quote_expires_at"] is not None and \
+                    dt.datetime.fromisoformat(purchase["quote_expires_at"]) <= self.clock():
+                event("order_unknown with its quote expired (our clock)")
             assert purchase["has_next_action"] == state_machine.is_live(State(purchase["state"])), \
                 f"{pid} is {purchase['state']}, has_next_action={purchase['has_next_action']}"
         self.healthy = True
@@ -473,8 +672,11 @@ class PurchaseMachine(RuleBasedStateMachine):
     def close(self) -> None:
         """Put the real clock back; leave nothing live for a later test's scheduler (the
         database is shared)."""
-        order.dt = REAL_ORDER_DATETIME
+        order.dt, common.dt, order.pause = REAL_ORDER_DATETIME, REAL_COMMON_DATETIME, REAL_ORDER_PAUSE
         self.reader.close()
+        if self.purchases:
+            with session_scope() as session:  # dead workers' claims would keep the middleware away
+                session.execute(TIME_PASSES_SQL, {"ids": self.purchases, "seconds": LEASE + 1})
         for purchase_id in self.purchases:
             self._stall(purchase_id)
 
@@ -492,7 +694,7 @@ class PurchaseMachine(RuleBasedStateMachine):
             self.close()
 
     def _settle(self) -> None:
-        self.partner.calm()
+        self.partner.calm()  # lookups still lag: that is how the partner is, not a fault
         self.partner.on_pause = None
         while self.partner.pending:  # requests the partner still holds are processed (or refused) now
             self.partner.process_pending()
@@ -504,59 +706,278 @@ class PurchaseMachine(RuleBasedStateMachine):
                 if o.status == "awaiting_transfer":
                     o.status = "transfer_complete"
             self._tick()
-            delivered = len(self.queue)
             while self.queue:
                 self._deliver(*self.queue.pop(0))
             states = {pid: State(p.state) for pid, p in self._load().items()}
             if all(s in TERMINAL or s in HELD_FOR_OPERATOR for s in states.values()):
                 break
             assert rounds < LIVENESS_ROUNDS, f"still live after {rounds} rounds without faults: {states}"
-            if not delivered:
-                self._lease_passes()  # only a dead worker's lease can be in the way now
+            # Time passes between rounds: dead workers' claims lapse, lagging lookups catch up.
+            self._lease_passes()
         self.invariants_hold()
+        named = {p.order_id for p in self._load().values()}
+        with session_scope() as session:
+            orphaned = set(session.scalars(text("SELECT order_id FROM orphan_orders WHERE purchase_id = ANY(:ids)"),
+                                           {"ids": self.purchases}))
         for pid, purchase in self._load().items():
             state = State(purchase.state)
-            event(f"ended {state}")
+            event(f"ended {state}" + (f" ({purchase.failure_code})" if state not in TERMINAL - {State.FAILED}
+                                      and purchase.failure_code else ""))
             if state in HELD_FOR_OPERATOR:
                 assert purchase.failure_code or purchase.last_error, f"{pid} is {state} without a reason"
             if state is State.FAILED:
                 assert purchase.failure_code and purchase.failure_message, f"{pid} failed without a reason"
+            held = self.partner.orders_for(quantity=self.purchases.index(pid) + 1)
+            for o in held:
+                # Every order the partner holds is named or kept as an orphan — or its purchase
+                # waits for a person, knowing that an order may exist (its id was never told).
+                if o.order_id not in named and o.order_id not in orphaned:
+                    assert state in HELD_FOR_OPERATOR and purchase.order_evidence is not None, \
+                        f"order {o.order_id} of {pid} is neither named nor kept, and {pid} is {state}"
+                    event(f"ended {state} with an order never told of")
         note(f"settled after {rounds} rounds")
 
 
 TestPurchases = PurchaseMachine.TestCase
+# No max_examples, derandomize or database here: they come from the loaded hypothesis profile
+# ("ci" in `make test`, "fuzz" in `make fuzz`, tests/conftest.py), the parent of these settings.
 TestPurchases.settings = hsettings(
-    max_examples=150,
     stateful_step_count=30,
     deadline=None,
-    database=None,  # no example database in the repository
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
 
 
-def test_a_refused_retry_of_an_unknown_order_stays_unknown_and_never_orders_twice() -> None:
+# ---- scripted regressions ------------------------------------------------------------------
+
+
+@pytest.fixture
+def machine() -> Iterator[PurchaseMachine]:
+    machine = PurchaseMachine()
+    yield machine
+    machine.close()
+
+
+def _orders_of(machine: PurchaseMachine, index: int = 0) -> list[FakeOrder]:
+    return machine.partner.orders_for(quantity=index + 1)
+
+
+def _kinds(purchase_id: uuid.UUID) -> list[tuple[str, str | None, str]]:
+    with session_scope() as session:
+        return [(t.kind, t.from_state, t.to_state) for t in state_machine.history(session, purchase_id)]
+
+
+def _step(machine: PurchaseMachine, step: str, *faults: tuple[str, str]) -> State:
+    """Deliver one message for the first purchase (its partner calls meet `faults`, in order),
+    check every invariant, return the purchase's state."""
+    purchase_id = machine.purchases[0]
+    for fault in faults:
+        machine.partner.plan(*fault)
+    machine._deliver(step, purchase_id)
+    machine.invariants_hold()
+    return machine._state(purchase_id)
+
+
+def _quoted(machine: PurchaseMachine, *, expiry_first: bool = False, lookup_lag: float = 0.0,
+            quote_fault: str | None = None) -> uuid.UUID:
+    machine.first_purchase(expiry_first=expiry_first, price=None, lookup_lag=lookup_lag)
+    faults = [("create_quote", quote_fault)] if quote_fault else []
+    assert _step(machine, "quote_purchase", *faults) is State.QUOTED
+    return machine.purchases[0]
+
+
+def _orders_sent(*behaviours: str) -> list[tuple[str, str]]:
+    return [("create_order", behaviour) for behaviour in behaviours]
+
+
+def test_a_refused_retry_of_an_unknown_order_stays_unknown_and_never_orders_twice(machine: PurchaseMachine) -> None:
     """Hypothesis found this (with ORDERS_SEE_ACCOUNT_ERRORS = True) before the fix in
     fulfilment/steps/order.py: a retry refused with PAYMENT_NOT_CONFIGURED used to move an
     ORDER_UNKNOWN purchase to PAUSED, which re-quoted and ordered afresh while the first
-    request could still land: two orders.  Now the purchase stays unknown."""
-    machine = PurchaseMachine()
+    request could still land: two orders.  Now the purchase stays unknown (parked)."""
     machine.partner.orders_see_account_errors = True
-    try:
-        machine.first_purchase(expiry_first=False, price=None)
-        purchase_id = machine.purchases[0]
-        machine._deliver("quote_purchase", purchase_id)  # QUOTED
-        # The order request times out (504); the partner has not processed it yet: ORDER_UNKNOWN.
-        machine._deliver("place_order", purchase_id, ("create_order", "unknown_deferred"))
-        # Lookup by quote finds nothing (yet); the retry on the same quote meets PAYMENT_NOT_CONFIGURED.
-        machine._deliver("resolve_order", purchase_id, ("create_order", "account"))
-        assert machine._state(purchase_id) is State.ORDER_UNKNOWN
-        # The partner now processes the first request (the account is fine again): order 1.
-        assert machine.partner.process_pending().outcome == "created"
-        # Resolution finds that order instead of quoting again.
+    purchase_id = _quoted(machine)
+    # Every send of the order step times out (504); the partner has processed none of them yet.
+    assert _step(machine, "place_order", *_orders_sent(*["unknown_deferred"] * SENDS_PER_STEP)) \
+        is State.ORDER_UNKNOWN
+    # Lookup by quote finds nothing (yet); the same quote again meets PAYMENT_NOT_CONFIGURED.
+    assert _step(machine, "resolve_order", *_orders_sent("account")) is State.ORDER_UNKNOWN
+    assert machine._get(purchase_id).next_action_at is not None  # parked: the scheduler looks again
+    # The partner now processes the first request (the account is fine again): order 1; the
+    # other requests find the quote consumed.
+    assert machine.partner.process_pending().outcome == "created"
+    while machine.partner.pending:
+        assert machine.partner.process_pending().outcome == "QuoteAlreadyConsumed"
+    # Resolution finds that order instead of quoting again.
+    machine._lease_passes()
+    assert _step(machine, "resolve_order") is State.AWAITING_TRANSFER
+    orders = _orders_of(machine)
+    assert len(orders) == 1, f"partner orders for one purchase: {orders}"
+    assert machine._get(purchase_id).order_id == orders[0].order_id
+
+
+@pytest.mark.parametrize("consumed_seen_by", ["place_order", "resolve_order"])
+@pytest.mark.parametrize("lookup", [None, "miss", "has_more"])
+def test_issue_7_a_lagging_lookup_after_a_consumed_quote_never_requotes(
+    machine: PurchaseMachine, consumed_seen_by: str, lookup: str | None
+) -> None:
+    """Issue 7's double order: the order commits but its answer is lost; the lookup lags
+    (empty), the same quote sent again answers QUOTE_ALREADY_CONSUMED (within the order step,
+    or when resolving), then the quote expires on our clock and the lookup is still empty (or
+    misses, or does not tell).  Re-quoting here ordered a second time; the purchase must wait
+    until the lookup catches up."""
+    lag = 400.0
+    purchase_id = _quoted(machine, lookup_lag=lag, quote_fault="medium_ttl")
+    if consumed_seen_by == "place_order":  # lost answer, then the re-send: QUOTE_ALREADY_CONSUMED
+        assert _step(machine, "place_order", *_orders_sent("unknown_after")) is State.ORDER_UNKNOWN
+    else:  # every answer of the order step is lost or unclear
+        faults = _orders_sent("unknown_after", *["unknown_before"] * (SENDS_PER_STEP - 1))
+        assert _step(machine, "place_order", *faults) is State.ORDER_UNKNOWN
+        assert machine._get(purchase_id).order_evidence == "may_exist"
+        # The lookup lags: empty.  The same quote again: QUOTE_ALREADY_CONSUMED.
+        assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
+    [first] = _orders_of(machine)
+    assert machine._get(purchase_id).order_evidence == "exists"
+    calls = len(machine.partner.order_calls)
+    # The lookup lags; an order exists: wait.
+    assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
+    # The quote expires on our clock (and the partner's); the lookup is still empty.
+    machine.clock.advance(MEDIUM_TTL + 1)
+    assert _step(machine, "resolve_order", *([("find_order_for_quote", lookup)] if lookup else [])) \
+        is State.ORDER_UNKNOWN
+    assert len(machine.partner.quotes) == 1, "re-quoted while an order exists"
+    assert len(machine.partner.order_calls) == calls, "ordered again once an order was known to exist"
+    assert ("transition", "order_unknown", "received") not in _kinds(purchase_id)
+    # Later the lookup catches up: the one order is found.
+    machine.clock.advance(lag)
+    machine._lease_passes()
+    assert _step(machine, "resolve_order") is State.AWAITING_TRANSFER
+    assert _orders_of(machine) == [first]
+    assert machine._get(purchase_id).order_id == first.order_id
+
+
+@pytest.mark.parametrize("first_request", ["unknown_after", "unknown_deferred"])
+@pytest.mark.parametrize("catches_up", [True, False])
+def test_issue_7_b_a_retry_answered_quote_expired_never_requotes(
+    machine: PurchaseMachine, first_request: str, catches_up: bool
+) -> None:
+    """The same with a partner that checks expiry before consumption: the same quote sent
+    again (the partner expired it early) answers QUOTE_EXPIRED although the first request
+    committed (or is still in flight).  That answer says nothing of the first request: once
+    the quote expires on our clock too and the lookup is still empty, the purchase never
+    re-quotes; it ends with its order found, or in NEEDS_ATTENTION."""
+    lag = 1000.0  # longer than the resolve attempts last
+    purchase_id = _quoted(machine, expiry_first=True, lookup_lag=lag, quote_fault="medium_ttl")
+    unclear = "unknown_before" if first_request == "unknown_after" else first_request
+    faults = _orders_sent(first_request, *[unclear] * (SENDS_PER_STEP - 1))
+    assert _step(machine, "place_order", *faults) is State.ORDER_UNKNOWN
+    quote_id = machine._get(purchase_id).quote_id
+    assert quote_id is not None
+    machine.partner.expire_early(quote_id)
+    # Lookup: empty (lag, or nothing yet); the same quote again: QUOTE_EXPIRED.
+    met = len(machine.partner.faults_met)
+    assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
+    assert machine.partner.faults_met[met:] == \
+        (["find_order_for_quote: lagging"] if first_request == "unknown_after" else [])
+    assert [c.quote_id for c in machine.partner.order_calls] == [quote_id] * (SENDS_PER_STEP + 1)
+    while machine.partner.pending:  # requests still in flight land now: refused (expired)
+        assert machine.partner.process_pending().outcome == "QuoteExpired"
+    # The quote expires on our clock too; the lookup is still empty (it lags, or there is no order).
+    machine.clock.advance(MEDIUM_TTL + 1)
+    assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
+    if catches_up:
+        machine.clock.advance(lag)
+    for _ in range(machine.settings.order_resolve_attempts + 1):
         machine._lease_passes()
-        machine._deliver("resolve_order", purchase_id)
-        assert machine._state(purchase_id) is State.AWAITING_TRANSFER
-        orders = machine.partner.orders_for(quantity=1)
-        assert len(orders) == 1, f"partner orders for one purchase: {orders}"
-    finally:
-        machine.close()
+        state = _step(machine, "resolve_order")
+        if state is not State.ORDER_UNKNOWN:
+            break
+    assert len(machine.partner.quotes) == 1, "re-quoted while an order may exist"
+    assert len(machine.partner.order_calls) == SENDS_PER_STEP + 1, "ordered again on an expired quote"
+    orders = _orders_of(machine)
+    assert len(orders) == (1 if first_request == "unknown_after" else 0)
+    if orders and catches_up:
+        assert state is State.AWAITING_TRANSFER
+        assert machine._get(purchase_id).order_id == orders[0].order_id
+    else:
+        assert state is State.NEEDS_ATTENTION
+        assert machine._get(purchase_id).failure_code == "ORDER_OUTCOME_UNKNOWN"
+
+
+def test_issue_7_c_a_late_quote_expired_for_a_purchase_that_moved_on_changes_nothing(
+    machine: PurchaseMachine,
+) -> None:
+    """ABA: worker A's order request hangs past its lease; worker B takes the purchase over,
+    orders with the same quote and the purchase moves on.  A's request then reaches the
+    partner after the quote expired, and (expiry checked first) is answered QUOTE_EXPIRED: a
+    definite answer to a first attempt, which used to re-quote.  It is recorded as a late
+    answer and moves nothing."""
+    purchase_id = _quoted(machine, expiry_first=True)
+
+    def meanwhile(pid: uuid.UUID) -> None:
+        machine._lease_passes()
+        machine._deliver("resolve_order", pid)  # B: ORDERING -> ORDER_UNKNOWN, lookup empty, same quote: 201
+        assert machine._state(pid) is State.AWAITING_TRANSFER
+        machine.clock.advance(3600)  # the quote expires before A's request is processed
+
+    machine.partner.on_pause = machine.hanging(meanwhile)
+    assert _step(machine, "place_order", *_orders_sent("pause_before")) is State.AWAITING_TRANSFER
+    assert [o.quote_was_expired for o in _orders_of(machine)] == [False]
+    assert len(machine.partner.quotes) == 1
+    late = [row for row in _kinds(purchase_id) if row[0] == "late_answer"]
+    assert late == [("late_answer", "awaiting_transfer", "awaiting_transfer")]
+
+
+@pytest.mark.parametrize("meanwhile", ["another_worker", "stalled_and_resumed", "stalled_by_middleware"])
+def test_issue_7_c_a_late_order_confirmation_is_applied_or_kept_never_dropped(
+    machine: PurchaseMachine, meanwhile: str
+) -> None:
+    """ABA with a confirmation: worker A's order commits, and its answer comes after its lease
+    while the lookup lags.  Meanwhile another worker resolves (the same quote: consumed), or
+    the middleware stalls the purchase (and an operator may resume it).  The late confirmation
+    is applied if the purchase still resolves that very quote, else kept as an orphan order
+    (the purchase then needs attention); never dropped, never a second order."""
+    purchase_id = _quoted(machine, lookup_lag=400.0)
+    assert _step(machine, "place_order", *_orders_sent(f"pause_after:{meanwhile}")) in (
+        State.AWAITING_TRANSFER, State.NEEDS_ATTENTION)
+    [the_order] = _orders_of(machine)
+    purchase = machine._get(purchase_id)
+    kinds = _kinds(purchase_id)
+    if meanwhile == "stalled_by_middleware":
+        # Stalled while the answer was on its way: an orphan, with its history row and event.
+        assert State(purchase.state) is State.NEEDS_ATTENTION
+        assert purchase.failure_code == "ORPHAN_ORDER"
+        assert ("orphan_order", "stalled", "stalled") in kinds
+        with session_scope() as session:
+            kept = session.scalars(text("SELECT order_id FROM orphan_orders WHERE purchase_id = :p"),
+                                   {"p": purchase_id}).all()
+        assert kept == [the_order.order_id]
+        # A person resumes it: resolved again, the lookup (caught up) finds that same order.
+        machine._resume(purchase_id)
+        machine.clock.advance(400)
+        assert _step(machine, "resolve_order") is State.AWAITING_TRANSFER
+        purchase = machine._get(purchase_id)
+    else:
+        # Still resolving that quote (ORDER_UNKNOWN): the late confirmation is applied.
+        assert State(purchase.state) is State.AWAITING_TRANSFER
+    assert purchase.order_id == the_order.order_id
+    assert len(machine.partner.quotes) == 1
+
+
+def test_a_stall_never_takes_a_purchase_from_a_live_claim(machine: PurchaseMachine) -> None:
+    """The middleware gives up on a message while another worker holds the purchase: it is
+    left to that worker (fencing); once the claim has lapsed it is stalled."""
+    purchase_id = _quoted(machine)
+    stalls: list[State | None] = []
+
+    def meanwhile(pid: uuid.UUID) -> None:
+        stalls.append(machine._stall(pid, "place_order"))
+        machine._lease_passes()
+        stalls.append(machine._stall(pid, "place_order"))
+
+    machine.partner.on_pause = machine.hanging(meanwhile)
+    # The order call hangs (request in flight) past the lease; the purchase is stalled meanwhile;
+    # the call then commits and its late confirmation is kept as an orphan.
+    assert _step(machine, "place_order", *_orders_sent("pause_before")) is State.NEEDS_ATTENTION
+    assert stalls == [None, State.ORDERING]
+    assert [k for k in _kinds(purchase_id) if k[0] == "orphan_order"] == [("orphan_order", "stalled", "stalled")]

@@ -14,6 +14,19 @@ The contract leaves two things open, and the fake lets a test pick either answer
   requests wait in `pending` until the test lets the partner process them, with the
   partner's state *at that time* (account, quote consumed or expired).
 
+It is as hostile as the sandbox's faults (fulfilment/sandbox/faults.py) where the contract
+allows it:
+- order lookups lag behind commits: an order is invisible to `find_order_for_quote` until
+  `lookup_lag` seconds of the clock after its creation (the sandbox's lookup_lag_seconds);
+- a lookup may miss an order outright ("miss": a well-formed empty answer) or not tell
+  ("has_more": an empty page announcing more, LookupUnknown);
+- a quote both consumed and expired may answer QUOTE_EXPIRED (`expiry_checked_first`);
+- any call may answer after the claim lease ("pause_*"), while the test lets another worker
+  take over: the answer then concerns a purchase that has moved on.
+
+`revealed` lists every order id that reached our code in an answer (created, found, read):
+the test checks that none of them is ever dropped.
+
 Faults are chosen per call by the test (`plan(operation, behaviour)`, one-shot, in order):
 see BEHAVIOURS.  `SimulatedCrash` is a BaseException the steps do not catch: the worker
 process died at that point.  Time comes from `clock` (a `Clock` that moves only when the
@@ -34,6 +47,7 @@ from typing import Any
 
 from fulfilment.partners.base import (
     AccountError,
+    LookupUnknown,
     NotFound,
     Order,
     OrderAbsent,
@@ -78,7 +92,14 @@ BEHAVIOURS: dict[str, tuple[str, ...]] = {
         "pause_before",  # the request is in flight longer than the claim lease
         "pause_after",  # committed, the answer comes after the claim lease
     ),
-    "find_order_for_quote": ("transient", "crash", "pause_before", "pause_after"),
+    "find_order_for_quote": (
+        "transient",  # 503: the lookup failed
+        "crash",  # the worker dies before asking
+        "miss",  # a complete, well-formed answer that leaves the order out (as if none existed)
+        "has_more",  # an empty page that announces more (LookupUnknown): it does not tell
+        "pause_before",
+        "pause_after",
+    ),
     "get_order": ("transient", "crash", "pause_before", "pause_after"),
 }
 
@@ -145,6 +166,7 @@ class OrderCall:
     quote_id: str
     at: dt.datetime
     advertised_expires_at: dt.datetime | None
+    delivery_deadline: dt.datetime | None = None
 
 
 @dataclass
@@ -160,6 +182,9 @@ class FakePartner:
     name: str = "fake-tbb"
     clock: Callable[[], dt.datetime] = field(default_factory=lambda: Clock(), repr=False)
     expiry_checked_first: bool = False
+    # Seconds (of `clock`) during which a new order is invisible to find_order_for_quote.
+    lookup_lag: float = 0.0
+    quote_ttl: float = LONG_TTL  # the lifetime of a quote without a ttl behaviour
     safety_margin: float = 30.0
     payment_configured: bool = True
     # Whether a missing payment method also refuses orders (it refuses quotes either way).
@@ -169,6 +194,7 @@ class FakePartner:
     pending: list[PendingOrder] = field(default_factory=list)
     order_calls: list[OrderCall] = field(default_factory=list)
     faults_met: list[str] = field(default_factory=list)  # "operation: behaviour", as the calls met them
+    revealed: set[str] = field(default_factory=set)  # order ids our code received in an answer
     planned: dict[str, deque[str]] = field(default_factory=lambda: defaultdict(deque))
     # Called for "pause_*" behaviours with (operation, quantity of the purchase concerned, what):
     # the test runs whatever happens while this call hangs (lease lapses, another worker...).
@@ -225,7 +251,7 @@ class FakePartner:
             raise AccountError("PAYMENT_NOT_CONFIGURED", "no payment method on the account", status=403)
         if behaviour == "permanent":
             raise PermanentError("NO_INVENTORY_AVAILABLE", "no seats left in that section", status=409)
-        ttl = {"short_ttl": self.safety_margin / 2, "medium_ttl": MEDIUM_TTL}.get(behaviour or "", LONG_TTL)
+        ttl = {"short_ttl": self.safety_margin / 2, "medium_ttl": MEDIUM_TTL}.get(behaviour or "", self.quote_ttl)
         issued = self.clock()
         quote = FakeQuote(
             quote_id=self._new_id("qt_"),
@@ -255,7 +281,8 @@ class FakePartner:
         deadline: float | None = None,
     ) -> Order:
         quote = self.quotes.get(quote_id)
-        self.order_calls.append(OrderCall(quote_id, self.clock(), quote.expires_at if quote else None))
+        self.order_calls.append(OrderCall(quote_id, self.clock(), quote.expires_at if quote else None,
+                                          delivery_deadline))
         behaviour = self._next("create_order")
         key = quote.request.quantity if quote else 0
         if behaviour == "transient":
@@ -280,7 +307,7 @@ class FakePartner:
             raise SimulatedCrash("worker died after the partner committed the order")
         if behaviour == "pause_after":
             self._pause("create_order", key)
-        return self._public(order)
+        return self._reveal(order)
 
     def get_order(self, order_id: str, *, request_id: str, deadline: float | None = None) -> Order:
         behaviour = self._next("get_order")
@@ -290,6 +317,7 @@ class FakePartner:
             raise NotFound("ORDER_NOT_FOUND", f"no order {order_id}", status=404)
         result = self._public(order)
         self._read_faults("get_order", behaviour, order.quantity, before=False)
+        self.revealed.add(result.order_id)
         return result
 
     def find_order_for_quote(self, quote_id: str, *, request_id: str, deadline: float | None = None) -> OrderLookup:
@@ -299,8 +327,20 @@ class FakePartner:
         self._read_faults("find_order_for_quote", behaviour, key, before=True)
         found = [o for o in self.orders.values() if o.quote_id == quote_id]
         assert len(found) <= 1, "the fake itself broke: two orders on one quote"
-        result: OrderLookup = OrderFound(self._public(found[0])) if found else OrderAbsent()
+        at = self.clock()
+        visible = [o for o in found if (at - o.created_at).total_seconds() >= self.lookup_lag]
+        if found and not visible:
+            self.faults_met.append("find_order_for_quote: lagging")
+        result: OrderLookup
+        if behaviour == "has_more":
+            result = LookupUnknown("has_more: an empty page, and the partner says more orders follow")
+        elif visible and behaviour != "miss":
+            result = OrderFound(self._public(visible[0]))
+        else:
+            result = OrderAbsent()
         self._read_faults("find_order_for_quote", behaviour, key, before=False)
+        if isinstance(result, OrderFound):
+            self.revealed.add(result.order.order_id)
         return result
 
     # ---- internals ---------------------------------------------------------------------
@@ -370,6 +410,10 @@ class FakePartner:
             self.on_pause(operation, key, self._while_hanging)
         finally:
             self._pausing = False
+
+    def _reveal(self, order: FakeOrder) -> Order:
+        self.revealed.add(order.order_id)
+        return self._public(order)
 
     @staticmethod
     def _public(order: FakeOrder) -> Order:
