@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from fulfilment import state_machine
 from fulfilment.db import session_scope
 from fulfilment.partners.base import PartnerError, TransientError
@@ -113,6 +115,18 @@ def park(purchase: Purchase, *, next_action_in: float, error: str | None, messag
 
 def too_close_to_deadline(purchase: Purchase, settings: Settings) -> bool:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=settings.min_delivery_lead_seconds) >= purchase.delivery_deadline
+
+
+def fail_if_deadline_too_close(session: Session, purchase: Purchase, settings: Settings, message_id: str | None) -> bool:
+    """Fail a claimed purchase whose delivery deadline came too close to quote or order (in the
+    claim's transaction); True if it did."""
+    if not too_close_to_deadline(purchase, settings):
+        return False
+    state_machine.transition(
+        session, purchase, State.FAILED, message_id=message_id, reason="delivery deadline too close to order",
+        changes=failure(DEADLINE_CODE, deadline_message(purchase, settings)),
+    )
+    return True
 
 
 def deadline_message(purchase: Purchase, settings: Settings) -> str:

@@ -50,11 +50,9 @@ from fulfilment.partners.base import (
 from fulfilment.settings import Settings
 from fulfilment.state_machine import TERMINAL, OrderEvidence, StaleTransition, State
 from fulfilment.steps.common import (
-    DEADLINE_CODE,
     Next,
-    deadline_message,
+    fail_if_deadline_too_close,
     failure,
-    note_late,
     park,
     partner_request_id,
     record,
@@ -74,11 +72,7 @@ def place_order(
         purchase = state_machine.claim(session, purchase_id, [State.QUOTED], lease_seconds=settings.claim_lease_seconds)
         if purchase is None:
             return None
-        if too_close_to_deadline(purchase, settings):
-            state_machine.transition(
-                session, purchase, State.FAILED, message_id=message_id, reason="delivery deadline too close to order",
-                changes=failure(DEADLINE_CODE, deadline_message(purchase, settings)),
-            )
+        if fail_if_deadline_too_close(session, purchase, settings, message_id):
             return None
         if not _quote_usable(purchase, margin_seconds=settings.quote_safety_margin_seconds):
             metrics.REQUOTES.labels("safety_margin").inc()
@@ -371,4 +365,4 @@ def _quote_usable(purchase: Purchase, *, margin_seconds: float) -> bool:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=margin_seconds) < purchase.quote_expires_at
 
 
-__all__ = ["late_order", "note_late", "order_columns", "place_order", "resolve_order"]
+__all__ = ["late_order", "order_columns", "place_order", "resolve_order"]

@@ -15,9 +15,8 @@ from fulfilment.partners.base import AccountError, Partner, PartnerError, Perman
 from fulfilment.settings import Settings
 from fulfilment.state_machine import StaleTransition, State
 from fulfilment.steps.common import (
-    DEADLINE_CODE,
     Next,
-    deadline_message,
+    fail_if_deadline_too_close,
     failure,
     note_late,
     partner_request_id,
@@ -25,7 +24,6 @@ from fulfilment.steps.common import (
     release_and_retry,
     step_deadline,
     step_started,
-    too_close_to_deadline,
 )
 from models import PartnerQuote, Purchase
 
@@ -42,11 +40,7 @@ def quote(
         )
         if purchase is None:
             return None
-        if too_close_to_deadline(purchase, settings):
-            state_machine.transition(
-                session, purchase, State.FAILED, message_id=message_id, reason="delivery deadline too close to order",
-                changes=failure(DEADLINE_CODE, deadline_message(purchase, settings)),
-            )
+        if fail_if_deadline_too_close(session, purchase, settings, message_id):
             return None
         if purchase.quotes_taken > settings.max_requotes:
             state_machine.transition(
