@@ -2,23 +2,56 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from fulfilment.settings import get_database_settings
 
 
 @lru_cache(maxsize=4)
 def engine_for(url: str) -> Engine:
-    # pool_pre_ping: a Postgres restart must only delay work, not break every pooled connection.
     # connect_timeout and TCP keepalives: a database host that drops packets (instead of refusing
     # connections) fails a connection attempt in seconds and a dead peer in under a minute.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, future=True,
-                         connect_args=CONNECT_ARGS)
+    engine = create_engine(url, pool_size=10, max_overflow=10, future=True, connect_args=CONNECT_ARGS)
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection idle for longer than this is pinged before it is handed out.
+PING_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling, paid only where it helps: a Postgres restart must only
+    delay work, not break every pooled connection, so a connection that sat in the pool is
+    pinged (one round trip) before use; one checked in less than PING_IDLE_SECONDS ago was
+    working a moment ago and is handed out as it is (issue 8: pool_pre_ping cost a round trip
+    per statement of a step, five per purchase).  A failed ping makes the pool open a new
+    connection (DisconnectionError, retried by the pool); the rare connection that died in the
+    last second fails its statement, and SQLAlchemy then replaces every pooled connection.
+    """
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def fresh(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:  # a new one, or one just used
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection) -> None:
+        returned = record.info.get("checked_in")
+        if returned is not None and time.monotonic() - returned < PING_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError(f"pooled connection failed its ping: {type(error).__name__}") from error
 
 
 CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
@@ -43,3 +76,11 @@ def session_scope() -> Iterator[Session]:
             yield session
     finally:
         session.close()
+
+
+@contextmanager
+def autocommit() -> Iterator[Connection]:
+    """A connection on which every statement is its own transaction: no BEGIN/COMMIT round
+    trips.  For statements that are complete alone (the state machine's, statements.py)."""
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        yield connection

@@ -45,6 +45,17 @@ from models import OutboxEvent
 
 log = logging.getLogger(__name__)
 
+
+class _NotReturnedMessages(logging.Filter):
+    """pika logs a WARNING for every message RabbitMQ returns; the relay handles returns itself
+    (kept in UNROUTED, one warning per routing key), so those lines are only noise (one per event)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith("Published message was returned"))
+
+
+logging.getLogger("pika.adapters.blocking_connection").addFilter(_NotReturnedMessages())
+
 EXCHANGE = "fulfilment.events"
 # Where events that no queue was bound for are kept (an exchange and its one queue, same name).
 UNROUTED = "fulfilment.events.unrouted"

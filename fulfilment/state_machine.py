@@ -6,7 +6,8 @@ claim_token = :ours AND quote_id = :ours`): if another worker moved the purchase
 first, or took over its claim, nothing is written and `StaleTransition` is raised, so
 a redelivered or duplicated message can never apply a step twice, and a late answer
 can never move a purchase that moved on (fencing, invariant 8).  The history row and
-the outbox event are written in the same transaction as the state (invariant 4).  An
+the outbox event are written in the same statement as the state (invariant 4; the SQL
+is in statements.py).  An
 illegal transition raises `IllegalTransition` before touching the database.
 
 `claim()` is the lease an actor takes before calling the partner: a duplicate
@@ -20,20 +21,26 @@ a step's partner calls end before its lease does (`Settings.step_deadline_second
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from fulfilment import logging_setup, metrics
+from fulfilment import logging_setup, metrics, statements
+from fulfilment.statements import Row
 from models import DeadlineFlag, OrphanOrder, OutboxEvent, Purchase, PurchaseTransition
 
 log = logging.getLogger(__name__)
+
+# Where the state machine's statements run: a Session's transaction, or a Connection (the steps
+# use autocommit connections: each statement of statements.py is complete alone).
+Executor = Session | Connection
 
 
 class State(StrEnum):
@@ -146,7 +153,7 @@ def _seconds(value: float) -> dt.timedelta:
 
 
 def transition(
-    session: Session,
+    db: Executor,
     purchase: Purchase,
     to_state: State,
     *,
@@ -155,6 +162,7 @@ def transition(
     hold_claim_for: float | None = None,
     message_id: str | None = None,
     changes: Mapping[str, Any] | None = None,
+    insert_with: Row | None = None,
 ) -> Purchase:
     """Move `purchase` from its current state to `to_state`, or raise.
 
@@ -163,59 +171,75 @@ def transition(
     hold_claim_for: keep a lease for that many seconds (the caller goes on working on it,
       e.g. the order call after committing ORDERING); otherwise the lease is released.
     changes: other purchase columns to set in the same UPDATE.
-    The caller commits; history, outbox and state land in one transaction.
+    insert_with: a row (table, values) written only if the transition is (e.g. the quote taken).
+
+    One statement (statements.py): the guarded UPDATE, the history row, the outbox event
+    and `insert_with`, so that they land together, in the caller's transaction or, on an
+    autocommit connection, as a transaction of their own.  Returns the purchase as it is now
+    (a new, detached object; `purchase` is left as it was).
     """
     from_state = State(purchase.state)
     check_transition(from_state, to_state)
     if is_live(to_state) != (next_action_in is not None):
         raise ValueError(f"{to_state}: next_action_in must be {'set' if is_live(to_state) else 'None'}")
-    attempt = purchase.attempts  # read before the UPDATE: RETURNING refreshes this object
-
-    now = func.now()
-    values: dict[str, Any] = dict(changes or {})
-    values.update(
-        state=to_state.value,
-        state_changed_at=now,
-        updated_at=now,
-        attempts=0,
-        next_action_at=None if next_action_in is None else now + _seconds(next_action_in),
-        nudged_at=None,
-    )
-    if hold_claim_for is None:
-        values.update(claimed_until=None, claim_token=None)
-    else:  # the same owner goes on working on it
-        values.update(claimed_until=now + _seconds(hold_claim_for))
+    columns = dict(changes or {})
     if to_state is State.STALLED:
-        values["stalled_from"] = from_state.value
-    result = session.execute(
-        update(Purchase)
-        .where(*_fence(purchase, from_state))
-        .values(**values)
-        .returning(Purchase)
-        .execution_options(synchronize_session=False)
-    )
-    updated = result.scalar_one_or_none()
-    if updated is None:
+        columns["stalled_from"] = from_state.value
+    event_id = uuid.uuid4()
+    event_type = f"purchase.{to_state.value}"
+    payload = event_payload(event_id, purchase, from_state, to_state, reason, None, event_type, changes=columns)
+    sql = statements.transition_sql(tuple(columns), hold_claim=hold_claim_for is not None,
+                                    insert_with=insert_with.signature() if insert_with else None)
+    params: dict[str, Any] = {
+        **statements.fence_params(purchase), "to_state": to_state.value, "from_state": from_state.value,
+        "next_in": next_action_in, "hold": hold_claim_for, "reason": reason, "attempt": purchase.attempts,
+        "message_id": message_id, "event_id": event_id, "event_type": event_type,
+        "payload": json.dumps(payload, separators=(",", ":")),
+        **statements.change_params(columns),
+        **(insert_with.params() if insert_with else {}),
+    }
+    row = _execute(db, purchase, sql, params).one_or_none()
+    if row is None:
         raise StaleTransition(purchase.id, from_state)
-    session.refresh(updated)  # the RETURNING row may be an identity-map copy
-    _record(session, updated, from_state, to_state, reason, attempt, message_id)
-    return updated
+    _log_recorded(purchase.id, from_state, to_state, reason, event_type)
+    return statements.purchase_from(row)
 
 
-def _fence(purchase: Purchase, state: State | str) -> list[Any]:
-    """The purchase is still as this caller saw it: same state, same claim owner, same quote."""
-    return [
-        Purchase.id == purchase.id,
-        Purchase.state == str(state),
-        Purchase.claim_token.is_not_distinct_from(purchase.claim_token),
-        Purchase.quote_id.is_not_distinct_from(purchase.quote_id),
-    ]
+def _execute(db: Executor, purchase: Purchase | None, sql: str, params: Mapping[str, Any]) -> Any:
+    """Run one of statements.py's statements on a Connection, or in a Session's transaction
+    (flushed first; `purchase`, if the session holds it, is expired: the statement changed it)."""
+    if isinstance(db, Session):
+        db.flush()
+        result = db.connection().exec_driver_sql(sql, params)  # type: ignore[arg-type]
+        if purchase is not None and purchase in db:
+            db.expire(purchase)
+        return result
+    return db.exec_driver_sql(sql, params)  # type: ignore[arg-type]
 
 
-def create(session: Session, purchase: Purchase, *, reason: str, message_id: str | None = None) -> None:
-    """Record the birth of a freshly inserted purchase (None → RECEIVED) in history and outbox."""
-    check_transition(None, State(purchase.state))
-    _record(session, purchase, None, State(purchase.state), reason, 0, message_id)
+def _log_recorded(purchase_id: uuid.UUID, from_state: State | None, to_state: State, reason: str,
+                  event_type: str) -> None:
+    log.info("purchase %s: %s -> %s (%s)", purchase_id, from_state or "new", to_state, reason)
+    metrics.TRANSITIONS.labels(event_type).inc()
+
+
+def create(db: Executor, values: Mapping[str, Any], *, next_action_in: float, reason: str,
+           message_id: str | None = None) -> uuid.UUID | None:
+    """Insert a purchase in RECEIVED with its birth (None → RECEIVED) in history and outbox, in one
+    statement; returns its id, or None if a purchase with its `request_id` exists (nothing written).
+
+    values: the purchase's columns (ORM attribute names), `id` and `request_id` included.
+    """
+    check_transition(None, State.RECEIVED)
+    born = Purchase(**values, state=State.RECEIVED.value, attempts=0)
+    event_id = uuid.uuid4()
+    payload = event_payload(event_id, born, None, State.RECEIVED, reason, None, "purchase.received")
+    params = {**statements.change_params(values), "next_in": next_action_in, "reason": reason,
+              "message_id": message_id, "event_id": event_id, "payload": json.dumps(payload, separators=(",", ":"))}
+    created = _execute(db, None, statements.create_sql(tuple(values)), params).scalar_one_or_none()
+    if created is not None:
+        _log_recorded(created, None, State.RECEIVED, reason, "purchase.received")
+    return cast("uuid.UUID | None", created)
 
 
 def _record(
@@ -245,10 +269,9 @@ def _record(
         )
         .returning(PurchaseTransition.id, PurchaseTransition.created_at)
     ).one()
-    log.info("purchase %s: %s -> %s (%s)", purchase.id, from_state or "new", to_state, reason)
     event_id = uuid.uuid4()
     event_type = event_type or f"purchase.{to_state.value}"
-    metrics.TRANSITIONS.labels(event_type).inc()
+    _log_recorded(purchase.id, from_state, to_state, reason, event_type)
     payload = event_payload(event_id, purchase, from_state, to_state, reason, entry.created_at, event_type)
     payload.update(extra or {})
     session.execute(
@@ -326,78 +349,84 @@ def flag_deadline(session: Session, purchase: Purchase, window_hours: float) -> 
     return True
 
 
+def utc_text(moment: dt.datetime) -> str:
+    """An event timestamp: UTC, microseconds always written (Postgres writes the same: statements.UTC_TEXT)."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def event_payload(
     event_id: uuid.UUID,
     purchase: Purchase,
     from_state: State | None,
     to_state: State,
     reason: str,
-    occurred_at: dt.datetime,
+    occurred_at: dt.datetime | None,
     event_type: str,
+    *,
+    changes: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The event body (schema: docs/schemas/purchase-event.schema.json)."""
+    """The event body (schema: docs/schemas/purchase-event.schema.json) of `purchase` with
+    `changes` applied.  occurred_at None: the statement writing the event adds it (the history
+    row's created_at, statements.py)."""
+    changed = changes or {}
+
+    def now(key: str) -> Any:
+        return changed[key] if key in changed else getattr(purchase, key)
+
     payload: dict[str, Any] = {
         "event_id": str(event_id),
         "type": event_type,
-        "occurred_at": occurred_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
         "purchase_id": str(purchase.id),
         "request_id": purchase.request_id,
         "state": to_state.value,
         "previous_state": from_state.value if from_state else None,
         "reason": reason,
     }
+    if occurred_at is not None:
+        payload["occurred_at"] = utc_text(occurred_at)
     if purchase.request_metadata is not None:
         payload["metadata"] = purchase.request_metadata
-    if purchase.order_id:
+    if now("order_id"):
+        unit_price = now("unit_price")
         payload["order"] = {
-            "order_id": purchase.order_id,
-            "status": purchase.order_status,
-            "transfer_email": purchase.transfer_email,
-            "seat_range": purchase.seat_range,
-            "unit_price": str(purchase.unit_price) if purchase.unit_price is not None else None,
+            "order_id": now("order_id"),
+            "status": now("order_status"),
+            "transfer_email": now("transfer_email"),
+            "seat_range": now("seat_range"),
+            "unit_price": str(unit_price) if unit_price is not None else None,
             "delivery_deadline": purchase.delivery_deadline.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
         }
-    if to_state is State.FAILED or purchase.failure_code and to_state in HELD_FOR_OPERATOR:
-        payload["failure"] = {"code": purchase.failure_code, "message": purchase.failure_message}
+    failure_code = now("failure_code")
+    if to_state is State.FAILED or failure_code and to_state in HELD_FOR_OPERATOR:
+        payload["failure"] = {"code": failure_code, "message": now("failure_message")}
     return payload
 
 
 def claim(
-    session: Session,
+    db: Executor,
     purchase_id: uuid.UUID,
     states: Iterable[State],
     *,
     lease_seconds: float,
     only_if_due: bool = False,
 ) -> Purchase | None:
-    """Take the lease on a purchase in one of `states`, or return None.
+    """Take the lease on a purchase in one of `states`, or return None (one statement).
 
     None means: not in those states any more, or another worker holds the lease, or
     (with only_if_due) its next action is not due yet.  Each of these makes the
     message a harmless no-op.  The scheduler leaves a purchase alone while its lease
     runs; a worker killed mid-step only delays it until the lease ends.
     """
-    now = func.now()
-    conditions = [
-        Purchase.id == purchase_id,
-        Purchase.state.in_([s.value for s in states]),
-        (Purchase.claimed_until.is_(None)) | (Purchase.claimed_until < now),
-    ]
-    if only_if_due:
-        conditions.append(Purchase.next_action_at <= now)
-    claimed = session.execute(
-        update(Purchase)
-        .where(*conditions)
-        .values(claimed_until=now + _seconds(lease_seconds), claim_token=uuid.uuid4(),
-                attempts=Purchase.attempts + 1, updated_at=now)
-        .returning(Purchase)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
-    if claimed is not None:
-        session.refresh(claimed)
-        # Every further log line of this message names the caller's request too (the
-        # worker middleware resets the context when the message is done).
-        logging_setup.bind(request_id=claimed.request_id)
+    row = _execute(db, None, statements.claim_sql(only_if_due=only_if_due), {
+        "id": purchase_id, "states": [State(s).value for s in states], "lease": lease_seconds,
+        "token": uuid.uuid4(),
+    }).one_or_none()
+    if row is None:
+        return None
+    claimed = statements.purchase_from(row)
+    # Every further log line of this message names the caller's request too (the
+    # worker middleware resets the context when the message is done).
+    logging_setup.bind(request_id=claimed.request_id)
     return claimed
 
 
@@ -408,48 +437,29 @@ def lease_held(session: Session, purchase: Purchase) -> bool:
     return bool(session.execute(select(func.now() < purchase.claimed_until)).scalar())
 
 
-def release(session: Session, purchase: Purchase, *, retry_in: float, error: str | None = None) -> bool:
+def release(db: Executor, purchase: Purchase, *, retry_in: float, error: str | None = None) -> bool:
     """Give the lease back after a transient failure so the retried message can claim it.
 
     Fenced: returns False (and changes nothing) if the claim is no longer this caller's.
     """
-    values: dict[str, Any] = {
-        "claimed_until": None,
-        "claim_token": None,
-        "nudged_at": None,
-        "next_action_at": func.now() + _seconds(retry_in),
-        "updated_at": func.now(),
-    }
-    if error is not None:
-        values["last_error"] = error
-    released = _rowcount(session.execute(update(Purchase).where(*_fence(purchase, purchase.state)).values(**values)))
+    released = _release(db, purchase, retry_in, {} if error is None else {"last_error": error})
     if not released:
         log.info("purchase %s: lease no longer ours; not released", purchase.id)
-    return bool(released)
+    return released
 
 
-def reschedule(session: Session, purchase: Purchase, *, next_action_in: float, **changes: Any) -> bool:
+def reschedule(db: Executor, purchase: Purchase, *, next_action_in: float, **changes: Any) -> bool:
     """Set the next action time without a state change (e.g. the transfer is still pending),
     and give the lease back.  Fenced like `release()`."""
-    done = _rowcount(session.execute(
-        update(Purchase)
-        .where(*_fence(purchase, purchase.state))
-        .values(
-            claimed_until=None,
-            claim_token=None,
-            nudged_at=None,
-            next_action_at=func.now() + _seconds(next_action_in),
-            updated_at=func.now(),
-            **changes,
-        )
-    ))
+    done = _release(db, purchase, next_action_in, changes)
     if not done:
         log.info("purchase %s: lease no longer ours; not rescheduled", purchase.id)
-    return bool(done)
+    return done
 
 
-def _rowcount(result: Any) -> int:
-    return int(result.rowcount)
+def _release(db: Executor, purchase: Purchase, next_in: float, changes: Mapping[str, Any]) -> bool:
+    params = {**statements.fence_params(purchase), "next_in": next_in, **statements.change_params(changes)}
+    return bool(_execute(db, purchase, statements.release_sql(tuple(changes)), params).rowcount)
 
 
 def history(session: Session, purchase_id: uuid.UUID) -> list[PurchaseTransition]:

@@ -6,13 +6,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from fulfilment import state_machine
-from fulfilment.db import session_scope
+from fulfilment.db import autocommit, session_scope
 from fulfilment.partners.base import PartnerError, TransientError
 from fulfilment.settings import Settings
-from fulfilment.state_machine import StaleTransition, State
+from fulfilment.state_machine import Executor, StaleTransition, State
 from models import Purchase
 
 DEADLINE_CODE = "DELIVERY_DEADLINE_TOO_CLOSE"
@@ -69,8 +67,8 @@ def record(purchase: Purchase, to_state: State, reason: str, message_id: str | N
     history as a late answer, and False is returned.
     """
     try:
-        with session_scope() as session:
-            state_machine.transition(session, purchase, to_state, reason=reason, message_id=message_id, **kwargs)
+        with autocommit() as db:
+            state_machine.transition(db, purchase, to_state, reason=reason, message_id=message_id, **kwargs)
         return True
     except StaleTransition:
         note_late(purchase, f"{purchase.state} -> {to_state}: {reason}", message_id)
@@ -92,8 +90,8 @@ def release_and_retry(purchase: Purchase, error: Exception, settings: Settings) 
     If the lease is no longer ours, nothing is released (someone else holds the purchase
     now): the answer is recorded as late and the message is dropped (StaleTransition).
     """
-    with session_scope() as session:
-        released = state_machine.release(session, purchase, retry_in=retry_in(settings), error=str(error))
+    with autocommit() as db:
+        released = state_machine.release(db, purchase, retry_in=retry_in(settings), error=str(error))
     if not released:
         note_late(purchase, f"transient failure, not retried by this worker: {error}", None)
         return StaleTransition(purchase.id, State(purchase.state))
@@ -106,8 +104,8 @@ def park(purchase: Purchase, *, next_action_in: float, error: str | None, messag
     Fenced like `record()`."""
     if error is not None:
         changes["last_error"] = error[:2000]
-    with session_scope() as session:
-        done = state_machine.reschedule(session, purchase, next_action_in=next_action_in, **changes)
+    with autocommit() as db:
+        done = state_machine.reschedule(db, purchase, next_action_in=next_action_in, **changes)
     if not done:
         note_late(purchase, f"would have waited {next_action_in:g} s: {error}", message_id)
     return done
@@ -117,13 +115,12 @@ def too_close_to_deadline(purchase: Purchase, settings: Settings) -> bool:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=settings.min_delivery_lead_seconds) >= purchase.delivery_deadline
 
 
-def fail_if_deadline_too_close(session: Session, purchase: Purchase, settings: Settings, message_id: str | None) -> bool:
-    """Fail a claimed purchase whose delivery deadline came too close to quote or order (in the
-    claim's transaction); True if it did."""
+def fail_if_deadline_too_close(db: Executor, purchase: Purchase, settings: Settings, message_id: str | None) -> bool:
+    """Fail a claimed purchase whose delivery deadline came too close to quote or order; True if it did."""
     if not too_close_to_deadline(purchase, settings):
         return False
     state_machine.transition(
-        session, purchase, State.FAILED, message_id=message_id, reason="delivery deadline too close to order",
+        db, purchase, State.FAILED, message_id=message_id, reason="delivery deadline too close to order",
         changes=failure(DEADLINE_CODE, deadline_message(purchase, settings)),
     )
     return True

@@ -9,14 +9,13 @@ import uuid
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from fulfilment import logging_setup, metrics, state_machine
-from fulfilment.db import session_scope
+from fulfilment.db import autocommit, session_scope
 from fulfilment.requests import PurchaseRequest, explain
 from fulfilment.settings import Settings
-from fulfilment.state_machine import State
 from models import OutboxEvent, Purchase, RejectedRequest
 
 log = logging.getLogger(__name__)
@@ -81,30 +80,22 @@ def accept(raw: Any, *, settings: Settings, message_id: str | None = None) -> uu
         _reject(raw, message_id, "INVALID_REQUEST", explain(error))
 
     logging_setup.bind(purchase_id=request.purchase_id)  # the rest of this message's log lines name it
+    with autocommit() as db:
+        created = state_machine.create(db, {
+            "id": request.purchase_id,
+            "request_id": request.request_id,
+            "event_id": request.event_id,
+            "section_name": request.section_name,
+            "row_name": request.row_name,
+            "quantity": request.quantity,
+            "delivery_type": request.delivery_type.value,
+            "delivery_deadline": request.delivery_deadline,
+            "max_unit_price": request.max_unit_price,
+            "request_metadata": request.metadata,
+        }, next_action_in=settings.redrive_after_seconds, reason="request accepted", message_id=message_id)
+    if created is not None:
+        return created
     with session_scope() as session:
-        inserted = session.execute(
-            insert(Purchase)
-            .values(
-                id=request.purchase_id,
-                request_id=request.request_id,
-                event_id=request.event_id,
-                section_name=request.section_name,
-                row_name=request.row_name,
-                quantity=request.quantity,
-                delivery_type=request.delivery_type.value,
-                delivery_deadline=request.delivery_deadline,
-                max_unit_price=request.max_unit_price,
-                request_metadata=request.metadata,
-                state=State.RECEIVED.value,
-                next_action_at=func.now() + dt.timedelta(seconds=settings.redrive_after_seconds),
-            )
-            .on_conflict_do_nothing(index_elements=[Purchase.request_id])
-            .returning(Purchase.id)
-        ).scalar_one_or_none()
-        if inserted is not None:
-            purchase = session.get_one(Purchase, inserted)
-            state_machine.create(session, purchase, reason="request accepted", message_id=message_id)
-            return inserted
         existing = session.scalars(select(Purchase).where(Purchase.request_id == request.request_id)).one()
 
     differences = _differences(existing, request)

@@ -32,7 +32,7 @@ import time
 import uuid
 
 from fulfilment import metrics, state_machine
-from fulfilment.db import session_scope
+from fulfilment.db import autocommit, session_scope
 from fulfilment.partners.base import (
     AccountError,
     LookupUnknown,
@@ -68,16 +68,16 @@ def place_order(
     purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None
 ) -> Next | None:
     started = step_started()
-    with session_scope() as session:
-        purchase = state_machine.claim(session, purchase_id, [State.QUOTED], lease_seconds=settings.claim_lease_seconds)
+    with autocommit() as db:
+        purchase = state_machine.claim(db, purchase_id, [State.QUOTED], lease_seconds=settings.claim_lease_seconds)
         if purchase is None:
             return None
-        if fail_if_deadline_too_close(session, purchase, settings, message_id):
+        if fail_if_deadline_too_close(db, purchase, settings, message_id):
             return None
         if not _quote_usable(purchase, margin_seconds=settings.quote_safety_margin_seconds):
             metrics.REQUOTES.labels("safety_margin").inc()
             state_machine.transition(
-                session, purchase, State.RECEIVED, message_id=message_id,
+                db, purchase, State.RECEIVED, message_id=message_id,
                 reason=f"quote {purchase.quote_id} expires within the {settings.quote_safety_margin_seconds:g}s "
                 "safety margin; re-quoting",
                 next_action_in=settings.redrive_after_seconds,
@@ -85,7 +85,7 @@ def place_order(
             return Next("quote_purchase")
         # The intent: from this commit on, an order may exist for this purchase.
         purchase = state_machine.transition(
-            session, purchase, State.ORDERING, reason=f"ordering with quote {purchase.quote_id}",
+            db, purchase, State.ORDERING, reason=f"ordering with quote {purchase.quote_id}",
             message_id=message_id, next_action_in=settings.claim_lease_seconds,
             hold_claim_for=settings.claim_lease_seconds, changes={"order_evidence": OrderEvidence.MAY_EXIST.value},
         )
@@ -98,9 +98,9 @@ def resolve_order(
 ) -> Next | None:
     """Find out whether the order exists; finish it with the same quote if it safely can."""
     started = step_started()
-    with session_scope() as session:
+    with autocommit() as db:
         purchase = state_machine.claim(
-            session, purchase_id, [State.ORDERING, State.ORDER_UNKNOWN], lease_seconds=settings.claim_lease_seconds
+            db, purchase_id, [State.ORDERING, State.ORDER_UNKNOWN], lease_seconds=settings.claim_lease_seconds
         )
         if purchase is None:
             return None
@@ -108,14 +108,14 @@ def resolve_order(
             # The worker that committed the intent never reported back (killed, or its call
             # outlived its lease): whatever it sent may have reached the partner.
             purchase = state_machine.transition(
-                session, purchase, State.ORDER_UNKNOWN, message_id=message_id,
+                db, purchase, State.ORDER_UNKNOWN, message_id=message_id,
                 reason=f"the order attempt with quote {purchase.quote_id} never reported back; resolving",
                 next_action_in=settings.claim_lease_seconds, hold_claim_for=settings.claim_lease_seconds,
                 changes={"order_evidence": purchase.order_evidence or OrderEvidence.MAY_EXIST.value},
             )
         elif purchase.attempts > settings.order_resolve_attempts:
             state_machine.transition(
-                session, purchase, State.NEEDS_ATTENTION, message_id=message_id,
+                db, purchase, State.NEEDS_ATTENTION, message_id=message_id,
                 reason=f"order outcome still unknown after {settings.order_resolve_attempts} attempts",
                 changes=failure("ORDER_OUTCOME_UNKNOWN", evidence_message(purchase)),
             )
@@ -284,9 +284,9 @@ def resolve_backoff(attempts: int, settings: Settings) -> float:
 
 def _confirmed(purchase: Purchase, order: Order, settings: Settings, message_id: str | None, *, how: str) -> None:
     try:
-        with session_scope() as session:
+        with autocommit() as db:
             state_machine.transition(
-                session, purchase, State.AWAITING_TRANSFER, reason=f"order {order.order_id} {how}",
+                db, purchase, State.AWAITING_TRANSFER, reason=f"order {order.order_id} {how}",
                 message_id=message_id, next_action_in=settings.transfer_poll_min_seconds,
                 changes=order_columns(purchase, order),
             )

@@ -10,10 +10,11 @@ import logging
 import uuid
 
 from fulfilment import state_machine
-from fulfilment.db import session_scope
+from fulfilment.db import autocommit
 from fulfilment.partners.base import AccountError, Partner, PartnerError, PermanentError, Quote, QuoteRequest
 from fulfilment.settings import Settings
 from fulfilment.state_machine import StaleTransition, State
+from fulfilment.statements import Row
 from fulfilment.steps.common import (
     Next,
     fail_if_deadline_too_close,
@@ -34,17 +35,17 @@ def quote(
     purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None
 ) -> Next | None:
     started = step_started()
-    with session_scope() as session:
+    with autocommit() as db:
         purchase = state_machine.claim(
-            session, purchase_id, [State.RECEIVED, State.PAUSED], lease_seconds=settings.claim_lease_seconds
+            db, purchase_id, [State.RECEIVED, State.PAUSED], lease_seconds=settings.claim_lease_seconds
         )
         if purchase is None:
             return None
-        if fail_if_deadline_too_close(session, purchase, settings, message_id):
+        if fail_if_deadline_too_close(db, purchase, settings, message_id):
             return None
         if purchase.quotes_taken > settings.max_requotes:
             state_machine.transition(
-                session,
+                db,
                 purchase,
                 State.FAILED,
                 reason=f"re-quote limit reached ({settings.max_requotes} re-quotes)",
@@ -77,30 +78,24 @@ def quote(
 
 
 def _record_quote(purchase: Purchase, quote: Quote, *, settings: Settings, message_id: str | None) -> Next | None:
-    """Keep the quote and move on, in one transaction fenced by the claim."""
+    """Keep the quote and move on, in one statement fenced by the claim."""
     mismatch = _mismatch(purchase, quote)
-    with session_scope() as session:
-        session.add(
-            PartnerQuote(
-                purchase_id=purchase.id,
-                quote_id=quote.quote_id,
-                expires_at=quote.expires_at,
-                section_name=quote.section_name,
-                row_name=quote.row_name,
-                quantity=quote.quantity,
-                unit_price=quote.unit_price,
-                subtotal=quote.subtotal,
-                currency=quote.currency,
-            )
-        )
+    kept = Row(PartnerQuote.__tablename__, {
+        "quote_id": quote.quote_id, "expires_at": quote.expires_at, "section_name": quote.section_name,
+        "row_name": quote.row_name, "quantity": quote.quantity, "unit_price": quote.unit_price,
+        "subtotal": quote.subtotal, "currency": quote.currency,
+    })
+    with autocommit() as db:
         taken = {"quotes_taken": purchase.quotes_taken + 1, "unit_price": quote.unit_price, "subtotal": quote.subtotal}
         if mismatch:
-            state_machine.transition(session, purchase, State.FAILED, reason="quote does not match the request",
-                                     message_id=message_id, changes={**taken, **failure("QUOTE_MISMATCH", mismatch)})
+            state_machine.transition(db, purchase, State.FAILED, reason="quote does not match the request",
+                                     message_id=message_id, changes={**taken, **failure("QUOTE_MISMATCH", mismatch)},
+                                     insert_with=kept)
             return None
         if purchase.max_unit_price is not None and quote.unit_price > purchase.max_unit_price:
             state_machine.transition(
-                session, purchase, State.FAILED, reason="quoted price above max_unit_price", message_id=message_id,
+                db, purchase, State.FAILED, reason="quoted price above max_unit_price", message_id=message_id,
+                insert_with=kept,
                 changes={**taken, **failure(
                     "PRICE_ABOVE_LIMIT",
                     f"quoted unit price {quote.unit_price} {quote.currency} is above max_unit_price "
@@ -109,8 +104,8 @@ def _record_quote(purchase: Purchase, quote: Quote, *, settings: Settings, messa
             )
             return None
         state_machine.transition(
-            session, purchase, State.QUOTED, reason=f"quote {quote.quote_id} at {quote.unit_price} {quote.currency}",
-            message_id=message_id, next_action_in=settings.redrive_after_seconds,
+            db, purchase, State.QUOTED, reason=f"quote {quote.quote_id} at {quote.unit_price} {quote.currency}",
+            message_id=message_id, next_action_in=settings.redrive_after_seconds, insert_with=kept,
             changes={**taken, "quote_id": quote.quote_id, "quote_expires_at": quote.expires_at, "last_error": None,
                      "order_evidence": None},
         )

@@ -10,7 +10,7 @@ import datetime as dt
 import uuid
 
 from fulfilment import state_machine
-from fulfilment.db import session_scope
+from fulfilment.db import autocommit
 from fulfilment.partners.base import ORDER_FINAL_STATUSES, NotFound, Partner, PartnerError, PermanentError
 from fulfilment.settings import Settings
 from fulfilment.state_machine import State
@@ -37,9 +37,9 @@ def check_transfer(
     purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None
 ) -> Next | None:
     started = step_started()
-    with session_scope() as session:
+    with autocommit() as db:
         purchase = state_machine.claim(
-            session, purchase_id, [State.AWAITING_TRANSFER], lease_seconds=settings.claim_lease_seconds,
+            db, purchase_id, [State.AWAITING_TRANSFER], lease_seconds=settings.claim_lease_seconds,
             only_if_due=True,  # a duplicate nudge finds the next check in the future and does nothing
         )
         if purchase is None:
@@ -61,9 +61,9 @@ def check_transfer(
         record(purchase, final, f"partner reports {order.status}", message_id,
                changes={"order_status": order.status, "last_error": None})
         return None
-    with session_scope() as session:
+    with autocommit() as db:
         still_ours = state_machine.reschedule(
-            session, purchase, next_action_in=poll_interval(purchase.delivery_deadline, settings),
+            db, purchase, next_action_in=poll_interval(purchase.delivery_deadline, settings),
             order_status=order.status,
         )
     if not still_ours:

@@ -1,0 +1,72 @@
+"""The pool pings a connection that sat idle, and only such a one (fulfilment/db.py, issue 8).
+
+A backend killed while its connection waits in the pool (a Postgres restart, a failover, an
+idle timeout) must cost nothing: the ping fails and the pool opens a fresh connection.  A
+connection used a moment ago is handed out without a round trip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
+
+from fulfilment import db
+from tests.support import servers
+
+
+@pytest.fixture
+def engine(database: servers.TestDatabase) -> Iterator[Engine]:
+    engine = db.engine_for.__wrapped__(database.url)  # the product's engine, not the cached one
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def backend_pid(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def terminate(pid: int) -> None:
+    with psycopg.connect(servers.pg_admin_dsn(), autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
+    time.sleep(0.2)  # the backend is gone once the signal is handled
+
+
+def test_a_connection_whose_backend_died_in_the_pool_is_replaced(engine: Engine,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "PING_IDLE_SECONDS", 0.1)
+    first = backend_pid(engine)
+    terminate(first)
+    time.sleep(0.2)  # idle for longer than PING_IDLE_SECONDS: pinged, found dead, replaced
+    second = backend_pid(engine)
+    assert second != first
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "PING_IDLE_SECONDS", 60.0)
+    pings: list[object] = []
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda connection: pings.append(connection) or True)
+    backend_pid(engine)  # a new connection: nothing to ping
+    backend_pid(engine)  # checked in a moment ago: handed out as it is
+    assert pings == []
+
+    monkeypatch.setattr(db, "PING_IDLE_SECONDS", 0.0)
+    backend_pid(engine)
+    assert len(pings) == 1
+
+
+def test_a_backend_that_died_a_moment_ago_fails_one_statement_and_the_pool_recovers(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "PING_IDLE_SECONDS", 60.0)
+    terminate(backend_pid(engine))
+    with pytest.raises(Exception) as failed, engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    assert getattr(failed.value, "connection_invalidated", False)
+    assert backend_pid(engine) > 0  # the invalidated pool opened a fresh connection
