@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc
+import psycopg
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
@@ -79,8 +80,30 @@ def session_scope() -> Iterator[Session]:
 
 
 @contextmanager
-def autocommit() -> Iterator[Connection]:
-    """A connection on which every statement is its own transaction: no BEGIN/COMMIT round
-    trips.  For statements that are complete alone (the state machine's, statements.py)."""
-    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+def autocommit() -> Iterator[psycopg.Connection[Any]]:
+    """A pooled connection on which every statement is its own transaction (no BEGIN/COMMIT
+    round trips), used through psycopg directly: for statements complete alone, the state
+    machine's (statements.py), on the hot path, where SQLAlchemy's per-statement work cost
+    more than the statement (issue 8).
+
+    A connection that broke (the server went away) is discarded, and so is every other
+    connection of the pool, as SQLAlchemy does after a disconnect: they are checked again
+    (connected anew) before use.  psycopg's errors propagate as they are.
+    """
+    engine = get_engine()
+    pooled = engine.raw_connection()
+    connection: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
+    try:
+        connection.autocommit = True
         yield connection
+    except psycopg.Error as error:
+        if connection.broken or connection.closed:
+            pooled.invalidate(error)
+            engine.dispose(close=False)  # the others were probably dropped too: replaced on checkout
+        raise
+    finally:
+        try:
+            if not (connection.broken or connection.closed):
+                connection.autocommit = False  # the pool's other users expect transactions
+        finally:
+            pooled.close()

@@ -26,8 +26,10 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
+import psycopg
+from psycopg.rows import dict_row
 from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
@@ -38,9 +40,10 @@ from models import DeadlineFlag, OrphanOrder, OutboxEvent, Purchase, PurchaseTra
 
 log = logging.getLogger(__name__)
 
-# Where the state machine's statements run: a Session's transaction, or a Connection (the steps
-# use autocommit connections: each statement of statements.py is complete alone).
-Executor = Session | Connection
+# Where the state machine's statements run: a Session's or a Connection's transaction, or a
+# psycopg connection in autocommit (the steps, db.autocommit(): each statement of statements.py
+# is complete alone).
+Executor = Session | Connection | psycopg.Connection[Any]
 
 
 class State(StrEnum):
@@ -198,23 +201,30 @@ def transition(
         **statements.change_params(columns),
         **(insert_with.params() if insert_with else {}),
     }
-    row = _execute(db, purchase, sql, params).one_or_none()
+    row, _ = _execute(db, purchase, sql, params)
     if row is None:
         raise StaleTransition(purchase.id, from_state)
     _log_recorded(purchase.id, from_state, to_state, reason, event_type)
     return statements.purchase_from(row)
 
 
-def _execute(db: Executor, purchase: Purchase | None, sql: str, params: Mapping[str, Any]) -> Any:
-    """Run one of statements.py's statements on a Connection, or in a Session's transaction
-    (flushed first; `purchase`, if the session holds it, is expired: the statement changed it)."""
+def _execute(db: Executor, purchase: Purchase | None, sql: str, params: Mapping[str, Any]) -> tuple[Any, int]:
+    """Run one of statements.py's statements; returns its first row (a mapping, or None) and
+    its row count.  In a Session the session is flushed first, and `purchase`, if the session
+    holds it, is expired (the statement changed it behind the ORM's back)."""
+    if isinstance(db, psycopg.Connection):
+        with db.cursor(row_factory=dict_row) as cursor:
+            cursor.execute(sql, params)
+            return (cursor.fetchone() if cursor.description else None), cursor.rowcount
     if isinstance(db, Session):
         db.flush()
         result = db.connection().exec_driver_sql(sql, params)  # type: ignore[arg-type]
         if purchase is not None and purchase in db:
             db.expire(purchase)
-        return result
-    return db.exec_driver_sql(sql, params)  # type: ignore[arg-type]
+    else:
+        result = db.exec_driver_sql(sql, params)  # type: ignore[arg-type]
+    count = result.rowcount
+    return (result.mappings().first() if result.returns_rows else None), count
 
 
 def _log_recorded(purchase_id: uuid.UUID, from_state: State | None, to_state: State, reason: str,
@@ -236,10 +246,12 @@ def create(db: Executor, values: Mapping[str, Any], *, next_action_in: float, re
     payload = event_payload(event_id, born, None, State.RECEIVED, reason, None, "purchase.received")
     params = {**statements.change_params(values), "next_in": next_action_in, "reason": reason,
               "message_id": message_id, "event_id": event_id, "payload": json.dumps(payload, separators=(",", ":"))}
-    created = _execute(db, None, statements.create_sql(tuple(values)), params).scalar_one_or_none()
-    if created is not None:
-        _log_recorded(created, None, State.RECEIVED, reason, "purchase.received")
-    return cast("uuid.UUID | None", created)
+    row, _ = _execute(db, None, statements.create_sql(tuple(values)), params)
+    if row is None:
+        return None
+    created: uuid.UUID = row["id"]
+    _log_recorded(created, None, State.RECEIVED, reason, "purchase.received")
+    return created
 
 
 def _record(
@@ -417,10 +429,10 @@ def claim(
     message a harmless no-op.  The scheduler leaves a purchase alone while its lease
     runs; a worker killed mid-step only delays it until the lease ends.
     """
-    row = _execute(db, None, statements.claim_sql(only_if_due=only_if_due), {
+    row, _ = _execute(db, None, statements.claim_sql(only_if_due=only_if_due), {
         "id": purchase_id, "states": [State(s).value for s in states], "lease": lease_seconds,
         "token": uuid.uuid4(),
-    }).one_or_none()
+    })
     if row is None:
         return None
     claimed = statements.purchase_from(row)
@@ -459,7 +471,7 @@ def reschedule(db: Executor, purchase: Purchase, *, next_action_in: float, **cha
 
 def _release(db: Executor, purchase: Purchase, next_in: float, changes: Mapping[str, Any]) -> bool:
     params = {**statements.fence_params(purchase), "next_in": next_in, **statements.change_params(changes)}
-    return bool(_execute(db, purchase, statements.release_sql(tuple(changes)), params).rowcount)
+    return bool(_execute(db, purchase, statements.release_sql(tuple(changes)), params)[1])
 
 
 def history(session: Session, purchase_id: uuid.UUID) -> list[PurchaseTransition]:

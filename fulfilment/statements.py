@@ -24,8 +24,11 @@ from functools import lru_cache
 from typing import Any
 
 from psycopg.types.json import Jsonb
+from sqlalchemy.orm import configure_mappers
 
 from models import Purchase
+
+configure_mappers()  # purchase_from() builds instances without the constructor, which would do it
 
 # ORM attribute -> column (they differ for `request_metadata`, stored as `metadata`).
 COLUMNS: dict[str, str] = {attr.key: attr.columns[0].name for attr in Purchase.__mapper__.column_attrs}
@@ -173,7 +176,15 @@ def release_sql(changes: tuple[str, ...]) -> str:
     """
 
 
-def purchase_from(row: Any) -> Purchase:
-    """A detached Purchase from a RETURNING row of this module's statements."""
-    return Purchase(**row._mapping)
+_NEW_PURCHASE = Purchase.__mapper__.class_manager.new_instance
+
+
+def purchase_from(row: Mapping[str, Any]) -> Purchase:
+    """A detached Purchase from a RETURNING row of this module's statements (every column).
+
+    Built as the ORM builds a loaded row (a new instance, its dict filled), not through the
+    constructor, which costs 20 times as much (~35 µs, several times per purchase)."""
+    purchase = _NEW_PURCHASE()
+    purchase.__dict__.update(row)
+    return purchase
 

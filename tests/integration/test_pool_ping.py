@@ -70,3 +70,22 @@ def test_a_backend_that_died_a_moment_ago_fails_one_statement_and_the_pool_recov
         connection.execute(text("SELECT 1"))
     assert getattr(failed.value, "connection_invalidated", False)
     assert backend_pid(engine) > 0  # the invalidated pool opened a fresh connection
+
+
+def test_an_autocommit_connection_whose_server_went_away_is_discarded(configured: dict[str, str],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The steps' connections (db.autocommit(), psycopg directly): a statement on a dead backend
+    fails with psycopg's error (retried by the message), the next checkout gets a live one."""
+    monkeypatch.setattr(db, "PING_IDLE_SECONDS", 60.0)
+    with db.autocommit() as connection:
+        pid = connection.info.backend_pid
+        assert connection.autocommit
+    terminate(pid)
+    with pytest.raises(psycopg.OperationalError), db.autocommit() as connection:  # used a moment ago: no ping
+        connection.execute("SELECT 1")
+    with db.autocommit() as connection:
+        assert connection.info.backend_pid != pid
+        assert connection.execute("SELECT 1").fetchone() == (1,)
+    with db.session_scope() as session:  # the pool's connections are back to transactions
+        assert session.execute(text("SELECT 1")).scalar_one() == 1
+        assert not session.connection().connection.driver_connection.autocommit
