@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from sqlalchemy import Engine, create_engine, event, exc
@@ -79,31 +80,66 @@ def session_scope() -> Iterator[Session]:
         session.close()
 
 
+# The steps' connections: one per worker thread (db.autocommit()).
+_thread = threading.local()
+
+
 @contextmanager
 def autocommit() -> Iterator[psycopg.Connection[Any]]:
-    """A pooled connection on which every statement is its own transaction (no BEGIN/COMMIT
-    round trips), used through psycopg directly: for statements complete alone, the state
-    machine's (statements.py), on the hot path, where SQLAlchemy's per-statement work cost
-    more than the statement (issue 8).
+    """This thread's own connection, on which every statement is its own transaction (no
+    BEGIN/COMMIT round trips), used through psycopg directly: for statements complete alone,
+    the state machine's (statements.py) on the steps' hot path, where SQLAlchemy's work per
+    statement and a pool checkout cost more than the statement (issue 8).
 
-    A connection that broke (the server went away) is discarded, and so is every other
-    connection of the pool, as SQLAlchemy does after a disconnect: they are checked again
-    (connected anew) before use.  psycopg's errors propagate as they are.
+    One connection per thread that uses it (a dramatiq worker thread), opened by the engine
+    (same URL and connect arguments), kept out of the pool, pinged when it sat idle for
+    PING_IDLE_SECONDS like the pool's.  A connection that broke (the server went away) is
+    closed and replaced on next use, and the pool's connections are replaced too, as
+    SQLAlchemy does after a disconnect.  psycopg's errors propagate as they are.
     """
-    engine = get_engine()
-    pooled = engine.raw_connection()
-    connection: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
+    connection = _thread_connection()
     try:
-        connection.autocommit = True
         yield connection
-    except psycopg.Error as error:
+    except psycopg.Error:
         if connection.broken or connection.closed:
-            pooled.invalidate(error)
-            engine.dispose(close=False)  # the others were probably dropped too: replaced on checkout
+            _drop_thread_connection()
+            get_engine().dispose(close=False)  # the pooled ones were probably dropped too
         raise
     finally:
+        _thread.used = time.monotonic()
+
+
+def _thread_connection() -> psycopg.Connection[Any]:
+    url = get_database_settings().database_url
+    held: tuple[str, PoolProxiedConnection, psycopg.Connection[Any]] | None = getattr(_thread, "held", None)
+    if held is not None:
+        held_url, _, connection = held
+        if held_url == url and not (connection.broken or connection.closed) and (
+            time.monotonic() - getattr(_thread, "used", 0.0) < PING_IDLE_SECONDS or _alive(connection)
+        ):
+            return connection
+        _drop_thread_connection()
+    opened = engine_for(url).raw_connection()
+    connection = opened.driver_connection  # type: ignore[assignment]
+    opened.detach()  # this thread's, not the pool's: closed when dropped
+    connection.autocommit = True
+    _thread.held = (url, opened, connection)
+    return connection
+
+
+def _alive(connection: psycopg.Connection[Any]) -> bool:
+    try:
+        get_engine().dialect.do_ping(cast(Any, connection))  # the pool's ping
+    except psycopg.Error:
+        return False
+    return True
+
+
+def _drop_thread_connection() -> None:
+    held = getattr(_thread, "held", None)
+    _thread.held = None
+    if held is not None:
         try:
-            if not (connection.broken or connection.closed):
-                connection.autocommit = False  # the pool's other users expect transactions
-        finally:
-            pooled.close()
+            held[1].close()
+        except psycopg.Error:
+            pass

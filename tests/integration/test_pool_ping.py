@@ -72,20 +72,32 @@ def test_a_backend_that_died_a_moment_ago_fails_one_statement_and_the_pool_recov
     assert backend_pid(engine) > 0  # the invalidated pool opened a fresh connection
 
 
-def test_an_autocommit_connection_whose_server_went_away_is_discarded(configured: dict[str, str],
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """The steps' connections (db.autocommit(), psycopg directly): a statement on a dead backend
-    fails with psycopg's error (retried by the message), the next checkout gets a live one."""
-    monkeypatch.setattr(db, "PING_IDLE_SECONDS", 60.0)
+def test_a_threads_autocommit_connection_whose_server_went_away_is_replaced(
+    configured: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The steps' connections (db.autocommit(): one per thread, psycopg directly): one that sat
+    idle is pinged and replaced if dead; one used a moment ago fails its statement with psycopg's
+    error (the message is retried) and is replaced on next use."""
     with db.autocommit() as connection:
         pid = connection.info.backend_pid
         assert connection.autocommit
+    with db.autocommit() as again:
+        assert again is connection  # the thread's own, kept
+
+    monkeypatch.setattr(db, "PING_IDLE_SECONDS", 60.0)
     terminate(pid)
     with pytest.raises(psycopg.OperationalError), db.autocommit() as connection:  # used a moment ago: no ping
         connection.execute("SELECT 1")
     with db.autocommit() as connection:
         assert connection.info.backend_pid != pid
         assert connection.execute("SELECT 1").fetchone() == (1,)
-    with db.session_scope() as session:  # the pool's connections are back to transactions
+        pid = connection.info.backend_pid
+
+    monkeypatch.setattr(db, "PING_IDLE_SECONDS", 0.0)
+    terminate(pid)
+    with db.autocommit() as connection:  # idle: pinged, found dead, replaced before use
+        assert connection.execute("SELECT 1").fetchone() == (1,)
+        assert connection.info.backend_pid != pid
+    with db.session_scope() as session:  # the pool's connections still run transactions
         assert session.execute(text("SELECT 1")).scalar_one() == 1
         assert not session.connection().connection.driver_connection.autocommit
