@@ -32,7 +32,25 @@ def throughput_summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for name in ("raw", "pipeline"):
         if runs.get(name):
             summary[f"{name}_per_purchase"] = per_purchase_summary(runs[name])
+    over_raw = cpu_over_raw(runs)
+    if over_raw:
+        summary["pipeline_per_purchase"]["worker_cpu_over_raw"] = stats.spread(over_raw)
     return summary
+
+
+def cpu_over_raw(runs: dict[str, list[dict[str, Any]]]) -> list[float]:
+    """Worker CPU per purchase over the raw chain's per chain, repeat by repeat (run i of (b) and
+    run i of (a), measured minutes apart): on a shared machine CPU time per unit of work varies
+    with the neighbours (2x here between runs), and both sides of one repeat vary alike."""
+    return [cpu_ms(pipe) / cpu_ms(raw) for raw, pipe in zip(runs.get("raw", []), runs.get("pipeline", []), strict=False)
+            if cpu_ms(raw) > 0]
+
+
+def sandbox_cpu_ms(run: dict[str, Any]) -> float | None:
+    """CPU the partner sandbox spent per purchase: the same work in every run, so a yardstick of
+    how fast the machine was during the run."""
+    seconds = run.get("cpu_seconds", {}).get("sandbox")
+    return None if seconds is None else seconds * 1000 / run["purchases"]
 
 
 # What a purchase costs, per run (bench/costs.py), with the table's labels.
@@ -107,6 +125,12 @@ def _per_purchase(t: dict[str, Any], n: int) -> list[str]:
         medians = t.get(f"{key}_per_purchase", {})
         cells = [num(cpu_ms(r)) for r in runs[key]] + [""] * (n - len(runs[key]))
         lines.append(row("    worker CPU ms", cells + [num(medians.get("worker_cpu_ms", {}).get("median"))]))
+        if key == "pipeline" and medians.get("worker_cpu_over_raw"):
+            ratios = cpu_over_raw(runs)
+            lines.append(row("    worker CPU / (a)'s in the same repeat", [num(r, 2) for r in ratios]
+                             + [""] * (n - len(ratios)) + [num(medians["worker_cpu_over_raw"]["median"], 2)]))
+        if key == "pipeline" and any(sandbox_cpu_ms(r) is not None for r in runs[key]):
+            lines.append(row("    sandbox CPU ms (yardstick: same work)", [num(sandbox_cpu_ms(r)) for r in runs[key]]))
         for cost, title, digits in COSTS:
             values = [r.get("costs", {}).get(cost) for r in runs[key]]
             if all(v is None for v in values):

@@ -64,6 +64,19 @@ def test_ratio_is_taken_between_the_medians_of_the_repeats() -> None:
     assert report.cpu_ms(_run(100)) == pytest.approx(20)
 
 
+def test_worker_cpu_is_also_compared_with_the_raw_chain_of_the_same_repeat() -> None:
+    raw = [_run(100), _run(100)]
+    pipe = [_run(40), _run(40)]
+    raw[0]["cpu_seconds"] = {"workers": 0.9}  # 3 ms per chain, a slow moment of the machine
+    pipe[0]["cpu_seconds"] = {"workers": 3.0, "sandbox": 0.6}  # 10 ms and 2 ms per purchase
+    raw[1]["cpu_seconds"] = {"workers": 0.6}  # 2 ms
+    pipe[1]["cpu_seconds"] = {"workers": 1.5, "sandbox": 0.3}  # 5 ms and 1 ms
+    summary = report.throughput_summary({"raw": raw, "pipeline": pipe})
+    assert report.cpu_over_raw(summary["runs"]) == pytest.approx([10 / 3, 2.5])
+    assert summary["pipeline_per_purchase"]["worker_cpu_over_raw"]["median"] == pytest.approx((10 / 3 + 2.5) / 2)
+    assert [report.sandbox_cpu_ms(r) for r in pipe] == pytest.approx([2.0, 1.0])
+
+
 def test_render_and_json(tmp_path: Path) -> None:
     results = {
         "started_at": "2026-01-01T00:00:00+00:00", "wall_s": 90, "command": "python -m bench --quick",
@@ -183,6 +196,7 @@ def test_render_per_purchase_costs_latency_and_flags(tmp_path: Path) -> None:
     assert throughput["pipeline_per_purchase"]["statements"]["median"] == pytest.approx(30.5)
     assert "statements" not in throughput["raw_per_purchase"]
     assert throughput["raw_per_purchase"]["worker_cpu_ms"]["median"] == pytest.approx(20)
+    assert throughput["pipeline_per_purchase"]["worker_cpu_over_raw"]["median"] == pytest.approx(1.0)
     job = {"ms": {"median": 100.0}, "items_per_tick": 500, "plan": {"execution_ms": 1.0, "scans": []}, "sql": "x"}
     results = {
         "started_at": "2026-01-01T00:00:00+00:00", "wall_s": 90, "command": "python -m bench",
@@ -199,6 +213,7 @@ def test_render_per_purchase_costs_latency_and_flags(tmp_path: Path) -> None:
     text = report.render(results)
     assert "DB statements (incl. BEGIN/COMMIT)" in text and "30.5" in text
     assert "DB statements: - (not loaded" in text
+    assert "worker CPU / (a)'s in the same repeat" in text
     assert "RabbitMQ messages enqueued (publishes)" in text and "purchases.intake 1" in text
     assert "(f) open-loop latency" in text and "0.5 max" in text and "0.25 max" in text
     assert "ms from confirmed submit to awaiting_transfer" in text
