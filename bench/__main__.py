@@ -10,7 +10,8 @@
   --latency-seconds S     seconds of submissions per rate in (f) (default 60; 10 with --quick)
   --latency-fractions F   rates of (f), as fractions of the maximum (default 0.5,0.25)
   --latency-max-rate R    the maximum for (f), purchases/s (default: the median of (b) in this run)
-  --parts a,b,d,e,f       run only some parts
+  --parts a,b,d,e,f       run only some parts (and g: the floor, the raw chain plus the two
+                          partner calls; alternated with a and b; not run by default)
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, value)
     args.sizes = [int(s.replace("_", "")) for s in str(args.sizes).split(",") if s.strip()]
     args.parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    if not args.parts <= {"a", "b", "c", "d", "e", "f"}:
-        parser.error("--parts takes a comma-separated subset of a,b,d,e,f")
+    if not args.parts <= {"a", "b", "c", "d", "e", "f", "g"}:
+        parser.error("--parts takes a comma-separated subset of a,b,d,e,f,g")
     try:
         args.latency_fractions = [float(f) for f in str(args.latency_fractions).split(",") if f.strip()]
     except ValueError:
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(servers.drop_database, database)
             results["machine"] = machine.describe(database.dsn)
         workers = {"processes": args.processes, "threads": args.threads}
-        runs: dict[str, list[dict[str, Any]]] = {"raw": [], "pipeline": []}
+        runs: dict[str, list[dict[str, Any]]] = {"raw": [], "pipeline": [], "floor": []}
         for repeat in range(1, args.repeats + 1):
             if "a" in args.parts:
                 found = part(f"(a) raw dramatiq run {repeat}", lambda repeat=repeat: raw_dramatiq.run(
@@ -155,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
                     settle_seconds=args.settle_seconds, **workers))
                 if found:
                     runs["pipeline"].append(found)
+            if "g" in args.parts:
+                found = part(f"(g) the floor: raw chain + partner calls, run {repeat}", lambda repeat=repeat:
+                             raw_dramatiq.run(purchases=args.purchases, warmup=args.warmup, log_dir=log_dir / f"g{repeat}",
+                                              settle_seconds=args.settle_seconds, with_partner=True, **workers))
+                if found:
+                    runs["floor"].append(found)
             results["throughput"] = report.throughput_summary(runs)
             save()
         if "f" in args.parts:

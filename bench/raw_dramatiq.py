@@ -25,6 +25,7 @@ from bench.infra import (
     fresh_vhost,
     poll_until_done,
     start_consuming,
+    start_sandbox,
 )
 from tests.support.processes import ManagedProcess
 
@@ -48,9 +49,12 @@ def _enqueue(broker: RabbitmqBroker, ids: range) -> None:
 
 
 def run(*, purchases: int, warmup: int, processes: int, threads: int, log_dir: Path,
-        settle_seconds: float = costs.SETTLE_SECONDS) -> dict[str, Any]:
+        settle_seconds: float = costs.SETTLE_SECONDS, with_partner: bool = False) -> dict[str, Any]:
+    """with_partner: part g, the floor (bench/raw_actors.py): the chain also quotes and orders
+    through the sandbox, as the pipeline does."""
     log_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
+        sandbox = start_sandbox(stack, log_dir) if with_partner else None
         database = fresh_database(stack, "fulfil_bench_raw", migrated=False)
         vhost = fresh_vhost(stack, "fulfil_bench_raw")
         conn = stack.enter_context(costs.connect(database.dsn))
@@ -58,6 +62,8 @@ def run(*, purchases: int, warmup: int, processes: int, threads: int, log_dir: P
         conn.execute("INSERT INTO bench_chain (id) SELECT generate_series(1, %s)", (warmup + purchases,))
 
         env = {**os.environ, "BENCH_DATABASE_URL": database.url, "BENCH_BROKER_URL": vhost.url}
+        if sandbox is not None:
+            env["BENCH_PARTNER_URL"] = sandbox.url
         argv = [sys.executable, "-m", "dramatiq", "bench.raw_broker", "bench.raw_actors",
                 "--processes", str(processes), "--threads", str(threads)]
         workers = start_consuming(stack, lambda again: ManagedProcess(f"raw-workers{again}", argv, env, log_dir).start(),
@@ -80,7 +86,8 @@ def run(*, purchases: int, warmup: int, processes: int, threads: int, log_dir: P
         first, last = warmup + 1, warmup + purchases
         window = costs.CostWindow(database.name, vhost.name, conn, settle_seconds=settle_seconds)
         window.begin()
-        cpu = procfs.CpuWindow({"workers": procfs.tree(workers.pid), "bench": [os.getpid()]})
+        cpu = procfs.CpuWindow({"workers": procfs.tree(workers.pid), "bench": [os.getpid()],
+                                **({"sandbox": [sandbox.process.pid]} if sandbox and sandbox.process else {})})
         started = db_now(conn)
         wall = time.monotonic()
         _enqueue(broker, range(first, last + 1))

@@ -19,17 +19,20 @@ def write_json(results: dict[str, Any], path: Path) -> None:
 def throughput_summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Medians over the repeats of (a) and (b), the ratio (b)/(a) of the medians, latency medians."""
     summary: dict[str, Any] = {"runs": runs}
-    for name in ("raw", "pipeline"):
+    for name in ("raw", "pipeline", "floor"):
         if runs.get(name):
             summary[f"{name}_per_s"] = stats.spread([r["per_s"] for r in runs[name]])
     if "raw_per_s" in summary and "pipeline_per_s" in summary:
         summary["ratio_pipeline_over_raw"] = stats.ratio(summary["pipeline_per_s"]["median"],
                                                          summary["raw_per_s"]["median"])
+    if "floor_per_s" in summary and "pipeline_per_s" in summary:
+        summary["ratio_pipeline_over_floor"] = stats.ratio(summary["pipeline_per_s"]["median"],
+                                                           summary["floor_per_s"]["median"])
     for source, name in (("latency", "pipeline_latency_ms"), ("latency_from_submit", "pipeline_latency_from_submit_ms")):
         measured = [r[source] for r in runs.get("pipeline", []) if source in r]
         if measured:
             summary[name] = {key: stats.spread([m[key] for m in measured]) for key in ("p50_ms", "p95_ms", "p99_ms")}
-    for name in ("raw", "pipeline"):
+    for name in ("raw", "pipeline", "floor"):
         if runs.get(name):
             summary[f"{name}_per_purchase"] = per_purchase_summary(runs[name])
     over_raw = cpu_over_raw(runs)
@@ -87,15 +90,19 @@ def row(label: str, cells: list[str], width: int = 44, cell: int = 11) -> str:
 
 def _throughput(t: dict[str, Any], purchases: Any) -> list[str]:
     runs = t["runs"]
-    n = max(len(runs.get("raw", [])), len(runs.get("pipeline", [])))
+    n = max(len(runs.get("raw", [])), len(runs.get("pipeline", [])), len(runs.get("floor", [])))
     lines = [f"(a)/(b) throughput: {purchases} per run, runs alternated a, b, a, b, ...; purchases/s on the DB clock",
              row("", [f"run {i + 1}" for i in range(n)] + ["median"])]
-    for key, label in (("raw", "(a) raw dramatiq, 3-actor chain"), ("pipeline", "(b) full pipeline -> awaiting_transfer")):
+    for key, label in (("raw", "(a) raw dramatiq, 3-actor chain"), ("pipeline", "(b) full pipeline -> awaiting_transfer"),
+                       ("floor", "(g) floor: (a) + the 2 partner calls")):
         if runs.get(key):
             lines.append(row(label + "  /s", [num(r["per_s"]) for r in runs[key]] + [""] * (n - len(runs[key]))
                              + [num(t[f"{key}_per_s"]["median"])]))
     if t.get("ratio_pipeline_over_raw") is not None:
         lines.append(row("(c) ratio (b)/(a) of the medians", [""] * n + [num(t["ratio_pipeline_over_raw"], 3)]))
+    if t.get("ratio_pipeline_over_floor") is not None:
+        lines.append(row("    ratio (b)/(g): what the pipeline's own work costs", [""] * n
+                         + [num(t["ratio_pipeline_over_floor"], 3)]))
     for source, name, title in (
             ("latency", "pipeline_latency_ms", "from its received transition (DB clock)"),
             ("latency_from_submit", "pipeline_latency_from_submit_ms", "from its confirmed submit (queueing included)")):
@@ -104,7 +111,7 @@ def _throughput(t: dict[str, Any], purchases: Any) -> list[str]:
             for key in ("p50_ms", "p95_ms", "p99_ms"):
                 lines.append(row(f"    {key[:3]}", [num(r[source][key], 0) for r in runs["pipeline"]]
                                  + [""] * (n - len(runs["pipeline"])) + [num(t[name][key]["median"], 0)]))
-    for key, label in (("raw", "(a)"), ("pipeline", "(b)")):
+    for key, label in (("raw", "(a)"), ("pipeline", "(b)"), ("floor", "(g)")):
         if runs.get(key):
             lines.append(row(f"{label} machine CPU busy during the run", [f"{r['machine_cpu_busy']:.0%}" for r in runs[key]]))
             lines.append(row(f"{label} seconds to submit all", [num(r.get("submit_s", r.get("enqueue_s")), 2)
@@ -118,10 +125,10 @@ def _per_purchase(t: dict[str, Any], n: int) -> list[str]:
     most frequent statements and the messages by queue of the last (b) run."""
     runs = t["runs"]
     lines: list[str] = []
-    for key, label in (("raw", "(a)"), ("pipeline", "(b)")):
+    for key, label in (("raw", "(a)"), ("pipeline", "(b)"), ("floor", "(g)")):
         if not runs.get(key):
             continue
-        lines.append(f"  {label} per {'chain' if key == 'raw' else 'purchase'}, on the servers (bench/costs.py)")
+        lines.append(f"  {label} per {'purchase' if key == 'pipeline' else 'chain'}, on the servers (bench/costs.py)")
         medians = t.get(f"{key}_per_purchase", {})
         cells = [num(cpu_ms(r)) for r in runs[key]] + [""] * (n - len(runs[key]))
         lines.append(row("    worker CPU ms", cells + [num(medians.get("worker_cpu_ms", {}).get("median"))]))
@@ -129,7 +136,7 @@ def _per_purchase(t: dict[str, Any], n: int) -> list[str]:
             ratios = cpu_over_raw(runs)
             lines.append(row("    worker CPU / (a)'s in the same repeat", [num(r, 2) for r in ratios]
                              + [""] * (n - len(ratios)) + [num(medians["worker_cpu_over_raw"]["median"], 2)]))
-        if key == "pipeline" and any(sandbox_cpu_ms(r) is not None for r in runs[key]):
+        if key != "raw" and any(sandbox_cpu_ms(r) is not None for r in runs[key]):
             lines.append(row("    sandbox CPU ms (yardstick: same work)", [num(sandbox_cpu_ms(r)) for r in runs[key]]))
         for cost, title, digits in COSTS:
             values = [r.get("costs", {}).get(cost) for r in runs[key]]

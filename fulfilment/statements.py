@@ -27,6 +27,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.orm import configure_mappers
 
 from models import Purchase
+from models.base import Base
 
 configure_mappers()  # purchase_from() builds instances without the constructor, which would do it
 
@@ -93,6 +94,9 @@ def transition_sql(changes: tuple[str, ...], *, hold_claim: bool,
     extra = ""
     if insert_with is not None:
         table, keys = insert_with
+        known = Base.metadata.tables.get(table)
+        if known is None or "purchase_id" not in known.c or not set(keys) <= set(known.c.keys()):
+            raise ValueError(f"cannot insert {keys} into {table!r} with a transition")
         names = ", ".join(keys)
         values = ", ".join(f"%(r_{key})s" for key in keys)
         extra = f"""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from fulfilment import state_machine
-from fulfilment.db import session_scope
+from fulfilment.db import autocommit, session_scope
 from fulfilment.state_machine import IllegalTransition, StaleTransition, State
-from models import OutboxEvent, Purchase, PurchaseTransition
+from fulfilment.statements import Row
+from models import OutboxEvent, PartnerQuote, Purchase, PurchaseTransition
 from tests.support.factories import reload, stored_purchase
 
 
@@ -133,3 +136,78 @@ def test_only_if_due_claims_wait_for_the_next_action_time() -> None:
     with session_scope() as session:
         assert state_machine.claim(session, purchase_id, [State.RECEIVED], lease_seconds=5,
                                    only_if_due=True) is not None
+
+
+# --- one statement per change (fulfilment/statements.py, issue 8) ----------------------------
+
+def quotes_of(purchase_id: uuid.UUID) -> list[str]:
+    with session_scope() as session:
+        return list(session.scalars(select(PartnerQuote.quote_id).where(PartnerQuote.purchase_id == purchase_id)))
+
+
+def quote_row(quote_id: str) -> Row:
+    return Row(PartnerQuote.__tablename__, {
+        "quote_id": quote_id, "expires_at": dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5), "section_name": "101",
+        "row_name": None, "quantity": 2, "unit_price": Decimal("10.00"), "subtotal": Decimal("20.00"),
+        "currency": "USD"})
+
+
+def test_a_transition_on_an_autocommit_connection_lands_whole_with_its_row_or_not_at_all() -> None:
+    purchase_id = stored_purchase()
+    with autocommit() as db:
+        claimed = state_machine.claim(db, purchase_id, [State.RECEIVED], lease_seconds=30)
+        assert claimed is not None
+        quote_id = f"qt_{uuid.uuid4().hex[:8]}"
+        quoted = state_machine.transition(
+            db, claimed, State.QUOTED, reason="quoted", next_action_in=5, insert_with=quote_row(quote_id),
+            changes={"quote_id": quote_id, "quotes_taken": 1})
+        # The same claim again (a late answer of the same worker): the guard finds nothing, so no
+        # history, no event and no quote row either.
+        with pytest.raises(StaleTransition):
+            state_machine.transition(db, claimed, State.QUOTED, reason="again", next_action_in=5,
+                                     insert_with=quote_row("qt_never"), changes={"quote_id": "qt_never"})
+    assert (quoted.state, quoted.quote_id, quoted.claim_token, quoted.claimed_until) == ("quoted", quote_id, None, None)
+    assert reload(purchase_id).quote_id == quote_id
+    assert quotes_of(purchase_id) == [quote_id]
+    assert counts(purchase_id) == (2, 2)
+
+
+def test_the_event_of_a_transition_reports_the_changed_row_and_its_history_rows_time() -> None:
+    purchase_id = stored_purchase()
+    with session_scope() as session:
+        purchase = session.get_one(Purchase, purchase_id)
+        purchase = state_machine.transition(session, purchase, State.NEEDS_ATTENTION, reason="found it",
+                                            changes={"order_id": "TBB-1", "order_status": "pending",
+                                                     "failure_code": "X", "failure_message": "look"})
+        last = state_machine.history(session, purchase_id)[-1]
+        event = session.scalars(select(OutboxEvent).where(OutboxEvent.transition_id == last.id)).one()
+    assert purchase.order_id == "TBB-1"  # the returned purchase is the row as it is now
+    assert event.payload["occurred_at"] == state_machine.utc_text(last.created_at)
+    assert event.payload["order"]["order_id"] == "TBB-1" and event.payload["order"]["status"] == "pending"
+    assert event.payload["failure"] == {"code": "X", "message": "look"}
+    assert last.attempt == 0 and last.kind == "transition"
+
+
+def test_create_stores_a_purchase_once_with_its_birth() -> None:
+    purchase_id = uuid.uuid4()
+    values = {"id": purchase_id, "request_id": f"req-{purchase_id}", "event_id": "1", "section_name": "101",
+              "row_name": None, "quantity": 2, "delivery_type": "mobile_transfer",
+              "delivery_deadline": dt.datetime.now(dt.UTC) + dt.timedelta(days=2), "max_unit_price": None,
+              "request_metadata": {"order": "A-1"}}
+    with autocommit() as db:
+        assert state_machine.create(db, values, next_action_in=5, reason="accepted") == purchase_id
+        assert state_machine.create(db, {**values, "id": uuid.uuid4()}, next_action_in=5, reason="again") is None
+    stored = reload(purchase_id)
+    assert (stored.state, stored.request_metadata, stored.attempts) == ("received", {"order": "A-1"}, 0)
+    assert counts(purchase_id) == (1, 1)
+
+
+def test_only_known_rows_go_with_a_transition() -> None:
+    purchase_id = stored_purchase()
+    with pytest.raises(ValueError, match="cannot insert"), session_scope() as session:
+        state_machine.transition(session, session.get_one(Purchase, purchase_id), State.FAILED, reason="x",
+                                 insert_with=Row("purchases; DROP TABLE purchases", {"id": 1}))
+    with pytest.raises(ValueError, match="no column"), session_scope() as session:
+        state_machine.transition(session, session.get_one(Purchase, purchase_id), State.FAILED, reason="x",
+                                 changes={"state = 'failed' --": 1})
+    assert counts(purchase_id) == (1, 1)

@@ -77,6 +77,14 @@ def test_worker_cpu_is_also_compared_with_the_raw_chain_of_the_same_repeat() -> 
     assert [report.sandbox_cpu_ms(r) for r in pipe] == pytest.approx([2.0, 1.0])
 
 
+def test_the_floor_is_reported_beside_the_raw_chain() -> None:
+    summary = report.throughput_summary({"raw": [_run(400)], "pipeline": [_run(150)], "floor": [_run(250)]})
+    assert summary["ratio_pipeline_over_floor"] == pytest.approx(0.6)
+    text = "\n".join(report._throughput(summary, 300))
+    assert "(g) floor: (a) + the 2 partner calls" in text and "0.600" in text
+    assert "(g) per chain, on the servers" in text
+
+
 def test_render_and_json(tmp_path: Path) -> None:
     results = {
         "started_at": "2026-01-01T00:00:00+00:00", "wall_s": 90, "command": "python -m bench --quick",
