@@ -118,6 +118,10 @@ class PolicySettings(_FromEnvironment):
     actor_max_retries: int = Field(default=8, ge=0)
     actor_min_backoff_ms: int = Field(default=500, ge=10)
     actor_max_backoff_ms: int = Field(default=30_000, ge=10, le=300_000)
+    # A worker that recorded a quote places the order at once, in the same thread, instead of
+    # sending place_order through RabbitMQ (workers/runner.py).  Off: every step is a message
+    # (e.g. to run separate worker pools per queue).
+    order_after_quote_inline: bool = Field(default=True)
 
     log_level: str = Field(default="INFO")
     # The scheduler's Prometheus port (0: no metrics server).  Workers use dramatiq_prom_port.

@@ -12,7 +12,7 @@ from dramatiq.middleware import CurrentMessage
 from fulfilment.partners.registry import get_partner
 from fulfilment.settings import get_settings
 from fulfilment.steps import runner
-from fulfilment.steps.common import Next, RetryLater
+from fulfilment.steps.common import Next, RetryLater, retry_delay_seconds
 from fulfilment.steps.runner import InvalidMessage, StepName
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def run_step(step: StepName, purchase_id: str) -> None:
     except RetryLater as error:
         if error.retry_after is not None:
             # Honour the partner's Retry-After, bounded by our own maximum backoff.
-            delay_ms = int(min(error.retry_after, get_settings().actor_max_backoff_ms / 1000) * 1000)
+            delay_ms = int(retry_delay_seconds(error, get_settings()) * 1000)
             raise dramatiq.Retry(str(error), delay=max(delay_ms, 1)) from error
         raise
 

@@ -50,6 +50,13 @@ def step_deadline(settings: Settings, started: float) -> float:
     return started + settings.step_deadline_seconds
 
 
+def retry_delay_seconds(error: RetryLater, settings: Settings) -> float:
+    """How long to wait before a retried step: the partner's Retry-After if it gave one, else our
+    minimum backoff; never more than our maximum backoff (invariant 7)."""
+    wanted = error.retry_after if error.retry_after is not None else settings.actor_min_backoff_ms / 1000
+    return max(min(wanted, settings.actor_max_backoff_ms / 1000), 0.001)
+
+
 def retry_in(settings: Settings) -> float:
     """When the scheduler should step in if the dramatiq retry never arrives."""
     return settings.actor_max_backoff_ms / 1000 + settings.redrive_after_seconds

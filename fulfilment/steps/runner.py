@@ -11,11 +11,12 @@ import uuid
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 
+from fulfilment import logging_setup
 from fulfilment.partners.base import Partner
 from fulfilment.settings import Settings
 from fulfilment.state_machine import StaleTransition
 from fulfilment.steps import order, quote, transfer
-from fulfilment.steps.common import Next
+from fulfilment.steps.common import Next, RetryLater, retry_delay_seconds
 
 log = logging.getLogger(__name__)
 
@@ -68,4 +69,36 @@ def run_step(
         log.info("%s", error)
         return
     if following is not None:
-        send(following, pid)
+        deliver(following, pid, partner=partner, settings=settings, message_id=message_id, send=send)
+
+
+def runs_inline(following: Next, settings: Settings) -> bool:
+    """Whether the step that follows runs at once in this thread rather than as a message: the
+    order step right after a recorded quote (ORDER_AFTER_QUOTE_INLINE)."""
+    return (settings.order_after_quote_inline and following.step == StepName.ORDER
+            and not following.delay_seconds)
+
+
+def deliver(following: Next, purchase_id: uuid.UUID, *, partner: Partner, settings: Settings,
+            message_id: str | None, send: Send) -> None:
+    """Run or send the step that follows.
+
+    Run in line (`runs_inline`), it saves a message hop (a publish with its confirm, a
+    delivery, an ack: about a tenth of a purchase's worker CPU, issue 8) and the wait in the
+    queue.  It claims the purchase exactly as its message would have, so a duplicate or late
+    message for it stays a no-op.  If it cannot finish here, its message takes over: a
+    transient failure sends it after the retry delay, anything else at once, so the step is
+    never left to the scheduler's re-drive.
+    """
+    if not runs_inline(following, settings):
+        send(following, purchase_id)
+        return
+    try:
+        with logging_setup.log_context(actor=f"{following.step} (inline)"):
+            run_step(following.step, purchase_id, partner=partner, settings=settings, message_id=message_id,
+                     send=send)
+    except RetryLater as error:
+        send(Next(following.step, retry_delay_seconds(error, settings)), purchase_id)
+    except Exception:
+        log.warning("%s for %s failed in line; sending it as a message", following.step, purchase_id, exc_info=True)
+        send(following, purchase_id)

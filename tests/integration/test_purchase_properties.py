@@ -226,6 +226,10 @@ def machine_settings() -> Settings:
     # quote may expire meanwhile, as it would in production.
     return get_settings().model_copy(update={
         "claim_lease_seconds": LEASE,
+        # One step per message, as the model's rules deliver them (the order step that follows a
+        # quote in line, ORDER_AFTER_QUOTE_INLINE, is the same step run at once:
+        # tests/integration/test_inline_order.py).
+        "order_after_quote_inline": False,
         "step_deadline_seconds": LEASE - 10,
         "redrive_after_seconds": 30.0,
         "max_requotes": 3,

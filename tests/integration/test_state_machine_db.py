@@ -174,16 +174,17 @@ def test_a_transition_on_an_autocommit_connection_lands_whole_with_its_row_or_no
 
 def test_the_event_of_a_transition_reports_the_changed_row_and_its_history_rows_time() -> None:
     purchase_id = stored_purchase()
+    order_id = f"TBB-{uuid.uuid4().hex[:8]}"
     with session_scope() as session:
         purchase = session.get_one(Purchase, purchase_id)
         purchase = state_machine.transition(session, purchase, State.NEEDS_ATTENTION, reason="found it",
-                                            changes={"order_id": "TBB-1", "order_status": "pending",
+                                            changes={"order_id": order_id, "order_status": "pending",
                                                      "failure_code": "X", "failure_message": "look"})
         last = state_machine.history(session, purchase_id)[-1]
         event = session.scalars(select(OutboxEvent).where(OutboxEvent.transition_id == last.id)).one()
-    assert purchase.order_id == "TBB-1"  # the returned purchase is the row as it is now
+    assert purchase.order_id == order_id  # the returned purchase is the row as it is now
     assert event.payload["occurred_at"] == state_machine.utc_text(last.created_at)
-    assert event.payload["order"]["order_id"] == "TBB-1" and event.payload["order"]["status"] == "pending"
+    assert event.payload["order"]["order_id"] == order_id and event.payload["order"]["status"] == "pending"
     assert event.payload["failure"] == {"code": "X", "message": "look"}
     assert last.attempt == 0 and last.kind == "transition"
 
