@@ -15,7 +15,7 @@ help:
 	@echo "make test-unit   unit tests only (no servers needed);  make lint  ruff + mypy"
 	@echo "make fuzz        the hypothesis tests with random, many more examples (FUZZ_EXAMPLES, default 1000)"
 	@echo "make chaos       1,000 purchases under kills, server restarts and partner faults; prints a table"
-	@echo "make bench       throughput vs raw dramatiq, latency, scheduler cost, worker memory; prints a table"
+	@echo "make bench       throughput vs raw dramatiq and the floor, latency, scheduler cost, worker memory; prints a table"
 	@echo "make services    start the local Postgres and RabbitMQ;  make services-stop  stops them"
 	@echo "make schema      regenerate docs/schemas/purchase-request.schema.json"
 	@echo "make screenshots regenerate the console screenshots in docs/screenshots/ (headless Chromium)"

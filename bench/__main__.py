@@ -10,8 +10,8 @@
   --latency-seconds S     seconds of submissions per rate in (f) (default 60; 10 with --quick)
   --latency-fractions F   rates of (f), as fractions of the maximum (default 0.5,0.25)
   --latency-max-rate R    the maximum for (f), purchases/s (default: the median of (b) in this run)
-  --parts a,b,d,e,f       run only some parts (and g: the floor, the raw chain plus the two
-                          partner calls; alternated with a and b; not run by default)
+  --parts a,b,d,e,f,g     run only some parts (g: the floor, the raw chain plus the two partner
+                          calls, alternated with a and b)
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-fractions", default="0.5,0.25", help="rates of (f), fractions of the maximum")
     parser.add_argument("--latency-max-rate", type=float, default=None,
                         help="the maximum for (f), purchases/s (default: the median of (b) in this run)")
-    parser.add_argument("--parts", default="a,b,d,e,f", help="which parts to run (c needs a and b; f needs b "
+    parser.add_argument("--parts", default="a,b,d,e,f,g", help="which parts to run (c needs a and b; f needs b "
                                                               "or --latency-max-rate)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
