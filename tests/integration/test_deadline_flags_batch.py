@@ -143,7 +143,7 @@ def test_a_batch_writes_what_flag_deadline_writes_and_the_events_validate(flags_
         assert event.payload["event_id"] == str(event.id)
         assert event.payload["purchase_id"] == str(batched)
         assert event.payload["request_id"] == purchases[batched][1]
-        assert event.payload["occurred_at"] == entry.created_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        assert event.payload["occurred_at"] == state_machine.utc_text(entry.created_at)
         assert event.created_at == entry.created_at
     assert [e.payload["deadline_warning"]["window_hours"] for _, e in found] == [0.33, 2.0, 24.0]
     with session_scope() as session:
