@@ -226,9 +226,8 @@ def machine_settings() -> Settings:
     # quote may expire meanwhile, as it would in production.
     return get_settings().model_copy(update={
         "claim_lease_seconds": LEASE,
-        # One step per message, as the model's rules deliver them (the order step that follows a
-        # quote in line, ORDER_AFTER_QUOTE_INLINE, is the same step run at once:
-        # tests/integration/test_inline_order.py).
+        # One step per message, as the scripted regressions below expect them (InlineOrderMachine
+        # runs the machine with the order step in line after the quote, production's default).
         "order_after_quote_inline": False,
         "step_deadline_seconds": LEASE - 10,
         "redrive_after_seconds": 30.0,
@@ -750,6 +749,20 @@ TestPurchases.settings = hsettings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
+
+
+class InlineOrderMachine(PurchaseMachine):
+    """The same machine with the order step run in line after every recorded quote
+    (ORDER_AFTER_QUOTE_INLINE, production's default): a quote_purchase delivery may order too,
+    and a crash in the in-line order step is a crash of the quote message's worker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settings = self.settings.model_copy(update={"order_after_quote_inline": True})
+
+
+TestPurchasesOrderInline = InlineOrderMachine.TestCase
+TestPurchasesOrderInline.settings = TestPurchases.settings
 
 
 # ---- scripted regressions ------------------------------------------------------------------
