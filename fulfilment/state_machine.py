@@ -151,10 +151,6 @@ def is_live(state: State) -> bool:
     return state in NEXT_STEP
 
 
-def _seconds(value: float) -> dt.timedelta:
-    return dt.timedelta(seconds=value)
-
-
 def transition(
     db: Executor,
     purchase: Purchase,
@@ -194,11 +190,9 @@ def transition(
     sql = statements.transition_sql(tuple(columns), hold_claim=hold_claim_for is not None,
                                     insert_with=insert_with.signature() if insert_with else None)
     params: dict[str, Any] = {
-        **statements.fence_params(purchase), "to_state": to_state.value, "from_state": from_state.value,
-        "next_in": next_action_in, "hold": hold_claim_for, "reason": reason, "attempt": purchase.attempts,
-        "message_id": message_id, "event_id": event_id, "event_type": event_type,
-        "payload": json.dumps(payload, separators=(",", ":")),
-        **statements.change_params(columns),
+        **statements.fence_params(purchase), "to_state": to_state.value, "next_in": next_action_in,
+        "hold": hold_claim_for, **statements.change_params(columns),
+        **_recorded_params(from_state, reason, purchase.attempts, message_id, event_id, event_type, payload),
         **(insert_with.params() if insert_with else {}),
     }
     row, _ = _execute(db, purchase, sql, params)
@@ -206,6 +200,14 @@ def transition(
         raise StaleTransition(purchase.id, from_state)
     _log_recorded(purchase.id, from_state, to_state, reason, event_type)
     return statements.purchase_from(row)
+
+
+def _recorded_params(from_state: State | None, reason: str, attempt: int, message_id: str | None,
+                     event_id: uuid.UUID, event_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of the history row and event a statement writes (statements._recorded)."""
+    return {"from_state": from_state.value if from_state else None, "reason": reason, "attempt": attempt,
+            "message_id": message_id, "event_id": event_id, "event_type": event_type,
+            "payload": json.dumps(payload, separators=(",", ":"))}
 
 
 def _execute(db: Executor, purchase: Purchase | None, sql: str, params: Mapping[str, Any]) -> tuple[Any, int]:
@@ -244,8 +246,8 @@ def create(db: Executor, values: Mapping[str, Any], *, next_action_in: float, re
     born = Purchase(**values, state=State.RECEIVED.value, attempts=0)
     event_id = uuid.uuid4()
     payload = event_payload(event_id, born, None, State.RECEIVED, reason, None, "purchase.received")
-    params = {**statements.change_params(values), "next_in": next_action_in, "reason": reason,
-              "message_id": message_id, "event_id": event_id, "payload": json.dumps(payload, separators=(",", ":"))}
+    params = {**statements.change_params(values), "next_in": next_action_in,
+              **_recorded_params(None, reason, 0, message_id, event_id, "purchase.received", payload)}
     row, _ = _execute(db, None, statements.create_sql(tuple(values)), params)
     if row is None:
         return None

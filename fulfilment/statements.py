@@ -111,50 +111,43 @@ def transition_sql(changes: tuple[str, ...], *, hold_claim: bool,
                next_action_at = {_seconds('next_in')}, nudged_at = NULL, {lease}{_sets(changes)}
          WHERE {FENCE}
         RETURNING *
-    ), entry AS (
+    ), {_recorded('moved')}{extra}
+    SELECT {_RETURNING} FROM moved
+    """
+
+
+def _recorded(source: str) -> str:
+    """The history row and the outbox event (CTEs `entry` and `event`) of the purchase row the
+    CTE `source` returns; nothing if it returns none.  Parameters: from_state, reason, attempt,
+    message_id, event_id, event_type and payload (the event without occurred_at)."""
+    return f"""entry AS (
         INSERT INTO purchase_transitions (purchase_id, kind, from_state, to_state, reason, attempt, message_id)
         SELECT id, 'transition', CAST(%(from_state)s AS varchar), state, CAST(%(reason)s AS text),
                CAST(%(attempt)s AS integer), CAST(%(message_id)s AS varchar)
-          FROM moved
+          FROM {source}
         RETURNING id, purchase_id, created_at
     ), event AS (
         INSERT INTO outbox_events (id, transition_id, purchase_id, routing_key, payload)
         SELECT CAST(%(event_id)s AS uuid), entry.id, entry.purchase_id, CAST(%(event_type)s AS varchar),
                CAST(%(payload)s AS jsonb) || jsonb_build_object('occurred_at', {UTC_TEXT.format('entry.created_at')})
           FROM entry
-    ){extra}
-    SELECT {_RETURNING} FROM moved
-    """
-
-
-CREATE_SQL_TEMPLATE = """
-    WITH born AS (
-        INSERT INTO purchases ({names}, state, next_action_at)
-        VALUES ({values}, 'received', {next_action_at})
-        ON CONFLICT (request_id) DO NOTHING
-        RETURNING id, state
-    ), entry AS (
-        INSERT INTO purchase_transitions (purchase_id, kind, from_state, to_state, reason, attempt, message_id)
-        SELECT id, 'transition', NULL, state, CAST(%(reason)s AS text), 0, CAST(%(message_id)s AS varchar)
-          FROM born
-        RETURNING id, purchase_id, created_at
-    ), event AS (
-        INSERT INTO outbox_events (id, transition_id, purchase_id, routing_key, payload)
-        SELECT CAST(%(event_id)s AS uuid), entry.id, entry.purchase_id, 'purchase.received',
-               CAST(%(payload)s AS jsonb) || jsonb_build_object('occurred_at', {occurred_at})
-          FROM entry
-    )
-    SELECT id FROM born
-"""
+    )"""
 
 
 @lru_cache(maxsize=16)
 def create_sql(keys: tuple[str, ...]) -> str:
     """A new purchase (RECEIVED), its history row and event; nothing if its request_id exists."""
-    return CREATE_SQL_TEMPLATE.format(
-        names=", ".join(_column(key) for key in keys), values=", ".join(f"%(c_{key})s" for key in keys),
-        next_action_at=_seconds("next_in"), occurred_at=UTC_TEXT.format("entry.created_at"),
-    )
+    names = ", ".join(_column(key) for key in keys)
+    values = ", ".join(f"%(c_{key})s" for key in keys)
+    return f"""
+    WITH born AS (
+        INSERT INTO purchases ({names}, state, next_action_at)
+        VALUES ({values}, 'received', {_seconds('next_in')})
+        ON CONFLICT (request_id) DO NOTHING
+        RETURNING id, state
+    ), {_recorded('born')}
+    SELECT id FROM born
+    """
 
 
 @lru_cache(maxsize=4)
