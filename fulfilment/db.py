@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, create_engine, event, exc
@@ -47,13 +47,17 @@ def _ping_when_idle(engine: Engine) -> None:
 
     @event.listens_for(engine, "checkout")
     def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection) -> None:
-        returned = record.info.get("checked_in")
-        if returned is not None and time.monotonic() - returned < PING_IDLE_SECONDS:
-            return
         try:
-            engine.dialect.do_ping(dbapi_connection)
+            _ping_if_idle(engine, dbapi_connection, record.info.get("checked_in"))
         except Exception as error:
             raise exc.DisconnectionError(f"pooled connection failed its ping: {type(error).__name__}") from error
+
+
+def _ping_if_idle(engine: Engine, dbapi_connection: Any, last_used: float | None) -> None:
+    """Ping a connection unused for PING_IDLE_SECONDS (or never used); raises if it does not answer."""
+    if last_used is not None and time.monotonic() - last_used < PING_IDLE_SECONDS:
+        return
+    engine.dialect.do_ping(dbapi_connection)
 
 
 CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
@@ -114,9 +118,7 @@ def _thread_connection() -> psycopg.Connection[Any]:
     held: tuple[str, PoolProxiedConnection, psycopg.Connection[Any]] | None = getattr(_thread, "held", None)
     if held is not None:
         held_url, _, connection = held
-        if held_url == url and not (connection.broken or connection.closed) and (
-            time.monotonic() - getattr(_thread, "used", 0.0) < PING_IDLE_SECONDS or _alive(connection)
-        ):
+        if held_url == url and not (connection.broken or connection.closed) and _alive(url, connection):
             return connection
         _drop_thread_connection()
     opened = engine_for(url).raw_connection()
@@ -127,9 +129,10 @@ def _thread_connection() -> psycopg.Connection[Any]:
     return connection
 
 
-def _alive(connection: psycopg.Connection[Any]) -> bool:
+def _alive(url: str, connection: psycopg.Connection[Any]) -> bool:
+    """This thread's connection answers, or was used less than PING_IDLE_SECONDS ago (the pool's rule)."""
     try:
-        get_engine().dialect.do_ping(cast(Any, connection))  # the pool's ping
+        _ping_if_idle(engine_for(url), connection, getattr(_thread, "used", 0.0))
     except psycopg.Error:
         return False
     return True
