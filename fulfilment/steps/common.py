@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fulfilment import state_machine
@@ -18,11 +18,21 @@ PARTNER_REQUEST_NAMESPACE = uuid.UUID("0b7e6a1e-3b55-4d2c-9d0b-1f7e9c4a8e21")
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """A purchase claimed by the step that hands it on (the order step run in line after the
+    quote: the QUOTED transition kept the lease, so the order step needs no claim of its own)."""
+
+    purchase: Purchase
+    started: float  # step_started() of the hand-over, taken before the lease was renewed
+
+
+@dataclass(frozen=True, slots=True)
 class Next:
-    """The step to nudge after the transaction committed."""
+    """The step to nudge after the transaction committed (`claim`: to run in line, already claimed)."""
 
     step: str
     delay_seconds: float = 0.0
+    claim: Claim | None = field(default=None, compare=False, repr=False)
 
 
 class RetryLater(Exception):

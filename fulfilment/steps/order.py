@@ -50,6 +50,7 @@ from fulfilment.partners.base import (
 from fulfilment.settings import Settings
 from fulfilment.state_machine import TERMINAL, OrderEvidence, StaleTransition, State
 from fulfilment.steps.common import (
+    Claim,
     Next,
     fail_if_deadline_too_close,
     failure,
@@ -65,11 +66,19 @@ from models import Purchase
 log = logging.getLogger(__name__)
 
 def place_order(
-    purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None
+    purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None,
+    claim: Claim | None = None,
 ) -> Next | None:
-    started = step_started()
+    """`claim`: the purchase, QUOTED and claimed by the quote step that hands it over (in line)."""
+    started = claim.started if claim is not None else step_started()
     with autocommit() as db:
-        purchase = state_machine.claim(db, purchase_id, [State.QUOTED], lease_seconds=settings.claim_lease_seconds)
+        if claim is not None:
+            if claim.purchase.id != purchase_id or claim.purchase.state != State.QUOTED:
+                raise ValueError(f"claim handed over for {claim.purchase.id} ({claim.purchase.state}), "
+                                 f"not for quoted purchase {purchase_id}")
+            purchase: Purchase | None = claim.purchase
+        else:
+            purchase = state_machine.claim(db, purchase_id, [State.QUOTED], lease_seconds=settings.claim_lease_seconds)
         if purchase is None:
             return None
         if fail_if_deadline_too_close(db, purchase, settings, message_id):

@@ -16,6 +16,7 @@ from fulfilment.settings import Settings
 from fulfilment.state_machine import StaleTransition, State
 from fulfilment.statements import Row
 from fulfilment.steps.common import (
+    Claim,
     Next,
     fail_if_deadline_too_close,
     failure,
@@ -32,8 +33,12 @@ log = logging.getLogger(__name__)
 
 
 def quote(
-    purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None
+    purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None,
+    hand_over: bool = False,
 ) -> Next | None:
+    """`hand_over`: the caller runs the order step at once (runner.deliver): QUOTED keeps the
+    lease and the returned `Next` carries the claimed purchase, which the caller must use or
+    give back."""
     started = step_started()
     with autocommit() as db:
         purchase = state_machine.claim(
@@ -71,13 +76,14 @@ def quote(
         raise release_and_retry(purchase, error, settings) from error
 
     try:
-        return _record_quote(purchase, quote, settings=settings, message_id=message_id)
+        return _record_quote(purchase, quote, settings=settings, message_id=message_id, hand_over=hand_over)
     except StaleTransition:
         note_late(purchase, f"quote {quote.quote_id} at {quote.unit_price} {quote.currency}, not used", message_id)
         return None
 
 
-def _record_quote(purchase: Purchase, quote: Quote, *, settings: Settings, message_id: str | None) -> Next | None:
+def _record_quote(purchase: Purchase, quote: Quote, *, settings: Settings, message_id: str | None,
+                  hand_over: bool) -> Next | None:
     """Keep the quote and move on, in one statement fenced by the claim."""
     mismatch = _mismatch(purchase, quote)
     kept = Row(PartnerQuote.__tablename__, {
@@ -103,13 +109,17 @@ def _record_quote(purchase: Purchase, quote: Quote, *, settings: Settings, messa
                 )},
             )
             return None
-        state_machine.transition(
+        # Handed over (the order step runs in line), QUOTED keeps the lease and the order step
+        # starts without a claim statement of its own.
+        handed_over = step_started()
+        quoted = state_machine.transition(
             db, purchase, State.QUOTED, reason=f"quote {quote.quote_id} at {quote.unit_price} {quote.currency}",
             message_id=message_id, next_action_in=settings.redrive_after_seconds, insert_with=kept,
+            hold_claim_for=settings.claim_lease_seconds if hand_over else None,
             changes={**taken, "quote_id": quote.quote_id, "quote_expires_at": quote.expires_at, "last_error": None,
                      "order_evidence": None},
         )
-    return Next("place_order")
+    return Next("place_order", claim=Claim(quoted, handed_over) if hand_over else None)
 
 
 def _mismatch(purchase: Purchase, quote: Quote) -> str | None:

@@ -11,12 +11,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 
-from fulfilment import logging_setup
+from fulfilment import logging_setup, state_machine
+from fulfilment.db import autocommit
 from fulfilment.partners.base import Partner
 from fulfilment.settings import Settings
 from fulfilment.state_machine import StaleTransition
 from fulfilment.steps import order, quote, transfer
-from fulfilment.steps.common import Next, RetryLater, retry_delay_seconds
+from fulfilment.steps.common import Claim, Next, RetryLater, retry_delay_seconds
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ STEPS: Mapping[StepName, Step] = {
 }
 
 
+# Steps whose follower may run in line (`runs_inline`): they can hand their claim over to it.
+HANDS_OVER = frozenset({StepName.QUOTE})
+
+
 class InvalidMessage(Exception):
     """The message itself is malformed; retrying cannot help (actors list it in `throws`)."""
 
@@ -54,16 +59,23 @@ def parse_purchase_id(raw: object) -> uuid.UUID:
 
 def run_step(
     step: StepName | str, purchase_id: object, *, partner: Partner, settings: Settings, message_id: str | None,
-    send: Send,
+    send: Send, claim: Claim | None = None,
 ) -> None:
     """Run `step` for the purchase and `send` the step that follows, if any.
 
     A purchase someone else moved first makes the message a no-op.  `RetryLater`
-    propagates: the caller retries the message (the lease was given back).
+    propagates: the caller retries the message (the lease was given back).  `claim`: the
+    purchase as the step before claimed and handed it over (in line, `deliver`).
     """
     pid = parse_purchase_id(purchase_id)
+    name = StepName(step)
+    extra: dict[str, object] = {}
+    if claim is not None:
+        extra["claim"] = claim
+    if name in HANDS_OVER and settings.order_after_quote_inline:
+        extra["hand_over"] = True  # the step that follows will run in line (deliver): keep the claim for it
     try:
-        following = STEPS[StepName(step)](pid, partner=partner, settings=settings, message_id=message_id)
+        following = STEPS[name](pid, partner=partner, settings=settings, message_id=message_id, **extra)
     except StaleTransition as error:
         # Someone else (a racing redelivery, an operator) moved it first: nothing left to do.
         log.info("%s", error)
@@ -91,14 +103,29 @@ def deliver(following: Next, purchase_id: uuid.UUID, *, partner: Partner, settin
     never left to the scheduler's re-drive.
     """
     if not runs_inline(following, settings):
-        send(following, purchase_id)
+        _give_back(following.claim, settings)
+        send(Next(following.step, following.delay_seconds), purchase_id)
         return
     try:
         with logging_setup.log_context(actor=f"{following.step} (inline)"):
             run_step(following.step, purchase_id, partner=partner, settings=settings, message_id=message_id,
-                     send=send)
+                     send=send, claim=following.claim)
     except RetryLater as error:
         send(Next(following.step, retry_delay_seconds(error, settings)), purchase_id)
     except Exception:
         log.warning("%s for %s failed in line; sending it as a message", following.step, purchase_id, exc_info=True)
-        send(following, purchase_id)
+        _give_back(following.claim, settings)
+        send(Next(following.step), purchase_id)
+
+
+def _give_back(claim: Claim | None, settings: Settings) -> None:
+    """Release a handed-over claim the step did not use, so that its message can claim at once.
+    Fenced: if the step moved the purchase (or someone else holds it), nothing changes.  If even
+    this fails, the lease lapses and the scheduler re-drives the purchase."""
+    if claim is None:
+        return
+    try:
+        with autocommit() as db:
+            state_machine.release(db, claim.purchase, retry_in=settings.redrive_after_seconds)
+    except Exception:
+        log.warning("could not release the claim on %s; it lapses with its lease", claim.purchase.id, exc_info=True)

@@ -8,14 +8,14 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from fulfilment.db import session_scope
 from fulfilment.partners.base import Partner
 from fulfilment.partners.registry import get_partner
 from fulfilment.settings import Settings, get_settings
-from fulfilment.steps import runner
-from fulfilment.steps.common import Next, RetryLater
+from fulfilment.steps import order, runner
+from fulfilment.steps.common import Claim, Next, RetryLater
 from fulfilment.steps.runner import StepName
 from models import PurchaseTransition
 from tests.support.factories import reload, stored_purchase
@@ -68,7 +68,50 @@ def test_a_step_that_fails_in_line_is_handed_to_its_message(tbb: Partner, monkey
     purchase_id = stored_purchase()
     monkeypatch.setitem(runner.STEPS, StepName.ORDER, database_gone)
     assert quote_step(purchase_id, tbb, inline=True) == [(Next("place_order"), purchase_id)]
-    assert reload(purchase_id).state == "quoted"
+    stored = reload(purchase_id)
+    assert stored.state == "quoted"
+    # The claim the quote step handed over is given back, so the message claims it at once.
+    assert stored.claimed_until is None and stored.claim_token is None
+
+
+def test_the_quote_step_hands_its_claim_to_the_order_step(
+    tbb: Partner, clean_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handed: list[Claim | None] = []
+    real = runner.STEPS[StepName.ORDER]
+
+    def order_step(*args: Any, claim: Claim | None = None, **kwargs: Any) -> Next | None:
+        handed.append(claim)
+        stored = reload(purchase_id)
+        # QUOTED with the quote step's lease still held: no other worker can take it meanwhile.
+        assert stored.state == "quoted" and stored.claimed_until is not None
+        assert claim is not None and stored.claim_token == claim.purchase.claim_token
+        return real(*args, claim=claim, **kwargs)
+
+    purchase_id = stored_purchase()
+    monkeypatch.setitem(runner.STEPS, StepName.ORDER, order_step)
+    assert quote_step(purchase_id, tbb, inline=True) == []
+    assert len(handed) == 1 and reload(purchase_id).state == "awaiting_transfer"
+    assert len(clean_sandbox.orders(quote_id=str(reload(purchase_id).quote_id))) == 1
+
+
+def test_a_claim_taken_over_before_the_order_step_orders_nothing(
+    tbb: Partner, clean_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handed-over claim fences the order step like its own claim would: if another worker
+    took the purchase over meanwhile (the lease lapsed), no intent is recorded, no order sent."""
+    def taken_over(*args: Any, claim: Claim, **kwargs: Any) -> Next | None:
+        with session_scope() as session:
+            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
+                            {"id": purchase_id})
+        return order.place_order(*args, claim=claim, **kwargs)
+
+    purchase_id = stored_purchase()
+    monkeypatch.setitem(runner.STEPS, StepName.ORDER, taken_over)
+    assert quote_step(purchase_id, tbb, inline=True) == []
+    stored = reload(purchase_id)
+    assert stored.state == "quoted"
+    assert clean_sandbox.orders(quote_id=str(stored.quote_id)) == []
 
 
 def test_a_transient_failure_in_line_sends_the_step_after_the_retry_delay(
