@@ -1,0 +1,183 @@
+"""Sandbox configuration.
+
+``SandboxConfig`` is the immutable start-up configuration; the knobs tests change while the server
+runs are copied into a mutable ``RuntimeSettings`` that ``PATCH /admin/config`` edits and
+``POST /admin/reset`` restores. Defaults come from ``assumed.py``.
+
+Environment variables read by ``SandboxConfig.from_env()`` (all optional):
+
+====================================  =============================================================
+TM_SANDBOX_APIKEYS                    comma-separated accepted apikeys (default ``tm-sandbox-apikey``)
+TM_SANDBOX_HOLD_TIME_SECONDS          cart hold after a reserve (default 300; fractions allowed)
+TM_SANDBOX_PAYMENT_EXTENSION_SECONDS  seconds a payment adds to the hold (default 150)
+TM_SANDBOX_QUOTA_PER_HOUR             requests per apikey per hour (default 3600)
+TM_SANDBOX_POLLING_RATE               0..1 share of polling-enabled calls answered 202 (default 0)
+TM_SANDBOX_POLLING_WAIT_SECONDS       ``wait`` of a polling answer, integer (default 4)
+TM_SANDBOX_POLLING_REPEATS            extra 202s a polling URL answers after ``wait`` (default 0)
+TM_SANDBOX_CONCURRENCY_POLICY         ``reject`` (default) or ``count``
+TM_SANDBOX_MONEY_FORMAT               ``number`` (default, seed 003) or ``string``
+TM_SANDBOX_CAPTCHA_REQUIRED           ``true``/``false`` (default false)
+TM_SANDBOX_NITERUN                    ``auto`` (default: by the event's local time), ``on``, ``off``
+TM_SANDBOX_SEED                       int, default 0 (polling and fault randomness)
+TM_SANDBOX_CLOCK_START                ISO-8601 instant with offset: the sandbox clock starts there
+TM_SANDBOX_FAULTS                     JSON object {endpoint: rule}, as ``PUT /admin/faults``
+====================================  =============================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from . import assumed
+from .niterun import MODES as NITERUN_MODES
+from .timeutil import parse_iso_utc
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    apikeys: tuple[str, ...] = (assumed.DEFAULT_APIKEY,)
+    hold_time_seconds: float = assumed.HOLD_TIME_SECONDS
+    payment_extension_seconds: float = assumed.PAYMENT_EXTENSION_SECONDS
+    quota_per_hour: int = assumed.QUOTA_PER_HOUR
+    polling_rate: float = assumed.POLLING_RATE
+    polling_wait_seconds: int = assumed.POLLING_WAIT_SECONDS
+    polling_repeats: int = assumed.POLLING_REPEATS
+    concurrency_policy: str = assumed.CONCURRENCY_POLICY
+    money_format: str = assumed.MONEY_FORMAT
+    captcha_required: bool = assumed.CAPTCHA_REQUIRED_DEFAULT
+    niterun_mode: str = "auto"
+    seed: int = 0
+    # None: the sandbox clock is the system clock (plus whatever the admin API moves it by).
+    clock_start: datetime | None = None
+    # Admin API answers only loopback peers (and Starlette's TestClient) unless disabled.
+    admin_loopback_only: bool = True
+    faults: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        RuntimeSettings.from_config(self)  # validates the shared knobs
+        if self.niterun_mode not in NITERUN_MODES:
+            raise ValueError(f"niterun_mode must be one of {NITERUN_MODES}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> SandboxConfig:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        readers: dict[str, tuple[str, Any]] = {
+            "TM_SANDBOX_HOLD_TIME_SECONDS": ("hold_time_seconds", float),
+            "TM_SANDBOX_PAYMENT_EXTENSION_SECONDS": ("payment_extension_seconds", float),
+            "TM_SANDBOX_QUOTA_PER_HOUR": ("quota_per_hour", int),
+            "TM_SANDBOX_POLLING_RATE": ("polling_rate", float),
+            "TM_SANDBOX_POLLING_WAIT_SECONDS": ("polling_wait_seconds", int),
+            "TM_SANDBOX_POLLING_REPEATS": ("polling_repeats", int),
+            "TM_SANDBOX_CONCURRENCY_POLICY": ("concurrency_policy", str.strip),
+            "TM_SANDBOX_MONEY_FORMAT": ("money_format", str.strip),
+            "TM_SANDBOX_NITERUN": ("niterun_mode", str.strip),
+            "TM_SANDBOX_SEED": ("seed", int),
+        }
+        for name, (key, convert) in readers.items():
+            if env.get(name, "").strip():
+                values[key] = convert(env[name])
+        if env.get("TM_SANDBOX_APIKEYS", "").strip():
+            values["apikeys"] = tuple(k.strip() for k in env["TM_SANDBOX_APIKEYS"].split(",") if k.strip())
+        if env.get("TM_SANDBOX_CAPTCHA_REQUIRED", "").strip():
+            values["captcha_required"] = env["TM_SANDBOX_CAPTCHA_REQUIRED"].strip().lower() in ("1", "true", "yes")
+        if env.get("TM_SANDBOX_CLOCK_START", "").strip():
+            start = parse_iso_utc(env["TM_SANDBOX_CLOCK_START"].strip())
+            if start is None:
+                raise ValueError("TM_SANDBOX_CLOCK_START must be an ISO-8601 instant with an offset")
+            values["clock_start"] = start
+        if env.get("TM_SANDBOX_FAULTS", "").strip():
+            values["faults"] = json.loads(env["TM_SANDBOX_FAULTS"])
+        values.update(overrides)
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> SandboxConfig:
+        return replace(self, **overrides)
+
+
+@dataclass
+class RuntimeSettings:
+    """The part of the configuration that ``PATCH /admin/config`` may change while running."""
+
+    apikeys: list[str]
+    hold_time_seconds: float
+    payment_extension_seconds: float
+    quota_per_hour: int
+    polling_rate: float
+    polling_wait_seconds: int
+    polling_repeats: int
+    concurrency_policy: str
+    money_format: str
+    captcha_required: bool
+
+    @classmethod
+    def from_config(cls, config: SandboxConfig) -> RuntimeSettings:
+        settings = cls(
+            apikeys=list(config.apikeys), hold_time_seconds=float(config.hold_time_seconds),
+            payment_extension_seconds=float(config.payment_extension_seconds), quota_per_hour=config.quota_per_hour,
+            polling_rate=float(config.polling_rate), polling_wait_seconds=config.polling_wait_seconds,
+            polling_repeats=config.polling_repeats, concurrency_policy=config.concurrency_policy,
+            money_format=config.money_format, captcha_required=config.captcha_required,
+        )
+        return settings.patched(settings.to_json())  # one validation path
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def patched(self, patch: Mapping[str, Any]) -> RuntimeSettings:
+        """A validated copy with ``patch`` applied; ValueError names the offending key."""
+        allowed = set(self.to_json())
+        unknown = set(patch) - allowed
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}; allowed: {sorted(allowed)}")
+        values = {**self.to_json(), **patch}
+        keys = values["apikeys"]
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k.strip() for k in keys):
+            raise ValueError("apikeys must be a non-empty list of non-empty strings")
+        return RuntimeSettings(
+            apikeys=[k.strip() for k in keys],
+            hold_time_seconds=_number(values, "hold_time_seconds", low=0.001),
+            payment_extension_seconds=_number(values, "payment_extension_seconds", low=0.0),
+            quota_per_hour=_integer(values, "quota_per_hour", low=1),
+            polling_rate=_number(values, "polling_rate", low=0.0, high=1.0),
+            polling_wait_seconds=_integer(values, "polling_wait_seconds", low=0),
+            polling_repeats=_integer(values, "polling_repeats", low=0),
+            concurrency_policy=_choice(values, "concurrency_policy", assumed.CONCURRENCY_POLICIES),
+            money_format=_choice(values, "money_format", assumed.MONEY_FORMATS),
+            captcha_required=_boolean(values, "captcha_required"),
+        )
+
+
+def _number(values: Mapping[str, Any], key: str, low: float, high: float | None = None) -> float:
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key} must be a number")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{key} must be >= {low}" + (f" and <= {high}" if high is not None else ""))
+    return float(value)
+
+
+def _integer(values: Mapping[str, Any], key: str, low: int) -> int:
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{key} must be an integer >= {low}")
+    return value
+
+
+def _choice(values: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    value = values[key]
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {list(choices)}")
+    return str(value)
+
+
+def _boolean(values: Mapping[str, Any], key: str) -> bool:
+    value = values[key]
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false")
+    return value

@@ -1,0 +1,219 @@
+"""Runtime faults, set per endpoint through ``PUT /admin/faults`` (or ``TM_SANDBOX_FAULTS``).
+
+Endpoint names: ``list_events event_details availability reserve payment commit delete_cart
+order_management unredeemed poll securerender`` and ``*`` (used when an endpoint has no rule of
+its own; rules are not merged).
+
+Rule fields (all optional)::
+
+    latency_ms       >=0    added delay before the call is handled (asyncio.sleep: other calls run)
+    fail_next        int    the next N calls answer a 5xx from error_statuses (nothing is done)
+    error_rate       0..1   share of calls answering a 5xx from error_statuses (nothing is done)
+    error_statuses   list   subset of 500, 502, 503, 504 (default [500])
+    gateway_body     bool   injected 5xx carry a gateway's HTML page instead of the TM envelope
+    drop_next        int    commit only: the next N successful commits take effect, then the
+                            connection is dropped without an answer ("commit-then-drop")
+    drop_rate        0..1   commit only: share of successful commits dropped that way
+
+Injected 5xx are decided after auth and quota, before niterun and the handler, so they never change
+anything. Drops are decided after a commit answered 200 (or 202: then the polling URL is lost too).
+Counters per endpoint: ``latency``, ``error``, ``error_<status>``, ``drop_after_commit``.
+Randomness: ``random.Random(seed + 1)``, separate from the polling stream.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from starlette.responses import HTMLResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from . import assumed
+from .assumed import ErrorSpec
+from .errors import envelope
+from .responses import Outcome
+
+ENDPOINTS: tuple[str, ...] = (
+    "list_events", "event_details", "availability", "reserve", "payment", "commit", "delete_cart",
+    "order_management", "unredeemed", "poll", "securerender",
+)
+WILDCARD = "*"
+INJECTABLE_STATUSES: tuple[int, ...] = (500, 502, 503, 504)
+DROP_ENDPOINTS = ("commit", WILDCARD)
+
+
+@dataclass
+class FaultRule:
+    latency_ms: float = 0.0
+    fail_next: int = 0
+    error_rate: float = 0.0
+    error_statuses: list[int] = field(default_factory=lambda: [500])
+    gateway_body: bool = False
+    drop_next: int = 0
+    drop_rate: float = 0.0
+
+    @classmethod
+    def from_json(cls, endpoint: str, raw: Any) -> FaultRule:
+        if endpoint not in ENDPOINTS and endpoint != WILDCARD:
+            raise ValueError(f"unknown endpoint {endpoint!r}; known: {[*ENDPOINTS, WILDCARD]}")
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"rule for {endpoint!r} must be an object")
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown rule fields for {endpoint!r}: {sorted(unknown)}")
+        rule = cls()
+        for key, high in (("latency_ms", None), ("error_rate", 1.0), ("drop_rate", 1.0)):
+            if key in raw:
+                value = raw[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                        high is not None and value > high):
+                    raise ValueError(f"{endpoint}.{key} must be a number >= 0" + (f" and <= {high}" if high else ""))
+                setattr(rule, key, float(value))
+        for key in ("fail_next", "drop_next"):
+            if key in raw:
+                value = raw[key]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{endpoint}.{key} must be a non-negative integer")
+                setattr(rule, key, value)
+        if "error_statuses" in raw:
+            statuses = raw["error_statuses"]
+            if (not isinstance(statuses, list) or not statuses
+                    or any(isinstance(s, bool) or s not in INJECTABLE_STATUSES for s in statuses)):
+                raise ValueError(f"{endpoint}.error_statuses must be a non-empty list from {list(INJECTABLE_STATUSES)}")
+            rule.error_statuses = list(statuses)
+        if "gateway_body" in raw:
+            if not isinstance(raw["gateway_body"], bool):
+                raise ValueError(f"{endpoint}.gateway_body must be true or false")
+            rule.gateway_body = raw["gateway_body"]
+        if endpoint not in DROP_ENDPOINTS and (rule.drop_next or rule.drop_rate):
+            raise ValueError("drop_next/drop_rate only apply to commit (or '*')")
+        return rule
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_rules(raw: Any) -> dict[str, FaultRule]:
+    if not isinstance(raw, Mapping):
+        raise ValueError("fault rules must be a JSON object {endpoint: rule}")
+    return {endpoint: FaultRule.from_json(endpoint, rule) for endpoint, rule in raw.items()}
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    latency_seconds: float = 0.0
+    status: int | None = None
+    gateway_body: bool = False
+
+
+class FaultBook:
+    def __init__(self, lock: threading.RLock, rules: Mapping[str, Any], seed: int) -> None:
+        self._lock = lock
+        self._rules = parse_rules(rules)
+        self._rng = random.Random(seed + 1)
+        self._counters: dict[str, Counter[str]] = {}
+
+    def reset(self, rules: Mapping[str, Any], seed: int) -> None:
+        parsed = parse_rules(rules)
+        with self._lock:
+            self._rules = parsed
+            self._rng = random.Random(seed + 1)
+            self._counters = {}
+
+    def replace_rules(self, raw: Any) -> None:
+        rules = parse_rules(raw)  # all-or-nothing: validate before touching the live rules
+        with self._lock:
+            self._rules = rules
+
+    def clear_rules(self) -> None:
+        with self._lock:
+            self._rules = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"rules": {name: rule.to_json() for name, rule in self._rules.items()},
+                    "counters": {name: dict(counter) for name, counter in self._counters.items()}}
+
+    def _count(self, endpoint: str, *kinds: str) -> None:
+        counter = self._counters.setdefault(endpoint, Counter())
+        for kind in kinds:
+            counter[kind] += 1
+
+    def _rule(self, endpoint: str) -> FaultRule | None:
+        return self._rules.get(endpoint) or self._rules.get(WILDCARD)
+
+    def latency(self, endpoint: str) -> float:
+        with self._lock:
+            rule = self._rule(endpoint)
+            if rule is None or rule.latency_ms <= 0:
+                return 0.0
+            self._count(endpoint, "latency")
+            return rule.latency_ms / 1000.0
+
+    def plan(self, endpoint: str) -> FaultPlan:
+        with self._lock:
+            rule = self._rule(endpoint)
+            if rule is None:
+                return FaultPlan()
+            status: int | None = None
+            if rule.fail_next > 0:
+                rule.fail_next -= 1
+                status = self._rng.choice(rule.error_statuses)
+            elif rule.error_rate > 0 and self._rng.random() < rule.error_rate:
+                status = self._rng.choice(rule.error_statuses)
+            if status is None:
+                return FaultPlan()
+            self._count(endpoint, "error", f"error_{status}")
+            return FaultPlan(status=status, gateway_body=rule.gateway_body)
+
+    def should_drop(self, endpoint: str) -> bool:
+        with self._lock:
+            rule = self._rule(endpoint)
+            if rule is None or endpoint != "commit":
+                return False
+            if rule.drop_next > 0:
+                rule.drop_next -= 1
+                drop = True
+            else:
+                drop = rule.drop_rate > 0 and self._rng.random() < rule.drop_rate
+            if drop:
+                self._count(endpoint, "drop_after_commit")
+            return drop
+
+
+_GATEWAY_PAGE = ("<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n<center><h1>{status} {reason}"
+                 "</h1></center>\r\n</body>\r\n</html>\r\n")
+
+
+def injected_outcome(status: int) -> Outcome:
+    spec = ErrorSpec(status, 10000 + status, assumed.INJECTED_MESSAGES[status])
+    return Outcome(status, envelope(spec))
+
+
+def gateway_response(status: int) -> Response:
+    return HTMLResponse(_GATEWAY_PAGE.format(status=status, reason=assumed.INJECTED_MESSAGES[status]), status_code=status)
+
+
+class ConnectionDropped(Exception):
+    """Raised after the response head is sent so the server aborts the connection."""
+
+
+class DropConnectionResponse(Response):
+    """Send the status line and headers of the real response, then abort without a body.
+
+    uvicorn closes the transport when the app raises after ``http.response.start``; the client reads
+    a truncated response (httpx: RemoteProtocolError). The commit has taken effect.
+    """
+
+    def __init__(self, committed: Response) -> None:
+        super().__init__(status_code=committed.status_code)
+        self.raw_headers = committed.raw_headers  # includes the real content-length
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        raise ConnectionDropped("sandbox fault: connection dropped after the commit took effect")

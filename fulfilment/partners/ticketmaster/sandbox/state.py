@@ -1,0 +1,63 @@
+"""Everything one sandbox instance owns, reachable from handlers as ``request.app.state.sandbox``.
+
+ONE ``threading.RLock`` guards all mutable state: it is handed to the clock (its offset), the store,
+the counters, the polling book, the quota book, niterun, the fault book and the in-flight cart
+calls, and each of their public methods takes it (re-entrant, so they may call each other). Nothing
+awaits while holding it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .catalogue import build_catalogue
+from .config import RuntimeSettings, SandboxConfig
+from .counts import Counters, key_hint
+from .faults import FaultBook
+from .inflight import CartCalls
+from .niterun import Niterun
+from .polling import PollingBook
+from .quota import QuotaBook
+from .store import SandboxStore
+from .timeutil import Clock, SandboxClock, iso_z
+
+
+class SandboxState:
+    def __init__(self, config: SandboxConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.lock = threading.RLock()
+        self.clock = SandboxClock(clock, config.clock_start, self.lock)
+        # Event dates are anchored once, at start-up: a reset keeps the same catalogue.
+        self.catalogue = build_catalogue(self.clock())
+        self.counters = Counters(self.lock)
+        self.store = SandboxStore(self.catalogue, RuntimeSettings.from_config(config), self.clock, self.lock,
+                                  self.counters)
+        self.polling = PollingBook(self.lock, config.seed)
+        self.quota = QuotaBook(self.lock)
+        self.niterun = Niterun(self.lock, config.niterun_mode)
+        self.faults = FaultBook(self.lock, config.faults, config.seed)
+        self.cart_calls = CartCalls(self.lock)
+
+    @property
+    def settings(self) -> RuntimeSettings:
+        return self.store.settings
+
+    def public_config(self) -> dict[str, Any]:
+        settings = self.settings.to_json()
+        settings["apikeys"] = [key_hint(k) for k in settings["apikeys"]]  # never echo a key in full
+        return {**settings, "seed": self.config.seed, "admin_loopback_only": self.config.admin_loopback_only,
+                "clock": iso_z(self.clock()), "niterun": self.niterun.snapshot()}
+
+    def reset(self) -> None:
+        """Back to the start-up state: no carts/orders/polling jobs, full inventory, start-up settings,
+        faults, niterun mode and clock offset, zeroed counters and quotas, re-seeded RNGs."""
+        with self.lock:
+            self.clock.reset()
+            self.store.reset(RuntimeSettings.from_config(self.config))
+            self.polling.reset(self.config.seed)
+            self.quota.reset()
+            self.niterun.reset()
+            self.faults.reset(self.config.faults, self.config.seed)
+            self.cart_calls.reset()
+            self.counters.reset()
