@@ -6,7 +6,7 @@ where it would talk to RabbitMQ (a `send` and an event publisher that only count
 
   redrive    fulfilment.scheduler.redrive_due            (REDRIVE_SQL)
   deadlines  fulfilment.deadlines.flag_near_deadlines    (DUE_FLAGS_SQL)
-  outbox     fulfilment.outbox.relay_outbox              (its SELECT ... FOR UPDATE SKIP LOCKED)
+  outbox     fulfilment.rabbitmq.outbox.relay_outbox              (its SELECT ... FOR UPDATE SKIP LOCKED)
   gauges     fulfilment.scheduler.update_gauges          (LIVE_COUNTS_SQL)
 
 A first, untimed run of each job captures its SQL (then explained, see bench/plans.py);
@@ -30,18 +30,18 @@ from bench import history, plans, stats
 from bench.infra import BenchError, fresh_database
 
 if TYPE_CHECKING:
-    from fulfilment.outbox import EventPublisher
+    from fulfilment.rabbitmq.outbox import EventPublisher
 
 JOB_SQL = {  # job -> (the SQL it is named by, a fragment proving we captured that statement)
     "redrive": ("fulfilment.scheduler.REDRIVE_SQL", "WITH due AS"),
     "deadlines": ("fulfilment.deadlines.DUE_FLAGS_SQL", "unnest("),
-    "outbox": ("fulfilment.outbox.relay_outbox (SELECT outbox_events ... FOR UPDATE SKIP LOCKED)", "FROM outbox_events"),
+    "outbox": ("fulfilment.rabbitmq.outbox.relay_outbox (SELECT outbox_events ... FOR UPDATE SKIP LOCKED)", "FROM outbox_events"),
     "gauges": ("fulfilment.scheduler.LIVE_COUNTS_SQL", "GROUP BY state"),
 }
 
 
 class CountingPublisher:
-    """Stands in for fulfilment.outbox.EventPublisher: remembers what it was asked to publish."""
+    """Stands in for fulfilment.rabbitmq.outbox.EventPublisher: remembers what it was asked to publish."""
 
     def __init__(self) -> None:
         self.ids: list[uuid.UUID] = []
@@ -95,7 +95,7 @@ def captured_statements() -> Iterator[list[tuple[str, Any]]]:
 def _jobs(settings: Any, conn: psycopg.Connection) -> dict[str, tuple[Callable[[], int], Callable[[], None]]]:
     """job name -> (run it once, put back what it changed)."""
     from fulfilment.deadlines import flag_near_deadlines
-    from fulfilment.outbox import relay_outbox
+    from fulfilment.rabbitmq.outbox import relay_outbox
     from fulfilment.scheduler import redrive_due, update_gauges
 
     sent: list[uuid.UUID] = []

@@ -24,6 +24,50 @@ class DependencyUnavailable(Exception):
         self.reason = reason
 
 
+class BrokerUnavailable(RuntimeError):
+    """RabbitMQ could not be reached or refused us; the message names the URL without its password.
+
+    `reason` is the innermost cause alone (e.g. "ConnectionRefusedError: [Errno 111] Connection refused").
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """True when Postgres cannot serve us right now: down, restarting, unreachable, the
+    connection dropped, the pool exhausted, or an operational condition (disk full, admin
+    shutdown, a deadlock).  Such failures pass: the request must wait, never be dropped
+    (invariant 9).  Bad input and bugs are not this.  Explicit causes (`raise ... from`)
+    are followed, so a wrapped outage still counts.
+    """
+    import psycopg
+    from sqlalchemy import exc
+
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)):
+            return True  # TimeoutError: no pooled connection came free (sessions hung on a dead server)
+        if isinstance(seen, (psycopg.OperationalError, psycopg.InterfaceError)):
+            return True
+        seen = seen.orig if isinstance(seen, exc.DBAPIError) and seen.orig is not None else seen.__cause__
+    return False
+
+
+def describe_database_error(error: BaseException) -> str:
+    """One short line for operators: the driver's reason, without SQL, parameters or secrets."""
+    from sqlalchemy import exc
+
+    cause = error.orig if isinstance(error, exc.DBAPIError) and error.orig is not None else error
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    return redact(f"{type(cause).__name__}: {text}")[:300]
+
+
 def location(url: str) -> str:
     """host:port of a URL (or of each of several separated by ';'), never its credentials."""
     places = []
@@ -58,8 +102,6 @@ def reason(error: BaseException) -> str:
 
 def database_unavailable(error: BaseException, url: str) -> DependencyUnavailable | None:
     """The error as "database at host:port unreachable", if it is an outage (not a bug or bad SQL)."""
-    from fulfilment.steps.intake import describe_database_error, is_database_unavailable
-
     if isinstance(error, DependencyUnavailable):
         return error
     if not is_database_unavailable(error):
@@ -71,8 +113,6 @@ def broker_unavailable(error: BaseException, url: str) -> DependencyUnavailable 
     """The error as "broker (RabbitMQ) at host:port unreachable", if it is a connection problem."""
     import pika.exceptions
     from dramatiq.errors import BrokerConnectionError
-
-    from fulfilment.dead_letters import BrokerUnavailable
 
     if isinstance(error, DependencyUnavailable):
         return error

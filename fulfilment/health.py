@@ -28,8 +28,8 @@ def check_database(settings: Settings) -> str:
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import create_engine, text
 
+    from fulfilment.dependencies import describe_database_error, is_database_unavailable
     from fulfilment.migrate import head_revision
-    from fulfilment.steps.intake import describe_database_error, is_database_unavailable
 
     engine = create_engine(settings.database_url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
     try:

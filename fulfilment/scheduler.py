@@ -29,7 +29,7 @@ Each tick runs bounded, index-backed jobs:
   (invariant 2).  Due transfer checks are the same thing: the next check time of an
   AWAITING_TRANSFER purchase is its `next_action_at`.
 - deadlines: near-deadline warnings (fulfilment/deadlines.py);
-- outbox: the event relay (fulfilment/outbox.py);
+- outbox: the event relay (fulfilment/rabbitmq/outbox.py);
 - gauges: the numbers operators watch (fulfilment/metrics.py).
 """
 
@@ -50,14 +50,14 @@ from sqlalchemy import Engine, event, make_url, text
 from fulfilment import metrics
 from fulfilment.db import session_scope
 from fulfilment.settings import Settings, SettingsError
-from fulfilment.state_machine import NEXT_STEP
+from fulfilment.state_machine import NEXT_STEP, StepName
 
 log = logging.getLogger(__name__)
 
 # An arbitrary, fixed 64-bit key: "fulfil scheduler".
 SCHEDULER_LOCK_KEY = 0x66756C66696C5348
 
-Send = Callable[[str, uuid.UUID], None]
+Send = Callable[[StepName, uuid.UUID], None]
 
 REDRIVE_SQL = text(
     """
@@ -487,14 +487,13 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
     """Refresh the operator gauges (fulfilment/metrics.py).
 
     From Postgres (read_live_counts): purchases by live or held state, stalled, scheduler lag,
-    outbox backlog and age.  From RabbitMQ, when `queue_depths` is given (fulfilment.queues.queue_depths,
+    outbox backlog and age.  From RabbitMQ, when `queue_depths` is given (fulfilment.rabbitmq.queues.queue_depths,
     whose default queues are GAUGED_QUEUES): dead letters, main-queue depth and unrouted events.
     RabbitMQ out of reach drops those gauges (absent rather than stale) and logs one line.
     """
     import pika.exceptions
 
-    from fulfilment.outbox import UNROUTED
-    from fulfilment.queues import DEAD_LETTER_QUEUES, QUEUES
+    from fulfilment.rabbitmq.queues import DEAD_LETTER_QUEUES, QUEUES, UNROUTED
     from fulfilment.state_machine import State
 
     with session_scope() as session:

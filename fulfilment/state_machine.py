@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from fulfilment import logging_setup, metrics, statements
 from fulfilment.statements import Row
+from fulfilment.step_names import StepName
 from models import DeadlineFlag, OrphanOrder, OutboxEvent, Purchase, PurchaseTransition
 
 log = logging.getLogger(__name__)
@@ -110,13 +111,13 @@ ALLOWED: Mapping[State | None, frozenset[State]] = {
 }
 
 # Which step runs next in each live state; the scheduler and `fulfil retry` use it.
-NEXT_STEP: Mapping[State, str] = {
-    _S.RECEIVED: "quote_purchase",
-    _S.PAUSED: "quote_purchase",
-    _S.QUOTED: "place_order",
-    _S.ORDERING: "resolve_order",
-    _S.ORDER_UNKNOWN: "resolve_order",
-    _S.AWAITING_TRANSFER: "check_transfer",
+NEXT_STEP: Mapping[State, StepName] = {
+    _S.RECEIVED: StepName.QUOTE,
+    _S.PAUSED: StepName.QUOTE,
+    _S.QUOTED: StepName.ORDER,
+    _S.ORDERING: StepName.RESOLVE,
+    _S.ORDER_UNKNOWN: StepName.RESOLVE,
+    _S.AWAITING_TRANSFER: StepName.TRANSFER,
 }
 
 

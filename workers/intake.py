@@ -17,9 +17,10 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from fulfilment import metrics
-from fulfilment.publish import INTAKE_QUEUE
+from fulfilment import dependencies, metrics
+from fulfilment.rabbitmq.queues import INTAKE_QUEUE
 from fulfilment.settings import get_settings
+from fulfilment.step_names import StepName
 from fulfilment.steps import intake
 from fulfilment.steps.common import Next
 from workers.runner import nudge
@@ -74,12 +75,12 @@ def submit_purchase(request: Any) -> None:
         raise
     except Exception as error:
         # Also covers a rejection that could not be recorded: it is retried, not dropped.
-        if not intake.is_database_unavailable(error):
+        if not dependencies.is_database_unavailable(error):
             raise
         raise _wait_for_database(message, error) from error
     metrics.INTAKE_WAITING_FOR_DATABASE.set(0)
     if purchase_id is not None:
-        nudge(Next("quote_purchase"), purchase_id)
+        nudge(Next(StepName.QUOTE), purchase_id)
 
 
 def _wait_for_database(message: Any, error: BaseException) -> DatabaseUnavailable:
@@ -88,7 +89,7 @@ def _wait_for_database(message: Any, error: BaseException) -> DatabaseUnavailabl
         message.options[WAITS_OPTION] = waits  # kept in the retried message by the Retries middleware
     metrics.INTAKE_DATABASE_WAITS.inc()
     metrics.INTAKE_WAITING_FOR_DATABASE.set(1)
-    reason = intake.describe_database_error(error)
+    reason = dependencies.describe_database_error(error)
     # message_id, request_id (and purchase_id once validated) are on the line via the log context.
     log.warning("intake waiting for the database (wait %d; the request stays queued and is retried "
                 "until the database is back): %s", waits, reason)

@@ -12,7 +12,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 from fulfilment import logging_setup
-from fulfilment.steps.runner import StepName
+from fulfilment.step_names import StepName
 from fulfilment.steps.stall import stall_after_exhausted_retries
 
 log = logging.getLogger(__name__)

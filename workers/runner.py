@@ -10,10 +10,12 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from fulfilment.partners.registry import get_partner
+from fulfilment.rabbitmq.publisher import send_step
 from fulfilment.settings import get_settings
+from fulfilment.step_names import StepName
 from fulfilment.steps import runner
 from fulfilment.steps.common import Next, RetryLater, retry_delay_seconds
-from fulfilment.steps.runner import InvalidMessage, StepName
+from fulfilment.steps.runner import InvalidMessage
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,7 @@ def run_step(step: StepName, purchase_id: str) -> None:
 def nudge(following: Next, purchase_id: uuid.UUID) -> None:
     """Send the next step.  A failure here loses nothing: the scheduler re-drives it."""
     try:
-        actor = dramatiq.get_broker().get_actor(following.step)
-        actor.send_with_options(args=(str(purchase_id),), delay=int(following.delay_seconds * 1000) or None)
+        send_step(dramatiq.get_broker(), following.step, purchase_id, delay_seconds=following.delay_seconds)
     except Exception:
         log.warning("could not enqueue %s for %s; the scheduler will re-drive it", following.step, purchase_id,
                     exc_info=True)

@@ -1,4 +1,4 @@
-"""`fulfil dlq list | show | replay | purge`: dead letters (fulfilment/dead_letters.py).
+"""`fulfil dlq list | show | replay | purge`: dead letters (fulfilment/rabbitmq/dead_letters.py).
 
 `list`, `show` and `purge` need BROKER_URL only; `replay` also DATABASE_URL (it resumes the
 messages' purchases first).
@@ -17,7 +17,8 @@ from fulfilment.settings import BrokerSettings, DatabaseSettings, PolicySettings
 
 
 class Actor(StrEnum):
-    """The actors whose messages can die (workers/*.py)."""
+    """The actors whose messages can die (workers/*.py): intake's and every step's
+    (tests/unit/test_step_names.py keeps it so)."""
 
     SUBMIT_PURCHASE = "submit_purchase"
     QUOTE_PURCHASE = "quote_purchase"
@@ -41,8 +42,7 @@ def _age(seconds: float | None) -> str:
 
 
 def _broker_call(call):  # type: ignore[no-untyped-def]
-    from fulfilment.dead_letters import BrokerUnavailable
-    from fulfilment.dependencies import broker_unavailable
+    from fulfilment.dependencies import BrokerUnavailable, broker_unavailable
 
     try:
         return call()
@@ -58,7 +58,7 @@ def _letter_view(d: Any) -> dict[str, Any]:
 @dlq.command("list")
 def dlq_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Dead messages: queue, message id, actor, purchase, error, retries, age."""
-    from fulfilment.dead_letters import list_dead_letters, raw_preview
+    from fulfilment.rabbitmq.dead_letters import list_dead_letters, raw_preview
 
     broker_url = broker().broker_url
     letters = _broker_call(lambda: list_dead_letters(broker_url))
@@ -79,7 +79,7 @@ def dlq_show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """One dead message in full (its body, with the traceback of its last failure); exit 1 if gone."""
-    from fulfilment.dead_letters import find, raw_preview
+    from fulfilment.rabbitmq.dead_letters import find, raw_preview
 
     broker_url = broker().broker_url
     letter = _broker_call(lambda: find(broker_url, message_id))
@@ -147,7 +147,7 @@ def dlq_purge(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
     """Delete dead messages for good (asks first).  Their purchases stay as they are in Postgres."""
-    from fulfilment.dead_letters import purge
+    from fulfilment.rabbitmq.dead_letters import purge
 
     selection = _selection(message_id, actor, everything)
     what = message_id or (f"every dead {actor} message" if actor else "EVERY dead message")

@@ -153,8 +153,7 @@ def _not_recorded(session: Any, ident: str) -> str:
     """
     from dramatiq.common import dq_name, xq_name
 
-    from fulfilment.publish import INTAKE_QUEUE
-    from fulfilment.queues import queue_depths
+    from fulfilment.rabbitmq.queues import INTAKE_QUEUE, queue_depths
     from fulfilment.requests import purchase_id_for
     from models import RejectedRequest
 

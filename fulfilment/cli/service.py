@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
-import time
-import uuid
-from typing import Annotated, Any
+from enum import StrEnum
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -49,50 +48,19 @@ def migrate(revision: Annotated[str, typer.Argument()] = "head") -> None:
 @app.command()
 def scheduler() -> None:
     """Run the scheduler (one live instance; others wait as standbys). Stops cleanly on SIGTERM."""
-    import dramatiq
     from prometheus_client import start_http_server
 
     from fulfilment import logging_setup
+    from fulfilment.bootstrap import scheduler_jobs
     from fulfilment.db import get_engine
-    from fulfilment.deadlines import flag_near_deadlines
-    from fulfilment.outbox import EventPublisher, relay_outbox
-    from fulfilment.scheduler import Job, Scheduler, limit_idle_transactions, redrive_due, update_gauges
+    from fulfilment.scheduler import Scheduler, limit_idle_transactions
     from fulfilment.settings import SettingsError
 
     settings = load_settings()
     logging_setup.configure(settings.log_level)
-    import workers  # noqa: F401  the broker and the actor names
-
-    def send(step: str, purchase_id: uuid.UUID) -> None:
-        dramatiq.get_broker().get_actor(step).send(str(purchase_id))
-
-    publisher = EventPublisher(settings.broker_url)
-
-    def relay() -> int:
-        # Drain the backlog within a time budget, one confirmed batch at a time.
-        total, deadline = 0, time.monotonic() + max(1.0, settings.scheduler_interval_seconds)
-        while time.monotonic() < deadline:
-            sent = relay_outbox(publisher, batch_size=settings.scheduler_batch_size)
-            total += sent
-            if sent < settings.scheduler_batch_size:
-                break
-        return total
-
-    def gauges() -> int:
-        from fulfilment.queues import queue_depths
-
-        return update_gauges(settings, lambda: queue_depths(settings.broker_url))
-
-    jobs = [
-        Job("redrive", lambda: redrive_due(settings, send)),
-        Job("deadlines", lambda: flag_near_deadlines(settings.deadline_warning_hours,
-                                                     batch_size=settings.scheduler_batch_size)),
-        Job("outbox", relay),
-        # Counts every live purchase: cheap per row, but not per tick at scale.
-        Job("gauges", gauges, every_seconds=max(15.0, settings.scheduler_interval_seconds)),
-    ]
+    wiring = scheduler_jobs(settings)
     try:
-        runner = Scheduler(settings, jobs)
+        runner = Scheduler(settings, wiring.jobs)
     except SettingsError as error:
         fail(str(error))
     # A leader frozen mid-job must not keep its batch's rows locked past the lease.
@@ -104,19 +72,32 @@ def scheduler() -> None:
     try:
         runner.run()
     finally:
-        publisher.close()
+        wiring.close()
+
+
+class SandboxPartner(StrEnum):
+    TBB = "tbb"
+    TICKETMASTER = "ticketmaster"
 
 
 @app.command()
 def sandbox(
+    partner: Annotated[SandboxPartner, typer.Option(help="Which partner's API to serve.")] = SandboxPartner.TBB,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 18080,
+    port: Annotated[Optional[int], typer.Option(help="Default: 18080 (tbb), 18090 (ticketmaster).")] = None,
 ) -> None:
-    """Run the TBB Partner API sandbox (for development and tests)."""
-    from fulfilment.sandbox.config import SandboxConfig
-    from fulfilment.sandbox.server import run
+    """Run a partner API sandbox (for development and tests): TBB (SANDBOX_* variables) or
+    Ticketmaster (TM_SANDBOX_* variables)."""
+    if partner is SandboxPartner.TICKETMASTER:
+        from fulfilment.partners.ticketmaster.sandbox import config as tm_config
+        from fulfilment.partners.ticketmaster.sandbox import server as tm_server
 
-    run(host, port, SandboxConfig.from_env())
+        tm_server.run(host, port or tm_server.DEFAULT_PORT, tm_config.SandboxConfig.from_env())
+        return
+    from fulfilment.partners.tbb.sandbox.config import SandboxConfig
+    from fulfilment.partners.tbb.sandbox.server import run
+
+    run(host, port or 18080, SandboxConfig.from_env())
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """What the console's pages read from Postgres and RabbitMQ (blocking: called in a thread).
 
 The dashboard reuses the scheduler's own queries (fulfilment/scheduler.py: read_live_counts,
-scheduler_leader) and the gauges' queue depths (fulfilment/queues.py); actions are not here but
+scheduler_leader) and the gauges' queue depths (fulfilment/rabbitmq/queues.py); actions are not here but
 in fulfilment/steps/operator.py, which the CLI calls too.  Nothing read here carries a secret:
 the claim token of a purchase, the only token in its row, is never selected into a view.
 """
@@ -49,7 +49,7 @@ class Broker:
 
     @property
     def dead_letters(self) -> int:
-        from fulfilment.queues import DEAD_LETTER_QUEUES
+        from fulfilment.rabbitmq.queues import DEAD_LETTER_QUEUES
 
         return sum((self.depths or {}).get(queue, 0) for queue in DEAD_LETTER_QUEUES)
 
@@ -72,7 +72,7 @@ def dashboard() -> Dashboard:
 def broker_status(broker_url: str) -> Broker:
     """Queue depths (main queues, dead letters, unrouted events), or one line saying why not."""
     from fulfilment.dependencies import broker_unavailable, location, reason
-    from fulfilment.queues import queue_depths
+    from fulfilment.rabbitmq.queues import queue_depths
 
     try:
         return Broker(queue_depths(broker_url), None)

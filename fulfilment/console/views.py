@@ -2,7 +2,7 @@
 
 Reads go through fulfilment/console/queries.py; every action calls the same service function as
 the CLI (fulfilment/steps/operator.py: retry, cancel, resolve, replay_dead_letters;
-fulfilment/dead_letters.py: purge) with the logged-in user's name as the operator, which the
+fulfilment/rabbitmq/dead_letters.py: purge) with the logged-in user's name as the operator, which the
 service functions write to the purchase's history (and so to its event).  Blocking work runs in
 Starlette's thread pool.  An action answers with a redirect and a one-time message (POST, then
 redirect, then GET), so a reload never repeats it.
@@ -289,7 +289,7 @@ def _broker_problem(error: Exception, broker_url: str) -> str:
 
 
 async def dead_letter_list(request: Request) -> Response:
-    from fulfilment.dead_letters import list_dead_letters
+    from fulfilment.rabbitmq.dead_letters import list_dead_letters
 
     config = _config(request)
     purchase = request.query_params.get("purchase") or None
@@ -304,7 +304,7 @@ async def dead_letter_list(request: Request) -> Response:
 
 
 async def dead_letter_page(request: Request) -> Response:
-    from fulfilment.dead_letters import find, raw_preview
+    from fulfilment.rabbitmq.dead_letters import find, raw_preview
 
     config, message_id = _config(request), request.path_params["message_id"]
     try:
@@ -346,7 +346,7 @@ async def replay(request: Request) -> Response:
 
 
 async def purge(request: Request) -> Response:
-    from fulfilment.dead_letters import purge as purge_letters
+    from fulfilment.rabbitmq.dead_letters import purge as purge_letters
 
     config, user, message_id = _config(request), _user(request), request.path_params["message_id"]
     if _form(request).get("confirm") != "yes":

@@ -1,12 +1,20 @@
 """The small interface the state machine and actors need from a ticket partner.
 
-A second partner (Ticketmaster, seeds 003/004) implements the same four calls and
-maps its errors onto the same kinds; nothing above this module changes.
-
 Every call takes `deadline`, a `time.monotonic()` instant by which it must have
 returned, whatever it does inside (connect, write, read, authentication, retries):
 the step's claim lease ends soon after it, and an answer that comes later must not be
 waited for (invariant 8).  Lookups are three-valued: found, absent, unknown.
+
+What adding a partner touches today (issue 9 is making it less):
+- its folder `partners/<name>/`: the adapter implementing `Partner` (or, for an API of
+  another shape, its own low-level client: `partners/ticketmaster/api.py`), its error
+  mapping onto the kinds below, `assumed.py` (every undocumented fact) and `sandbox/`;
+- `partners/registry.py` (building the client from settings) and `settings.py` (its
+  settings); `metrics.observe_partner_call` and `fulfil health` name the partner;
+- the steps: this interface is shaped by TBB's quote -> order -> transfer flow.  A partner
+  whose purchase is reserve -> pay -> commit -> tickets (Ticketmaster) does not fit these
+  four calls yet: the steps, the purchase's partner-specific columns and the success
+  states must learn it (issue 9, "What the core must learn").
 """
 
 from __future__ import annotations

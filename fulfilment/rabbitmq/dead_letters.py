@@ -37,7 +37,8 @@ from dramatiq.common import q_name, xq_name
 from dramatiq.message import Message, get_encoder
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from fulfilment.queues import QUEUES
+from fulfilment.dependencies import BrokerUnavailable
+from fulfilment.rabbitmq.queues import QUEUES
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +59,6 @@ _MESSAGE_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 RAW_PREVIEW_BYTES = 80
-
-
-class BrokerUnavailable(RuntimeError):
-    """RabbitMQ could not be reached or refused us; the message names the URL without its password.
-
-    `reason` is the innermost cause alone (e.g. "ConnectionRefusedError: [Errno 111] Connection refused").
-    """
-
-    def __init__(self, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ import pika.exceptions
 from sqlalchemy import func, select, update
 
 from fulfilment.db import session_scope
+from fulfilment.rabbitmq.queues import EXCHANGE, UNROUTED
 from models import OutboxEvent
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,6 @@ class _NotReturnedMessages(logging.Filter):
 
 logging.getLogger("pika.adapters.blocking_connection").addFilter(_NotReturnedMessages())
 
-EXCHANGE = "fulfilment.events"
-# Where events that no queue was bound for are kept (an exchange and its one queue, same name).
-UNROUTED = "fulfilment.events.unrouted"
 
 
 class EventPublisher:

@@ -1,4 +1,5 @@
-"""Submitting purchase requests from Python, for other services.
+"""Publishing to the pipeline's queues: purchase requests (for other services, through the
+public `fulfilment.publish`) and purchase steps (`send_step`, for workers, scheduler and CLI).
 
     from fulfilment.publish import submit
     purchase_id = submit({"request_id": "...", ...}, broker_url="amqp://...")
@@ -21,18 +22,9 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from fulfilment.rabbitmq.queues import INTAKE_ACTOR, INTAKE_QUEUE, STEP_QUEUES
 from fulfilment.requests import PurchaseRequest
-
-INTAKE_QUEUE = "purchases.intake"
-INTAKE_ACTOR = "submit_purchase"
-# The queue of each purchase step's actor (workers/*.py), for processes that send a step
-# without importing the workers (and so without their settings): `fulfil retry`.
-STEP_QUEUES = {
-    "quote_purchase": "purchases.quote",
-    "place_order": "purchases.order",
-    "resolve_order": "purchases.order",
-    "check_transfer": "purchases.transfer",
-}
+from fulfilment.step_names import StepName
 
 
 def intake_message(request: PurchaseRequest) -> dramatiq.Message[Any]:
@@ -51,8 +43,7 @@ class Publisher:
     """Keeps one confirmed-delivery broker connection for many submissions."""
 
     def __init__(self, broker_url: str) -> None:
-        # No middleware: this process only publishes; it runs no actors.
-        self._broker = RabbitmqBroker(url=broker_url, confirm_delivery=True, middleware=[])
+        self._broker = confirmed_broker(broker_url)
 
     def submit(self, request: PurchaseRequest | dict[str, Any]) -> uuid.UUID:
         parsed = request if isinstance(request, PurchaseRequest) else PurchaseRequest.model_validate(request)
@@ -74,20 +65,38 @@ def submit(request: PurchaseRequest | dict[str, Any], *, broker_url: str) -> uui
         return publisher.submit(request)
 
 
-def send_step(step: str, purchase_id: uuid.UUID, *, broker_url: str) -> str:
-    """Nudge one purchase's step, as the scheduler does (publisher confirms); returns the message id."""
-    message: dramatiq.Message[Any] = dramatiq.Message(
+def step_message(step: StepName, purchase_id: uuid.UUID) -> dramatiq.Message[Any]:
+    """The message of a purchase step, as its actor (workers/*.py) would send it."""
+    return dramatiq.Message(
         queue_name=STEP_QUEUES[step],
-        actor_name=step,
+        actor_name=str(step),
         args=(str(purchase_id),),
         kwargs={},
         options={},
         message_id=str(uuid.uuid4()),
         message_timestamp=int(time.time() * 1000),
     )
-    broker = RabbitmqBroker(url=broker_url, confirm_delivery=True, middleware=[])
+
+
+def send_step(broker: dramatiq.Broker, step: StepName, purchase_id: uuid.UUID, *, delay_seconds: float = 0.0) -> str:
+    """Send one purchase's step through `broker` (the workers', the scheduler's or a one-off);
+    returns the message id.  The one way every process sends a step, without importing the
+    workers: the step's name is its actor's, its queue `STEP_QUEUES[step]`."""
+    message = step_message(step, purchase_id)
+    broker.enqueue(message, delay=int(delay_seconds * 1000) or None)
+    return message.message_id
+
+
+def confirmed_broker(broker_url: str) -> RabbitmqBroker:
+    """A broker for a process that only publishes (no actors, no middleware), with publisher
+    confirms: a send returns once RabbitMQ has the message."""
+    return RabbitmqBroker(url=broker_url, confirm_delivery=True, middleware=[])
+
+
+def send_step_once(step: StepName, purchase_id: uuid.UUID, *, broker_url: str) -> str:
+    """Nudge one purchase's step from a one-off process (`fulfil retry`), with confirms."""
+    broker = confirmed_broker(broker_url)
     try:
-        broker.enqueue(message)
+        return send_step(broker, step, purchase_id)
     finally:
         broker.close()
-    return message.message_id

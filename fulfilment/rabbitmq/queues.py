@@ -6,12 +6,27 @@ import pika
 import pika.exceptions
 from dramatiq.common import xq_name
 
-from fulfilment.outbox import UNROUTED
+from fulfilment.step_names import StepName
 
-QUEUES = ("purchases.intake", "purchases.quote", "purchases.order", "purchases.transfer")
+# The events (fulfilment/rabbitmq/outbox.py): a topic exchange, and where events that no queue
+# was bound for are kept (an exchange and its one queue, same name).
+EXCHANGE = "fulfilment.events"
+UNROUTED = "fulfilment.events.unrouted"
+
+INTAKE_QUEUE = "purchases.intake"
+INTAKE_ACTOR = "submit_purchase"
+# The queue of each step's actor (workers/*.py declare their actors with these), so that a
+# process can send a step without importing the workers (rabbitmq.publisher.send_step).
+STEP_QUEUES: dict[StepName, str] = {
+    StepName.QUOTE: "purchases.quote",
+    StepName.ORDER: "purchases.order",
+    StepName.RESOLVE: "purchases.order",
+    StepName.TRANSFER: "purchases.transfer",
+}
+QUEUES = tuple(dict.fromkeys((INTAKE_QUEUE, *STEP_QUEUES.values())))
 DEAD_LETTER_QUEUES = tuple(xq_name(queue) for queue in QUEUES)
 # What the scheduler's gauges report (fulfilment/scheduler.py update_gauges): main-queue depth,
-# dead letters, and events no consumer queue was bound for (fulfilment/outbox.py).
+# dead letters, and events no consumer queue was bound for (fulfilment/rabbitmq/outbox.py).
 GAUGED_QUEUES = (*QUEUES, *DEAD_LETTER_QUEUES, UNROUTED)
 
 

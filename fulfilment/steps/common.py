@@ -10,7 +10,7 @@ from fulfilment import state_machine
 from fulfilment.db import autocommit, session_scope
 from fulfilment.partners.base import PartnerError, TransientError
 from fulfilment.settings import Settings
-from fulfilment.state_machine import Executor, StaleTransition, State
+from fulfilment.state_machine import Executor, StaleTransition, State, StepName
 from models import Purchase
 
 DEADLINE_CODE = "DELIVERY_DEADLINE_TOO_CLOSE"
@@ -30,7 +30,7 @@ class Claim:
 class Next:
     """The step to nudge after the transaction committed (`claim`: to run in line, already claimed)."""
 
-    step: str
+    step: StepName
     delay_seconds: float = 0.0
     claim: Claim | None = field(default=None, compare=False, repr=False)
 

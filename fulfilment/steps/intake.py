@@ -21,41 +21,8 @@ from models import OutboxEvent, Purchase, RejectedRequest
 log = logging.getLogger(__name__)
 
 RAW_BODY_LIMIT = 4_000
-# The event a rejection publishes on the events exchange (fulfilment/outbox.py), for the sender.
+# The event a rejection publishes on the events exchange (fulfilment/rabbitmq/outbox.py), for the sender.
 REQUEST_REJECTED = "request.rejected"
-
-
-def is_database_unavailable(error: BaseException) -> bool:
-    """True when Postgres cannot serve us right now: down, restarting, unreachable, the
-    connection dropped, the pool exhausted, or an operational condition (disk full, admin
-    shutdown, a deadlock).  Such failures pass: the request must wait, never be dropped
-    (invariant 9).  Bad input and bugs are not this.  Explicit causes (`raise ... from`)
-    are followed, so a wrapped outage still counts.
-    """
-    import psycopg
-    from sqlalchemy import exc
-
-    seen: BaseException | None = error
-    for _ in range(5):
-        if seen is None:
-            return False
-        if isinstance(seen, exc.DBAPIError) and seen.connection_invalidated:
-            return True
-        if isinstance(seen, (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)):
-            return True  # TimeoutError: no pooled connection came free (sessions hung on a dead server)
-        if isinstance(seen, (psycopg.OperationalError, psycopg.InterfaceError)):
-            return True
-        seen = seen.orig if isinstance(seen, exc.DBAPIError) and seen.orig is not None else seen.__cause__
-    return False
-
-
-def describe_database_error(error: BaseException) -> str:
-    """One short line for operators: the driver's reason, without SQL, parameters or secrets."""
-    from sqlalchemy import exc
-
-    reason = error.orig if isinstance(error, exc.DBAPIError) and error.orig is not None else error
-    text = " ".join(str(reason).split()) or type(reason).__name__
-    return logging_setup.redact(f"{type(reason).__name__}: {text}")[:300]
 
 
 class InvalidPurchaseRequest(Exception):

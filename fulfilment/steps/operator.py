@@ -45,7 +45,7 @@ from fulfilment.steps.resume import Resumed
 from models import OrphanOrder, PartnerQuote, Purchase, RejectedRequest
 
 if TYPE_CHECKING:
-    from fulfilment.dead_letters import ReplayReport
+    from fulfilment.rabbitmq.dead_letters import ReplayReport
 
 CANCELLED_BY_OPERATOR = "CANCELLED_BY_OPERATOR"
 
@@ -155,7 +155,7 @@ def retry(ident: str, *, operator: str, settings: PolicySettings, broker_url: st
     is returned, not raised: the purchase is live again and the scheduler will send the step.
     """
     from fulfilment.dependencies import broker_unavailable
-    from fulfilment.publish import send_step
+    from fulfilment.rabbitmq.publisher import send_step_once
     from fulfilment.steps.resume import CannotResume, resume
 
     with session_scope() as session:
@@ -167,7 +167,7 @@ def retry(ident: str, *, operator: str, settings: PolicySettings, broker_url: st
     except CannotResume as error:
         raise NothingToDo(str(error)) from None
     try:
-        send_step(resumed.step, resumed.purchase_id, broker_url=broker_url)
+        send_step_once(resumed.step, resumed.purchase_id, broker_url=broker_url)
     except Exception as error:
         unavailable = broker_unavailable(error, broker_url)
         if unavailable is None:
@@ -187,7 +187,7 @@ def replay_dead_letters(
     all: bool = False,
     dry_run: bool = False,
 ) -> ReplayReport:
-    """Replay dead messages (fulfilment/dead_letters.py), resuming each one's stalled purchase first.
+    """Replay dead messages (fulfilment/rabbitmq/dead_letters.py), resuming each one's stalled purchase first.
 
     `fulfil dlq replay` and the console call this.  The resume is written to the purchase's
     history with the message id and the operator; a purchase held in NEEDS_ATTENTION is never
@@ -195,7 +195,7 @@ def replay_dead_letters(
     replayed message a no-op.  Select exactly one of message_id, actor or all.  `settings` may be
     None only for a dry run (nothing is resumed).
     """
-    from fulfilment.dead_letters import DeadLetter, replay
+    from fulfilment.rabbitmq.dead_letters import DeadLetter, replay
     from fulfilment.steps.resume import CannotResume, resume
 
     if settings is None and not dry_run:

@@ -48,7 +48,7 @@ from fulfilment.partners.base import (
     order_details,
 )
 from fulfilment.settings import Settings
-from fulfilment.state_machine import TERMINAL, OrderEvidence, StaleTransition, State
+from fulfilment.state_machine import TERMINAL, OrderEvidence, StaleTransition, State, StepName
 from fulfilment.steps.common import (
     Claim,
     Next,
@@ -91,7 +91,7 @@ def place_order(
                 "safety margin; re-quoting",
                 next_action_in=settings.redrive_after_seconds,
             )
-            return Next("quote_purchase")
+            return Next(StepName.QUOTE)
         # The intent: from this commit on, an order may exist for this purchase.
         purchase = state_machine.transition(
             db, purchase, State.ORDERING, reason=f"ordering with quote {purchase.quote_id}",
@@ -152,7 +152,7 @@ def resolve_order(
     if isinstance(lookup, OrderAbsent) and _absence_policy_applies(purchase, settings):
         metrics.REQUOTES.labels("absence_grace").inc()
         grace = settings.order_absence_grace_seconds
-        return Next("quote_purchase") if record(
+        return Next(StepName.QUOTE) if record(
             purchase, State.RECEIVED, message_id=message_id,
             reason=f"no order found for quote {purchase.quote_id}, which expired more than {grace:g} s ago "
             "(ORDER_ABSENCE_GRACE_SECONDS policy); re-quoting",
@@ -198,7 +198,7 @@ def _order(
         if not first_attempt:  # the partner may check expiry before consumption
             return _unknown(purchase, error, settings, message_id)
         metrics.REQUOTES.labels("quote_expired").inc()
-        return Next("quote_purchase") if record(
+        return Next(StepName.QUOTE) if record(
             purchase, State.RECEIVED, f"partner says quote expired ({error.code}); re-quoting", message_id,
             next_action_in=settings.redrive_after_seconds, changes={"last_error": str(error), "order_evidence": None},
         ) else None
@@ -261,7 +261,7 @@ def _unknown(
 ) -> Next | None:
     changes = {"order_evidence": evidence.value} if evidence else {}
     if purchase.state == State.ORDERING:
-        return Next("resolve_order") if record(
+        return Next(StepName.RESOLVE) if record(
             purchase, State.ORDER_UNKNOWN, f"order outcome unknown: {error}", message_id,
             next_action_in=settings.redrive_after_seconds, changes={"last_error": str(error), **changes},
         ) else None

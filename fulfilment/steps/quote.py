@@ -13,7 +13,7 @@ from fulfilment import state_machine
 from fulfilment.db import autocommit
 from fulfilment.partners.base import AccountError, Partner, PartnerError, PermanentError, Quote, QuoteRequest
 from fulfilment.settings import Settings
-from fulfilment.state_machine import StaleTransition, State
+from fulfilment.state_machine import StaleTransition, State, StepName
 from fulfilment.statements import Row
 from fulfilment.steps.common import (
     Claim,
@@ -119,7 +119,7 @@ def _record_quote(purchase: Purchase, quote: Quote, *, settings: Settings, messa
             changes={**taken, "quote_id": quote.quote_id, "quote_expires_at": quote.expires_at, "last_error": None,
                      "order_evidence": None},
         )
-    return Next("place_order", claim=Claim(quoted, handed_over) if hand_over else None)
+    return Next(StepName.ORDER, claim=Claim(quoted, handed_over) if hand_over else None)
 
 
 def _mismatch(purchase: Purchase, quote: Quote) -> str | None:

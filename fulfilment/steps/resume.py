@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fulfilment import state_machine
 from fulfilment.db import session_scope
 from fulfilment.settings import PolicySettings
-from fulfilment.state_machine import NEXT_STEP, TERMINAL, State
+from fulfilment.state_machine import NEXT_STEP, TERMINAL, State, StepName
 from models import Purchase
 
 RESUME_INTO: dict[State, State] = {
@@ -38,7 +38,7 @@ class Resumed:
     purchase_id: uuid.UUID
     from_state: State
     to_state: State
-    step: str
+    step: StepName
 
     @property
     def changed(self) -> bool:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from enum import StrEnum
 
 from fulfilment import logging_setup, state_machine
 from fulfilment.db import autocommit
 from fulfilment.partners.base import Partner
 from fulfilment.settings import Settings
-from fulfilment.state_machine import StaleTransition
+from fulfilment.state_machine import StaleTransition, StepName
 from fulfilment.steps import order, quote, transfer
 from fulfilment.steps.common import Claim, Next, RetryLater, retry_delay_seconds
 
@@ -23,15 +22,6 @@ log = logging.getLogger(__name__)
 
 Step = Callable[..., Next | None]
 Send = Callable[[Next, uuid.UUID], None]
-
-
-class StepName(StrEnum):
-    """The pipeline's steps, named like their actors (and their messages)."""
-
-    QUOTE = "quote_purchase"
-    ORDER = "place_order"
-    RESOLVE = "resolve_order"
-    TRANSFER = "check_transfer"
 
 
 STEPS: Mapping[StepName, Step] = {

@@ -32,8 +32,7 @@ import psycopg
 import pytest
 from dramatiq.common import xq_name
 
-from fulfilment.publish import INTAKE_QUEUE
-from fulfilment.queues import queue_depths
+from fulfilment.rabbitmq.queues import INTAKE_QUEUE, queue_depths
 from tests.support import servers
 from tests.support.processes import ManagedProcess, start_scheduler, start_workers, wait_for_consumers
 from tests.support.sandbox import Sandbox

@@ -146,7 +146,7 @@ def test_the_console_serves_its_templates_and_static_files_from_a_core_install(
     finally:
         process.terminate()
         process.wait(10)
-    _run([str(installed / "python"), "-c", "import fulfilment.sandbox.server"], cwd=tmp_path, env=_env({}))
+    _run([str(installed / "python"), "-c", "import fulfilment.partners.tbb.sandbox.server"], cwd=tmp_path, env=_env({}))
 
 
 def _repo_alembic_config() -> Config:

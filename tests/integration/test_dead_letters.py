@@ -23,8 +23,9 @@ import pika
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from fulfilment import dead_letters
-from fulfilment.dead_letters import QUEUES, DeadLetter
+from fulfilment import dependencies
+from fulfilment.rabbitmq import dead_letters
+from fulfilment.rabbitmq.dead_letters import QUEUES, DeadLetter
 from tests.support import servers
 
 QUOTE_TRACEBACK = (
@@ -391,7 +392,7 @@ def test_exactly_one_selection_is_required(vhost: servers.TestVhost, selection: 
 
 def test_broker_errors_never_show_the_password() -> None:
     url = "amqp://fulfil:s3cret-pw@127.0.0.1:1/%2F"
-    with pytest.raises(dead_letters.BrokerUnavailable) as raised:
+    with pytest.raises(dependencies.BrokerUnavailable) as raised:
         dead_letters.list_dead_letters(url)
     text = "".join(traceback.format_exception(raised.value))
     assert "s3cret-pw" not in text and "fulfil:***@127.0.0.1:1" in text

@@ -13,8 +13,8 @@ from sqlalchemy import text
 
 from fulfilment import metrics
 from fulfilment.db import session_scope
-from fulfilment.outbox import UNROUTED
-from fulfilment.queues import DEAD_LETTER_QUEUES, GAUGED_QUEUES, QUEUES, queue_depths
+from fulfilment.rabbitmq.outbox import UNROUTED
+from fulfilment.rabbitmq.queues import DEAD_LETTER_QUEUES, GAUGED_QUEUES, QUEUES, queue_depths
 from fulfilment.scheduler import update_gauges
 from fulfilment.settings import get_settings
 from tests.support.factories import stored_purchase

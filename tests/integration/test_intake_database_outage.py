@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
+from fulfilment import dependencies
 from fulfilment.settings import get_settings
 from fulfilment.steps import intake
 from tests.support.factories import request
@@ -48,20 +49,20 @@ def error_from(url: str, sql: str = "SELECT 1") -> BaseException:
 
 def test_unreachable_database_errors_are_told_apart_from_bad_sql_and_bad_input() -> None:
     down = error_from(dead_database_url())
-    assert intake.is_database_unavailable(down)
-    assert intake.is_database_unavailable(psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert dependencies.is_database_unavailable(down)
+    assert dependencies.is_database_unavailable(psycopg.OperationalError("server closed the connection unexpectedly"))
     try:
         raise RuntimeError("wrapped") from down
     except RuntimeError as wrapped:
-        assert intake.is_database_unavailable(wrapped)
-    described = intake.describe_database_error(down)
+        assert dependencies.is_database_unavailable(wrapped)
+    described = dependencies.describe_database_error(down)
     assert "Connection refused" in described and SECRET not in described and "\n" not in described
 
     url = get_settings().database_url  # the live test database
-    assert not intake.is_database_unavailable(error_from(url, "SELECT 1/0"))
-    assert not intake.is_database_unavailable(error_from(url, "SELECT * FROM no_such_table"))
-    assert not intake.is_database_unavailable(intake.InvalidPurchaseRequest("INVALID_REQUEST", "quantity"))
-    assert not intake.is_database_unavailable(ValueError("a bug"))
+    assert not dependencies.is_database_unavailable(error_from(url, "SELECT 1/0"))
+    assert not dependencies.is_database_unavailable(error_from(url, "SELECT * FROM no_such_table"))
+    assert not dependencies.is_database_unavailable(intake.InvalidPurchaseRequest("INVALID_REQUEST", "quantity"))
+    assert not dependencies.is_database_unavailable(ValueError("a bug"))
 
 
 def test_a_rejection_that_cannot_be_recorded_during_an_outage_is_a_wait_not_a_drop(
@@ -76,7 +77,7 @@ def test_a_rejection_that_cannot_be_recorded_during_an_outage_is_a_wait_not_a_dr
         monkeypatch.undo()
         get_settings.cache_clear()
     assert not isinstance(raised.value, intake.InvalidPurchaseRequest)
-    assert intake.is_database_unavailable(raised.value)
+    assert dependencies.is_database_unavailable(raised.value)
 
 
 # Run in a child process: importing `workers` replaces the root log handlers and sets

@@ -282,9 +282,9 @@ def test_rejected_list_and_show() -> None:
 
 
 def test_retry_sends_to_the_queues_the_workers_consume(configured: dict[str, str]) -> None:
-    from fulfilment.publish import STEP_QUEUES
+    from fulfilment.rabbitmq.queues import STEP_QUEUES
 
-    actors = sorted(STEP_QUEUES)
+    actors = sorted(str(step) for step in STEP_QUEUES)
     probe = ("import json, dramatiq, workers\n"
              f"print(json.dumps({{a: dramatiq.get_broker().get_actor(a).queue_name for a in {actors!r}}}))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={**os.environ, **configured},
@@ -294,7 +294,7 @@ def test_retry_sends_to_the_queues_the_workers_consume(configured: dict[str, str
 
 
 def test_retry_of_a_stalled_purchase_names_the_operator_and_sends_its_step() -> None:
-    from fulfilment.queues import queue_depths
+    from fulfilment.rabbitmq.queues import queue_depths
 
     own = servers.create_vhost("fulfil_test_retry")  # no worker consumes here: the message stays to be counted
     try:

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from fulfilment.db import session_scope
-from fulfilment.outbox import EXCHANGE, UNROUTED, EventPublisher, relay_outbox
+from fulfilment.rabbitmq.outbox import EventPublisher, relay_outbox
+from fulfilment.rabbitmq.queues import EXCHANGE, UNROUTED
 from models import OutboxEvent
 from tests.support import servers
 from tests.support.events import EventListener
@@ -206,7 +207,7 @@ def test_an_event_no_queue_takes_stays_unsent_until_it_is_kept(
     channel.connection.close()
     purchase_id = stored_purchase()
     event_id = event_of(purchase_id).id
-    with caplog.at_level(logging.ERROR, logger="fulfilment.outbox"):
+    with caplog.at_level(logging.ERROR, logger="fulfilment.rabbitmq.outbox"):
         assert relay_outbox(bare_publisher, batch_size=100) == 0
     assert unpublished([purchase_id]) == {event_id}
     assert any(r.levelno == logging.ERROR and str(event_id) in r.getMessage() for r in caplog.records)
@@ -228,7 +229,7 @@ def test_an_alternate_exchange_set_by_an_operator_keeps_them_too(
         channel.exchange_declare(EXCHANGE, "topic", durable=True, arguments={"alternate-exchange": UNROUTED})
         channel.connection.close()
     purchase_id = stored_purchase()
-    with caplog.at_level(logging.WARNING, logger="fulfilment.outbox"):
+    with caplog.at_level(logging.WARNING, logger="fulfilment.rabbitmq.outbox"):
         drain_relay(bare_publisher)
     assert unpublished([purchase_id]) == set()
     assert str(event_of(purchase_id).id) in take_unrouted(bare_vhost.url)

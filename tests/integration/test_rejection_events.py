@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from fulfilment.db import session_scope
-from fulfilment.outbox import EventPublisher, relay_outbox
+from fulfilment.rabbitmq.outbox import EventPublisher, relay_outbox
 from fulfilment.settings import get_settings
 from fulfilment.steps import intake
 from models import OutboxEvent, RejectedRequest

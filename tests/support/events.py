@@ -11,7 +11,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from fulfilment.outbox import EXCHANGE
+from fulfilment.rabbitmq.outbox import EXCHANGE
 
 
 class EventListener:

@@ -10,7 +10,7 @@ from fulfilment.db import session_scope
 from fulfilment.settings import get_settings
 from fulfilment.steps import intake
 
-# Sandbox catalogue ids (fulfilment/sandbox/catalogue.py).
+# Sandbox catalogue ids (fulfilment/partners/tbb/sandbox/catalogue.py).
 EVENT = "5496123"
 SECTION = "101"
 

@@ -14,7 +14,7 @@ The contract leaves two things open, and the fake lets a test pick either answer
   requests wait in `pending` until the test lets the partner process them, with the
   partner's state *at that time* (account, quote consumed or expired).
 
-It is as hostile as the sandbox's faults (fulfilment/sandbox/faults.py) where the contract
+It is as hostile as the sandbox's faults (fulfilment/partners/tbb/sandbox/faults.py) where the contract
 allows it:
 - order lookups lag behind commits: an order is invisible to `find_order_for_quote` until
   `lookup_lag` seconds of the clock after its creation (the sandbox's lookup_lag_seconds);

@@ -23,7 +23,7 @@ import typer
 import yaml
 
 from fulfilment.cli import app as cli_app
-from fulfilment.sandbox.config import SandboxConfig
+from fulfilment.partners.tbb.sandbox.config import SandboxConfig
 from fulfilment.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -288,7 +288,7 @@ def test_sandbox_port_matches_base_url_and_healthcheck(services: dict[str, dict[
     assert (health.hostname, health.port, health.path) == ("127.0.0.1", params["port"], "/healthz")
     assert "curl" not in check_text and "wget" not in check_text  # not in python:3.11-slim
 
-    from fulfilment.sandbox.app import create_app
+    from fulfilment.partners.tbb.sandbox.app import create_app
 
     assert "/healthz" in {getattr(route, "path", None) for route in create_app(SandboxConfig()).routes}
 

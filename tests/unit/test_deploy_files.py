@@ -110,7 +110,7 @@ def test_the_sandbox_extra_is_what_only_the_sandbox_imports() -> None:
         for module in _third_party_imports(path)
         for d in distributions.get(module, [])
     }
-    assert not sandbox_only & imported_elsewhere, "imported outside fulfilment/sandbox: move it to the core"
+    assert not sandbox_only & imported_elsewhere, "imported outside fulfilment/partners/tbb/sandbox: move it to the core"
     assert not sandbox_only & {_name(r) for r in _requirements()}
 
 

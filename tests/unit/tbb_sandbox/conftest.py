@@ -15,7 +15,7 @@ with warnings.catch_warnings():
 
 from sandbox_testkit import FakeClock, Sandbox
 
-from fulfilment.sandbox import SandboxConfig, create_app
+from fulfilment.partners.tbb.sandbox import SandboxConfig, create_app
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import pytest
 from sandbox_testkit import Sandbox, assert_error
 from starlette.testclient import TestClient
 
-from fulfilment.sandbox import SandboxConfig, create_app
-from fulfilment.sandbox.__main__ import main as cli_main
-from fulfilment.sandbox.accounts import PartnerAccount
+from fulfilment.partners.tbb.sandbox import SandboxConfig, create_app
+from fulfilment.partners.tbb.sandbox.__main__ import main as cli_main
+from fulfilment.partners.tbb.sandbox.accounts import PartnerAccount
 
 
 def test_catalogue_documents_the_seeded_ids(sandbox: Sandbox) -> None:
@@ -162,7 +162,7 @@ def test_bad_env_is_rejected(env: dict) -> None:
 
 def test_cli_passes_host_port_and_env_config(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    monkeypatch.setattr("fulfilment.sandbox.__main__.run", lambda *a, **kw: calls.append((a, kw)))
+    monkeypatch.setattr("fulfilment.partners.tbb.sandbox.__main__.run", lambda *a, **kw: calls.append((a, kw)))
     monkeypatch.setenv("SANDBOX_QUOTE_TTL_SECONDS", "2")
     cli_main(["--port", "18999", "--seed", "4"])
     (host, port, config), kwargs = calls[0]

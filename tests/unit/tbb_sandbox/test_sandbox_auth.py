@@ -9,8 +9,8 @@ import uuid
 import pytest
 from sandbox_testkit import Sandbox, assert_error
 
-from fulfilment.sandbox import SandboxConfig
-from fulfilment.sandbox.timeutil import parse_iso_utc
+from fulfilment.partners.tbb.sandbox import SandboxConfig
+from fulfilment.partners.tbb.sandbox.timeutil import parse_iso_utc
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$")
 
@@ -104,7 +104,7 @@ def test_token_expires_after_ttl(make_sandbox) -> None:
 def test_token_expiry_with_real_time_and_fractional_ttl() -> None:
     from starlette.testclient import TestClient
 
-    from fulfilment.sandbox import create_app
+    from fulfilment.partners.tbb.sandbox import create_app
 
     client = TestClient(create_app(SandboxConfig(token_ttl_seconds=0.2)))
     r = client.post("/v1/auth/token", json={

@@ -7,7 +7,7 @@ import time
 import pytest
 from sandbox_testkit import Sandbox, assert_error
 
-from fulfilment.sandbox.faults import ConnectionDropped, FaultRule
+from fulfilment.partners.tbb.sandbox.faults import ConnectionDropped, FaultRule
 
 
 def _set_faults(sandbox: Sandbox, rules: dict) -> dict:

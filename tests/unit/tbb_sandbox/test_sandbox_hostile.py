@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sandbox_testkit import Sandbox, assert_error
 
-from fulfilment.sandbox.faults import MALFORMED_KINDS, FaultRule
+from fulfilment.partners.tbb.sandbox.faults import MALFORMED_KINDS, FaultRule
 
 
 def _set_faults(sandbox: Sandbox, rules: dict) -> dict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from datetime import date
 
-from fulfilment.sandbox.catalogue import build_catalogue
-from fulfilment.sandbox.inventory import Inventory, seat_range
+from fulfilment.partners.tbb.sandbox.catalogue import build_catalogue
+from fulfilment.partners.tbb.sandbox.inventory import Inventory, seat_range
 
 KEY = ("5496123", "101", "A")
 

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sandbox_testkit import Sandbox, assert_error
 
-from fulfilment.sandbox.accounts import DEFAULT_PARTNERS
-from fulfilment.sandbox.store import OrderRequest
-from fulfilment.sandbox.timeutil import parse_iso_utc
+from fulfilment.partners.tbb.sandbox.accounts import DEFAULT_PARTNERS
+from fulfilment.partners.tbb.sandbox.store import OrderRequest
+from fulfilment.partners.tbb.sandbox.timeutil import parse_iso_utc
 
 
 def test_order_success_matches_seed_001(sandbox: Sandbox) -> None:
@@ -228,7 +228,7 @@ def test_quote_expired_with_real_time_tiny_ttl() -> None:
     from sandbox_testkit import FakeClock
     from starlette.testclient import TestClient
 
-    from fulfilment.sandbox import SandboxConfig, create_app
+    from fulfilment.partners.tbb.sandbox import SandboxConfig, create_app
 
     client = TestClient(create_app(SandboxConfig(quote_ttl_seconds=0.2)))
     sandbox = Sandbox(client, FakeClock())  # FakeClock only used for deadlines here

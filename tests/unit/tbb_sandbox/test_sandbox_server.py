@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from fulfilment.sandbox import SandboxConfig, SandboxServer
+from fulfilment.partners.tbb.sandbox import SandboxConfig, SandboxServer
 
 
 @pytest.fixture(scope="module")

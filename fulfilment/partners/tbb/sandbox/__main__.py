@@ -1,4 +1,4 @@
-"""``python -m fulfilment.sandbox --host 127.0.0.1 --port 18080``
+"""``python -m fulfilment.partners.tbb.sandbox --host 127.0.0.1 --port 18080``
 
 Configuration comes from ``SANDBOX_*`` environment variables (see ``config.py``); the flags here
 only override what they name.
@@ -13,7 +13,7 @@ from .server import DEFAULT_HOST, DEFAULT_PORT, run
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fulfilment.sandbox", description="TBB Partner API sandbox")
+    parser = argparse.ArgumentParser(prog="python -m fulfilment.partners.tbb.sandbox", description="TBB Partner API sandbox")
     parser.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: loopback)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--seats-per-row", type=int, default=None)

@@ -23,7 +23,7 @@ from .middleware import RequestContextMiddleware
 from .state import SandboxState
 from .timeutil import Clock
 
-logger = logging.getLogger("fulfilment.sandbox")
+logger = logging.getLogger("fulfilment.partners.tbb.sandbox")
 
 
 async def healthz(request: Request) -> Response:

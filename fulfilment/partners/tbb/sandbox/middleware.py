@@ -16,7 +16,7 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-logger = logging.getLogger("fulfilment.sandbox")
+logger = logging.getLogger("fulfilment.partners.tbb.sandbox")
 
 _MAX_REQUEST_ID_LENGTH = 200
 
