@@ -122,6 +122,9 @@ class PolicySettings(_FromEnvironment):
     # sending place_order through RabbitMQ (workers/runner.py).  Off: every step is a message
     # (e.g. to run separate worker pools per queue).
     order_after_quote_inline: bool = Field(default=True)
+    # Likewise, the intake worker that stored a new purchase quotes it at once (and, with the
+    # setting above, orders it) instead of sending quote_purchase.  Off: intake only stores.
+    quote_after_intake_inline: bool = Field(default=True)
 
     log_level: str = Field(default="INFO")
     # The scheduler's Prometheus port (0: no metrics server).  Workers use dramatiq_prom_port.

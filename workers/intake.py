@@ -1,4 +1,4 @@
-"""purchases.intake: validate and store a purchase request, then nudge the quote step.
+"""purchases.intake: validate and store a purchase request, then quote it (in line, or by message).
 
 A request accepted by RabbitMQ ends as a purchase or a recorded rejection, however long
 Postgres is unavailable (invariant 9).  While the database is down the intake attempt
@@ -18,10 +18,11 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from fulfilment import dependencies, metrics
+from fulfilment.partners.registry import get_partner
 from fulfilment.rabbitmq.queues import INTAKE_QUEUE
 from fulfilment.settings import get_settings
 from fulfilment.step_names import StepName
-from fulfilment.steps import intake
+from fulfilment.steps import intake, runner
 from fulfilment.steps.common import Next
 from workers.runner import nudge
 
@@ -80,7 +81,9 @@ def submit_purchase(request: Any) -> None:
         raise _wait_for_database(message, error) from error
     metrics.INTAKE_WAITING_FOR_DATABASE.set(0)
     if purchase_id is not None:
-        nudge(Next(StepName.QUOTE), purchase_id)
+        # Quoted (and ordered) in this thread if QUOTE_AFTER_INTAKE_INLINE, else sent (runner.deliver).
+        runner.deliver(Next(StepName.QUOTE), purchase_id, after=runner.INTAKE, partner=get_partner(),
+                       settings=get_settings(), message_id=message.message_id if message else None, send=nudge)
 
 
 def _wait_for_database(message: Any, error: BaseException) -> DatabaseUnavailable:

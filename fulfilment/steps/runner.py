@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 from fulfilment import logging_setup, state_machine
 from fulfilment.db import autocommit
@@ -34,6 +35,9 @@ STEPS: Mapping[StepName, Step] = {
 
 # Steps whose follower may run in line (`runs_inline`): they can hand their claim over to it.
 HANDS_OVER = frozenset({StepName.QUOTE})
+# What comes before the first step: the intake actor, which stores the purchase.
+Previous = StepName | Literal["intake"]
+INTAKE: Literal["intake"] = "intake"
 
 
 class InvalidMessage(Exception):
@@ -71,19 +75,25 @@ def run_step(
         log.info("%s", error)
         return
     if following is not None:
-        deliver(following, pid, partner=partner, settings=settings, message_id=message_id, send=send)
+        deliver(following, pid, after=name, partner=partner, settings=settings, message_id=message_id, send=send)
 
 
-def runs_inline(following: Next, settings: Settings) -> bool:
-    """Whether the step that follows runs at once in this thread rather than as a message: the
-    order step right after a recorded quote (ORDER_AFTER_QUOTE_INLINE)."""
-    return (settings.order_after_quote_inline and following.step == StepName.ORDER
-            and not following.delay_seconds)
+def runs_inline(after: Previous, following: Next, settings: Settings) -> bool:
+    """Whether the step that follows `after` runs at once in this thread rather than as a
+    message: the quote right after intake stored a new purchase (QUOTE_AFTER_INTAKE_INLINE),
+    the order right after a recorded quote (ORDER_AFTER_QUOTE_INLINE).  Nothing delayed."""
+    if following.delay_seconds:
+        return False
+    if after == INTAKE and following.step == StepName.QUOTE:
+        return settings.quote_after_intake_inline
+    if after == StepName.QUOTE and following.step == StepName.ORDER:
+        return settings.order_after_quote_inline
+    return False
 
 
-def deliver(following: Next, purchase_id: uuid.UUID, *, partner: Partner, settings: Settings,
+def deliver(following: Next, purchase_id: uuid.UUID, *, after: Previous, partner: Partner, settings: Settings,
             message_id: str | None, send: Send) -> None:
-    """Run or send the step that follows.
+    """Run or send the step that follows `after`.
 
     Run in line (`runs_inline`), it saves a message hop (a publish with its confirm, a
     delivery, an ack: about a tenth of a purchase's worker CPU, issue 8) and the wait in the
@@ -92,7 +102,7 @@ def deliver(following: Next, purchase_id: uuid.UUID, *, partner: Partner, settin
     transient failure sends it after the retry delay, anything else at once, so the step is
     never left to the scheduler's re-drive.
     """
-    if not runs_inline(following, settings):
+    if not runs_inline(after, following, settings):
         _give_back(following.claim, settings)
         send(Next(following.step, following.delay_seconds), purchase_id)
         return

@@ -56,10 +56,12 @@ def test_a_batch_reaches_awaiting_transfer_then_transfer_complete(pipeline: Pipe
                 .order_by(PurchaseTransition.id)))
             path = [t.to_state for t in entries]
             assert path == ["received", "quoted", "ordering", "awaiting_transfer", "transfer_complete"]
-            # The order was placed in line by the worker that recorded the quote, under the
-            # quote_purchase message (ORDER_AFTER_QUOTE_INLINE): no place_order message.
-            quoted, ordering, awaiting = entries[1:4]
-            assert quoted.message_id and quoted.message_id == ordering.message_id == awaiting.message_id
+            # Quoted and ordered in line by the intake worker that stored the purchase, under the
+            # intake message (QUOTE_AFTER_INTAKE_INLINE, ORDER_AFTER_QUOTE_INLINE): no
+            # quote_purchase or place_order message.
+            received, quoted, ordering, awaiting = entries[0:4]
+            assert received.message_id and received.message_id == quoted.message_id == ordering.message_id \
+                == awaiting.message_id
             events = session.scalars(select(OutboxEvent).where(OutboxEvent.purchase_id == purchase_id)).all()
             assert sorted(e.routing_key for e in events) == sorted(f"purchase.{s}" for s in path)
             final = next(e for e in events if e.routing_key == "purchase.transfer_complete")

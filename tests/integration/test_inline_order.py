@@ -29,8 +29,18 @@ def tbb(configured: dict[str, str], clean_sandbox: Sandbox) -> Partner:
     return get_partner()
 
 
-def settings(inline: bool) -> Settings:
-    return get_settings().model_copy(update={"order_after_quote_inline": inline})
+def settings(inline: bool, *, quote_inline: bool = True) -> Settings:
+    return get_settings().model_copy(update={"order_after_quote_inline": inline,
+                                             "quote_after_intake_inline": quote_inline})
+
+
+def after_intake(purchase_id: uuid.UUID, partner: Partner, *, quote_inline: bool, order_inline: bool) -> Sent:
+    """What the intake actor does once it stored a new purchase (workers/intake.py)."""
+    sent: Sent = []
+    runner.deliver(Next(StepName.QUOTE), purchase_id, after=runner.INTAKE, partner=partner,
+                   settings=settings(order_inline, quote_inline=quote_inline), message_id="intake-msg",
+                   send=lambda following, pid: sent.append((following, pid)))
+    return sent
 
 
 def quote_step(purchase_id: uuid.UUID, partner: Partner, inline: bool) -> Sent:
@@ -59,6 +69,49 @@ def test_without_the_setting_the_order_step_is_sent_as_a_message(tbb: Partner) -
     purchase_id = stored_purchase()
     assert quote_step(purchase_id, tbb, inline=False) == [(Next("place_order"), purchase_id)]
     assert reload(purchase_id).state == "quoted"
+
+
+def test_after_intake_the_quote_and_the_order_run_in_line(tbb: Partner) -> None:
+    purchase_id = stored_purchase()
+    assert after_intake(purchase_id, tbb, quote_inline=True, order_inline=True) == []
+    assert reload(purchase_id).state == "awaiting_transfer"
+    assert path(purchase_id)[1:] == [("quoted", "intake-msg"), ("ordering", "intake-msg"),
+                                     ("awaiting_transfer", "intake-msg")]
+
+
+def test_after_intake_the_quote_alone_runs_in_line_if_the_order_is_a_message(tbb: Partner) -> None:
+    purchase_id = stored_purchase()
+    assert after_intake(purchase_id, tbb, quote_inline=True, order_inline=False) == [(Next("place_order"), purchase_id)]
+    stored = reload(purchase_id)
+    assert stored.state == "quoted" and stored.claimed_until is None  # no claim kept for a message
+
+
+def test_without_the_setting_intake_sends_the_quote_step(tbb: Partner) -> None:
+    purchase_id = stored_purchase()
+    assert after_intake(purchase_id, tbb, quote_inline=False, order_inline=True) == [
+        (Next("quote_purchase"), purchase_id)]
+    assert reload(purchase_id).state == "received"
+
+
+def test_a_transient_quote_failure_after_intake_sends_the_quote_step_after_the_retry_delay(
+    tbb: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def partner_busy(*args: Any, **kwargs: Any) -> None:
+        raise RetryLater(RuntimeError("503"), retry_after=2.0)
+
+    purchase_id = stored_purchase()
+    monkeypatch.setitem(runner.STEPS, StepName.QUOTE, partner_busy)
+    bounded = min(2.0, get_settings().actor_max_backoff_ms / 1000)  # never more than our maximum backoff
+    assert after_intake(purchase_id, tbb, quote_inline=True, order_inline=True) == [
+        (Next("quote_purchase", bounded), purchase_id)]
+
+
+def test_a_re_quote_after_an_order_step_is_always_a_message(tbb: Partner) -> None:
+    """Only intake -> quote and quote -> order run in line: the order step's re-quote (after
+    QUOTE_EXPIRED) is sent, so a message never chains quote after order after quote."""
+    assert not runner.runs_inline(StepName.ORDER, Next(StepName.QUOTE), settings(True))
+    assert not runner.runs_inline(runner.INTAKE, Next(StepName.QUOTE, 1.0), settings(True))
+    assert runner.runs_inline(runner.INTAKE, Next(StepName.QUOTE), settings(True))
 
 
 def test_a_step_that_fails_in_line_is_handed_to_its_message(tbb: Partner, monkeypatch: pytest.MonkeyPatch) -> None:
