@@ -237,11 +237,13 @@ def _log_recorded(purchase_id: uuid.UUID, from_state: State | None, to_state: St
 
 
 def create(db: Executor, values: Mapping[str, Any], *, next_action_in: float, reason: str,
-           message_id: str | None = None) -> uuid.UUID | None:
+           message_id: str | None = None, hold_claim_for: float | None = None) -> Purchase | None:
     """Insert a purchase in RECEIVED with its birth (None → RECEIVED) in history and outbox, in one
-    statement; returns its id, or None if a purchase with its `request_id` exists (nothing written).
+    statement; returns it, or None if a purchase with its `request_id` exists (nothing written).
 
     values: the purchase's columns (ORM attribute names), `id` and `request_id` included.
+    hold_claim_for: born claimed for that many seconds (the caller quotes it at once), as
+      `claim()` would have claimed it, without the claim's statement.
     """
     check_transition(None, State.RECEIVED)
     born = Purchase(**values, state=State.RECEIVED.value, attempts=0)
@@ -249,11 +251,13 @@ def create(db: Executor, values: Mapping[str, Any], *, next_action_in: float, re
     payload = event_payload(event_id, born, None, State.RECEIVED, reason, None, "purchase.received")
     params = {**statements.change_params(values), "next_in": next_action_in,
               **_recorded_params(None, reason, 0, message_id, event_id, "purchase.received", payload)}
-    row, _ = _execute(db, None, statements.create_sql(tuple(values)), params)
+    if hold_claim_for is not None:
+        params.update(lease=hold_claim_for, token=uuid.uuid4())
+    row, _ = _execute(db, None, statements.create_sql(tuple(values), claimed=hold_claim_for is not None), params)
     if row is None:
         return None
-    created: uuid.UUID = row["id"]
-    _log_recorded(created, None, State.RECEIVED, reason, "purchase.received")
+    created = statements.purchase_from(row)
+    _log_recorded(created.id, None, State.RECEIVED, reason, "purchase.received")
     return created
 
 

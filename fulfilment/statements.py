@@ -135,18 +135,22 @@ def _recorded(source: str) -> str:
 
 
 @lru_cache(maxsize=16)
-def create_sql(keys: tuple[str, ...]) -> str:
-    """A new purchase (RECEIVED), its history row and event; nothing if its request_id exists."""
+def create_sql(keys: tuple[str, ...], *, claimed: bool = False) -> str:
+    """A new purchase (RECEIVED), its history row and event; nothing if its request_id exists.
+    Returns every column.  `claimed`: born under a claim (lease `lease`, token `token`), as if
+    the quote step had claimed it at once."""
     names = ", ".join(_column(key) for key in keys)
     values = ", ".join(f"%(c_{key})s" for key in keys)
+    claim_names = ", claimed_until, claim_token, attempts" if claimed else ""
+    claim_values = f", {_seconds('lease')}, %(token)s, 1" if claimed else ""
     return f"""
     WITH born AS (
-        INSERT INTO purchases ({names}, state, next_action_at)
-        VALUES ({values}, 'received', {_seconds('next_in')})
+        INSERT INTO purchases ({names}, state, next_action_at{claim_names})
+        VALUES ({values}, 'received', {_seconds('next_in')}{claim_values})
         ON CONFLICT (request_id) DO NOTHING
-        RETURNING id, state
+        RETURNING *
     ), {_recorded('born')}
-    SELECT id FROM born
+    SELECT {_RETURNING} FROM born
     """
 
 

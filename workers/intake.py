@@ -23,7 +23,7 @@ from fulfilment.rabbitmq.queues import INTAKE_QUEUE
 from fulfilment.settings import get_settings
 from fulfilment.step_names import StepName
 from fulfilment.steps import intake, runner
-from fulfilment.steps.common import Next
+from fulfilment.steps.common import Claim, Next, step_started
 from workers.runner import nudge
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,12 @@ def retry_intake(retries: int, exception: BaseException) -> bool:
 def submit_purchase(request: Any) -> None:
     """`request`: a JSON object matching docs/schemas/purchase-request.schema.json."""
     message = CurrentMessage.get_current_message()
+    settings = get_settings()
+    quote_now = runner.runs_inline(runner.INTAKE, Next(StepName.QUOTE), settings)
+    started = step_started()  # before the claim's lease is taken (steps.common.step_deadline)
     try:
-        purchase_id = intake.accept(request, settings=get_settings(), message_id=message.message_id if message else None)
+        created = intake.receive(request, settings=settings, message_id=message.message_id if message else None,
+                                 hold_claim_for=settings.claim_lease_seconds if quote_now else None)
     except intake.InvalidPurchaseRequest:
         metrics.INTAKE_WAITING_FOR_DATABASE.set(0)  # the rejection was recorded: the database answered
         raise
@@ -80,10 +84,12 @@ def submit_purchase(request: Any) -> None:
             raise
         raise _wait_for_database(message, error) from error
     metrics.INTAKE_WAITING_FOR_DATABASE.set(0)
-    if purchase_id is not None:
-        # Quoted (and ordered) in this thread if QUOTE_AFTER_INTAKE_INLINE, else sent (runner.deliver).
-        runner.deliver(Next(StepName.QUOTE), purchase_id, after=runner.INTAKE, partner=get_partner(),
-                       settings=get_settings(), message_id=message.message_id if message else None, send=nudge)
+    if created is not None:
+        # Quoted (and ordered) in this thread if QUOTE_AFTER_INTAKE_INLINE, born claimed for it;
+        # else sent (runner.deliver).
+        claim = Claim(created, started) if quote_now else None
+        runner.deliver(Next(StepName.QUOTE, claim=claim), created.id, after=runner.INTAKE, partner=get_partner(),
+                       settings=settings, message_id=message.message_id if message else None, send=nudge)
 
 
 def _wait_for_database(message: Any, error: BaseException) -> DatabaseUnavailable:

@@ -39,6 +39,14 @@ def accept(raw: Any, *, settings: Settings, message_id: str | None = None) -> uu
 
     Raises InvalidPurchaseRequest (after recording it in rejected_requests) for bad input.
     """
+    created = receive(raw, settings=settings, message_id=message_id)
+    return None if created is None else created.id
+
+
+def receive(raw: Any, *, settings: Settings, message_id: str | None = None,
+            hold_claim_for: float | None = None) -> Purchase | None:
+    """`accept`, returning the new purchase; `hold_claim_for`: born claimed, for the caller to
+    quote at once (state_machine.create)."""
     if not isinstance(raw, dict):
         _reject(raw, message_id, "INVALID_REQUEST", f"the request must be a JSON object, not {type(raw).__name__}")
     try:
@@ -59,7 +67,8 @@ def accept(raw: Any, *, settings: Settings, message_id: str | None = None) -> uu
             "delivery_deadline": request.delivery_deadline,
             "max_unit_price": request.max_unit_price,
             "request_metadata": request.metadata,
-        }, next_action_in=settings.redrive_after_seconds, reason="request accepted", message_id=message_id)
+        }, next_action_in=settings.redrive_after_seconds, reason="request accepted", message_id=message_id,
+            hold_claim_for=hold_claim_for)
     if created is not None:
         return created
     with session_scope() as session:

@@ -34,16 +34,22 @@ log = logging.getLogger(__name__)
 
 def quote(
     purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None,
-    hand_over: bool = False,
+    hand_over: bool = False, claim: Claim | None = None,
 ) -> Next | None:
     """`hand_over`: the caller runs the order step at once (runner.deliver): QUOTED keeps the
     lease and the returned `Next` carries the claimed purchase, which the caller must use or
-    give back."""
-    started = step_started()
+    give back.  `claim`: the purchase as intake stored it, born claimed (no claim statement)."""
+    started = claim.started if claim is not None else step_started()
     with autocommit() as db:
-        purchase = state_machine.claim(
-            db, purchase_id, [State.RECEIVED, State.PAUSED], lease_seconds=settings.claim_lease_seconds
-        )
+        if claim is not None:
+            if claim.purchase.id != purchase_id or claim.purchase.state != State.RECEIVED:
+                raise ValueError(f"claim handed over for {claim.purchase.id} ({claim.purchase.state}), "
+                                 f"not for received purchase {purchase_id}")
+            purchase: Purchase | None = claim.purchase
+        else:
+            purchase = state_machine.claim(
+                db, purchase_id, [State.RECEIVED, State.PAUSED], lease_seconds=settings.claim_lease_seconds
+            )
         if purchase is None:
             return None
         if fail_if_deadline_too_close(db, purchase, settings, message_id):

@@ -10,15 +10,17 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
+from fulfilment import state_machine
 from fulfilment.db import session_scope
 from fulfilment.partners.base import Partner
 from fulfilment.partners.registry import get_partner
 from fulfilment.settings import Settings, get_settings
-from fulfilment.steps import order, runner
-from fulfilment.steps.common import Claim, Next, RetryLater
+from fulfilment.state_machine import State
+from fulfilment.steps import intake, order, runner
+from fulfilment.steps.common import Claim, Next, RetryLater, step_started
 from fulfilment.steps.runner import StepName
 from models import PurchaseTransition
-from tests.support.factories import reload, stored_purchase
+from tests.support.factories import reload, request, stored_purchase
 from tests.support.sandbox import Sandbox
 
 Sent = list[tuple[Next, uuid.UUID]]
@@ -50,6 +52,12 @@ def quote_step(purchase_id: uuid.UUID, partner: Partner, inline: bool) -> Sent:
     return sent
 
 
+def history(purchase_id: uuid.UUID) -> list[PurchaseTransition]:
+    with session_scope() as session:
+        return list(session.scalars(select(PurchaseTransition).where(PurchaseTransition.purchase_id == purchase_id)
+                                    .order_by(PurchaseTransition.id)))
+
+
 def path(purchase_id: uuid.UUID) -> list[tuple[str, str | None]]:
     with session_scope() as session:
         return [(t.to_state, t.message_id) for t in session.scalars(
@@ -77,6 +85,51 @@ def test_after_intake_the_quote_and_the_order_run_in_line(tbb: Partner) -> None:
     assert reload(purchase_id).state == "awaiting_transfer"
     assert path(purchase_id)[1:] == [("quoted", "intake-msg"), ("ordering", "intake-msg"),
                                      ("awaiting_transfer", "intake-msg")]
+
+
+def test_a_purchase_born_claimed_is_quoted_and_ordered_without_a_claim_statement(
+    tbb: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the intake actor does with QUOTE_AFTER_INTAKE_INLINE: the purchase is stored under a
+    claim (no other worker or the scheduler can take it meanwhile) and handed to the quote step."""
+    started = step_started()
+    created = intake.receive(request(), settings=settings(True), message_id="intake-msg",
+                             hold_claim_for=settings(True).claim_lease_seconds)
+    assert created is not None and created.state == "received" and created.claim_token is not None
+    assert created.attempts == 1  # as if claimed
+    with session_scope() as session:
+        assert state_machine.claim(session, created.id, [State.RECEIVED], lease_seconds=60) is None
+
+    claims: list[Claim | None] = []
+    real = runner.STEPS[StepName.QUOTE]
+
+    def quote_step(*args: Any, claim: Claim | None = None, **kwargs: Any) -> Next | None:
+        claims.append(claim)
+        return real(*args, claim=claim, **kwargs)
+
+    monkeypatch.setitem(runner.STEPS, StepName.QUOTE, quote_step)
+    sent: Sent = []
+    runner.deliver(Next(StepName.QUOTE, claim=Claim(created, started)), created.id, after=runner.INTAKE,
+                   partner=tbb, settings=settings(True), message_id="intake-msg",
+                   send=lambda following, pid: sent.append((following, pid)))
+    assert sent == [] and claims == [Claim(created, started)]
+    assert reload(created.id).state == "awaiting_transfer"
+    assert path(created.id) == [("received", "intake-msg"), ("quoted", "intake-msg"), ("ordering", "intake-msg"),
+                                ("awaiting_transfer", "intake-msg")]
+
+
+def test_a_born_claim_taken_over_before_the_quote_is_recorded_moves_nothing(tbb: Partner) -> None:
+    created = intake.receive(request(), settings=settings(True), hold_claim_for=60)
+    assert created is not None
+    with session_scope() as session:  # the lease lapsed and another worker claimed it
+        session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"), {"id": created.id})
+    sent: Sent = []
+    runner.deliver(Next(StepName.QUOTE, claim=Claim(created, step_started())), created.id, after=runner.INTAKE,
+                   partner=tbb, settings=settings(True), message_id="intake-msg",
+                   send=lambda following, pid: sent.append((following, pid)))
+    assert sent == [] and reload(created.id).state == "received"
+    kinds = [t.kind for t in history(created.id)]
+    assert kinds[-1] == "late_answer"
 
 
 def test_after_intake_the_quote_alone_runs_in_line_if_the_order_is_a_message(tbb: Partner) -> None:

@@ -196,7 +196,8 @@ def test_create_stores_a_purchase_once_with_its_birth() -> None:
               "delivery_deadline": dt.datetime.now(dt.UTC) + dt.timedelta(days=2), "max_unit_price": None,
               "request_metadata": {"order": "A-1"}}
     with autocommit() as db:
-        assert state_machine.create(db, values, next_action_in=5, reason="accepted") == purchase_id
+        created = state_machine.create(db, values, next_action_in=5, reason="accepted")
+        assert created is not None and (created.id, created.state, created.claim_token) == (purchase_id, "received", None)
         assert state_machine.create(db, {**values, "id": uuid.uuid4()}, next_action_in=5, reason="again") is None
     stored = reload(purchase_id)
     assert (stored.state, stored.request_metadata, stored.attempts) == ("received", {"order": "A-1"}, 0)
