@@ -35,6 +35,18 @@ class Next:
     claim: Claim | None = field(default=None, compare=False, repr=False)
 
 
+def claim_for_step(db: Executor, purchase_id: uuid.UUID, states: list[State], claim: Claim | None,
+                   settings: Settings) -> Purchase | None:
+    """The purchase this step works on: the one handed over in line (already claimed by the step
+    before, in the statement that recorded it), or claimed now (None: nothing to do)."""
+    if claim is None:
+        return state_machine.claim(db, purchase_id, states, lease_seconds=settings.claim_lease_seconds)
+    if claim.purchase.id != purchase_id or claim.purchase.state not in states:
+        raise ValueError(f"claim handed over for {claim.purchase.id} ({claim.purchase.state}), "
+                         f"not for purchase {purchase_id} in {', '.join(states)}")
+    return claim.purchase
+
+
 class RetryLater(Exception):
     """A transient failure: the lease was released; the message should be retried."""
 

@@ -52,6 +52,7 @@ from fulfilment.state_machine import TERMINAL, OrderEvidence, StaleTransition, S
 from fulfilment.steps.common import (
     Claim,
     Next,
+    claim_for_step,
     fail_if_deadline_too_close,
     failure,
     park,
@@ -72,13 +73,7 @@ def place_order(
     """`claim`: the purchase, QUOTED and claimed by the quote step that hands it over (in line)."""
     started = claim.started if claim is not None else step_started()
     with autocommit() as db:
-        if claim is not None:
-            if claim.purchase.id != purchase_id or claim.purchase.state != State.QUOTED:
-                raise ValueError(f"claim handed over for {claim.purchase.id} ({claim.purchase.state}), "
-                                 f"not for quoted purchase {purchase_id}")
-            purchase: Purchase | None = claim.purchase
-        else:
-            purchase = state_machine.claim(db, purchase_id, [State.QUOTED], lease_seconds=settings.claim_lease_seconds)
+        purchase = claim_for_step(db, purchase_id, [State.QUOTED], claim, settings)
         if purchase is None:
             return None
         if fail_if_deadline_too_close(db, purchase, settings, message_id):

@@ -18,6 +18,7 @@ from fulfilment.statements import Row
 from fulfilment.steps.common import (
     Claim,
     Next,
+    claim_for_step,
     fail_if_deadline_too_close,
     failure,
     note_late,
@@ -41,15 +42,7 @@ def quote(
     give back.  `claim`: the purchase as intake stored it, born claimed (no claim statement)."""
     started = claim.started if claim is not None else step_started()
     with autocommit() as db:
-        if claim is not None:
-            if claim.purchase.id != purchase_id or claim.purchase.state != State.RECEIVED:
-                raise ValueError(f"claim handed over for {claim.purchase.id} ({claim.purchase.state}), "
-                                 f"not for received purchase {purchase_id}")
-            purchase: Purchase | None = claim.purchase
-        else:
-            purchase = state_machine.claim(
-                db, purchase_id, [State.RECEIVED, State.PAUSED], lease_seconds=settings.claim_lease_seconds
-            )
+        purchase = claim_for_step(db, purchase_id, [State.RECEIVED, State.PAUSED], claim, settings)
         if purchase is None:
             return None
         if fail_if_deadline_too_close(db, purchase, settings, message_id):

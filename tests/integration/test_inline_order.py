@@ -230,3 +230,14 @@ def test_a_transient_failure_in_line_sends_the_step_after_the_retry_delay(
     monkeypatch.setitem(runner.STEPS, StepName.ORDER, partner_busy)
     bounded = min(7.0, get_settings().actor_max_backoff_ms / 1000)  # never more than our maximum backoff
     assert quote_step(purchase_id, tbb, inline=True) == [(Next("place_order", bounded), purchase_id)]
+
+
+def test_a_claim_handed_over_for_the_wrong_purchase_or_state_is_refused(tbb: Partner) -> None:
+    created = intake.receive(request(), settings=settings(True), hold_claim_for=60)
+    assert created is not None
+    other = stored_purchase()
+    with pytest.raises(ValueError, match="claim handed over"):
+        order.place_order(created.id, partner=tbb, settings=settings(True), claim=Claim(created, step_started()))
+    with pytest.raises(ValueError, match="claim handed over"):
+        runner.STEPS[StepName.QUOTE](other, partner=tbb, settings=settings(True), claim=Claim(created, step_started()))
+    assert reload(created.id).state == "received" and reload(other).state == "received"
