@@ -21,9 +21,7 @@ from fulfilment import dependencies, metrics
 from fulfilment.partners.registry import get_partner
 from fulfilment.rabbitmq.queues import INTAKE_QUEUE
 from fulfilment.settings import get_settings
-from fulfilment.step_names import StepName
 from fulfilment.steps import intake, runner
-from fulfilment.steps.common import Claim, Next, step_started
 from workers.runner import nudge
 
 log = logging.getLogger(__name__)
@@ -69,12 +67,10 @@ def retry_intake(retries: int, exception: BaseException) -> bool:
 def submit_purchase(request: Any) -> None:
     """`request`: a JSON object matching docs/schemas/purchase-request.schema.json."""
     message = CurrentMessage.get_current_message()
-    settings = get_settings()
-    quote_now = runner.runs_inline(runner.INTAKE, Next(StepName.QUOTE), settings)
-    started = step_started()  # before the claim's lease is taken (steps.common.step_deadline)
     try:
-        created = intake.receive(request, settings=settings, message_id=message.message_id if message else None,
-                                 hold_claim_for=settings.claim_lease_seconds if quote_now else None)
+        # Stored, then quoted (and ordered) in this thread or sent (runner.take_in).
+        runner.take_in(request, partner=get_partner(), settings=get_settings(),
+                       message_id=message.message_id if message else None, send=nudge)
     except intake.InvalidPurchaseRequest:
         metrics.INTAKE_WAITING_FOR_DATABASE.set(0)  # the rejection was recorded: the database answered
         raise
@@ -84,12 +80,6 @@ def submit_purchase(request: Any) -> None:
             raise
         raise _wait_for_database(message, error) from error
     metrics.INTAKE_WAITING_FOR_DATABASE.set(0)
-    if created is not None:
-        # Quoted (and ordered) in this thread if QUOTE_AFTER_INTAKE_INLINE, born claimed for it;
-        # else sent (runner.deliver).
-        claim = Claim(created, started) if quote_now else None
-        runner.deliver(Next(StepName.QUOTE, claim=claim), created.id, after=runner.INTAKE, partner=get_partner(),
-                       settings=settings, message_id=message.message_id if message else None, send=nudge)
 
 
 def _wait_for_database(message: Any, error: BaseException) -> DatabaseUnavailable:

@@ -16,8 +16,8 @@ from fulfilment.db import autocommit
 from fulfilment.partners.base import Partner
 from fulfilment.settings import Settings
 from fulfilment.state_machine import StaleTransition, StepName
-from fulfilment.steps import order, quote, transfer
-from fulfilment.steps.common import Claim, Next, RetryLater, retry_delay_seconds
+from fulfilment.steps import intake, order, quote, transfer
+from fulfilment.steps.common import Claim, Next, RetryLater, retry_delay_seconds, step_started
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,25 @@ def run_step(
         return
     if following is not None:
         deliver(following, pid, after=name, partner=partner, settings=settings, message_id=message_id, send=send)
+
+
+def take_in(raw: object, *, partner: Partner, settings: Settings, message_id: str | None,
+            send: Send) -> uuid.UUID | None:
+    """What the intake actor does with a request: store it as a purchase, then quote it, in line
+    (born claimed for it, QUOTE_AFTER_INTAKE_INLINE) or by message.  Returns the new purchase's
+    id, or None for a request_id seen before.  Raises what `intake.receive` raises (bad input,
+    the database down); a failure of the quote after the purchase was stored is `deliver`'s to
+    handle, never the intake message's."""
+    quote_now = runs_inline(INTAKE, Next(StepName.QUOTE), settings)
+    started = step_started()  # before the claim's lease is taken (steps.common.step_deadline)
+    created = intake.receive(raw, settings=settings, message_id=message_id,
+                             hold_claim_for=settings.claim_lease_seconds if quote_now else None)
+    if created is None:
+        return None
+    claim = Claim(created, started) if quote_now else None
+    deliver(Next(StepName.QUOTE, claim=claim), created.id, after=INTAKE, partner=partner, settings=settings,
+            message_id=message_id, send=send)
+    return created.id
 
 
 def runs_inline(after: Previous, following: Next, settings: Settings) -> bool:

@@ -46,12 +46,13 @@ from sqlalchemy import select, text
 
 from fulfilment import state_machine
 from fulfilment.db import get_engine, session_scope
+from fulfilment.requests import purchase_id_for
 from fulfilment.scheduler import redrive_due
 from fulfilment.settings import Settings, get_settings
 from fulfilment.state_machine import ALLOWED, HELD_FOR_OPERATOR, NEXT_STEP, TERMINAL, State
-from fulfilment.steps import common, intake, order, resume
+from fulfilment.steps import common, order, resume
 from fulfilment.steps.common import Next, RetryLater
-from fulfilment.steps.runner import run_step
+from fulfilment.steps.runner import run_step, take_in
 from fulfilment.steps.stall import stall_after_exhausted_retries
 from models import Purchase
 from tests.support.factories import request
@@ -227,8 +228,10 @@ def machine_settings() -> Settings:
     return get_settings().model_copy(update={
         "claim_lease_seconds": LEASE,
         # One step per message, as the scripted regressions below expect them (InlineOrderMachine
-        # runs the machine with the order step in line after the quote, production's default).
+        # runs the machine with the order step in line after the quote, InlineIntakeMachine with
+        # the quote in line after intake too: production's default).
         "order_after_quote_inline": False,
+        "quote_after_intake_inline": False,
         "step_deadline_seconds": LEASE - 10,
         "redrive_after_seconds": 30.0,
         "max_requotes": 3,
@@ -273,15 +276,38 @@ class PurchaseMachine(RuleBasedStateMachine):
     def _pid(self, index: int) -> uuid.UUID:
         return self.purchases[index % len(self.purchases)]
 
-    def _create(self, max_unit_price: str | None, deadline_soon: bool = False) -> None:
+    def _create(self, max_unit_price: str | None, deadline_soon: bool = False, fault: Fault | None = None) -> None:
         overrides: dict[str, Any] = {"quantity": len(self.purchases) + 1, "max_unit_price": max_unit_price}
         if deadline_soon:
             deadline = self.clock() + dt.timedelta(seconds=LEAD + SOON_MARGIN)
             overrides["delivery_deadline"] = deadline.strftime("%Y-%m-%dT%H:%M:%SZ")
-        purchase_id = intake.accept(request(**overrides), settings=self.settings)
-        assert purchase_id is not None
+        raw = request(**overrides)
+        purchase_id = purchase_id_for(raw["request_id"])
+        if self.settings.quote_after_intake_inline:
+            # The quote and the order run under the intake message: either may meet the fault.
+            planned = fault_for(("create_quote", "create_order"), fault)
+            if planned is not None:
+                self.partner.plan(*planned)
         self.purchases.append(purchase_id)
-        self.queue.append(("quote_purchase", purchase_id))  # what the intake actor nudges
+        message_id = f"msg-{uuid.uuid4()}"
+        self.running.append(message_id)
+        try:
+            # What the intake actor does (runner.take_in): store, then quote by message, or in
+            # line (and order in line after it) when QUOTE_AFTER_INTAKE_INLINE.
+            assert take_in(raw, partner=self.partner, settings=self.settings, message_id=message_id,
+                           send=self._send) == purchase_id
+            outcome = "done"
+        except SimulatedCrash:
+            # The intake worker died in the in-line quote or order: RabbitMQ redelivers the
+            # intake message, whose request is stored already: nothing more (the scheduler
+            # re-drives the purchase once the claim it was born with lapses).
+            assert take_in(raw, partner=self.partner, settings=self.settings, message_id=f"msg-{uuid.uuid4()}",
+                           send=self._send) is None
+            outcome = "crash"
+        finally:
+            self.running.pop()
+        event(f"intake: {outcome}")
+        self._check_late(message_id)
 
     def _state(self, purchase_id: uuid.UUID) -> State:
         return State(self._get(purchase_id).state)
@@ -453,10 +479,10 @@ class PurchaseMachine(RuleBasedStateMachine):
         self._create(price, deadline_soon)
 
     @precondition(lambda self: len(self.purchases) < 3)
-    @rule(price=PRICES, deadline_soon=DEADLINE_SOON)
+    @rule(price=PRICES, deadline_soon=DEADLINE_SOON, fault=FAULTS)
     @guarded
-    def another_purchase(self, price: str | None, deadline_soon: bool) -> None:
-        self._create(price, deadline_soon)
+    def another_purchase(self, price: str | None, deadline_soon: bool, fault: Fault | None) -> None:
+        self._create(price, deadline_soon, fault)
 
     @rule(index=st.integers(0, 2), stale=st.sampled_from([None] * 4 + STEP_NAMES), fault=FAULTS)
     @guarded
@@ -763,6 +789,21 @@ class InlineOrderMachine(PurchaseMachine):
 
 TestPurchasesOrderInline = InlineOrderMachine.TestCase
 TestPurchasesOrderInline.settings = TestPurchases.settings
+
+
+class InlineIntakeMachine(PurchaseMachine):
+    """Production's defaults: the intake worker stores a purchase born claimed, quotes it in line
+    and orders it in line after the quote (QUOTE_AFTER_INTAKE_INLINE, ORDER_AFTER_QUOTE_INLINE);
+    a crash there is the intake worker's, whose message is redelivered as a duplicate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settings = self.settings.model_copy(update={"order_after_quote_inline": True,
+                                                         "quote_after_intake_inline": True})
+
+
+TestPurchasesIntakeInline = InlineIntakeMachine.TestCase
+TestPurchasesIntakeInline.settings = TestPurchases.settings
 
 
 # ---- scripted regressions ------------------------------------------------------------------
