@@ -50,7 +50,8 @@ from sqlalchemy import Engine, event, make_url, text
 from fulfilment import metrics
 from fulfilment.db import session_scope
 from fulfilment.settings import Settings, SettingsError
-from fulfilment.state_machine import NEXT_STEP, StepName
+from fulfilment.state_machine import NEXT_STEP
+from fulfilment.step_names import StepName
 
 log = logging.getLogger(__name__)
 

@@ -27,16 +27,14 @@ from fulfilment.requests import PurchaseRequest
 from fulfilment.step_names import StepName
 
 
+def _message(queue: str, actor: str, argument: object) -> dramatiq.Message[Any]:
+    """A new dramatiq message for `actor` on `queue`, as the actor's own send() would build it."""
+    return dramatiq.Message(queue_name=queue, actor_name=actor, args=(argument,), kwargs={}, options={},
+                            message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000))
+
+
 def intake_message(request: PurchaseRequest) -> dramatiq.Message[Any]:
-    return dramatiq.Message(
-        queue_name=INTAKE_QUEUE,
-        actor_name=INTAKE_ACTOR,
-        args=(request.model_dump(mode="json", exclude_none=True),),
-        kwargs={},
-        options={},
-        message_id=str(uuid.uuid4()),
-        message_timestamp=int(time.time() * 1000),
-    )
+    return _message(INTAKE_QUEUE, INTAKE_ACTOR, request.model_dump(mode="json", exclude_none=True))
 
 
 class Publisher:
@@ -67,15 +65,7 @@ def submit(request: PurchaseRequest | dict[str, Any], *, broker_url: str) -> uui
 
 def step_message(step: StepName, purchase_id: uuid.UUID) -> dramatiq.Message[Any]:
     """The message of a purchase step, as its actor (workers/*.py) would send it."""
-    return dramatiq.Message(
-        queue_name=STEP_QUEUES[step],
-        actor_name=str(step),
-        args=(str(purchase_id),),
-        kwargs={},
-        options={},
-        message_id=str(uuid.uuid4()),
-        message_timestamp=int(time.time() * 1000),
-    )
+    return _message(STEP_QUEUES[step], str(step), str(purchase_id))
 
 
 def send_step(broker: dramatiq.Broker, step: StepName, purchase_id: uuid.UUID, *, delay_seconds: float = 0.0) -> str:

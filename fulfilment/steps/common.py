@@ -10,7 +10,8 @@ from fulfilment import state_machine
 from fulfilment.db import autocommit, session_scope
 from fulfilment.partners.base import PartnerError, TransientError
 from fulfilment.settings import Settings
-from fulfilment.state_machine import Executor, StaleTransition, State, StepName
+from fulfilment.state_machine import Executor, StaleTransition, State
+from fulfilment.step_names import StepName
 from models import Purchase
 
 DEADLINE_CODE = "DELIVERY_DEADLINE_TOO_CLOSE"
@@ -36,15 +37,17 @@ class Next:
 
 
 def claim_for_step(db: Executor, purchase_id: uuid.UUID, states: list[State], claim: Claim | None,
-                   settings: Settings) -> Purchase | None:
-    """The purchase this step works on: the one handed over in line (already claimed by the step
-    before, in the statement that recorded it), or claimed now (None: nothing to do)."""
+                   settings: Settings) -> tuple[Purchase | None, float]:
+    """The purchase this step works on, and when its lease began (`step_started()`, for
+    `step_deadline`): the one handed over in line (already claimed by the step before, in the
+    statement that recorded it), or claimed now (None: nothing to do)."""
     if claim is None:
-        return state_machine.claim(db, purchase_id, states, lease_seconds=settings.claim_lease_seconds)
+        started = step_started()
+        return state_machine.claim(db, purchase_id, states, lease_seconds=settings.claim_lease_seconds), started
     if claim.purchase.id != purchase_id or claim.purchase.state not in states:
         raise ValueError(f"claim handed over for {claim.purchase.id} ({claim.purchase.state}), "
                          f"not for purchase {purchase_id} in {', '.join(states)}")
-    return claim.purchase
+    return claim.purchase, claim.started
 
 
 class RetryLater(Exception):

@@ -48,7 +48,8 @@ from fulfilment.partners.base import (
     order_details,
 )
 from fulfilment.settings import Settings
-from fulfilment.state_machine import TERMINAL, OrderEvidence, StaleTransition, State, StepName
+from fulfilment.state_machine import TERMINAL, OrderEvidence, StaleTransition, State
+from fulfilment.step_names import StepName
 from fulfilment.steps.common import (
     Claim,
     Next,
@@ -71,9 +72,8 @@ def place_order(
     claim: Claim | None = None,
 ) -> Next | None:
     """`claim`: the purchase, QUOTED and claimed by the quote step that hands it over (in line)."""
-    started = claim.started if claim is not None else step_started()
     with autocommit() as db:
-        purchase = claim_for_step(db, purchase_id, [State.QUOTED], claim, settings)
+        purchase, started = claim_for_step(db, purchase_id, [State.QUOTED], claim, settings)
         if purchase is None:
             return None
         if fail_if_deadline_too_close(db, purchase, settings, message_id):

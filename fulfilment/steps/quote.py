@@ -13,8 +13,9 @@ from fulfilment import state_machine
 from fulfilment.db import autocommit
 from fulfilment.partners.base import AccountError, Partner, PartnerError, PermanentError, Quote, QuoteRequest
 from fulfilment.settings import Settings
-from fulfilment.state_machine import StaleTransition, State, StepName
+from fulfilment.state_machine import StaleTransition, State
 from fulfilment.statements import Row
+from fulfilment.step_names import StepName
 from fulfilment.steps.common import (
     Claim,
     Next,
@@ -40,9 +41,8 @@ def quote(
     """`hand_over`: the caller runs the order step at once (runner.deliver): QUOTED keeps the
     lease and the returned `Next` carries the claimed purchase, which the caller must use or
     give back.  `claim`: the purchase as intake stored it, born claimed (no claim statement)."""
-    started = claim.started if claim is not None else step_started()
     with autocommit() as db:
-        purchase = claim_for_step(db, purchase_id, [State.RECEIVED, State.PAUSED], claim, settings)
+        purchase, started = claim_for_step(db, purchase_id, [State.RECEIVED, State.PAUSED], claim, settings)
         if purchase is None:
             return None
         if fail_if_deadline_too_close(db, purchase, settings, message_id):

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from fulfilment import state_machine
 from fulfilment.db import session_scope
 from fulfilment.settings import PolicySettings
-from fulfilment.state_machine import NEXT_STEP, TERMINAL, State, StepName
+from fulfilment.state_machine import NEXT_STEP, TERMINAL, State
+from fulfilment.step_names import StepName
 from models import Purchase
 
 RESUME_INTO: dict[State, State] = {

@@ -15,7 +15,8 @@ from fulfilment import logging_setup, state_machine
 from fulfilment.db import autocommit
 from fulfilment.partners.base import Partner
 from fulfilment.settings import Settings
-from fulfilment.state_machine import StaleTransition, StepName
+from fulfilment.state_machine import StaleTransition
+from fulfilment.step_names import StepName
 from fulfilment.steps import intake, order, quote, transfer
 from fulfilment.steps.common import Claim, Next, RetryLater, retry_delay_seconds, step_started
 
@@ -33,11 +34,15 @@ STEPS: Mapping[StepName, Step] = {
 }
 
 
-# Steps whose follower may run in line (`runs_inline`): they can hand their claim over to it.
-HANDS_OVER = frozenset({StepName.QUOTE})
 # What comes before the first step: the intake actor, which stores the purchase.
 Previous = StepName | Literal["intake"]
 INTAKE: Literal["intake"] = "intake"
+# The step that may run at once, in the same thread, after another, and the setting that allows it.
+# The step before hands its claim over to it (`hands_over`).
+INLINE: Mapping[Previous, tuple[StepName, Callable[[Settings], bool]]] = {
+    INTAKE: (StepName.QUOTE, lambda settings: settings.quote_after_intake_inline),
+    StepName.QUOTE: (StepName.ORDER, lambda settings: settings.order_after_quote_inline),
+}
 
 
 class InvalidMessage(Exception):
@@ -66,7 +71,7 @@ def run_step(
     extra: dict[str, object] = {}
     if claim is not None:
         extra["claim"] = claim
-    if name in HANDS_OVER and settings.order_after_quote_inline:
+    if hands_over(name, settings):
         extra["hand_over"] = True  # the step that follows will run in line (deliver): keep the claim for it
     try:
         following = STEPS[name](pid, partner=partner, settings=settings, message_id=message_id, **extra)
@@ -85,7 +90,7 @@ def take_in(raw: object, *, partner: Partner, settings: Settings, message_id: st
     id, or None for a request_id seen before.  Raises what `intake.receive` raises (bad input,
     the database down); a failure of the quote after the purchase was stored is `deliver`'s to
     handle, never the intake message's."""
-    quote_now = runs_inline(INTAKE, Next(StepName.QUOTE), settings)
+    quote_now = hands_over(INTAKE, settings)
     started = step_started()  # before the claim's lease is taken (steps.common.step_deadline)
     created = intake.receive(raw, settings=settings, message_id=message_id,
                              hold_claim_for=settings.claim_lease_seconds if quote_now else None)
@@ -97,17 +102,18 @@ def take_in(raw: object, *, partner: Partner, settings: Settings, message_id: st
     return created.id
 
 
+def hands_over(after: Previous, settings: Settings) -> bool:
+    """Whether `after`'s usual follower runs in line (`INLINE`), so `after` keeps its claim for it."""
+    rule = INLINE.get(after)
+    return rule is not None and rule[1](settings)
+
+
 def runs_inline(after: Previous, following: Next, settings: Settings) -> bool:
     """Whether the step that follows `after` runs at once in this thread rather than as a
     message: the quote right after intake stored a new purchase (QUOTE_AFTER_INTAKE_INLINE),
     the order right after a recorded quote (ORDER_AFTER_QUOTE_INLINE).  Nothing delayed."""
-    if following.delay_seconds:
-        return False
-    if after == INTAKE and following.step == StepName.QUOTE:
-        return settings.quote_after_intake_inline
-    if after == StepName.QUOTE and following.step == StepName.ORDER:
-        return settings.order_after_quote_inline
-    return False
+    rule = INLINE.get(after)
+    return not following.delay_seconds and rule is not None and following.step == rule[0] and rule[1](settings)
 
 
 def deliver(following: Next, purchase_id: uuid.UUID, *, after: Previous, partner: Partner, settings: Settings,
