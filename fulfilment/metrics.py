@@ -24,7 +24,7 @@ import glob
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -158,10 +158,18 @@ def set_scheduler_leader(leading: bool) -> None:
     SCHEDULER_GAUGES.set_leader(leading)
 
 
-def observe_partner_call(operation: str, outcome: str, seconds: float) -> None:
-    PARTNER_CALL_SECONDS.labels("tbb", operation, "ok" if outcome == "ok" else "error").observe(seconds)
-    if outcome != "ok":
-        PARTNER_CALL_ERRORS.labels("tbb", operation, outcome).inc()
+def partner_observer(partner: str) -> Callable[[str, str, float], None]:
+    """A partner client's call observer: (operation, outcome "ok" or an error code, seconds)."""
+
+    def observe(operation: str, outcome: str, seconds: float) -> None:
+        PARTNER_CALL_SECONDS.labels(partner, operation, "ok" if outcome == "ok" else "error").observe(seconds)
+        if outcome != "ok":
+            PARTNER_CALL_ERRORS.labels(partner, operation, outcome).inc()
+
+    return observe
+
+
+observe_partner_call = partner_observer("tbb")
 
 
 _LIVE_GAUGE_FILE = re.compile(r"gauge_(live\w+)_(\d+)\.db$")

@@ -12,9 +12,9 @@ import json
 import uuid
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator
 
 # Purchase ids are derived from request ids, so a caller knows its purchase id at
 # submit time and a re-submission names the same purchase (invariant 5).
@@ -32,7 +32,9 @@ class DeliveryType(StrEnum):
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
 
 
-class PurchaseRequest(BaseModel):
+class _Request(BaseModel):
+    """What every purchase request carries, whatever its partner."""
+
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True, str_strip_whitespace=True)
 
     request_id: Annotated[
@@ -44,13 +46,8 @@ class PurchaseRequest(BaseModel):
             description="The caller's idempotency key: the same request_id never makes a second purchase.",
         ),
     ]
-    event_id: Name
-    section_name: Name
-    row_name: Name | None = Field(default=None, description="Omit to let the partner pick the best available row.")
     quantity: Annotated[int, Field(ge=1, le=50, strict=True)]
-    delivery_type: DeliveryType
     delivery_deadline: dt.datetime = Field(description="UTC, with an explicit offset (e.g. 2026-09-12T18:00:00Z).")
-    max_unit_price: Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)] | None = None
     metadata: dict[str, Any] | None = Field(default=None, description="Opaque to us; echoed in events. No PII.")
 
     @field_validator("delivery_deadline")
@@ -81,6 +78,87 @@ class PurchaseRequest(BaseModel):
         return purchase_id_for(self.request_id)
 
 
+class PurchaseRequest(_Request):
+    """A purchase through Ticket Buyback (`partner` "tbb", the default when absent)."""
+
+    partner: Literal["tbb"] = Field(default="tbb", description="Omit, or \"tbb\": Ticket Buyback.")
+    event_id: Name
+    section_name: Name
+    row_name: Name | None = Field(default=None, description="Omit to let the partner pick the best available row.")
+    delivery_type: DeliveryType
+    max_unit_price: Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)] | None = None
+
+
+Ident = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:\-]+$")]
+
+
+class TicketmasterRequest(_Request):
+    """A purchase through the Ticketmaster Partner API; the tickets come back in events.
+
+    No customer data: billing identity and payment method are the operator's (settings).
+    """
+
+    partner: Literal["ticketmaster"]
+    event_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$",
+                                   description="The TM event id, e.g. 000051048D991EE7.")]
+    ticket_type_id: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9]+$", strict=True,
+                                         description="The TM ticket type id, a string: leading zeros matter.")]
+    price_level_id: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9]+$", strict=True)] | None = (
+        Field(default=None, description="The TM price level id, as a string; omit for any.")
+    )
+    section_name: Name | None = Field(default=None, description="Omit for the best available section.")
+    row_name: Name | None = Field(default=None, description="Omit for the best available row (needs section_name).")
+    max_unit_price: Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)] = Field(
+        description="The most to pay per ticket, all in: TM's cart total (fees, taxes) / quantity.")
+    event_start: dt.datetime | None = Field(
+        default=None, description="The event's start (with offset), if TM's event details may not give it.")
+    third_party_account_id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$",
+                                                 description="The buyer's opaque user id at the requesting "
+                                                 "service: TM binds the SafeTix tickets to it.")]
+
+    @field_validator("event_start")
+    @classmethod
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+            raise ValueError("must carry a timezone offset")
+        return None if value is None else value.astimezone(dt.UTC)
+
+    @field_validator("row_name")
+    @classmethod
+    def _row_needs_section(cls, value: str | None, info: Any) -> str | None:
+        if value is not None and info.data.get("section_name") is None:
+            raise ValueError("a row needs a section_name")
+        return value
+
+
+PARTNERS = ("tbb", "ticketmaster")
+
+
+def _partner_of(value: Any) -> str | None:
+    raw = value.get("partner", "tbb") if isinstance(value, dict) else getattr(value, "partner", "tbb")
+    return raw if raw in PARTNERS else None
+
+
+AnyPurchaseRequest = PurchaseRequest | TicketmasterRequest
+_ANY: TypeAdapter[AnyPurchaseRequest] = TypeAdapter(
+    Annotated[
+        Annotated[PurchaseRequest, Tag("tbb")] | Annotated[TicketmasterRequest, Tag("ticketmaster")],
+        Discriminator(_partner_of, custom_error_type="unknown_partner",
+                      custom_error_message=f"partner must be one of {', '.join(PARTNERS)} (absent: tbb)"),
+    ]
+)
+
+
+def parse_request(raw: Any) -> AnyPurchaseRequest:
+    """Validate a request of any partner (`partner` chooses; absent: tbb).  Raises ValidationError."""
+    return _ANY.validate_python(raw)
+
+
+def request_schema() -> dict[str, Any]:
+    """The JSON Schema of a purchase request (docs/schemas/purchase-request.schema.json)."""
+    return _ANY.json_schema()
+
+
 def purchase_id_for(request_id: str) -> uuid.UUID:
     return uuid.uuid5(PURCHASE_NAMESPACE, request_id)
 
@@ -89,7 +167,12 @@ def explain(error: ValidationError) -> str:
     """One line per problem, naming the field: what the sender needs to fix."""
     parts = []
     for item in error.errors(include_url=False):
-        field = ".".join(str(p) for p in item["loc"]) or "(body)"
+        loc = list(item["loc"])
+        if len(loc) > 1 and loc[0] in PARTNERS:
+            loc = loc[1:]  # the union's tag: the partner the request chose
+        if item["type"] == "unknown_partner":
+            loc = ["partner"]
+        field = ".".join(str(p) for p in loc) or "(body)"
         message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
         parts.append(f"{field}: {message}")
     return "; ".join(parts)

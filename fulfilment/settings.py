@@ -60,15 +60,79 @@ class BrokerSettings(_FromEnvironment):
 
 
 class PartnerSettings(_FromEnvironment):
-    """The partner: only workers, `fulfil health` and `fulfil resolve` call it."""
+    """The partners: only workers, `fulfil health` and `fulfil resolve` call them.
 
-    tbb_base_url: AnyUrl = Field(description="TBB Partner API base URL (the sandbox locally)")
-    tbb_client_id: str = Field(min_length=1)
-    tbb_client_secret: SecretStr = Field(min_length=1)
+    Each partner is switched on by its `*_ENABLED` variable; its other variables are required
+    only when it is (TBB is on by default, Ticketmaster off).  Requests for a partner that is not
+    enabled are rejected at intake with PARTNER_NOT_ENABLED.
+    """
+
+    tbb_enabled: bool = Field(default=True, description="buy through Ticket Buyback")
+    tbb_base_url: AnyUrl | None = Field(default=None, description="TBB Partner API base URL (the sandbox locally)")
+    tbb_client_id: str | None = Field(default=None, min_length=1)
+    tbb_client_secret: SecretStr | None = Field(default=None, min_length=1)
     tbb_connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
     tbb_read_timeout: float = Field(default=20.0, gt=0, description="seconds")
     tbb_max_attempts: int = Field(default=5, ge=1, le=20, description="attempts per idempotent call")
     tbb_max_retry_seconds: float = Field(default=30.0, gt=0, description="total time budget per call")
+
+    tm_enabled: bool = Field(default=False, description="buy through the Ticketmaster Partner API")
+    tm_base_url: AnyUrl | None = Field(default=None, description="e.g. https://app.ticketmaster.com/partners/v1")
+    tm_secure_render_url: AnyUrl | None = Field(
+        default=None, description="SafeTix refresh endpoint; default: /marketplace/v1/securerender on TM_BASE_URL's host")
+    tm_apikey: SecretStr | None = Field(default=None, min_length=1)
+    tm_connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
+    tm_read_timeout: float = Field(default=20.0, gt=0, description="seconds")
+    tm_device_id: str | None = Field(default=None, min_length=1, max_length=50,
+                                     description="stable id of this installation, sent as deviceId (at most 50)")
+    tm_min_hold_seconds: float = Field(
+        default=60.0, ge=0, description="a cart held for less than this is deleted and reserved again")
+    tm_unredeemed_days: int = Field(default=3, ge=1, le=30,
+                                    description="days_from_purchase when looking an order up among unredeemed ones")
+    # The operator's billing identity and payment method (never the buyer's: requests carry none).
+    tm_billing_first_name: str | None = None
+    tm_billing_last_name: str | None = None
+    tm_billing_email: str | None = None
+    tm_billing_phone: str | None = None
+    tm_billing_address_line1: str | None = None
+    tm_billing_city: str | None = None
+    tm_billing_region: str | None = None
+    tm_billing_postal_code: str | None = None
+    tm_billing_country_code: str = "US"
+    tm_billing_country_id: str = "840"
+    tm_payment_type: str = Field(default="BRAINTREE")
+    tm_payment_nonce: SecretStr | None = Field(default=None, description="the payment method reference (Braintree nonce)")
+    tm_payment_cin: SecretStr | None = Field(default=None, description="the card security code, if the method needs one")
+    ticket_key: SecretStr | None = Field(
+        default=None, description="Fernet key encrypting ticket tokens at rest (`fulfil tickets new-key`)")
+
+    @model_validator(mode="after")
+    def _enabled_partners_complete(self) -> PartnerSettings:
+        missing = [name for name, needed in _REQUIRED_WHEN_ENABLED.items()
+                   if getattr(self, needed[0]) and getattr(self, name) is None]
+        if missing:
+            raise ValueError(_MISSING_FOR_PARTNER + ", ".join(name.upper() for name in missing))
+        if not (self.tbb_enabled or self.tm_enabled):
+            raise ValueError("no partner is enabled: set TBB_ENABLED or TM_ENABLED")
+        if self.ticket_key is not None:
+            from fulfilment.ticket_crypto import check_key
+
+            check_key(self.ticket_key)
+        return self
+
+    @property
+    def enabled_partners(self) -> tuple[str, ...]:
+        return tuple(name for name, on in (("tbb", self.tbb_enabled), ("ticketmaster", self.tm_enabled)) if on)
+
+
+_MISSING_FOR_PARTNER = "required by an enabled partner but not set: "
+# Variable -> (the switch that requires it,).
+_REQUIRED_WHEN_ENABLED: dict[str, tuple[str]] = {
+    **{name: ("tbb_enabled",) for name in ("tbb_base_url", "tbb_client_id", "tbb_client_secret")},
+    **{name: ("tm_enabled",) for name in (
+        "tm_base_url", "tm_apikey", "tm_device_id", "tm_billing_first_name", "tm_billing_last_name",
+        "tm_billing_email", "tm_billing_phone", "tm_payment_nonce", "ticket_key")},
+}
 
 
 class PolicySettings(_FromEnvironment):
@@ -203,6 +267,11 @@ def describe_errors(error: ValidationError) -> str:
     """Turn pydantic's report into one line per variable, never echoing values (they may be secrets)."""
     lines = []
     for item in error.errors():
+        message = str(item.get("ctx", {}).get("error", ""))
+        if message.startswith(_MISSING_FOR_PARTNER):
+            lines += [f"  {name}: is required but not set (its partner is enabled)"
+                      for name in message.removeprefix(_MISSING_FOR_PARTNER).split(", ")]
+            continue
         name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
         reason = "is required but not set" if item["type"] == "missing" else item["msg"]
         lines.append(f"  {name}: {reason}")
@@ -214,7 +283,15 @@ def get_settings() -> Settings:
     try:
         return Settings()  # type: ignore[call-arg]  # values come from the environment
     except ValidationError as error:
-        raise SettingsError(describe_errors(error)) from None
+        report = describe_errors(error)
+    # The partners' cross-field check runs only once every field is valid: name its variables too,
+    # so that one run lists everything to fix.
+    try:
+        PartnerSettings()
+    except ValidationError as partner_error:
+        extra = [line for line in describe_errors(partner_error).splitlines()[1:] if line not in report]
+        report = "\n".join([report, *extra])
+    raise SettingsError(report)
 
 
 _Part = TypeVar("_Part", DatabaseSettings, BrokerSettings, PartnerSettings, PolicySettings)

@@ -60,6 +60,10 @@ class State(StrEnum):
     PAUSED = "paused"  # account-level problem (payment not configured): waits, not burnt
     NEEDS_ATTENTION = "needs_attention"  # an order may exist but could not be confirmed
     STALLED = "stalled"  # retries exhausted; an operator may resume it
+    # A partner that issues tickets (Ticketmaster): the order exists, its tickets are not fetched
+    # yet (or not retrievable before a delivery delay date); then the terminal success.
+    AWAITING_TICKETS = "awaiting_tickets"
+    TICKETS_ISSUED = "tickets_issued"
 
 
 class OrderEvidence(StrEnum):
@@ -70,8 +74,12 @@ class OrderEvidence(StrEnum):
 
 
 TERMINAL: frozenset[State] = frozenset(
-    {State.TRANSFER_COMPLETE, State.TRANSFER_EXPIRED, State.CANCELLED, State.FAILED}
+    {State.TRANSFER_COMPLETE, State.TRANSFER_EXPIRED, State.CANCELLED, State.FAILED, State.TICKETS_ISSUED}
 )
+# The terminal states in which the buyer got what was bought, whatever the partner's way of delivering.
+SUCCESS: frozenset[State] = frozenset({State.TRANSFER_COMPLETE, State.TICKETS_ISSUED})
+# Where a purchase waits once its order is confirmed (the partner's way of delivering decides which).
+ORDERED: frozenset[State] = frozenset({State.AWAITING_TRANSFER, State.AWAITING_TICKETS})
 # Waiting for a person: not terminal, but the scheduler does not re-drive them.
 HELD_FOR_OPERATOR: frozenset[State] = frozenset({State.NEEDS_ATTENTION, State.STALLED})
 
@@ -87,27 +95,33 @@ ALLOWED: Mapping[State | None, frozenset[State]] = {
     # From ORDERING only a *definite* answer to the one request sent may lead away from the
     # order path: QUOTE_EXPIRED → RECEIVED, a permanent rejection → FAILED, payment → PAUSED.
     _S.ORDERING: frozenset(
-        {_S.AWAITING_TRANSFER, _S.ORDER_UNKNOWN, _S.RECEIVED, _S.FAILED, _S.PAUSED, _S.NEEDS_ATTENTION, _S.STALLED}
+        {_S.AWAITING_TRANSFER, _S.AWAITING_TICKETS, _S.ORDER_UNKNOWN, _S.RECEIVED, _S.FAILED, _S.PAUSED,
+         _S.NEEDS_ATTENTION, _S.STALLED}
     ),
     # Once an order may exist, nothing the partner refuses afterwards proves it does not:
     # the purchase is resolved (found), held for a person, or — only under the operator's
     # explicit ORDER_ABSENCE_GRACE_SECONDS policy — re-quoted (steps/order.py).
-    _S.ORDER_UNKNOWN: frozenset({_S.AWAITING_TRANSFER, _S.RECEIVED, _S.NEEDS_ATTENTION, _S.STALLED}),
+    _S.ORDER_UNKNOWN: frozenset(
+        {_S.AWAITING_TRANSFER, _S.AWAITING_TICKETS, _S.RECEIVED, _S.NEEDS_ATTENTION, _S.STALLED}
+    ),
     _S.AWAITING_TRANSFER: frozenset(
         {_S.TRANSFER_COMPLETE, _S.TRANSFER_EXPIRED, _S.CANCELLED, _S.NEEDS_ATTENTION, _S.STALLED}
     ),
+    _S.AWAITING_TICKETS: frozenset({_S.TICKETS_ISSUED, _S.NEEDS_ATTENTION, _S.STALLED}),
     # An operator resumes these; an order may exist, so never straight back to QUOTED/ORDERING.
     # → FAILED: an operator gave up on it (`fulfil cancel`, steps/operator.py), which allows it
     # only where no order can exist: STALLED from RECEIVED/QUOTED/PAUSED, NEEDS_ATTENTION once a
     # person checked with the partner.
-    _S.NEEDS_ATTENTION: frozenset({_S.ORDER_UNKNOWN, _S.AWAITING_TRANSFER, _S.FAILED}),
+    _S.NEEDS_ATTENTION: frozenset({_S.ORDER_UNKNOWN, _S.AWAITING_TRANSFER, _S.AWAITING_TICKETS, _S.FAILED}),
     _S.STALLED: frozenset(
-        {_S.RECEIVED, _S.QUOTED, _S.ORDER_UNKNOWN, _S.AWAITING_TRANSFER, _S.PAUSED, _S.NEEDS_ATTENTION, _S.FAILED}
+        {_S.RECEIVED, _S.QUOTED, _S.ORDER_UNKNOWN, _S.AWAITING_TRANSFER, _S.AWAITING_TICKETS, _S.PAUSED,
+         _S.NEEDS_ATTENTION, _S.FAILED}
     ),
     _S.TRANSFER_COMPLETE: frozenset(),
     _S.TRANSFER_EXPIRED: frozenset(),
     _S.CANCELLED: frozenset(),
     _S.FAILED: frozenset(),
+    _S.TICKETS_ISSUED: frozenset(),
 }
 
 # Which step runs next in each live state; the scheduler and `fulfil retry` use it.
@@ -118,6 +132,7 @@ NEXT_STEP: Mapping[State, StepName] = {
     _S.ORDERING: StepName.RESOLVE,
     _S.ORDER_UNKNOWN: StepName.RESOLVE,
     _S.AWAITING_TRANSFER: StepName.TRANSFER,
+    _S.AWAITING_TICKETS: StepName.TICKETS,
 }
 
 
@@ -163,6 +178,7 @@ def transition(
     message_id: str | None = None,
     changes: Mapping[str, Any] | None = None,
     insert_with: Row | None = None,
+    event_extra: Mapping[str, Any] | None = None,
 ) -> Purchase:
     """Move `purchase` from its current state to `to_state`, or raise.
 
@@ -172,6 +188,7 @@ def transition(
       e.g. the order call after committing ORDERING); otherwise the lease is released.
     changes: other purchase columns to set in the same UPDATE.
     insert_with: a row (table, values) written only if the transition is (e.g. the quote taken).
+    event_extra: more keys of the event (e.g. the tickets issued); never logged.
 
     One statement (statements.py): the guarded UPDATE, the history row, the outbox event
     and `insert_with`, so that they land together, in the caller's transaction or, on an
@@ -188,6 +205,7 @@ def transition(
     event_id = uuid.uuid4()
     event_type = f"purchase.{to_state.value}"
     payload = event_payload(event_id, purchase, from_state, to_state, reason, None, event_type, changes=columns)
+    payload.update(event_extra or {})
     sql = statements.transition_sql(tuple(columns), hold_claim=hold_claim_for is not None,
                                     insert_with=insert_with.signature() if insert_with else None)
     params: dict[str, Any] = {
@@ -298,6 +316,15 @@ def _record(
             id=event_id, transition_id=entry.id, purchase_id=purchase.id, routing_key=event_type, payload=payload
         )
     )
+
+
+def note(session: Session, purchase: Purchase, *, kind: str, event_type: str, reason: str,
+         extra: Mapping[str, Any] | None = None, message_id: str | None = None) -> None:
+    """A history row of `kind` and its event, without a state change (e.g. tickets delayed or
+    refreshed); `purchase` must be locked by the caller's transaction."""
+    state = State(purchase.state)
+    _record(session, purchase, state, state, reason, purchase.attempts, message_id, kind=kind, event_type=event_type,
+            extra=extra)
 
 
 def late_answer(
@@ -474,6 +501,23 @@ def reschedule(db: Executor, purchase: Purchase, *, next_action_in: float, **cha
     if not done:
         log.info("purchase %s: lease no longer ours; not rescheduled", purchase.id)
     return done
+
+
+def save(db: Executor, purchase: Purchase, **changes: Any) -> Purchase:
+    """Record progress of the step holding the claim (no state change, the lease kept): what it
+    must not lose if it dies before its transition.  Fenced: StaleTransition if the claim is gone."""
+    params = {**statements.fence_params(purchase), **statements.change_params(changes)}
+    row, _ = _execute(db, purchase, statements.save_sql(tuple(changes)), params)
+    if row is None:
+        raise StaleTransition(purchase.id, State(purchase.state))
+    return statements.purchase_from(row)
+
+
+def ordered_state(purchase: Purchase) -> State:
+    """Where this purchase waits once its order is confirmed: tickets to fetch (its partner issues
+    tickets: `partner_data.delivery` is "tickets") or a transfer to watch."""
+    data = purchase.partner_data or {}
+    return State.AWAITING_TICKETS if data.get("delivery") == "tickets" else State.AWAITING_TRANSFER
 
 
 def _release(db: Executor, purchase: Purchase, next_in: float, changes: Mapping[str, Any]) -> bool:

@@ -177,6 +177,17 @@ def release_sql(changes: tuple[str, ...]) -> str:
     """
 
 
+@lru_cache(maxsize=16)
+def save_sql(changes: tuple[str, ...]) -> str:
+    """Change columns of a claimed purchase and keep the lease (fenced): progress a step must not
+    lose if it dies before its transition (e.g. a cart made at the partner)."""
+    return f"""
+    UPDATE purchases SET updated_at = now(){_sets(changes)}
+     WHERE {FENCE}
+    RETURNING {_RETURNING}
+    """
+
+
 _NEW_PURCHASE = Purchase.__mapper__.class_manager.new_instance
 
 

@@ -12,3 +12,4 @@ class StepName(StrEnum):
     ORDER = "place_order"
     RESOLVE = "resolve_order"
     TRANSFER = "check_transfer"
+    TICKETS = "fetch_tickets"

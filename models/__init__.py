@@ -12,9 +12,10 @@ from models.outbox import OutboxEvent
 from models.purchase import Purchase
 from models.quote import PartnerQuote
 from models.rejected import RejectedRequest
+from models.ticket import Ticket
 from models.transition import PurchaseTransition
 
 __all__ = [
     "Base", "DeadlineFlag", "OrphanOrder", "OutboxEvent", "PartnerQuote", "Purchase", "PurchaseTransition",
-    "RejectedRequest",
+    "RejectedRequest", "Ticket",
 ]

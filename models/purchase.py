@@ -24,6 +24,8 @@ STATE_VALUES = (
     "paused",
     "needs_attention",
     "stalled",
+    "awaiting_tickets",
+    "tickets_issued",
 )
 
 # Kept in sync with fulfilment.state_machine.OrderEvidence by tests/unit/test_models.py.
@@ -63,13 +65,17 @@ class Purchase(Base):
 
     # The request, as validated by fulfilment.requests.PurchaseRequest.
     event_id: Mapped[str] = mapped_column(String(100))
-    section_name: Mapped[str] = mapped_column(String(100))
+    section_name: Mapped[str | None] = mapped_column(String(100), doc="None: any section (a partner that allows it)")
     row_name: Mapped[str | None] = mapped_column(String(100))
     quantity: Mapped[int] = mapped_column(Integer)
     delivery_type: Mapped[str] = mapped_column(String(30))
     delivery_deadline: Mapped[dt.datetime]
     max_unit_price: Mapped[Decimal | None]
     request_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    partner_data: Mapped[dict[str, Any] | None] = mapped_column(
+        doc="what only this purchase's partner needs (its request fields, cart, pending polling, order token "
+        "encrypted): read and written by the partner's flow alone"
+    )
 
     state: Mapped[str] = mapped_column(String(30))
     state_changed_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())

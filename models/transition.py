@@ -8,7 +8,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
 
-HISTORY_KINDS = ("transition", "deadline_flag", "late_answer", "orphan_order")
+HISTORY_KINDS = (
+    "transition", "deadline_flag", "late_answer", "orphan_order", "tickets_delayed", "tickets_refreshed",
+)
 
 
 class PurchaseTransition(Base):

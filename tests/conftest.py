@@ -124,18 +124,20 @@ def app_env(database: servers.TestDatabase, vhost: servers.TestVhost, sandbox: S
 @pytest.fixture(scope="session")
 def configured(app_env: dict[str, str]) -> Iterator[dict[str, str]]:
     """Point this test process's settings at the test servers too."""
-    from fulfilment.partners.registry import get_partner
+    from fulfilment.partners.registry import get_partner, get_partners
     from fulfilment.settings import get_settings
 
     saved = dict(os.environ)
     os.environ.update(app_env)
     get_settings.cache_clear()
     get_partner.cache_clear()
+    get_partners.cache_clear()
     yield app_env
     os.environ.clear()
     os.environ.update(saved)
     get_settings.cache_clear()
     get_partner.cache_clear()
+    get_partners.cache_clear()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ broker (publisher confirms on) and declares the actors:
     purchases.quote     quote_purchase(purchase_id)   quote.py
     purchases.order     place_order / resolve_order   order.py
     purchases.transfer  check_transfer(purchase_id)   transfer.py
+    purchases.tickets   fetch_tickets(purchase_id)    tickets.py
 """
 
 from __future__ import annotations
@@ -43,6 +44,6 @@ metrics.prune_dead_process_files(DB_PATH)
 from workers.broker import broker  # noqa: E402  (settings first: a bad config must stop us here)
 
 # isort: split
-from workers import intake, order, quote, transfer  # noqa: E402,F401  (declares the actors)
+from workers import intake, order, quote, tickets, transfer  # noqa: E402,F401  (declares the actors)
 
 __all__ = ["broker"]

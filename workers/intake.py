@@ -18,7 +18,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from fulfilment import dependencies, metrics
-from fulfilment.partners.registry import get_partner
+from fulfilment.partners.registry import get_partners
 from fulfilment.rabbitmq.queues import INTAKE_QUEUE
 from fulfilment.settings import get_settings
 from fulfilment.steps import intake, runner
@@ -69,7 +69,7 @@ def submit_purchase(request: Any) -> None:
     message = CurrentMessage.get_current_message()
     try:
         # Stored, then quoted (and ordered) in this thread or sent (runner.take_in).
-        runner.take_in(request, partner=get_partner(), settings=get_settings(),
+        runner.take_in(request, partner=get_partners(), settings=get_settings(),
                        message_id=message.message_id if message else None, send=nudge)
     except intake.InvalidPurchaseRequest:
         metrics.INTAKE_WAITING_FOR_DATABASE.set(0)  # the rejection was recorded: the database answered

@@ -9,7 +9,7 @@ import uuid
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from fulfilment.partners.registry import get_partner
+from fulfilment.partners.registry import get_partners
 from fulfilment.rabbitmq.publisher import send_step
 from fulfilment.settings import get_settings
 from fulfilment.step_names import StepName
@@ -25,7 +25,7 @@ __all__ = ["InvalidMessage", "nudge", "run_step"]
 def run_step(step: StepName, purchase_id: str) -> None:
     message = CurrentMessage.get_current_message()
     try:
-        runner.run_step(step, purchase_id, partner=get_partner(), settings=get_settings(),
+        runner.run_step(step, purchase_id, partner=get_partners(), settings=get_settings(),
                         message_id=message.message_id if message else None, send=nudge)
     except RetryLater as error:
         if error.retry_after is not None:

@@ -25,6 +25,7 @@ class Actor(StrEnum):
     PLACE_ORDER = "place_order"
     RESOLVE_ORDER = "resolve_order"
     CHECK_TRANSFER = "check_transfer"
+    FETCH_TICKETS = "fetch_tickets"
 
 
 dlq = typer.Typer(help="Dead letters: jobs whose retries ran out (kept 7 days in the .XQ queues).",

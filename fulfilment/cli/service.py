@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from fulfilment import requests
 from fulfilment.cli.common import EXIT_UNAVAILABLE, PARTNER_LOGGERS, app, database, fail, load_settings, quiet_logs
-from fulfilment.requests import PurchaseRequest
 
 
 @app.command()
@@ -107,7 +107,10 @@ def schema() -> None:
 
 
 def request_schema() -> dict[str, Any]:
-    schema = PurchaseRequest.model_json_schema()
+    schema = requests.request_schema()
+    schema["title"] = "PurchaseRequest"
+    schema["description"] = ("A purchase request: `partner` chooses the shape (absent or \"tbb\": Ticket Buyback; "
+                             "\"ticketmaster\": the Ticketmaster Partner API).")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://ticket-fulfilment.invalid/schemas/purchase-request.schema.json"
     return schema

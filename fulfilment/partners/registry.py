@@ -1,4 +1,8 @@
-"""The partner client of this process: one instance, shared by all worker threads."""
+"""The partners of this process, built from settings: one instance each, shared by all worker threads.
+
+The one place that names every partner (like bootstrap.py for the scheduler): the core looks
+a purchase's partner up by the name it carries (steps/flow.py `Partners`).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,15 @@ from functools import lru_cache
 
 from fulfilment.partners.base import Partner
 from fulfilment.partners.tbb import TbbClient
-from fulfilment.settings import PartnerSettings, get_settings
+from fulfilment.settings import PartnerSettings, Settings, get_settings
+from fulfilment.steps.flow import PartnerFlow, Partners
 
 
 def build_tbb(settings: PartnerSettings) -> TbbClient:
     from fulfilment import metrics
 
+    if settings.tbb_base_url is None or settings.tbb_client_id is None or settings.tbb_client_secret is None:
+        raise ValueError("TBB is not configured: set TBB_BASE_URL, TBB_CLIENT_ID and TBB_CLIENT_SECRET")
     return TbbClient(
         str(settings.tbb_base_url),
         settings.tbb_client_id,
@@ -24,6 +31,26 @@ def build_tbb(settings: PartnerSettings) -> TbbClient:
     )
 
 
+def build_ticketmaster(settings: Settings) -> PartnerFlow:
+    from fulfilment import metrics
+    from fulfilment.partners.ticketmaster import flow
+
+    return flow.build(settings, observe=metrics.partner_observer("ticketmaster"))
+
+
+def build_partners(settings: Settings) -> Partners:
+    """Every enabled partner (settings `*_ENABLED`)."""
+    clients = {"tbb": build_tbb(settings)} if settings.tbb_enabled else {}
+    flows = {"ticketmaster": build_ticketmaster(settings)} if settings.tm_enabled else {}
+    return Partners(clients=clients, flows=flows)
+
+
+@lru_cache(maxsize=1)
+def get_partners() -> Partners:
+    return build_partners(get_settings())
+
+
 @lru_cache(maxsize=1)
 def get_partner() -> Partner:
-    return build_tbb(get_settings())
+    """The quote/order partner of this process (TBB): operator tools (`fulfil resolve`) and tests."""
+    return get_partners().client("tbb")

@@ -23,7 +23,7 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from fulfilment.rabbitmq.queues import INTAKE_ACTOR, INTAKE_QUEUE, STEP_QUEUES
-from fulfilment.requests import PurchaseRequest
+from fulfilment.requests import AnyPurchaseRequest, PurchaseRequest, TicketmasterRequest, parse_request
 from fulfilment.step_names import StepName
 
 
@@ -33,8 +33,12 @@ def _message(queue: str, actor: str, argument: object) -> dramatiq.Message[Any]:
                             message_id=str(uuid.uuid4()), message_timestamp=int(time.time() * 1000))
 
 
-def intake_message(request: PurchaseRequest) -> dramatiq.Message[Any]:
-    return _message(INTAKE_QUEUE, INTAKE_ACTOR, request.model_dump(mode="json", exclude_none=True))
+def intake_message(request: AnyPurchaseRequest) -> dramatiq.Message[Any]:
+    # A TBB request goes out without `partner` (the default), as before partners were chosen per
+    # request: workers of an older release still accept it during a rolling upgrade.
+    body = request.model_dump(mode="json", exclude_none=True,
+                              exclude={"partner"} if isinstance(request, PurchaseRequest) else None)
+    return _message(INTAKE_QUEUE, INTAKE_ACTOR, body)
 
 
 class Publisher:
@@ -43,8 +47,8 @@ class Publisher:
     def __init__(self, broker_url: str) -> None:
         self._broker = confirmed_broker(broker_url)
 
-    def submit(self, request: PurchaseRequest | dict[str, Any]) -> uuid.UUID:
-        parsed = request if isinstance(request, PurchaseRequest) else PurchaseRequest.model_validate(request)
+    def submit(self, request: AnyPurchaseRequest | dict[str, Any]) -> uuid.UUID:
+        parsed = request if isinstance(request, (PurchaseRequest, TicketmasterRequest)) else parse_request(request)
         self._broker.enqueue(intake_message(parsed))
         return parsed.purchase_id
 
@@ -58,7 +62,7 @@ class Publisher:
         self.close()
 
 
-def submit(request: PurchaseRequest | dict[str, Any], *, broker_url: str) -> uuid.UUID:
+def submit(request: AnyPurchaseRequest | dict[str, Any], *, broker_url: str) -> uuid.UUID:
     with Publisher(broker_url) as publisher:
         return publisher.submit(request)
 

@@ -22,6 +22,7 @@ STEP_QUEUES: dict[StepName, str] = {
     StepName.ORDER: "purchases.order",
     StepName.RESOLVE: "purchases.order",
     StepName.TRANSFER: "purchases.transfer",
+    StepName.TICKETS: "purchases.tickets",
 }
 QUEUES = tuple(dict.fromkeys((INTAKE_QUEUE, *STEP_QUEUES.values())))
 DEAD_LETTER_QUEUES = tuple(xq_name(queue) for queue in QUEUES)

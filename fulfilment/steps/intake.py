@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from fulfilment import logging_setup, metrics, state_machine
 from fulfilment.db import autocommit, session_scope
-from fulfilment.requests import PurchaseRequest, explain
+from fulfilment.requests import AnyPurchaseRequest, PurchaseRequest, explain, parse_request
 from fulfilment.settings import Settings
 from models import OutboxEvent, Purchase, RejectedRequest
 
@@ -50,31 +50,25 @@ def receive(raw: Any, *, settings: Settings, message_id: str | None = None,
     if not isinstance(raw, dict):
         _reject(raw, message_id, "INVALID_REQUEST", f"the request must be a JSON object, not {type(raw).__name__}")
     try:
-        request = PurchaseRequest.model_validate(raw)
+        request = parse_request(raw)
     except ValidationError as error:
         _reject(raw, message_id, "INVALID_REQUEST", explain(error))
+    if request.partner not in settings.enabled_partners:
+        _reject(raw, message_id, "PARTNER_NOT_ENABLED",
+                f"partner {request.partner!r} is not enabled here (enabled: {', '.join(settings.enabled_partners)})")
 
     logging_setup.bind(purchase_id=request.purchase_id)  # the rest of this message's log lines name it
+    columns = purchase_columns(request)
     with autocommit() as db:
-        created = state_machine.create(db, {
-            "id": request.purchase_id,
-            "request_id": request.request_id,
-            "event_id": request.event_id,
-            "section_name": request.section_name,
-            "row_name": request.row_name,
-            "quantity": request.quantity,
-            "delivery_type": request.delivery_type.value,
-            "delivery_deadline": request.delivery_deadline,
-            "max_unit_price": request.max_unit_price,
-            "request_metadata": request.metadata,
-        }, next_action_in=settings.redrive_after_seconds, reason="request accepted", message_id=message_id,
-            hold_claim_for=hold_claim_for)
+        created = state_machine.create(db, {"id": request.purchase_id, **columns},
+                                       next_action_in=settings.redrive_after_seconds, reason="request accepted",
+                                       message_id=message_id, hold_claim_for=hold_claim_for)
     if created is not None:
         return created
     with session_scope() as session:
         existing = session.scalars(select(Purchase).where(Purchase.request_id == request.request_id)).one()
 
-    differences = _differences(existing, request)
+    differences = _differences(existing, columns)
     if differences:
         # Same key, different content: keep the first purchase, and say so loudly.
         _reject(
@@ -89,17 +83,44 @@ def receive(raw: Any, *, settings: Settings, message_id: str | None = None,
     return None
 
 
-def _differences(existing: Purchase, request: PurchaseRequest) -> list[str]:
-    pairs = {
-        "event_id": (existing.event_id, request.event_id),
-        "section_name": (existing.section_name, request.section_name),
-        "row_name": (existing.row_name, request.row_name),
-        "quantity": (existing.quantity, request.quantity),
-        "delivery_type": (existing.delivery_type, request.delivery_type.value),
-        "delivery_deadline": (existing.delivery_deadline, request.delivery_deadline),
-        "max_unit_price": (existing.max_unit_price, request.max_unit_price),
+# How a purchase of a partner that issues tickets is delivered (purchases.delivery_type).
+TICKETS_DELIVERY = "tickets"
+
+
+def purchase_columns(request: AnyPurchaseRequest) -> dict[str, Any]:
+    """The purchase's columns for a valid request (`partner_data`: what only its partner needs)."""
+    columns: dict[str, Any] = {
+        "request_id": request.request_id,
+        "partner": request.partner,
+        "event_id": request.event_id,
+        "section_name": request.section_name,
+        "row_name": request.row_name,
+        "quantity": request.quantity,
+        "delivery_deadline": request.delivery_deadline,
+        "max_unit_price": request.max_unit_price,
+        "request_metadata": request.metadata,
     }
-    return [name for name, (old, new) in pairs.items() if old != new]
+    if isinstance(request, PurchaseRequest):
+        return {**columns, "delivery_type": request.delivery_type.value}
+    return {**columns, "delivery_type": TICKETS_DELIVERY, "partner_data": {
+        "delivery": "tickets",
+        "ticket_type_id": request.ticket_type_id,
+        "price_level_id": request.price_level_id,
+        "third_party_account_id": request.third_party_account_id,
+        "event_start": request.event_start.isoformat() if request.event_start else None,
+    }}
+
+
+_REQUEST_DATA = ("delivery", "ticket_type_id", "price_level_id", "third_party_account_id", "event_start")
+
+
+def _differences(existing: Purchase, columns: dict[str, Any]) -> list[str]:
+    """The request's fields that differ from the purchase that holds its request_id."""
+    names = [name for name in columns if name not in ("request_id", "request_metadata", "partner_data")
+             and getattr(existing, name) != columns[name]]
+    stored, sent = existing.partner_data or {}, columns.get("partner_data") or {}
+    names += [name for name in _REQUEST_DATA if stored.get(name) != sent.get(name)]
+    return names
 
 
 def _reject(raw: Any, message_id: str | None, code: str, reason: str, *,

@@ -63,21 +63,30 @@ from fulfilment.steps.common import (
     step_started,
     too_close_to_deadline,
 )
+from fulfilment.steps.flow import Partners, StepContext, client_or_park
 from models import Purchase
 
 log = logging.getLogger(__name__)
 
 def place_order(
-    purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None,
+    purchase_id: uuid.UUID, *, partner: Partner | Partners, settings: Settings, message_id: str | None = None,
     claim: Claim | None = None,
 ) -> Next | None:
     """`claim`: the purchase, QUOTED and claimed by the quote step that hands it over (in line)."""
+    partners = Partners.of(partner)
     with autocommit() as db:
         purchase, started = claim_for_step(db, purchase_id, [State.QUOTED], claim, settings)
         if purchase is None:
             return None
         if fail_if_deadline_too_close(db, purchase, settings, message_id):
             return None
+        flow = partners.flow(purchase.partner)
+    if flow is not None:  # outside the block: no pooled connection held during its partner calls
+        return flow.order(purchase, StepContext(settings, message_id, started))
+    client = client_or_park(partners, purchase, settings, message_id)
+    if client is None:
+        return None
+    with autocommit() as db:
         if not _quote_usable(purchase, margin_seconds=settings.quote_safety_margin_seconds):
             metrics.REQUOTES.labels("safety_margin").inc()
             state_machine.transition(
@@ -93,12 +102,12 @@ def place_order(
             message_id=message_id, next_action_in=settings.claim_lease_seconds,
             hold_claim_for=settings.claim_lease_seconds, changes={"order_evidence": OrderEvidence.MAY_EXIST.value},
         )
-    return _order(purchase, partner=partner, settings=settings, message_id=message_id, first_attempt=True,
+    return _order(purchase, partner=client, settings=settings, message_id=message_id, first_attempt=True,
                   deadline=step_deadline(settings, started))
 
 
 def resolve_order(
-    purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None
+    purchase_id: uuid.UUID, *, partner: Partner | Partners, settings: Settings, message_id: str | None = None
 ) -> Next | None:
     """Find out whether the order exists; finish it with the same quote if it safely can."""
     started = step_started()
@@ -125,10 +134,17 @@ def resolve_order(
             )
             return None
     assert purchase.quote_id is not None  # ORDERING is only reached with a quote
+    partners = Partners.of(partner)
+    flow = partners.flow(purchase.partner)
+    if flow is not None:
+        return flow.resolve(purchase, StepContext(settings, message_id, started))
+    client = client_or_park(partners, purchase, settings, message_id)
+    if client is None:
+        return None
     deadline = step_deadline(settings, started)
 
     try:
-        lookup: OrderLookup = partner.find_order_for_quote(
+        lookup: OrderLookup = client.find_order_for_quote(
             purchase.quote_id, request_id=partner_request_id(purchase, "lookup"), deadline=deadline
         )
     except PartnerError as error:
@@ -142,7 +158,7 @@ def resolve_order(
                      f"quote {purchase.quote_id} was consumed, so an order exists; the lookup {seen}")
     if _quote_usable(purchase, margin_seconds=0) and not too_close_to_deadline(purchase, settings):
         # The same single-use quote again: 201 is our order, QUOTE_ALREADY_CONSUMED proves one exists.
-        return _order(purchase, partner=partner, settings=settings, message_id=message_id, first_attempt=False,
+        return _order(purchase, partner=client, settings=settings, message_id=message_id, first_attempt=False,
                       deadline=deadline)
     if isinstance(lookup, OrderAbsent) and _absence_policy_applies(purchase, settings):
         metrics.REQUOTES.labels("absence_grace").inc()

@@ -29,13 +29,14 @@ from fulfilment.steps.common import (
     step_deadline,
     step_started,
 )
+from fulfilment.steps.flow import Partners, StepContext, client_or_park
 from models import PartnerQuote, Purchase
 
 log = logging.getLogger(__name__)
 
 
 def quote(
-    purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None,
+    purchase_id: uuid.UUID, *, partner: Partner | Partners, settings: Settings, message_id: str | None = None,
     hand_over: bool = False, claim: Claim | None = None,
 ) -> Next | None:
     """`hand_over`: the caller runs the order step at once (runner.deliver): QUOTED keeps the
@@ -58,9 +59,17 @@ def quote(
             )
             return None
 
+    partners = Partners.of(partner)
+    flow = partners.flow(purchase.partner)
+    if flow is not None:
+        return flow.quote(purchase, StepContext(settings, message_id, started, hand_over))
+    client = client_or_park(partners, purchase, settings, message_id)
+    if client is None:
+        return None
+    assert purchase.section_name is not None  # a quote/order partner's request names it
     request = QuoteRequest(purchase.event_id, purchase.section_name, purchase.row_name, purchase.quantity)
     try:
-        quote = partner.create_quote(request, request_id=partner_request_id(purchase, "quote"),
+        quote = client.create_quote(request, request_id=partner_request_id(purchase, "quote"),
                                      deadline=step_deadline(settings, started))
     except AccountError as error:
         # The account, not the request, is at fault: wait without burning the purchase.

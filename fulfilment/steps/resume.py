@@ -27,6 +27,7 @@ RESUME_INTO: dict[State, State] = {
     State.ORDERING: State.ORDER_UNKNOWN,
     State.ORDER_UNKNOWN: State.ORDER_UNKNOWN,
     State.AWAITING_TRANSFER: State.AWAITING_TRANSFER,
+    State.AWAITING_TICKETS: State.AWAITING_TICKETS,
 }
 
 
@@ -80,4 +81,4 @@ def _target(purchase: Purchase, state: State) -> State:
             raise CannotResume(f"purchase {purchase.id} is stalled but its previous state is unknown")
         return RESUME_INTO[State(purchase.stalled_from)]
     # NEEDS_ATTENTION: the order is known (status unreadable) or must be resolved again.
-    return State.AWAITING_TRANSFER if purchase.order_id else State.ORDER_UNKNOWN
+    return state_machine.ordered_state(purchase) if purchase.order_id else State.ORDER_UNKNOWN

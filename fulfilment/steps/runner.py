@@ -17,8 +17,9 @@ from fulfilment.partners.base import Partner
 from fulfilment.settings import Settings
 from fulfilment.state_machine import StaleTransition
 from fulfilment.step_names import StepName
-from fulfilment.steps import intake, order, quote, transfer
+from fulfilment.steps import intake, order, quote, tickets, transfer
 from fulfilment.steps.common import Claim, Next, RetryLater, retry_delay_seconds, step_started
+from fulfilment.steps.flow import Partners
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ STEPS: Mapping[StepName, Step] = {
     StepName.ORDER: order.place_order,
     StepName.RESOLVE: order.resolve_order,
     StepName.TRANSFER: transfer.check_transfer,
+    StepName.TICKETS: tickets.fetch_tickets,
 }
 
 
@@ -57,7 +59,7 @@ def parse_purchase_id(raw: object) -> uuid.UUID:
 
 
 def run_step(
-    step: StepName | str, purchase_id: object, *, partner: Partner, settings: Settings, message_id: str | None,
+    step: StepName | str, purchase_id: object, *, partner: Partner | Partners, settings: Settings, message_id: str | None,
     send: Send, claim: Claim | None = None,
 ) -> None:
     """Run `step` for the purchase and `send` the step that follows, if any.
@@ -83,7 +85,7 @@ def run_step(
         deliver(following, pid, after=name, partner=partner, settings=settings, message_id=message_id, send=send)
 
 
-def take_in(raw: object, *, partner: Partner, settings: Settings, message_id: str | None,
+def take_in(raw: object, *, partner: Partner | Partners, settings: Settings, message_id: str | None,
             send: Send) -> uuid.UUID | None:
     """What the intake actor does with a request: store it as a purchase, then quote it, in line
     (born claimed for it, QUOTE_AFTER_INTAKE_INLINE) or by message.  Returns the new purchase's
@@ -116,7 +118,7 @@ def runs_inline(after: Previous, following: Next, settings: Settings) -> bool:
     return not following.delay_seconds and rule is not None and following.step == rule[0] and rule[1](settings)
 
 
-def deliver(following: Next, purchase_id: uuid.UUID, *, after: Previous, partner: Partner, settings: Settings,
+def deliver(following: Next, purchase_id: uuid.UUID, *, after: Previous, partner: Partner | Partners, settings: Settings,
             message_id: str | None, send: Send) -> None:
     """Run or send the step that follows `after`.
 

@@ -24,6 +24,7 @@ from fulfilment.steps.common import (
     step_deadline,
     step_started,
 )
+from fulfilment.steps.flow import Partners, client_or_park
 
 FINAL_STATE_FOR_STATUS = {
     "transfer_complete": State.TRANSFER_COMPLETE,
@@ -34,7 +35,7 @@ assert set(FINAL_STATE_FOR_STATUS) == ORDER_FINAL_STATUSES
 
 
 def check_transfer(
-    purchase_id: uuid.UUID, *, partner: Partner, settings: Settings, message_id: str | None = None
+    purchase_id: uuid.UUID, *, partner: Partner | Partners, settings: Settings, message_id: str | None = None
 ) -> Next | None:
     started = step_started()
     with autocommit() as db:
@@ -45,9 +46,11 @@ def check_transfer(
         if purchase is None:
             return None
     assert purchase.order_id is not None
-
+    client = client_or_park(Partners.of(partner), purchase, settings, message_id)
+    if client is None:
+        return None
     try:
-        order = partner.get_order(purchase.order_id, request_id=partner_request_id(purchase, "status"),
+        order = client.get_order(purchase.order_id, request_id=partner_request_id(purchase, "status"),
                                   deadline=step_deadline(settings, started))
     except (NotFound, PermanentError) as error:
         record(purchase, State.NEEDS_ATTENTION, f"order status unreadable: {error.code}", message_id,

@@ -1,0 +1,837 @@
+"""How a purchase goes through Ticketmaster: the partner part of each step (steps/flow.py).
+
+    quote    RECEIVED/PAUSED: event details (cached) -> reserve -> price check -> payment -> QUOTED
+             (quote_id = the cart id; quote_expires_at = when the reserve was SENT + the latest
+             hold time)
+    order    QUOTED: the intent (ORDERING, order evidence may_exist) -> commit, with
+             source_account_id = a stable hash of the purchase id -> AWAITING_TICKETS
+    resolve  ORDER_UNKNOWN: continue the commit's stored polling URL, else look for the order in
+             the unredeemed orders by source_account_id; absence proves nothing -> NEEDS_ATTENTION
+             once the lookups are used up.  Never a second commit or reserve while an order may exist.
+    deliver  AWAITING_TICKETS: order management -> tickets stored (tokens encrypted) ->
+             TICKETS_ISSUED, or parked until the delivery delay date (`purchase.tickets_delayed`).
+
+Long waits are parked in Postgres (`steps.common.park`), never slept through or retried by the
+broker: a 202's `wait` (the polling URL, without the apikey, kept in partner_data.pending and
+continued by whoever claims the purchase next, never sent afresh), a 429 until Ratelimit-Expiry,
+niterun until 02:00 in the event's time zone.
+
+Carts: one worker at a time works on a purchase (the claim), so calls on its cart are serialized
+across processes; the client serializes them within one.  A cart we give up on (price above the
+limit, short hold, a refusal after reserve, an unknown payment) is deleted, never while a commit of
+it may be in flight; a cart we could not delete yet is kept in partner_data.abandoned and deleted
+by the purchase's next step.  What partner_data holds is listed at `TmData`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import SecretStr
+
+from fulfilment import state_machine, ticket_crypto
+from fulfilment.db import autocommit, session_scope
+from fulfilment.partners.base import AccountError, PartnerError, PermanentError, TransientError
+from fulfilment.partners.ticketmaster.api import TicketmasterApi
+from fulfilment.partners.ticketmaster.errors import (
+    CartInvalid,
+    Maintenance,
+    RateLimited,
+    TmNotFound,
+    TmOutcomeUnknown,
+    is_commit_definite,
+)
+from fulfilment.partners.ticketmaster.payloads import (
+    Address,
+    Card,
+    Cart,
+    Committed,
+    Device,
+    EventDetails,
+    Operation,
+    OrderTickets,
+    Payment,
+    Polling,
+    ReserveRequest,
+    ReserveTicket,
+    UnredeemedOrder,
+    delay_date_start,
+)
+from fulfilment.settings import Settings
+from fulfilment.state_machine import OrderEvidence, StaleTransition, State
+from fulfilment.statements import Row
+from fulfilment.step_names import StepName
+from fulfilment.steps.common import (
+    Claim,
+    Next,
+    failure,
+    note_late,
+    park,
+    partner_request_id,
+    record,
+    release_and_retry,
+    step_deadline,
+    step_started,
+)
+from fulfilment.steps.flow import StepContext
+from fulfilment.steps.order import evidence_message, resolve_backoff
+from models import PartnerQuote, Purchase, Ticket
+
+log = logging.getLogger(__name__)
+
+NAME = "ticketmaster"
+EVENT_CACHE_SECONDS = 600.0
+# Niterun ends at this event-local hour (contract: 00:00-02:00); a purchase parked for it wakes then.
+NITERUN_END_HOUR = 2
+# When TM gave no Ratelimit-Expiry / the time zone is unknown: how long a parked purchase waits.
+QUOTA_FALLBACK_SECONDS = 60.0
+NITERUN_FALLBACK_SECONDS = 900.0
+# A SafeTix ticket is refreshed this long before its event starts (seed 003).
+REFRESH_BEFORE_START = dt.timedelta(hours=20)
+CENT = Decimal("0.01")
+# SafeTix tokens still missing after the delivery delay date (or without one): ask again this often.
+TOKENS_LATE_RETRY_SECONDS = 300.0
+
+
+def source_account_id(purchase_id: object) -> str:
+    """What the commit sends as `source_account_id` and the unredeemed-orders list gives back: a
+    stable hash of the purchase id (no customer data, the same on every attempt)."""
+    return hashlib.sha256(f"ticket-fulfilment:{purchase_id}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class TmConfig:
+    """What the flow needs besides the client: the operator's billing identity and payment method,
+    this installation's device, the ticket key."""
+
+    device: Device
+    first_name: str
+    last_name: str
+    email: str
+    phone: str
+    payment_type: str
+    payment_nonce: SecretStr
+    payment_cin: SecretStr | None
+    address: Address | None
+    ticket_key: SecretStr
+    min_hold_seconds: float
+    unredeemed_days: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TmConfig:
+        def need(value: Any, name: str) -> Any:
+            if value is None:
+                raise ValueError(f"{name.upper()} is required when TM_ENABLED is set")
+            return value
+
+        address = None
+        if settings.tm_billing_address_line1 and settings.tm_billing_city and settings.tm_billing_region \
+                and settings.tm_billing_postal_code:
+            address = Address(line1=settings.tm_billing_address_line1, line2="", city=settings.tm_billing_city,
+                              region_abbrev=settings.tm_billing_region, postal_code=settings.tm_billing_postal_code,
+                              country_code=settings.tm_billing_country_code, country_id=settings.tm_billing_country_id)
+        return cls(
+            device=Device(device_id=need(settings.tm_device_id, "tm_device_id"), device_type="web", device_os="other"),
+            first_name=need(settings.tm_billing_first_name, "tm_billing_first_name"),
+            last_name=need(settings.tm_billing_last_name, "tm_billing_last_name"),
+            email=need(settings.tm_billing_email, "tm_billing_email"),
+            phone=need(settings.tm_billing_phone, "tm_billing_phone"),
+            payment_type=settings.tm_payment_type,
+            payment_nonce=need(settings.tm_payment_nonce, "tm_payment_nonce"),
+            payment_cin=settings.tm_payment_cin,
+            address=address,
+            ticket_key=need(settings.ticket_key, "ticket_key"),
+            min_hold_seconds=settings.tm_min_hold_seconds,
+            unredeemed_days=settings.tm_unredeemed_days,
+        )
+
+
+class TmData:
+    """partner_data of a TM purchase (a JSON object), read and written by this flow only.
+
+    delivery, ticket_type_id, price_level_id, third_party_account_id, event_start: from the request
+    event: {"start": ISO or None, "timezone": name or None}, from event details
+    cart: {"id", "reserved_at" (ISO: when the reserve was sent), "hold_seconds", "paid", "grand", "currency"}
+    pending: {"operation", "url" (never with the apikey), "not_before" (ISO), "sent_at" (ISO)}
+    abandoned: [cart ids still to delete]
+    order_token: the commit's order token, encrypted (ticket_crypto)
+    delay_date / delay_notified: the SafeTix delivery delay date, and whether the buyer was told
+    """
+
+    def __init__(self, purchase: Purchase) -> None:
+        self.values: dict[str, Any] = dict(purchase.partner_data or {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values.get(key)
+
+    def set(self, **changes: Any) -> dict[str, Any]:
+        self.values.update(changes)
+        return self.values
+
+    def without(self, *keys: str) -> dict[str, Any]:
+        for key in keys:
+            self.values.pop(key, None)
+        return self.values
+
+
+class _Stop(Exception):
+    """The step ended (recorded, parked or released): return `following` from the flow."""
+
+    def __init__(self, following: Next | None = None) -> None:
+        super().__init__("step ended")
+        self.following = following
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat()
+
+
+def _at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def _parse(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text) if text else None
+
+
+def niterun_end(now: dt.datetime, timezone: str | None) -> dt.datetime | None:
+    """The next 02:00 in the event's zone after `now` (None: zone unknown)."""
+    try:
+        zone = ZoneInfo(timezone) if timezone else None
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = None
+    if zone is None:
+        return None
+    local = now.astimezone(zone)
+    end = local.replace(hour=NITERUN_END_HOUR, minute=0, second=0, microsecond=0)
+    if end <= local:
+        end += dt.timedelta(days=1)
+    return end.astimezone(dt.UTC)
+
+
+class TicketmasterFlow:
+    name = NAME
+    ordered_state = State.AWAITING_TICKETS
+
+    def __init__(self, api: TicketmasterApi, config: TmConfig, *, clock: Callable[[], dt.datetime] = _now) -> None:
+        self.api = api
+        self.config = config
+        self._clock = clock
+        self._events: dict[str, tuple[float, EventDetails]] = {}
+        self._events_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.api.close()
+
+    # ---- quote: reserve + payment ---------------------------------------------------------------
+
+    def quote(self, purchase: Purchase, step: StepContext) -> Next | None:
+        data = TmData(purchase)
+        try:
+            purchase = self._delete_abandoned(purchase, data, step)
+            if data["event"] is None:
+                purchase = self._learn_event(purchase, data, step)
+            cart = data["cart"]
+            if cart is not None and data["pending"] is None and _at(cart["expires_at"]) <= self._clock():
+                # TM released it at its hold's end: nothing to delete, reserve again.
+                data.without("cart")
+                cart = None
+            if data["pending"] is not None:
+                purchase, cart = self._continue_cart_call(purchase, data, step)
+            if cart is None:
+                purchase, cart = self._reserve(purchase, data, step)
+            if not cart.get("paid"):
+                purchase, cart = self._pay(purchase, data, step)
+            return self._quoted(purchase, data, step)
+        except _Stop as stop:
+            return stop.following
+
+    def _learn_event(self, purchase: Purchase, data: TmData, step: StepContext) -> Purchase:
+        details = self._call(purchase, data, step, "event", lambda deadline: self._event_details(
+            purchase.event_id, partner_request_id(purchase, "event"), deadline))
+        start = details.start_utc or _parse(data["event_start"])
+        return self._save(purchase, data.set(event={"start": _iso(start) if start else None,
+                                                     "timezone": details.timezone}))
+
+    def _event_details(self, event_id: str, request_id: str, deadline: float) -> EventDetails:
+        now = time.monotonic()
+        with self._events_lock:
+            cached = self._events.get(event_id)
+        if cached is not None and now - cached[0] < EVENT_CACHE_SECONDS:
+            return cached[1]
+        details = self.api.event_details(event_id, request_id=request_id, deadline=deadline)
+        with self._events_lock:
+            self._events[event_id] = (now, details)
+        return details
+
+    def _reserve(self, purchase: Purchase, data: TmData, step: StepContext) -> tuple[Purchase, dict[str, Any]]:
+        request = ReserveRequest(
+            tickets=(ReserveTicket(ticket_type_id=data["ticket_type_id"], quantity=purchase.quantity,
+                                   price_level_id=data["price_level_id"]),),
+            section=purchase.section_name, row=purchase.row_name,
+        )
+        sent_at = self._clock()
+        answer = self._call(purchase, data, step, "reserve", lambda deadline: self.api.reserve(
+            purchase.event_id, request, request_id=partner_request_id(purchase, "reserve"), deadline=deadline))
+        return self._cart_answer(purchase, data, step, answer, Operation.RESERVE, sent_at)
+
+    def _pay(self, purchase: Purchase, data: TmData, step: StepContext) -> tuple[Purchase, dict[str, Any]]:
+        cart = data["cart"]
+        payment = Payment(
+            first_name=self.config.first_name, last_name=self.config.last_name, home_phone=self.config.phone,
+            email_address=self.config.email, amount=Decimal(cart["grand"]), currency=cart["currency"],
+            card=Card(number=self.config.payment_nonce, cin=self.config.payment_cin or SecretStr("")),
+            third_party_account_id=data["third_party_account_id"], type=self.config.payment_type,
+            address=self.config.address,
+        )
+        sent_at = self._clock()
+        answer = self._call(purchase, data, step, "add_payment", lambda deadline: self.api.add_payment(
+            purchase.event_id, cart["id"], payment, request_id=partner_request_id(purchase, "payment"),
+            deadline=deadline))
+        return self._cart_answer(purchase, data, step, answer, Operation.ADD_PAYMENT, sent_at)
+
+    def _continue_cart_call(self, purchase: Purchase, data: TmData,
+                            step: StepContext) -> tuple[Purchase, dict[str, Any] | None]:
+        pending = data["pending"]
+        operation = Operation(pending["operation"])
+        not_before = _parse(pending["not_before"])
+        if not_before is not None and not_before > self._clock():
+            self._park(purchase, data, step, (not_before - self._clock()).total_seconds(),
+                       f"{operation} answered 202: polling again at {pending['not_before']}")
+        sent_at = _parse(pending.get("sent_at")) or self._clock()
+        cart = data["cart"]
+        answer = self._call(purchase, data, step, str(operation), lambda deadline: self.api.poll(
+            pending["url"], expect=operation, request_id=partner_request_id(purchase, f"poll-{operation}"),
+            deadline=deadline, cart_id=cart["id"] if cart else None))
+        data.without("pending")
+        return self._cart_answer(purchase, data, step, answer, operation, sent_at)
+
+    def _cart_answer(self, purchase: Purchase, data: TmData, step: StepContext, answer: Any, operation: Operation,
+                     sent_at: dt.datetime) -> tuple[Purchase, dict[str, Any]]:
+        if isinstance(answer, Polling):
+            self._wait_for_poll(purchase, data, step, answer, sent_at)
+        assert isinstance(answer, Cart)
+        # The hold counts from when the reserve was sent (the earliest it can have started).
+        reserved_at = sent_at if operation is Operation.RESERVE else _parse(data["cart"]["reserved_at"])
+        assert reserved_at is not None
+        hold = answer.hold_time_seconds if answer.hold_time_seconds is not None else (
+            data["cart"] or {}).get("hold_seconds", 0)
+        cart = {"id": answer.cart_id, "reserved_at": _iso(reserved_at), "hold_seconds": hold,
+                "expires_at": _iso(reserved_at + dt.timedelta(seconds=hold)),
+                "paid": operation is Operation.ADD_PAYMENT, "grand": str(answer.totals.grand),
+                "currency": answer.currency, "seats": answer.num_seats}
+        purchase = self._save(purchase, data.set(cart=cart))
+        if operation is Operation.RESERVE:
+            self._check_cart(purchase, data, step, answer)
+        return purchase, cart
+
+    def _check_cart(self, purchase: Purchase, data: TmData, step: StepContext, cart: Cart) -> None:
+        """Refuse a cart that does not buy what was asked, costs too much, or is held too briefly."""
+        unit = (cart.totals.grand / purchase.quantity).quantize(CENT, ROUND_HALF_UP)
+        if cart.num_seats and cart.num_seats != purchase.quantity:
+            self._give_up(purchase, data, step, State.FAILED, "cart does not match the request", failure(
+                "QUOTE_MISMATCH", f"{cart.num_seats} seats reserved, {purchase.quantity} requested"))
+        if purchase.max_unit_price is not None and unit > purchase.max_unit_price:
+            self._give_up(purchase, data, step, State.FAILED, "all-in price above max_unit_price", failure(
+                "PRICE_ABOVE_LIMIT", f"all-in unit price {unit} {cart.currency} (cart total {cart.totals.grand} / "
+                f"{purchase.quantity}) is above max_unit_price {purchase.max_unit_price}"))
+        if (_parse(data["cart"]["expires_at"]) or self._clock()) - self._clock() < dt.timedelta(
+                seconds=self.config.min_hold_seconds + step.settings.quote_safety_margin_seconds):
+            self._abandon_and_retry(purchase, data, step, f"cart {cart.cart_id} is held for only "
+                                    f"{cart.hold_time_seconds} s; reserving another")
+
+    def _quoted(self, purchase: Purchase, data: TmData, step: StepContext) -> Next | None:
+        cart = data["cart"]
+        expires_at = _parse(cart["expires_at"])
+        assert expires_at is not None
+        grand = Decimal(cart["grand"])
+        unit = (grand / purchase.quantity).quantize(CENT, ROUND_HALF_UP)
+        kept = Row(PartnerQuote.__tablename__, {
+            "quote_id": cart["id"], "expires_at": expires_at, "section_name": purchase.section_name or "(any)",
+            "row_name": purchase.row_name, "quantity": purchase.quantity, "unit_price": unit, "subtotal": grand,
+            "currency": cart["currency"],
+        })
+        handed_over = step_started()
+        try:
+            with autocommit() as db:
+                quoted = state_machine.transition(
+                    db, purchase, State.QUOTED, reason=f"cart {cart['id']} reserved and paid: {grand} {cart['currency']}",
+                    message_id=step.message_id, next_action_in=step.settings.redrive_after_seconds, insert_with=kept,
+                    hold_claim_for=step.settings.claim_lease_seconds if step.hand_over else None,
+                    changes={"quotes_taken": purchase.quotes_taken + 1, "unit_price": unit, "subtotal": grand,
+                             "quote_id": cart["id"], "quote_expires_at": expires_at, "last_error": None,
+                             "order_evidence": None, "partner_data": data.values},
+                )
+        except StaleTransition:
+            note_late(purchase, f"cart {cart['id']} reserved and paid, not used", step.message_id)
+            return None
+        return Next(StepName.ORDER, claim=Claim(quoted, handed_over) if step.hand_over else None)
+
+    # ---- order: commit ------------------------------------------------------------------------------
+
+    def order(self, purchase: Purchase, step: StepContext) -> Next | None:
+        data = TmData(purchase)
+        settings = step.settings
+        cart = data["cart"]
+        margin = dt.timedelta(seconds=settings.quote_safety_margin_seconds)
+        if cart is None or purchase.quote_expires_at is None or purchase.quote_expires_at - margin <= self._clock():
+            try:
+                self._delete_cart(purchase, data, step)
+                with autocommit() as db:
+                    state_machine.transition(
+                        db, purchase, State.RECEIVED, message_id=step.message_id,
+                        reason=f"cart {purchase.quote_id} is held for less than the "
+                        f"{settings.quote_safety_margin_seconds:g} s safety margin; reserving again",
+                        next_action_in=settings.redrive_after_seconds,
+                        changes={"partner_data": data.without("cart", "pending")})
+            except StaleTransition:
+                note_late(purchase, "cart too close to its hold's end, not re-reserved by this worker", step.message_id)
+                return None
+            return Next(StepName.QUOTE)
+        # The intent: from this commit on, an order may exist for this purchase.
+        try:
+            with autocommit() as db:
+                purchase = state_machine.transition(
+                    db, purchase, State.ORDERING, reason=f"committing cart {cart['id']}", message_id=step.message_id,
+                    next_action_in=settings.claim_lease_seconds, hold_claim_for=settings.claim_lease_seconds,
+                    changes={"order_evidence": OrderEvidence.MAY_EXIST.value})
+        except StaleTransition:
+            return None
+        sent_at = self._clock()
+        try:
+            answer = self.api.commit(purchase.event_id, cart["id"], source_account_id(purchase.id),
+                                     request_id=partner_request_id(purchase, "commit"),
+                                     deadline=step_deadline(settings, step.started))
+        except Exception as error:  # noqa: BLE001  classified below: only a definite refusal proves no order
+            return self._commit_failed(purchase, data, step, error)
+        return self._commit_answer(purchase, data, step, answer, sent_at)
+
+    def _commit_answer(self, purchase: Purchase, data: TmData, step: StepContext, answer: Committed | Polling,
+                       sent_at: dt.datetime) -> Next | None:
+        if isinstance(answer, Polling):
+            wait = answer.wait_seconds
+            data.set(pending={"operation": str(Operation.COMMIT), "url": answer.url, "sent_at": _iso(sent_at),
+                              "not_before": _iso(self._clock() + dt.timedelta(seconds=wait))})
+            reason = f"commit of cart {purchase.quote_id} answered 202: polling in {wait:g} s"
+            if purchase.state == State.ORDERING:
+                record(purchase, State.ORDER_UNKNOWN, reason, step.message_id, next_action_in=wait,
+                       changes={"partner_data": data.values, "last_error": reason})
+            else:
+                park(purchase, next_action_in=wait, error=reason, message_id=step.message_id,
+                     partner_data=data.values)
+            return None
+        return self._ordered(purchase, data, step, answer, how="committed")
+
+    def _commit_failed(self, purchase: Purchase, data: TmData, step: StepContext, error: Exception) -> Next | None:
+        """What a commit's failure proves.  Only a definite refusal of the one commit of this cart
+        proves that no order was made; everything else is ORDER_UNKNOWN, resolved by asking."""
+        settings = step.settings
+        definite = isinstance(error, PartnerError) and is_commit_definite(error)
+        if not definite:
+            log.warning("purchase %s: commit outcome unknown for cart %s: %s", purchase.id, purchase.quote_id, error)
+            hint = getattr(error, "order_number", None)
+            if hint:
+                data.set(order_number_hint=hint)
+            changes = {"partner_data": data.without("pending"), "last_error": str(error)[:2000]}
+            if purchase.state == State.ORDERING:
+                return Next(StepName.RESOLVE) if record(
+                    purchase, State.ORDER_UNKNOWN, f"commit outcome unknown: {error}", step.message_id,
+                    next_action_in=settings.redrive_after_seconds, changes=changes) else None
+            return self._wait(purchase, data, step, f"commit outcome unknown: {error}")
+        assert isinstance(error, PartnerError)
+        # Nothing was bought by the one commit of this cart.
+        if isinstance(error, (RateLimited, Maintenance)):
+            wait = self._wait_seconds(error, data)
+            self._delete_cart(purchase, data, step)
+            record(purchase, State.RECEIVED, f"commit refused unprocessed ({error.code}); reserving again in "
+                   f"{wait:g} s", step.message_id, next_action_in=wait,
+                   changes={"partner_data": data.without("cart", "pending"), "order_evidence": None,
+                            "last_error": str(error)})
+            return None
+        if isinstance(error, CartInvalid):
+            record(purchase, State.RECEIVED, f"cart {purchase.quote_id} no longer valid at commit ({error.code}); "
+                   "reserving again", step.message_id, next_action_in=settings.redrive_after_seconds,
+                   changes={"partner_data": data.without("cart", "pending"), "order_evidence": None,
+                            "last_error": str(error)})
+            return Next(StepName.QUOTE)
+        self._delete_cart(purchase, data, step)
+        if isinstance(error, AccountError):
+            record(purchase, State.PAUSED, f"account cannot commit: {error.code}", step.message_id,
+                   next_action_in=settings.payment_pause_seconds,
+                   changes={"partner_data": data.without("cart", "pending"), "order_evidence": None,
+                            "last_error": str(error)})
+        else:
+            record(purchase, State.FAILED, f"partner refused the commit: {error.code}", step.message_id,
+                   changes={**failure(error.code, error.message), "order_evidence": None,
+                            "partner_data": data.without("cart", "pending")})
+        return None
+
+    def _ordered(self, purchase: Purchase, data: TmData, step: StepContext, committed: Committed, *,
+                 how: str) -> Next | None:
+        order_id = committed.order_number or _token_ref(committed.order_token)
+        data.without("pending", "cart")
+        if committed.order_token is not None:
+            data.set(order_token=ticket_crypto.encrypt(self.config.ticket_key, committed.order_token))
+        grand = committed.grand_total if committed.grand_total is not None else purchase.subtotal
+        changes: dict[str, Any] = {
+            "order_id": order_id, "order_status": "committed", "partner_data": data.values, "last_error": None,
+            "failure_code": None, "failure_message": None, "subtotal": grand,
+            "unit_price": (grand / purchase.quantity).quantize(CENT, ROUND_HALF_UP) if grand is not None else None,
+        }
+        try:
+            with autocommit() as db:
+                state_machine.transition(db, purchase, State.AWAITING_TICKETS, reason=f"order {order_id} {how}",
+                                         message_id=step.message_id, next_action_in=0.0, changes=changes)
+        except StaleTransition:
+            self._late_order(purchase, order_id, changes, step, how=how)
+            return None
+        return Next(StepName.TICKETS)
+
+    def _late_order(self, purchase: Purchase, order_id: str, changes: dict[str, Any], step: StepContext, *,
+                    how: str) -> None:
+        """A commit answer whose claim had passed on: applied if the purchase still waits for exactly
+        it, else kept as an orphan order (never dropped, invariant 8)."""
+        with session_scope() as session:
+            current = session.get_one(Purchase, purchase.id, with_for_update=True)
+            state = State(current.state)
+            if current.order_id == order_id:
+                state_machine.late_answer(session, current.id, step="order", message_id=step.message_id,
+                                          answer=f"order {order_id} {how}, already recorded")
+                return
+            if state in (State.ORDERING, State.ORDER_UNKNOWN) and current.order_id is None \
+                    and current.quote_id == purchase.quote_id:
+                state_machine.transition(session, current, State.AWAITING_TICKETS, message_id=step.message_id,
+                                         reason=f"order {order_id} {how} (a late answer)", next_action_in=0.0,
+                                         changes=changes)
+                return
+            reason = (f"order {order_id} (cart {purchase.quote_id}) {how} after the purchase moved on (it is {state}); "
+                      "check it with Ticketmaster")
+            state_machine.orphan_order(session, current, order={"order_id": order_id, "quote_id": purchase.quote_id,
+                                                                "status": "committed"},
+                                       reason=reason, message_id=step.message_id)
+            if state not in state_machine.TERMINAL and state not in (State.NEEDS_ATTENTION, State.AWAITING_TICKETS):
+                state_machine.transition(session, current, State.NEEDS_ATTENTION, message_id=step.message_id,
+                                         reason=f"orphan order {order_id} needs a person",
+                                         changes=failure("ORPHAN_ORDER", reason))
+
+    # ---- resolve: continue the polling, look among unredeemed orders ----------------------------------
+
+    def resolve(self, purchase: Purchase, step: StepContext) -> Next | None:
+        data = TmData(purchase)
+        deadline = step_deadline(step.settings, step.started)
+        pending = data["pending"]
+        if pending is not None and pending["operation"] == str(Operation.COMMIT):
+            not_before = _parse(pending["not_before"])
+            if not_before is not None and not_before > self._clock():
+                park(purchase, next_action_in=(not_before - self._clock()).total_seconds(),
+                     error=f"commit answered 202: polling again at {pending['not_before']}",
+                     message_id=step.message_id)
+                return None
+            try:
+                answer = self.api.poll(pending["url"], expect=Operation.COMMIT,
+                                       request_id=partner_request_id(purchase, "poll-commit"), deadline=deadline,
+                                       cart_id=purchase.quote_id)
+            except Exception as error:
+                if isinstance(error, PartnerError) and is_commit_definite(error) and not isinstance(
+                        error, CartInvalid):
+                    # The commit's own answer, read late: this commit bought nothing.
+                    return self._commit_failed(purchase, data, step, error)
+                if isinstance(error, (TransientError,)) and not isinstance(error, TmOutcomeUnknown):
+                    raise release_and_retry(purchase, error, step.settings) from error
+                log.warning("purchase %s: polling the commit failed (%s); looking among unredeemed orders",
+                            purchase.id, error)
+                data.without("pending")
+            else:
+                return self._commit_answer(purchase, data, step, answer, _parse(pending.get("sent_at")) or self._clock())
+        return self._look_up(purchase, data, step, deadline)
+
+    def _look_up(self, purchase: Purchase, data: TmData, step: StepContext, deadline: float) -> Next | None:
+        wanted = source_account_id(purchase.id)
+        try:
+            answer = self.api.unredeemed_orders(self.config.unredeemed_days,
+                                                request_id=partner_request_id(purchase, "unredeemed"),
+                                                deadline=deadline)
+        except PartnerError as error:
+            return self._wait(purchase, data, step, f"the unredeemed-orders lookup failed: {error}")
+        if isinstance(answer, Polling):
+            return self._wait(purchase, data, step, "the unredeemed-orders lookup answered 202")
+        found = [order for order in answer if order.order_source_account_id == wanted]
+        if not found:
+            return self._wait(purchase, data, step, "no unredeemed order carries its source_account_id (a lookup "
+                              "may lag behind a commit: that proves nothing)")
+        return self._found_without_token(purchase, data, step, found)
+
+    def _found_without_token(self, purchase: Purchase, data: TmData, step: StepContext,
+                             found: list[UnredeemedOrder]) -> Next | None:
+        numbers = sorted({order.order_number or "(no number)" for order in found})
+        reason = (f"Ticketmaster lists {len(found)} order(s) from this purchase ({', '.join(numbers)}) among "
+                  "unredeemed orders, but the commit's order token was never received: get the tickets from "
+                  "Ticketmaster support, then resolve the purchase")
+        changes: dict[str, Any] = failure("ORDER_TOKEN_UNKNOWN", reason)
+        if len(found) == 1 and found[0].order_number:
+            changes["order_id"] = found[0].order_number
+        record(purchase, State.NEEDS_ATTENTION, "order found among unredeemed orders, without its token",
+               step.message_id, changes={**changes, "order_evidence": OrderEvidence.EXISTS.value})
+        return None
+
+    def _wait(self, purchase: Purchase, data: TmData, step: StepContext, why: str) -> Next | None:
+        settings = step.settings
+        if purchase.attempts >= settings.order_resolve_attempts:
+            record(purchase, State.NEEDS_ATTENTION, f"order outcome still unknown after {purchase.attempts} lookups",
+                   step.message_id, changes={**failure("ORDER_OUTCOME_UNKNOWN", f"{evidence_message(purchase)}; {why}"),
+                                             "partner_data": data.values})
+            return None
+        wait = resolve_backoff(purchase.attempts, settings)
+        park(purchase, next_action_in=wait, error=why, message_id=step.message_id, partner_data=data.values)
+        return None
+
+    # ---- deliver: order management -----------------------------------------------------------------
+
+    def deliver(self, purchase: Purchase, step: StepContext) -> Next | None:
+        data = TmData(purchase)
+        stored = data["order_token"]
+        if not stored:
+            record(purchase, State.NEEDS_ATTENTION, "no order token to fetch the tickets with", step.message_id,
+                   changes=failure("ORDER_TOKEN_UNKNOWN", f"order {purchase.order_id} exists but its token is "
+                                   "unknown: get the tickets from Ticketmaster support"))
+            return None
+        token = ticket_crypto.decrypt(self.config.ticket_key, stored)
+        try:
+            pending = data["pending"]
+            if pending is not None and pending["operation"] == str(Operation.ORDER_TICKETS):
+                answer = self._call(purchase, data, step, "order_tickets", lambda deadline: self.api.poll(
+                    pending["url"], expect=Operation.ORDER_TICKETS,
+                    request_id=partner_request_id(purchase, "poll-tickets"), deadline=deadline))
+                data.without("pending")
+            else:
+                answer = self._call(purchase, data, step, "order_tickets", lambda deadline: self.api.order_tickets(
+                    token, self.config.device, data["third_party_account_id"],
+                    request_id=partner_request_id(purchase, "tickets"), deadline=deadline))
+            if isinstance(answer, Polling):
+                self._wait_for_poll(purchase, data, step, answer, self._clock(), operation=Operation.ORDER_TICKETS)
+            assert isinstance(answer, OrderTickets)
+            return self._tickets(purchase, data, step, answer)
+        except _Stop as stop:
+            return stop.following
+
+    def _tickets(self, purchase: Purchase, data: TmData, step: StepContext, answer: OrderTickets) -> Next | None:
+        event = data["event"] or {}
+        usable = [ticket for ticket in answer.tickets if not ticket.voided]
+        retrievable_from = (delay_date_start(answer.delivery_delay_date, event.get("timezone"))
+                            if answer.delivery_delay_date else None)
+        # SafeTix tickets whose tokens TM does not give yet (before the delivery delay date).
+        tokenless = [ticket for ticket in usable if ticket.secure_entry is not None and ticket.secure_entry.token is None
+                     and ticket.secure_entry.render_type == "rotating_symbology"]
+        if tokenless:
+            if retrievable_from is not None and retrievable_from > self._clock():
+                return self._delayed(purchase, data, step, answer, retrievable_from)
+            park(purchase, next_action_in=TOKENS_LATE_RETRY_SECONDS, message_id=step.message_id,
+                 error=f"{len(tokenless)} SafeTix ticket(s) without a token yet (delay date "
+                 f"{answer.delivery_delay_date or 'not given'}); asking again later", partner_data=data.values)
+            return None
+        if not usable:
+            record(purchase, State.NEEDS_ATTENTION, "order management listed no usable ticket", step.message_id,
+                   changes=failure("NO_TICKETS", f"order {purchase.order_id}: {len(answer.tickets)} ticket(s), "
+                                   "all voided or none"))
+            return None
+        start = _parse(event.get("start"))
+        key = self.config.ticket_key
+        rows = []
+        for position, ticket in enumerate(usable):
+            secure = ticket.secure_entry
+            token = secure.token if secure is not None else None
+            rows.append(Ticket(
+                purchase_id=purchase.id, position=position, barcode=ticket.barcode, section=ticket.section,
+                row=ticket.row, seat=ticket.seat, render_type=secure.render_type if secure else None,
+                token_encrypted=ticket_crypto.encrypt(key, token) if token is not None else None,
+                voided=False, event_start=start,
+                refresh_due_at=(start - REFRESH_BEFORE_START) if (start and token is not None) else None,
+            ))
+        issued = [{"barcode": ticket.barcode, "section": ticket.section, "row": ticket.row, "seat": ticket.seat,
+                   "render_type": ticket.secure_entry.render_type if ticket.secure_entry else None,
+                   "token": ticket.secure_entry.token.get_secret_value()
+                   if ticket.secure_entry and ticket.secure_entry.token else None}
+                  for ticket in usable]
+        try:
+            with session_scope() as session:
+                current = session.get_one(Purchase, purchase.id, with_for_update=True)
+                if current.claim_token != purchase.claim_token or current.state != State.AWAITING_TICKETS:
+                    raise StaleTransition(purchase.id, State.AWAITING_TICKETS)
+                session.add_all(rows)
+                state_machine.transition(
+                    session, current, State.TICKETS_ISSUED, message_id=step.message_id,
+                    reason=f"{len(rows)} ticket(s) issued for order {purchase.order_id}",
+                    changes={"order_status": "tickets_issued", "partner_data": data.without("pending"),
+                             "last_error": None},
+                    event_extra={"tickets": issued, "delivery": {
+                        "service_level": answer.service_level, "delivery_delay_date":
+                        answer.delivery_delay_date.isoformat() if answer.delivery_delay_date else None}},
+                )
+        except StaleTransition:
+            note_late(purchase, f"{len(rows)} ticket(s) fetched, not recorded by this worker", step.message_id)
+        return None
+
+    def _delayed(self, purchase: Purchase, data: TmData, step: StepContext, answer: OrderTickets,
+                 retrievable_from: dt.datetime) -> Next | None:
+        assert answer.delivery_delay_date is not None
+        day = answer.delivery_delay_date.isoformat()
+        wait = max((retrievable_from - self._clock()).total_seconds(), 1.0)
+        if data["delay_notified"] != day:
+            with session_scope() as session:
+                current = session.get_one(Purchase, purchase.id, with_for_update=True)
+                if current.claim_token == purchase.claim_token:
+                    state_machine.note(
+                        session, current, kind="tickets_delayed", event_type="purchase.tickets_delayed",
+                        reason=f"Ticketmaster delivers the tickets of order {purchase.order_id} from {day} "
+                        "(event-local date)", message_id=step.message_id,
+                        extra={"tickets_delay": {"delivery_delay_date": day,
+                                                 "retrievable_from": _iso(retrievable_from)}})
+            data.set(delay_notified=day, delay_date=day)
+        park(purchase, next_action_in=wait, error=None, message_id=step.message_id, partner_data=data.values)
+        return None
+
+    # ---- shared -------------------------------------------------------------------------------
+
+    def _call(self, purchase: Purchase, data: TmData, step: StepContext, what: str,
+              call: Callable[[float], Any]) -> Any:
+        """Run one partner call; what its failure means for a purchase before any commit."""
+        try:
+            return call(step_deadline(step.settings, step.started))
+        except (RateLimited, Maintenance) as error:
+            self._park(purchase, data, step, self._wait_seconds(error, data), f"{what}: {error}")
+        except TmOutcomeUnknown as error:
+            # A reserve or payment that may have been processed: no money moves before a commit.
+            if error.cart_id or data["cart"]:
+                self._abandon_and_retry(purchase, data, step, f"{what} outcome unknown: {error}",
+                                        cart_id=error.cart_id)
+            raise release_and_retry(purchase, error, step.settings) from error
+        except TmNotFound as error:
+            self._give_up(purchase, data, step, State.FAILED, f"{what}: not found ({error.code})",
+                          failure("EVENT_NOT_FOUND" if what == "event" else error.code, error.message))
+        except AccountError as error:
+            self._give_up(purchase, data, step, State.PAUSED, f"account cannot {what}: {error.code}",
+                          {"last_error": str(error)[:2000]})
+        except PermanentError as error:
+            if isinstance(error, CartInvalid) and data["cart"] is not None and what != "reserve":
+                # The cart expired or is gone: reserve another.
+                data.without("cart", "pending")
+                self._park(purchase, data, step, 0.5, f"{what}: cart no longer valid ({error.code}); reserving again")
+            self._give_up(purchase, data, step, State.FAILED, f"partner refused {what}: {error.code}",
+                          failure(error.code, error.message))
+        except PartnerError as error:
+            raise release_and_retry(purchase, error, step.settings) from error
+        raise AssertionError("unreachable")
+
+    def _wait_seconds(self, error: PartnerError, data: TmData) -> float:
+        now = self._clock()
+        if isinstance(error, RateLimited):
+            if error.retry_at is not None:
+                return max((error.retry_at - now).total_seconds(), 1.0)
+            return QUOTA_FALLBACK_SECONDS
+        end = niterun_end(now, (data["event"] or {}).get("timezone"))
+        return max((end - now).total_seconds(), 1.0) if end is not None else NITERUN_FALLBACK_SECONDS
+
+    def _wait_for_poll(self, purchase: Purchase, data: TmData, step: StepContext, answer: Polling,
+                       sent_at: dt.datetime, *, operation: Operation | None = None) -> None:
+        wait = answer.wait_seconds
+        data.set(pending={"operation": str(operation or answer.operation), "url": answer.url, "sent_at": _iso(sent_at),
+                          "not_before": _iso(self._clock() + dt.timedelta(seconds=wait))})
+        self._park(purchase, data, step, wait, f"{answer.operation} answered 202: polling in {wait:g} s")
+
+    def _park(self, purchase: Purchase, data: TmData, step: StepContext, seconds: float, why: str) -> None:
+        log.info("purchase %s waits %.1f s: %s", purchase.id, seconds, why)
+        park(purchase, next_action_in=max(seconds, 0.001), error=why, message_id=step.message_id,
+             partner_data=data.values)
+        raise _Stop()
+
+    def _save(self, purchase: Purchase, values: dict[str, Any]) -> Purchase:
+        try:
+            with autocommit() as db:
+                return state_machine.save(db, purchase, partner_data=values)
+        except StaleTransition:
+            note_late(purchase, "progress with Ticketmaster not saved by this worker", None)
+            raise _Stop() from None
+
+    def _give_up(self, purchase: Purchase, data: TmData, step: StepContext, to_state: State, reason: str,
+                 changes: dict[str, Any]) -> None:
+        self._delete_cart(purchase, data, step)
+        extra = {"next_action_in": step.settings.payment_pause_seconds} if to_state is State.PAUSED else {}
+        record(purchase, to_state, reason, step.message_id,
+               changes={**changes, "partner_data": data.without("cart", "pending")}, **extra)
+        raise _Stop()
+
+    def _abandon_and_retry(self, purchase: Purchase, data: TmData, step: StepContext, why: str, *,
+                           cart_id: str | None = None) -> None:
+        if cart_id and cart_id != (data["cart"] or {}).get("id"):
+            data.set(abandoned=[*(data["abandoned"] or []), cart_id])
+        self._delete_cart(purchase, data, step)
+        data.without("cart", "pending")
+        purchase_after = purchase
+        if purchase.quotes_taken + 1 > step.settings.max_requotes + 1:
+            self._give_up(purchase_after, data, step, State.FAILED, "re-reserve limit reached",
+                          failure("REQUOTE_LIMIT", f"{purchase.quotes_taken + 1} carts taken, none could be ordered: "
+                                  f"{why}"))
+        park(purchase_after, next_action_in=0.5, error=why, message_id=step.message_id, partner_data=data.values,
+             quotes_taken=purchase.quotes_taken + 1)
+        raise _Stop(Next(StepName.QUOTE, delay_seconds=0.5))
+
+    def _delete_cart(self, purchase: Purchase, data: TmData, step: StepContext) -> None:
+        """Delete the purchase's cart (best effort, within the step's deadline); one not deleted is
+        kept in `abandoned` for the next step.  Never called once a commit of it may be in flight."""
+        cart = data["cart"]
+        if cart is not None:
+            data.set(abandoned=[*(data["abandoned"] or []), cart["id"]])
+            data.without("cart")
+        self._delete_listed(purchase, data, step)
+
+    def _delete_abandoned(self, purchase: Purchase, data: TmData, step: StepContext) -> Purchase:
+        if not data["abandoned"]:
+            return purchase
+        self._delete_listed(purchase, data, step)
+        return self._save(purchase, data.values)
+
+    def _delete_listed(self, purchase: Purchase, data: TmData, step: StepContext) -> None:
+        left = []
+        for cart_id in data["abandoned"] or []:
+            try:
+                answer = self.api.delete_cart(purchase.event_id, cart_id,
+                                              request_id=partner_request_id(purchase, f"delete-{cart_id}"),
+                                              deadline=step_deadline(step.settings, step.started))
+                if isinstance(answer, Polling):
+                    left.append(cart_id)  # deleting again later is harmless
+            except (CartInvalid, TmNotFound):
+                pass  # gone already
+            except PartnerError as error:
+                log.warning("purchase %s: cart %s not deleted yet (%s); trying again later", purchase.id, cart_id,
+                            error)
+                left.append(cart_id)
+        data.set(abandoned=left) if left else data.without("abandoned")
+
+
+def _token_ref(token: SecretStr | None) -> str:
+    """An order id for a commit that gave a token but no order number: a hash, never the token."""
+    digest = hashlib.sha256(token.get_secret_value().encode()).hexdigest()[:24] if token else "unknown"
+    return f"tm-token-{digest}"
+
+
+def build(settings: Settings, observe: Callable[[str, str, float], None] | None = None) -> TicketmasterFlow:
+    assert settings.tm_base_url is not None and settings.tm_apikey is not None
+    api = TicketmasterApi(
+        str(settings.tm_base_url), settings.tm_apikey.get_secret_value(),
+        securerender_url=str(settings.tm_secure_render_url) if settings.tm_secure_render_url else None,
+        connect_timeout=settings.tm_connect_timeout, read_timeout=settings.tm_read_timeout, observe=observe,
+    )
+    return TicketmasterFlow(api, TmConfig.from_settings(settings))

@@ -1,0 +1,125 @@
+"""How a step reaches the partner of the purchase it claimed.
+
+Two shapes of partner exist:
+- a quote/order partner (`partners.base.Partner`: quote -> order -> transfer status, TBB): the
+  steps in this package run its calls themselves;
+- a partner whose purchase has another shape (reserve -> pay -> commit -> tickets) brings its own
+  `PartnerFlow`: the step claims the purchase, checks what every purchase must respect (the
+  delivery deadline, the re-quote limit, the intent before an order), then hands the claimed
+  purchase to the flow, which calls its partner and records the outcome with the same fenced
+  primitives (steps.common).
+
+The partner is chosen per purchase, after the claim (`Partners.for_purchase`); one process serves
+every enabled partner.  `partners/registry.py` builds the `Partners` of a worker from settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fulfilment.partners.base import Partner
+from fulfilment.settings import Settings
+from fulfilment.state_machine import State
+from fulfilment.steps.common import Next
+from models import Purchase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """What a flow needs of the step that claimed the purchase."""
+
+    settings: Settings
+    message_id: str | None
+    started: float  # steps.common.step_started() of the claim: step_deadline(settings, started)
+    hand_over: bool = False  # the quote keeps its claim for the order step run in line
+
+
+class PartnerFlow(Protocol):
+    """The partner part of each step, for a partner that is not quote/order-shaped.
+
+    Each method gets the purchase claimed (its lease held, in the state named) and must end the
+    step: record a transition, park the purchase (`steps.common.park`) or release it for a retry
+    (`release_and_retry`, raising `RetryLater`); it returns the step to nudge next, if any.
+    """
+
+    name: str
+    # The state a purchase of this partner waits in once its order is confirmed.
+    ordered_state: State
+
+    def quote(self, purchase: Purchase, step: StepContext) -> Next | None:
+        """RECEIVED or PAUSED -> QUOTED (or FAILED, PAUSED, parked)."""
+
+    def order(self, purchase: Purchase, step: StepContext) -> Next | None:
+        """QUOTED, claimed: place the order (the flow records the intent before anything is sent)."""
+
+    def resolve(self, purchase: Purchase, step: StepContext) -> Next | None:
+        """ORDER_UNKNOWN: find out whether the order exists; never order twice."""
+
+    def deliver(self, purchase: Purchase, step: StepContext) -> Next | None:
+        """`ordered_state`: fetch what was bought and finish the purchase."""
+
+
+class PartnerNotEnabled(Exception):
+    """The purchase's partner is not enabled in this process: it waits, untouched, for one that is."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"partner {name!r} is not enabled in this process (its *_ENABLED setting)")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Partners:
+    """Every partner this process may call, by the name purchases carry (`purchases.partner`).
+
+    `default`: the quote/order partner of purchases whose partner has no entry (tests and tools
+    that drive one fake partner for all purchases).
+    """
+
+    clients: Mapping[str, Partner] = field(default_factory=dict)
+    flows: Mapping[str, PartnerFlow] = field(default_factory=dict)
+    default: Partner | None = None
+
+    @classmethod
+    def of(cls, partner: Partner | Partners) -> Partners:
+        return partner if isinstance(partner, Partners) else cls(default=partner)
+
+    def flow(self, name: str) -> PartnerFlow | None:
+        return self.flows.get(name)
+
+    def client(self, name: str) -> Partner:
+        found = self.clients.get(name, self.default)
+        if found is None:
+            raise PartnerNotEnabled(name)
+        return found
+
+    def for_purchase(self, purchase: Purchase) -> Partner | PartnerFlow:
+        return self.flows.get(purchase.partner) or self.client(purchase.partner)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.clients, *self.flows)))
+
+    def close(self) -> None:
+        for partner in (*self.clients.values(), *self.flows.values(), self.default):
+            close = getattr(partner, "close", None)
+            if close is not None:
+                close()
+
+
+def client_or_park(partners: Partners, purchase: Purchase, settings: Settings, message_id: str | None) -> Partner | None:
+    """The quote/order partner of a claimed purchase; None once the purchase was parked because
+    its partner is not enabled in this process (it waits, nothing burnt: an operator enables the
+    partner, or a worker that has it takes the purchase at its next action)."""
+    from fulfilment.steps.common import park
+
+    try:
+        return partners.client(purchase.partner)
+    except PartnerNotEnabled as error:
+        log.error("purchase %s: %s; it waits %g s", purchase.id, error, settings.payment_pause_seconds)
+        park(purchase, next_action_in=settings.payment_pause_seconds, error=str(error), message_id=message_id)
+        return None
