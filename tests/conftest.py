@@ -16,6 +16,7 @@ from hypothesis import settings as hypothesis_settings
 
 from tests.support import servers
 from tests.support.sandbox import PARTNER_A, Sandbox
+from tests.support.tm_sandbox import TMSandboxProcess
 
 # Hypothesis profiles, chosen with HYPOTHESIS_PROFILE (default "ci"), loaded here, before any test
 # module builds its settings: a test's own settings inherit every option it does not set itself.
@@ -100,14 +101,50 @@ def sandbox(log_dir: Path) -> Iterator[Sandbox]:
 
 
 @pytest.fixture(scope="session")
-def app_env(database: servers.TestDatabase, vhost: servers.TestVhost, sandbox: Sandbox, log_dir: Path) -> dict[str, str]:
+def tm_sandbox(log_dir: Path) -> Iterator[TMSandboxProcess]:
+    """The Ticketmaster sandbox, a real HTTP server (carts held 60 s, no niterun, unless a test says otherwise)."""
+    server = TMSandboxProcess(env={"TM_SANDBOX_HOLD_TIME_SECONDS": "60", "TM_SANDBOX_SEED": "7",
+                                   # by the event's local time (auto), the result would depend on the hour
+                                   "TM_SANDBOX_NITERUN": "off"},
+                              log_path=log_dir / "tm-sandbox.log").start()
+    yield server
+    server.stop()
+
+
+# Ticketmaster's settings in tests: the sandbox's apikey, the operator's billing identity, a key.
+TM_TEST_SETTINGS = {
+    "TM_ENABLED": "true",
+    "TM_APIKEY": "tm-sandbox-apikey",
+    "TM_CONNECT_TIMEOUT": "2",
+    "TM_READ_TIMEOUT": "5",
+    "TM_DEVICE_ID": "ticket-fulfilment-tests",
+    "TM_MIN_HOLD_SECONDS": "5",
+    "TM_BILLING_FIRST_NAME": "Tom",
+    "TM_BILLING_LAST_NAME": "Brown",
+    "TM_BILLING_EMAIL": "tickets@example.com",
+    "TM_BILLING_PHONE": "4110001234",
+    "TM_BILLING_ADDRESS_LINE1": "123 Main Street",
+    "TM_BILLING_CITY": "Hollywood",
+    "TM_BILLING_REGION": "CA",
+    "TM_BILLING_POSTAL_CODE": "92806",
+    "TM_PAYMENT_NONCE": "fake-valid-visa-nonce",
+    "TM_PAYMENT_CIN": "123",
+    "TICKET_KEY": "dGVzdHMtb25seS10aWNrZXQta2V5LTMyLWJ5dGVzISE=",
+}
+
+
+@pytest.fixture(scope="session")
+def app_env(database: servers.TestDatabase, vhost: servers.TestVhost, sandbox: Sandbox, tm_sandbox: TMSandboxProcess,
+            log_dir: Path) -> dict[str, str]:
     """The environment a worker, the scheduler and the CLI get in tests."""
     client_id, secret = PARTNER_A
     metrics_dir = log_dir / "prometheus"
     metrics_dir.mkdir(exist_ok=True)
     return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "BROKER_", "TBB_"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "BROKER_", "TBB_", "TM_"))},
         **FAST_SETTINGS,
+        **TM_TEST_SETTINGS,
+        "TM_BASE_URL": f"{tm_sandbox.url}/partners/v1",
         "DATABASE_URL": database.url,
         "BROKER_URL": vhost.url,
         "TBB_BASE_URL": sandbox.url,
@@ -138,6 +175,14 @@ def configured(app_env: dict[str, str]) -> Iterator[dict[str, str]]:
     get_settings.cache_clear()
     get_partner.cache_clear()
     get_partners.cache_clear()
+
+
+@pytest.fixture
+def clean_tm_sandbox(tm_sandbox: TMSandboxProcess) -> Iterator[TMSandboxProcess]:
+    """The TM sandbox as it started: no carts, orders, faults or clock moves of earlier tests."""
+    tm_sandbox.admin.reset()
+    yield tm_sandbox
+    tm_sandbox.admin.reset()
 
 
 @pytest.fixture
