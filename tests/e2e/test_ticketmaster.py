@@ -1,0 +1,117 @@
+"""Ticketmaster purchases through real worker processes, the scheduler, RabbitMQ, Postgres and both
+sandboxes over HTTP: side by side with TBB, the tickets in events and never in logs, forced polling
+with the workers killed mid-poll, duplicate and late messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fulfilment.partners.ticketmaster.flow import source_account_id
+from fulfilment.rabbitmq.publisher import confirmed_broker, send_step
+from fulfilment.step_names import StepName
+from tests.support.events import EventListener
+from tests.support.factories import request, tm_request
+from tests.support.pipeline import Pipeline, in_states, restart_workers, start_pipeline, wait_until
+from tests.support.sandbox import Sandbox
+from tests.support.tm_sandbox import TMSandboxProcess
+
+
+@pytest.fixture(scope="module")
+def pipeline(app_env: dict[str, str], log_dir: Path) -> Iterator[Pipeline]:
+    running = start_pipeline(app_env, log_dir, name="tm")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def tm(clean_tm_sandbox: TMSandboxProcess) -> TMSandboxProcess:
+    return clean_tm_sandbox
+
+
+def orders_per_purchase(tm: TMSandboxProcess, ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    per_source = tm.admin.counts()["orders_per_source_account"]
+    return {purchase_id: per_source.get(source_account_id(purchase_id), 0) for purchase_id in ids}
+
+
+def test_tbb_and_ticketmaster_purchases_side_by_side(pipeline: Pipeline, tm: TMSandboxProcess,
+                                                     clean_sandbox: Sandbox) -> None:
+    listener = EventListener(pipeline.env["BROKER_URL"], "purchase.#")
+    try:
+        tm_bodies = [tm_request(quantity=1 + i % 2) for i in range(4)]
+        tm_ids = [pipeline.submit(body) for body in tm_bodies]
+        tbb_ids = [pipeline.submit(request()) for _ in range(4)]
+
+        issued = wait_until(tm_ids, in_states("tickets_issued"), pipeline=pipeline)
+        wait_until(tbb_ids, in_states("transfer_complete"), pipeline=pipeline)
+        assert orders_per_purchase(tm, tm_ids) == {purchase_id: 1 for purchase_id in tm_ids}
+
+        wanted = {str(purchase_id) for purchase_id in tm_ids}
+
+        def all_issued(got: list[dict[str, Any]]) -> bool:
+            return wanted <= {e["body"]["purchase_id"] for e in got if e["routing_key"] == "purchase.tickets_issued"}
+
+        received = listener.drain(until=all_issued, timeout=30)
+    finally:
+        listener.close()
+    tokens: list[str] = []
+    for body, purchase_id in zip(tm_bodies, tm_ids, strict=True):
+        [event] = [e["body"] for e in received if e["routing_key"] == "purchase.tickets_issued"
+                   and e["body"]["purchase_id"] == str(purchase_id)]
+        assert len(event["tickets"]) == body["quantity"]
+        assert event["order"]["order_id"] == issued[purchase_id].order_id
+        tokens += [ticket["token"] for ticket in event["tickets"]]
+    assert all(tokens)
+    # The tickets reach the requester in events, never the logs (nor does the apikey or the key).
+    logs = pipeline.workers.log_path.read_text() + pipeline.scheduler.log_path.read_text()
+    for secret in [*tokens, pipeline.env["TM_APIKEY"], pipeline.env["TICKET_KEY"], pipeline.env["TM_PAYMENT_NONCE"]]:
+        assert secret not in logs
+    counts = tm.admin.counts()
+    assert counts["concurrent_calls"] == 0 and counts["leaked_carts"] == 0
+
+
+def test_forced_polling_with_the_workers_killed_mid_poll(pipeline: Pipeline, tm: TMSandboxProcess,
+                                                         log_dir: Path) -> None:
+    tm.admin.configure(polling_rate=1.0, polling_wait_seconds=2)
+    ids = [pipeline.submit(tm_request()) for _ in range(6)]
+    # Let them get to their first 202s, then kill every worker without warning.
+    deadline = time.monotonic() + 20
+    while tm.admin.counts()["polling_answers"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(pipeline.workers.pid, signal.SIGKILL)
+    pipeline.workers.process.wait(10)  # type: ignore[union-attr]
+    restart_workers(pipeline, log_dir)
+
+    wait_until(ids, in_states("tickets_issued"), pipeline=pipeline, timeout=120)
+    counts = tm.admin.counts()
+    assert orders_per_purchase(tm, ids) == {purchase_id: 1 for purchase_id in ids}
+    assert counts["polls_before_wait"] == 0
+    assert counts["concurrent_calls"] == 0
+    assert counts["commits_on_expired_carts"] == 0
+    assert counts["requests"]["commit"] == len(ids)  # continued by polling, never committed again
+
+
+def test_duplicate_and_late_messages_never_buy_twice(pipeline: Pipeline, tm: TMSandboxProcess) -> None:
+    bodies = [tm_request() for _ in range(4)]
+    ids = [pipeline.submit(body) for body in bodies]
+    for body in bodies:
+        pipeline.submit(body)  # the same request again
+    broker = confirmed_broker(pipeline.env["BROKER_URL"])
+    try:
+        for _ in range(3):  # duplicate and stray step messages, some arriving after the purchase moved on
+            for purchase_id in ids:
+                for step in (StepName.QUOTE, StepName.ORDER, StepName.RESOLVE, StepName.TICKETS):
+                    send_step(broker, step, purchase_id)
+            time.sleep(0.3)
+    finally:
+        broker.close()
+    wait_until(ids, in_states("tickets_issued"), pipeline=pipeline)
+    assert orders_per_purchase(tm, ids) == {purchase_id: 1 for purchase_id in ids}
+    assert tm.admin.counts()["concurrent_calls"] == 0
