@@ -84,7 +84,7 @@ def check_broker(settings: Settings) -> str:
     return f"reachable at {location(settings.broker_url)}"
 
 
-def check_partner(settings: Settings) -> str:
+def check_tbb(settings: Settings) -> str:
     from fulfilment.dependencies import location, reason
     from fulfilment.partners.base import PartnerError
     from fulfilment.partners.registry import build_tbb
@@ -99,16 +99,38 @@ def check_partner(settings: Settings) -> str:
     return f"authenticated as {settings.tbb_client_id}"
 
 
+def check_ticketmaster(settings: Settings) -> str:
+    """The apikey works where the core needs it most: the unredeemed-orders list that resolves an
+    unknown commit (ASSUMED available to our apikey, partners/ticketmaster/assumed.py)."""
+    import time
+
+    from fulfilment.dependencies import location, reason
+    from fulfilment.partners.base import PartnerError
+    from fulfilment.partners.ticketmaster.api import TicketmasterApi
+
+    assert settings.tm_base_url is not None and settings.tm_apikey is not None
+    api = TicketmasterApi(str(settings.tm_base_url), settings.tm_apikey.get_secret_value(),
+                          connect_timeout=settings.tm_connect_timeout, read_timeout=settings.tm_read_timeout)
+    try:
+        api.unredeemed_orders(1, request_id="health", deadline=time.monotonic() + 10)
+    except PartnerError as error:
+        raise PartnerDown(f"at {location(str(settings.tm_base_url))}: {reason(error)}") from None
+    finally:
+        api.close()
+    return "apikey accepted (unredeemed orders readable)"
+
+
 CHECKS: list[tuple[str, Callable[[Settings], str]]] = [
     ("database", check_database),
     ("broker", check_broker),
-    ("partner", check_partner),
 ]
+# One check per enabled partner, named after it.
+PARTNER_CHECKS: dict[str, Callable[[Settings], str]] = {"tbb": check_tbb, "ticketmaster": check_ticketmaster}
 
 
 def run_checks(settings: Settings) -> list[CheckResult]:
     results = []
-    for name, check in CHECKS:
+    for name, check in [*CHECKS, *((name, PARTNER_CHECKS[name]) for name in settings.enabled_partners)]:
         try:
             results.append(CheckResult(name, True, check(settings)))
         except Exception as error:  # noqa: BLE001  every failure is reported, none stops the others

@@ -15,9 +15,9 @@ from fulfilment.cli.common import EXIT_UNAVAILABLE, PARTNER_LOGGERS, app, databa
 
 @app.command()
 def health(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Check database (and its schema), broker and partner authentication; exit 3 naming the failing part.
+    """Check database (and its schema), broker and each enabled partner; exit 3 naming the failing part.
 
-    Needs every variable, the partner's included (exit 2 naming any that is missing).
+    Needs every variable, those of each enabled partner included (exit 2 naming any that is missing).
     """
     from fulfilment.health import run_checks
 
@@ -30,7 +30,7 @@ def health(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
                                                          for r in results]}, indent=2))
     else:
         for result in results:
-            typer.echo(f"{result.name:<9} {'ok' if result.ok else 'FAILED'}  {result.detail}")
+            typer.echo(f"{result.name:<13} {'ok' if result.ok else 'FAILED'}  {result.detail}")
     if not healthy:
         raise typer.Exit(EXIT_UNAVAILABLE)
 

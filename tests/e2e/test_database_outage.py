@@ -269,7 +269,7 @@ def test_requests_submitted_while_postgres_is_down_become_purchases_when_it_is_b
         assert queue_depths(env["BROKER_URL"], (xq_name(INTAKE_QUEUE),)) == {xq_name(INTAKE_QUEUE): 0}
         wait_for(lambda: metric(env["dramatiq_prom_port"], "fulfil_intake_waiting_for_database") == 0.0, 10,
                  "the waiting gauge to drop back to 0")
-        assert fulfil(env, "health").stdout.startswith("database  ok")
+        assert fulfil(env, "health").stdout.startswith(f"{'database':<13} ok")
 
         shown = fulfil(env, "status", request_ids[0])
         assert shown.returncode == 0 and purchase_ids[0] in shown.stdout

@@ -187,15 +187,22 @@ def test_every_transition_reaches_a_bound_consumer_once_per_event_id(
 def test_health_names_the_failing_part_and_never_prints_secrets(pipeline: Pipeline) -> None:
     ok = fulfil(pipeline, "health")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "database  ok" in ok.stdout and "broker    ok" in ok.stdout and "partner   ok" in ok.stdout
+    for part in ("database", "broker", "tbb", "ticketmaster"):  # each enabled partner by name
+        assert f"{part:<13} ok" in ok.stdout, ok.stdout
 
     bad_secret = fulfil(pipeline, "health", env={**pipeline.env, "TBB_CLIENT_SECRET": "wrong-secret-xyz"})
     assert bad_secret.returncode == 3  # a dependency unusable (fulfilment/cli/common.py exit codes)
-    assert "partner   FAILED" in bad_secret.stdout and "INVALID_CREDENTIALS" in bad_secret.stdout
+    assert f"{'tbb':<13} FAILED" in bad_secret.stdout and "INVALID_CREDENTIALS" in bad_secret.stdout
     assert "wrong-secret-xyz" not in bad_secret.stdout + bad_secret.stderr
+    assert f"{'ticketmaster':<13} ok" in bad_secret.stdout
+
+    bad_apikey = fulfil(pipeline, "health", env={**pipeline.env, "TM_APIKEY": "wrong-apikey-xyz"})
+    assert bad_apikey.returncode == 3
+    assert f"{'ticketmaster':<13} FAILED" in bad_apikey.stdout, bad_apikey.stdout
+    assert "wrong-apikey-xyz" not in bad_apikey.stdout + bad_apikey.stderr
 
     bad_broker = fulfil(pipeline, "health", env={**pipeline.env,
                                                  "BROKER_URL": "amqp://fulfil:hunter2pw@127.0.0.1:1/%2F"})
-    assert bad_broker.returncode == 3 and "broker    FAILED" in bad_broker.stdout
+    assert bad_broker.returncode == 3 and f"{'broker':<13} FAILED" in bad_broker.stdout
     assert "unreachable at 127.0.0.1:1: ConnectionRefusedError" in bad_broker.stdout
     assert "hunter2pw" not in bad_broker.stdout + bad_broker.stderr

@@ -15,9 +15,10 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.support.servers import REPO
+from tests.support.servers import REPO, free_port
 from tests.support.stack import (
     VENV_BIN,
     Stack,
@@ -80,7 +81,9 @@ def test_honcho_starts_the_procfile_and_completes_a_purchase(stack: Stack, tmp_p
     app_dir = tmp_path / "app"  # not the checkout: nothing may depend on the working directory
     app_dir.mkdir()
     # honcho reads .env from its app root, the way a developer configures it (.env.example).
-    (app_dir / ".env").write_text(stack.env_file_text() + f"FULFIL_SANDBOX_PORT={stack.sandbox_port}\n")
+    tm_port = free_port()
+    (app_dir / ".env").write_text(stack.env_file_text() + f"FULFIL_SANDBOX_PORT={stack.sandbox_port}\n"
+                                  f"FULFIL_TM_SANDBOX_PORT={tm_port}\n")
     log_path = tmp_path / "honcho.log"
 
     # The release step the Procfile documents, before `honcho start`.
@@ -99,13 +102,16 @@ def test_honcho_starts_the_procfile_and_completes_a_purchase(stack: Stack, tmp_p
 
     try:
         wait_for("the Procfile's sandbox answering", lambda: sandbox_up(stack) or runner.poll() is not None, 60, detail)
+        wait_for("the Procfile's Ticketmaster sandbox answering",
+                 lambda: _answers(f"http://127.0.0.1:{tm_port}/healthz") or runner.poll() is not None, 60, detail)
         wait_for("dramatiq consuming (2 processes)", lambda: consuming(stack, 2) or runner.poll() is not None, 60,
                  detail)
         assert runner.poll() is None, f"honcho stopped early (a process exited):\n{detail()}"
         complete_a_purchase(stack, detail=detail)
         assert runner.poll() is None, f"honcho stopped:\n{detail()}"
-        started = {name: int(pid) for name, pid in re.findall(r"(\w+)\.1 started \(pid=(\d+)\)", log_path.read_text())}
-        assert set(started) == {"worker", "scheduler", "sandbox"}, detail()
+        started = {name: int(pid) for name, pid in re.findall(r"([\w-]+)\.1 started \(pid=(\d+)\)",
+                                                               log_path.read_text())}
+        assert set(started) == {"worker", "scheduler", "sandbox", "tm-sandbox"}, detail()
 
         # Ctrl-C / SIGTERM: honcho sends SIGTERM to every process group and waits for them.
         runner.send_signal(signal.SIGTERM)
@@ -116,8 +122,15 @@ def test_honcho_starts_the_procfile_and_completes_a_purchase(stack: Stack, tmp_p
     finally:
         _stop_honcho(runner, log_path)
     text = log_path.read_text()
-    for name in ("worker", "scheduler", "sandbox"):
+    for name in ("worker", "scheduler", "sandbox", "tm-sandbox"):
         assert re.search(rf"{name}\.1 stopped \(rc=", text), f"{name} not stopped by honcho:\n{detail()}"
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _stop_honcho(runner: subprocess.Popen[bytes], log_path: Path) -> None:

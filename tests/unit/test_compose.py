@@ -32,7 +32,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 PROCFILE = ROOT / "Procfile"
 
 APP_SERVICES = ("migrate", "worker", "scheduler")
-EXPECTED_SERVICES = {"postgres", "rabbitmq", "sandbox", *APP_SERVICES}
+EXPECTED_SERVICES = {"postgres", "rabbitmq", "sandbox", "tm-sandbox", *APP_SERVICES}
 
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}")
 
@@ -293,6 +293,26 @@ def test_sandbox_port_matches_base_url_and_healthcheck(services: dict[str, dict[
     assert "/healthz" in {getattr(route, "path", None) for route in create_app(SandboxConfig()).routes}
 
 
+def test_the_ticketmaster_sandbox_is_the_one_the_workers_call(services: dict[str, dict[str, Any]]) -> None:
+    from fulfilment.partners.ticketmaster.sandbox import SandboxConfig as TmSandboxConfig
+    from fulfilment.partners.ticketmaster.sandbox.app import create_app as create_tm_app
+
+    sandbox = services["tm-sandbox"]
+    command = _command(sandbox)
+    params = _fulfil_commands()["sandbox"].make_context("sandbox", command[2:]).params
+    assert (str(params["partner"]), params["host"]) == ("ticketmaster", "0.0.0.0")
+    env = _env(services["worker"])
+    base = urlsplit(env["TM_BASE_URL"])
+    assert (base.hostname, base.port, base.path) == ("tm-sandbox", params["port"], "/partners/v1")
+    config = TmSandboxConfig.from_env(_env(sandbox))  # only TM_SANDBOX_* variables, all valid
+    assert set(_env(sandbox)) <= set(re.findall(r"\bTM_SANDBOX_[A-Z_]+\b", inspect.getsource(TmSandboxConfig)))
+    assert env["TM_APIKEY"] in config.apikeys
+    check = " ".join(map(str, sandbox["healthcheck"]["test"]))
+    health = urlsplit(re.findall(r"https?://[^\s'\"]+", check)[0])
+    assert (health.hostname, health.port, health.path) == ("127.0.0.1", params["port"], "/healthz")
+    assert "/healthz" in {getattr(route, "path", None) for route in create_tm_app(TmSandboxConfig()).routes}
+
+
 def test_procfile_process_types_have_services(services: dict[str, dict[str, Any]]) -> None:
     procfile = _procfile()
     assert procfile, "Procfile is empty?"
@@ -324,6 +344,7 @@ def test_processes_wait_for_migrations_and_their_servers(services: dict[str, dic
     assert deps.get("migrate") == "service_completed_successfully"
     assert deps.get("rabbitmq") == "service_healthy"
     assert deps.get("sandbox") == "service_healthy"
+    assert deps.get("tm-sandbox") == "service_healthy"
 
 
 def test_migrate_waits_for_postgres_and_runs_once(services: dict[str, dict[str, Any]]) -> None:

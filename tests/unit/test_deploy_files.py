@@ -152,11 +152,12 @@ def test_procfile_runs_long_running_processes_only() -> None:
     procfile = _procfile()
     # honcho and foreman start every entry, `release` included, and stop everything when one exits.
     assert "release" not in procfile
-    assert set(procfile) == {"worker", "scheduler", "sandbox"}
+    assert set(procfile) == {"worker", "scheduler", "sandbox", "tm-sandbox"}
     for argv in procfile.values():
         _check_command(argv)
     assert procfile["scheduler"] == ["fulfil", "scheduler"]
     assert procfile["sandbox"][:2] == ["fulfil", "sandbox"]
+    assert procfile["tm-sandbox"][:4] == ["fulfil", "sandbox", "--partner", "ticketmaster"]
     assert "fulfil migrate" in (ROOT / "Procfile").read_text(), "the Procfile should say how to migrate"
 
 
