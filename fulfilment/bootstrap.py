@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 from fulfilment.deadlines import flag_near_deadlines
 from fulfilment.rabbitmq.outbox import EventPublisher, relay_outbox
-from fulfilment.rabbitmq.publisher import confirmed_broker, send_step
+from fulfilment.rabbitmq.publisher import confirmed_broker, send_refresh, send_step
 from fulfilment.rabbitmq.queues import queue_depths
 from fulfilment.scheduler import Job, redrive_due, update_gauges
 from fulfilment.settings import Settings
 from fulfilment.step_names import StepName
+from fulfilment.steps.refresh import schedule_refreshes
 
 
 @dataclass
@@ -53,6 +54,9 @@ def scheduler_jobs(settings: Settings) -> SchedulerWiring:
         Job("deadlines", lambda: flag_near_deadlines(settings.deadline_warning_hours,
                                                      batch_size=settings.scheduler_batch_size)),
         Job("outbox", relay),
+        # SafeTix tokens refreshed once at event start - 20 h (by a worker: the scheduler calls no partner).
+        Job("ticket_refresh", lambda: schedule_refreshes(
+            settings, lambda purchase_id: send_refresh(broker, purchase_id, on_demand=False))),
         # Counts every live purchase: cheap per row, but not per tick at scale.
         Job("gauges", lambda: update_gauges(settings, lambda: queue_depths(settings.broker_url)),
             every_seconds=max(15.0, settings.scheduler_interval_seconds)),

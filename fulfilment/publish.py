@@ -10,8 +10,13 @@
 The request is validated first (a ValidationError names every bad field), then published
 with publisher confirms to the `purchases.intake` queue (fulfilment/rabbitmq/publisher.py).
 Publishers in other languages send the same JSON (docs/request-format.md).
+
+    from fulfilment.publish import request_ticket_refresh   # a ticket is being displayed
+    request_ticket_refresh(purchase_id, broker_url="amqp://...")
+
+asks for fresh SafeTix tokens now; they come back in a `purchase.tickets_refreshed` event.
 """
 
-from fulfilment.rabbitmq.publisher import Publisher, submit
+from fulfilment.rabbitmq.publisher import Publisher, request_ticket_refresh, submit
 
-__all__ = ["Publisher", "submit"]
+__all__ = ["Publisher", "request_ticket_refresh", "submit"]

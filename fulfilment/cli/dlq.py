@@ -26,6 +26,7 @@ class Actor(StrEnum):
     RESOLVE_ORDER = "resolve_order"
     CHECK_TRANSFER = "check_transfer"
     FETCH_TICKETS = "fetch_tickets"
+    REFRESH_TICKETS = "refresh_tickets"
 
 
 dlq = typer.Typer(help="Dead letters: jobs whose retries ran out (kept 7 days in the .XQ queues).",

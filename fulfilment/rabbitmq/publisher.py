@@ -22,7 +22,7 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from fulfilment.rabbitmq.queues import INTAKE_ACTOR, INTAKE_QUEUE, STEP_QUEUES
+from fulfilment.rabbitmq.queues import INTAKE_ACTOR, INTAKE_QUEUE, REFRESH_ACTOR, REFRESH_QUEUE, STEP_QUEUES
 from fulfilment.requests import AnyPurchaseRequest, PurchaseRequest, TicketmasterRequest, parse_request
 from fulfilment.step_names import StepName
 
@@ -79,6 +79,24 @@ def send_step(broker: dramatiq.Broker, step: StepName, purchase_id: uuid.UUID, *
     message = step_message(step, purchase_id)
     broker.enqueue(message, delay=int(delay_seconds * 1000) or None)
     return message.message_id
+
+
+def send_refresh(broker: dramatiq.Broker, purchase_id: uuid.UUID, *, on_demand: bool) -> str:
+    """Ask the workers to refresh a purchase's tickets (steps/refresh.py); returns the message id."""
+    message = _message(REFRESH_QUEUE, REFRESH_ACTOR, str(purchase_id))
+    message = message.copy(args=(str(purchase_id), on_demand))
+    broker.enqueue(message)
+    return message.message_id
+
+
+def request_ticket_refresh(purchase_id: uuid.UUID | str, *, broker_url: str) -> str:
+    """On-demand refresh of a purchase's tickets (e.g. a ticket is being displayed), with confirms.
+    The new tokens come back in a `purchase.tickets_refreshed` event."""
+    broker = confirmed_broker(broker_url)
+    try:
+        return send_refresh(broker, uuid.UUID(str(purchase_id)), on_demand=True)
+    finally:
+        broker.close()
 
 
 def confirmed_broker(broker_url: str) -> RabbitmqBroker:

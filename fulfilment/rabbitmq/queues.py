@@ -24,6 +24,9 @@ STEP_QUEUES: dict[StepName, str] = {
     StepName.TRANSFER: "purchases.transfer",
     StepName.TICKETS: "purchases.tickets",
 }
+# Ticket refreshes (steps/refresh.py) ride on the tickets queue: not a step of the state machine.
+REFRESH_ACTOR = "refresh_tickets"
+REFRESH_QUEUE = STEP_QUEUES[StepName.TICKETS]
 QUEUES = tuple(dict.fromkeys((INTAKE_QUEUE, *STEP_QUEUES.values())))
 DEAD_LETTER_QUEUES = tuple(xq_name(queue) for queue in QUEUES)
 # What the scheduler's gauges report (fulfilment/scheduler.py update_gauges): main-queue depth,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,14 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from fulfilment.db import session_scope
 from fulfilment.partners.ticketmaster.flow import source_account_id
 from fulfilment.rabbitmq.publisher import confirmed_broker, send_step
 from fulfilment.step_names import StepName
 from tests.support.events import EventListener
 from tests.support.factories import request, tm_request
 from tests.support.pipeline import Pipeline, in_states, restart_workers, start_pipeline, wait_until
+from tests.support.processes import start_scheduler
 from tests.support.sandbox import Sandbox
+from tests.support.servers import REPO
 from tests.support.tm_sandbox import TMSandboxProcess
 
 
@@ -115,3 +121,52 @@ def test_duplicate_and_late_messages_never_buy_twice(pipeline: Pipeline, tm: TMS
     wait_until(ids, in_states("tickets_issued"), pipeline=pipeline)
     assert orders_per_purchase(tm, ids) == {purchase_id: 1 for purchase_id in ids}
     assert tm.admin.counts()["concurrent_calls"] == 0
+
+
+def test_safetix_refresh_once_per_ticket_with_two_schedulers_then_on_demand(
+        pipeline: Pipeline, tm: TMSandboxProcess, app_env: dict[str, str], log_dir: Path) -> None:
+    second = start_scheduler(app_env, log_dir, name="tm-scheduler-standby")
+    listener = EventListener(pipeline.env["BROKER_URL"], "purchase.tickets_refreshed")
+    try:
+        bodies = [tm_request(quantity=2) for _ in range(2)]
+        ids = [pipeline.submit(body) for body in bodies]
+        wait_until(ids, in_states("tickets_issued"), pipeline=pipeline)
+        # As if start - 20 h had come: the event starts in 20 h from now.
+        with session_scope() as session:
+            session.execute(text("UPDATE tickets SET event_start = now() + interval '20 hours', "
+                                 "refresh_due_at = now() WHERE purchase_id = ANY(:ids)"), {"ids": ids})
+        due = time.time()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with session_scope() as session:
+                left = session.execute(text("SELECT count(*) FROM tickets WHERE purchase_id = ANY(:ids) "
+                                            "AND refreshed_at IS NULL"), {"ids": ids}).scalar_one()
+            if left == 0:
+                break
+            time.sleep(0.2)
+        assert left == 0, pipeline.scheduler.log_tail(20)
+        time.sleep(2)  # a few more ticks of both schedulers: nothing more may happen
+        calls = tm.admin.counts()["securerender_calls"]
+        assert sorted(len(at) for at in calls.values()) == [1, 1, 1, 1]
+        for at in calls.values():  # inside [due, due + a tick and a message's way]
+            assert 0 <= epoch(at[0]["at"]) - due < 10
+        received = listener.drain(until=2, timeout=15)
+        assert sorted(e["body"]["purchase_id"] for e in received) == sorted(str(i) for i in ids)
+
+        # On demand, as an operator (or another service) asks: a second call for its tickets only.
+        asked = subprocess.run([sys.executable, "-m", "fulfilment.cli", "tickets", "refresh", bodies[0]["request_id"]],
+                               cwd=REPO, env=pipeline.env, capture_output=True, text=True, timeout=60)
+        assert asked.returncode == 0, asked.stderr
+        received = listener.drain(until=3, timeout=15)
+        assert received[-1]["body"]["refresh"] == {"trigger": "on_demand"}
+        assert received[-1]["body"]["purchase_id"] == str(ids[0])
+        assert sorted(len(at) for at in tm.admin.counts()["securerender_calls"].values()) == [1, 1, 2, 2]
+    finally:
+        listener.close()
+        second.stop()
+
+
+def epoch(moment: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()

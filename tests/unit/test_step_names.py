@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fulfilment.cli.dlq import Actor
-from fulfilment.rabbitmq.queues import INTAKE_ACTOR, QUEUES, STEP_QUEUES
+from fulfilment.rabbitmq.queues import INTAKE_ACTOR, QUEUES, REFRESH_ACTOR, STEP_QUEUES
 from fulfilment.state_machine import NEXT_STEP
 from fulfilment.step_names import StepName
 from fulfilment.steps.runner import STEPS
@@ -17,4 +17,4 @@ def test_every_step_has_a_function_a_queue_and_is_reached_from_some_state() -> N
 
 
 def test_the_dead_letter_commands_know_every_actor() -> None:
-    assert {str(actor) for actor in Actor} == {INTAKE_ACTOR, *StepName}
+    assert {str(actor) for actor in Actor} == {INTAKE_ACTOR, REFRESH_ACTOR, *StepName}

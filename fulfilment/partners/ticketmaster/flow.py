@@ -30,7 +30,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -61,6 +61,7 @@ from fulfilment.partners.ticketmaster.payloads import (
     OrderTickets,
     Payment,
     Polling,
+    RenderTicket,
     ReserveRequest,
     ReserveTicket,
     UnredeemedOrder,
@@ -84,6 +85,7 @@ from fulfilment.steps.common import (
 )
 from fulfilment.steps.flow import StepContext
 from fulfilment.steps.order import evidence_message, resolve_backoff
+from fulfilment.steps.refresh import Refreshed
 from models import PartnerQuote, Purchase, Ticket
 
 log = logging.getLogger(__name__)
@@ -702,6 +704,38 @@ class TicketmasterFlow:
             data.set(delay_notified=day, delay_date=day)
         park(purchase, next_action_in=wait, error=None, message_id=step.message_id, partner_data=data.values)
         return None
+
+    # ---- SafeTix refresh (steps/refresh.py) ---------------------------------------------------------
+
+    def refresh(self, purchase: Purchase, tickets: Sequence[Ticket], *, key: SecretStr,
+                deadline: float) -> list[Refreshed]:
+        """New tokens for the tickets from securerender, `x-user-id` = the buyer's
+        third_party_account_id (the one sent with the payment).  Transient failures raise."""
+        user = TmData(purchase)["third_party_account_id"]
+        wanted: list[tuple[Ticket, RenderTicket]] = []
+        results: list[Refreshed] = []
+        for ticket in tickets:
+            if not (ticket.section and ticket.row and ticket.seat and ticket.barcode):
+                results.append(Refreshed(ticket.id, None, "ticket lacks section, row, seat or barcode"))
+                continue
+            wanted.append((ticket, RenderTicket(event_id=purchase.event_id, section=ticket.section, row=ticket.row,
+                                                seat=ticket.seat, barcode=ticket.barcode)))
+        if not wanted:
+            return results
+        answer = self.api.secure_render(user, self.config.device, [render for _, render in wanted],
+                                        request_id=partner_request_id(purchase, "securerender"), deadline=deadline)
+        by_barcode = {rendered.barcode: rendered for rendered in answer.tickets if rendered.barcode}
+        for position, (ticket, render) in enumerate(wanted):
+            rendered = by_barcode.get(render.barcode) or (
+                answer.tickets[position] if len(answer.tickets) == len(wanted) else None)
+            if rendered is None:
+                results.append(Refreshed(ticket.id, None, "securerender did not answer for this ticket"))
+            elif rendered.error is not None or rendered.token is None:
+                error = rendered.error
+                results.append(Refreshed(ticket.id, None, f"{error.code}: {error.message}" if error else "no token"))
+            else:
+                results.append(Refreshed(ticket.id, rendered.token.get_secret_value()))
+        return results
 
     # ---- shared -------------------------------------------------------------------------------
 
