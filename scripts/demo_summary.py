@@ -8,7 +8,8 @@
 import json
 import sys
 
-FINAL = {"transfer_complete", "transfer_expired", "cancelled", "failed", "needs_attention", "stalled"}
+FINAL = {"transfer_complete", "transfer_expired", "cancelled", "failed", "needs_attention", "stalled",
+         "tickets_issued"}
 
 run_id, expected, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 if mode == "events":

@@ -70,6 +70,33 @@ def submit(
         typer.echo(publish(request, broker_url=broker_url))
 
 
+@app.command("submit-json")
+def submit_json(
+    request_file: Annotated[str, typer.Argument(help="A JSON request (any partner), or - for stdin.",
+                                                metavar="FILE")],
+) -> None:
+    """Submit a purchase request given as JSON (docs/schemas/purchase-request.schema.json), for any
+    partner: `"partner": "ticketmaster"` buys through Ticketmaster; prints the purchase id."""
+    import sys
+    from pathlib import Path
+
+    from fulfilment.publish import submit as publish
+    from fulfilment.requests import parse_request
+
+    try:
+        text = sys.stdin.read() if request_file == "-" else Path(request_file).read_text()
+        raw = json.loads(text)
+    except (OSError, ValueError) as error:
+        fail(f"cannot read a JSON request from {request_file}: {error}")
+    try:
+        request = parse_request(raw)
+    except ValidationError as error:
+        fail(f"invalid request: {explain(error)}")
+    broker_url = broker().broker_url
+    with quiet_broker_logs():
+        typer.echo(publish(request, broker_url=broker_url))
+
+
 @app.command()
 def status(
     purchase: Annotated[str, typer.Argument(help="Purchase id, or the request_id it was submitted with.")],
@@ -78,7 +105,7 @@ def status(
     """Show a purchase: state, quote, order, transfer email and its full history (exit 1: none)."""
     from fulfilment.db import session_scope
     from fulfilment.state_machine import history
-    from models import OutboxEvent, PartnerQuote
+    from models import OutboxEvent, PartnerQuote, Ticket
 
     require(DatabaseSettings)
     with session_scope() as session:
@@ -92,9 +119,11 @@ def status(
         events = session.scalars(
             select(OutboxEvent).where(OutboxEvent.purchase_id == found.id).order_by(OutboxEvent.transition_id)
         ).all()
+        tickets = session.scalars(select(Ticket).where(Ticket.purchase_id == found.id).order_by(Ticket.position)).all()
     view = {
         "purchase_id": str(found.id),
         "request_id": found.request_id,
+        "partner": found.partner,
         "state": found.state,
         "request": {
             "event_id": found.event_id,
@@ -112,6 +141,10 @@ def status(
         "failure": {"code": found.failure_code, "message": found.failure_message} if found.failure_code else None,
         "last_error": found.last_error,
         "next_action_at": iso(found.next_action_at),
+        # Never the tokens (encrypted at rest; they reach the requester in events only).
+        "tickets": [{"section": t.section, "row": t.row, "seat": t.seat, "barcode": t.barcode,
+                     "render_type": t.render_type, "refresh_due_at": iso(t.refresh_due_at),
+                     "refreshed_at": iso(t.refreshed_at)} for t in tickets],
         "quotes": [{"quote_id": q.quote_id, "unit_price": money(q.unit_price), "expires_at": iso(q.expires_at)}
                    for q in quotes],
         "history": [{"at": iso(t.created_at), "kind": t.kind, "from": t.from_state, "to": t.to_state,
@@ -123,16 +156,21 @@ def status(
         typer.echo(json.dumps(view, indent=2))
         return
     typer.echo(f"purchase  {view['purchase_id']}  (request {found.request_id})")
+    typer.echo(f"partner   {found.partner}")
     typer.echo(f"state     {found.state}" + (f"  next action {view['next_action_at']}" if found.next_action_at else ""))
-    typer.echo(f"request   event {found.event_id} section {found.section_name} row {found.row_name or '(best)'} "
+    typer.echo(f"request   event {found.event_id} section {found.section_name or '(best)'} row {found.row_name or '(best)'} "
                f"x{found.quantity} {found.delivery_type} by {view['request']['delivery_deadline']}")
     if found.quote_id:
-        typer.echo(f"quote     {found.quote_id} at {money(found.unit_price)} USD, expires {view['quote']['expires_at']}"
+        typer.echo(f"quote     {found.quote_id} at {money(found.unit_price)} each, expires {view['quote']['expires_at']}"
                    f" ({found.quotes_taken} taken)")
     if found.order_id:
-        typer.echo(f"order     {found.order_id} [{found.order_status}] seats {found.row_assigned} {found.seat_range}"
-                   f" subtotal {money(found.subtotal)}")
-        typer.echo(f"transfer  accept from {found.transfer_email}")
+        typer.echo(f"order     {found.order_id} [{found.order_status}] seats {found.row_assigned or '-'} "
+                   f"{found.seat_range or '-'} subtotal {money(found.subtotal)}")
+        if found.transfer_email:
+            typer.echo(f"transfer  accept from {found.transfer_email}")
+    for ticket in view["tickets"]:
+        typer.echo(f"ticket    {ticket['section']}/{ticket['row']}/{ticket['seat']} barcode {ticket['barcode']} "
+                   f"{ticket['render_type']}, refresh due {ticket['refresh_due_at'] or '-'}")
     if found.failure_code:
         typer.echo(f"failure   {found.failure_code}: {found.failure_message}")
     if found.last_error:

@@ -9,7 +9,6 @@ with `fulfilment.publish.request_ticket_refresh`; the tokens come back in a
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
 import typer
 

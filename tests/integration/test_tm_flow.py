@@ -22,8 +22,8 @@ from fulfilment.steps.common import Next
 from fulfilment.steps.flow import Partners
 from models import Purchase, PurchaseTransition
 from tests.support.factories import reload, request, tm_request
-from tests.support.tm_pipeline import Driver, events, finished, history, orders_of, tickets
-from tests.support.tm_sandbox import DELAY_EVENT, TMSandboxProcess
+from tests.support.tm_pipeline import Driver, events, finished, history, orders_of, tickets, valid_events
+from tests.support.tm_sandbox import BARCODE_EVENT, DELAY_EVENT, TMSandboxProcess
 
 
 def test_a_ticketmaster_purchase_ends_with_its_tickets_issued(tm: TMSandboxProcess, partners: Partners) -> None:
@@ -53,7 +53,7 @@ def test_a_ticketmaster_purchase_ends_with_its_tickets_issued(tm: TMSandboxProce
     assert order["order_token"] not in str(purchase.partner_data)
     assert ticket_crypto.decrypt(key, purchase.partner_data["order_token"]).get_secret_value() == order["order_token"]
     # The requesting service learns the tickets from the event.
-    issued = [e for e in events(purchase_id) if e["type"] == "purchase.tickets_issued"]
+    issued = [e for e in valid_events(purchase_id) if e["type"] == "purchase.tickets_issued"]
     assert len(issued) == 1
     assert sorted(t["barcode"] for t in issued[0]["tickets"]) == sorted(t["barcode"] for t in order["tickets"])
     assert all(t["token"] for t in issued[0]["tickets"])
@@ -213,5 +213,20 @@ def test_delayed_tickets_are_announced_once_then_fetched_at_the_delay_date(tm: T
         purchase = driver.until(purchase_id, finished)
         assert purchase.state == State.TICKETS_ISSUED
         assert all(t.token_encrypted for t in tickets(purchase_id))
+        assert [e["type"] for e in valid_events(purchase_id)][-3:] == [
+            "purchase.awaiting_tickets", "purchase.tickets_delayed", "purchase.tickets_issued"]
     finally:
         built.close()
+
+
+def test_barcode_only_tickets_are_issued_without_tokens_or_refreshes(tm: TMSandboxProcess, partners: Partners) -> None:
+    driver = Driver(partners)
+    purchase_id = driver.take_in(tm_request(event_id=BARCODE_EVENT, ticket_type_id="000042800007",
+                                            price_level_id="8", max_unit_price="200"))
+    purchase = driver.until(purchase_id, finished)
+    assert purchase.state == State.TICKETS_ISSUED, purchase.last_error
+    [ticket] = tickets(purchase_id)
+    assert ticket.barcode and ticket.render_type == "barcode"
+    assert ticket.token_encrypted is None and ticket.refresh_due_at is None  # nothing to refresh
+    [issued] = [e for e in valid_events(purchase_id) if e["type"] == "purchase.tickets_issued"]
+    assert issued["tickets"][0]["token"] is None and issued["tickets"][0]["barcode"] == ticket.barcode

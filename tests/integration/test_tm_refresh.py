@@ -20,7 +20,7 @@ from fulfilment.steps.flow import Partners
 from fulfilment.steps.refresh import refresh_tickets, schedule_refreshes
 from models import OutboxEvent, Ticket
 from tests.support.factories import tm_request
-from tests.support.tm_pipeline import Driver, finished, tickets
+from tests.support.tm_pipeline import Driver, finished, tickets, valid_events
 from tests.support.tm_sandbox import TMSandboxProcess
 
 
@@ -90,6 +90,7 @@ def test_each_ticket_is_refreshed_once_with_two_schedulers_and_duplicate_message
     assert all(t.refreshed_at is not None and t.token_encrypted != before[t.id] for t in stored)
     [event] = refreshed_events(purchase_id)
     assert event["refresh"] == {"trigger": "scheduled"}
+    assert event in valid_events(purchase_id)
     key = settings.ticket_key
     assert key is not None
     tokens = {t.barcode: ticket_crypto.decrypt(key, t.token_encrypted).get_secret_value()  # type: ignore[arg-type]
@@ -136,4 +137,5 @@ def test_a_refresh_for_another_buyer_is_refused_per_ticket(
     assert refresh_tickets(purchase_id, partners=partners, settings=get_settings(), on_demand=True) == 0
     [event] = refreshed_events(purchase_id)
     assert all(t["token"] is None and t["error"] for t in event["tickets"])
+    assert event in valid_events(purchase_id)
     assert {t.id: t.token_encrypted for t in tickets(purchase_id)} == before

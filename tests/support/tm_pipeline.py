@@ -104,3 +104,19 @@ def held_carts(tm: TMSandboxProcess) -> list[dict[str, Any]]:
     return [cart for cart in tm.admin.carts() if cart["state"] in ("reserved", "paid", "held")]
 
 
+
+
+def valid_events(purchase_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every event of the purchase, each checked against docs/schemas/purchase-event.schema.json."""
+    import json
+
+    import jsonschema
+
+    from tests.support.servers import REPO
+
+    schema = json.loads((REPO / "docs" / "schemas" / "purchase-event.schema.json").read_text())
+    checker = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    found = events(purchase_id)
+    for event in found:
+        checker.validate(event)
+    return found

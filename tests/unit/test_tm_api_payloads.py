@@ -391,12 +391,21 @@ def test_order_tickets_delay_off_and_ticket_errors() -> None:
     assert entry is not None and entry.token is None and entry.error is not None and entry.error.code == 404
 
 
+def test_a_barcode_only_ticket_has_no_token_and_no_error() -> None:
+    # Found wiring the flow to the sandbox: the barcode-only event's tickets carry this entry.
+    body = copy.deepcopy(ORDER_TICKETS)
+    body["tickets"][0]["secure_entry_data"] = {"token": None, "render_type": "barcode", "segment_type": "BARCODE"}
+    ticket = parse_order_tickets(body).tickets[0]
+    assert ticket.secure_entry is not None and ticket.secure_entry.token is None and ticket.secure_entry.error is None
+    assert not ticket.is_safetix and ticket.barcode
+
+
 @pytest.mark.parametrize(
     "change",
     [
         lambda b: b.update(tickets=None),
         lambda b: b["additional_info"].update(safetix_delivery_delay_date="05/04/2020"),
-        lambda b: b["tickets"][0].update(secure_entry_data={"render_type": "barcode"}),
+        lambda b: b["tickets"][0].update(secure_entry_data={"render_type": "rotating_symbology"}),
         lambda b: b["tickets"][0].update(voided="no"),
     ],
     ids=["no_tickets", "bad_delay_date", "entry_without_token_or_error", "voided_not_bool"],

@@ -100,6 +100,10 @@ POLLING_GONE_STATUSES = frozenset({404, 410})
 # midnight in the event's zone when it is known, else the latest midnight on Earth (UTC-12),
 # so nobody is told "your tickets are ready" before they can be.
 DELAY_DATE_FALLBACK_UTC_OFFSET_HOURS = -12
+# ASSUMED: a barcode-only ticket (seed 003: "only a barcode ... rendered as a QR code") comes with
+# `secure_entry_data` {"token": null, "render_type": "barcode"} and no error; any other
+# secure_entry_data without a token names an error (the delay case) or is malformed.
+BARCODE_RENDER_TYPE = "barcode"
 
 # ---- what an answer proves -------------------------------------------------------------------------
 

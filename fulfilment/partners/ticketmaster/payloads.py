@@ -986,7 +986,8 @@ def parse_order_tickets(body: Any) -> OrderTickets:
             data = _obj(ticket["secure_entry_data"], sw)
             secure = SecureEntry(_secret(data, "token", sw), _opt_str(data, "render_type", sw),
                                  _opt_str(data, "segment_type", sw), _ticket_error(data.get("error"), f"{sw}.error"))
-            if secure.token is None and secure.error is None:
+            # A barcode-only ticket (seed 003: rendered as a QR code of its barcode) has no token to give.
+            if secure.token is None and secure.error is None and secure.render_type != assumed.BARCODE_RENDER_TYPE:
                 raise MalformedResponse(f"{sw} has neither a token nor an error")
         tickets.append(OrderTicket(
             order_number=_opt_str(ticket, "order_number", w),
