@@ -109,7 +109,8 @@ def _jobs(settings: Any, conn: psycopg.Connection) -> dict[str, tuple[Callable[[
         sent.clear()
 
     def outbox() -> int:
-        return relay_outbox(cast("EventPublisher", publisher), batch_size=settings.scheduler_batch_size)
+        return relay_outbox(cast("EventPublisher", publisher), batch_size=settings.scheduler_batch_size,
+                            ticket_key=settings.ticket_key)
 
     def undo_outbox() -> None:
         conn.execute("UPDATE outbox_events SET published_at = NULL WHERE id = ANY(%s)", (publisher.ids,))

@@ -43,7 +43,7 @@ def scheduler_jobs(settings: Settings) -> SchedulerWiring:
         # Drain the backlog within a time budget, one confirmed batch at a time.
         total, deadline = 0, time.monotonic() + max(1.0, settings.scheduler_interval_seconds)
         while time.monotonic() < deadline:
-            sent = relay_outbox(publisher, batch_size=settings.scheduler_batch_size)
+            sent = relay_outbox(publisher, batch_size=settings.scheduler_batch_size, ticket_key=settings.ticket_key)
             total += sent
             if sent < settings.scheduler_batch_size:
                 break

@@ -38,8 +38,10 @@ import uuid
 
 import pika
 import pika.exceptions
+from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
+from fulfilment import ticket_crypto
 from fulfilment.db import session_scope
 from fulfilment.rabbitmq.queues import EXCHANGE, UNROUTED
 from models import OutboxEvent
@@ -129,8 +131,13 @@ class EventPublisher:
         self._channel = None
 
 
-def relay_outbox(publisher: EventPublisher, *, batch_size: int) -> int:
-    """Publish one batch of unsent events in creation order; return how many were marked sent."""
+def relay_outbox(publisher: EventPublisher, *, batch_size: int, ticket_key: SecretStr | None = None) -> int:
+    """Publish one batch of unsent events in creation order; return how many were marked sent.
+
+    `ticket_key` opens the ticket tokens sealed in an event (ticket_crypto.open_event) just before
+    it is published: Postgres never holds them in clear.  An event it cannot open is not published
+    (and neither is anything after it: events go out in order) and the error is logged each tick.
+    """
     with session_scope() as session:
         events = session.scalars(
             select(OutboxEvent)
@@ -142,7 +149,12 @@ def relay_outbox(publisher: EventPublisher, *, batch_size: int) -> int:
         sent: list[uuid.UUID] = []
         for event in events:
             try:
-                publisher.publish(event.id, event.routing_key, event.payload)
+                payload = ticket_crypto.open_event(ticket_key, event.payload)
+            except ticket_crypto.TicketKeyError as error:
+                log.error("outbox: event %s (%s) cannot be published: %s", event.id, event.routing_key, error)
+                break
+            try:
+                publisher.publish(event.id, event.routing_key, payload)
             except (pika.exceptions.AMQPError, OSError) as error:
                 # Keep what was confirmed; the rest waits for the next tick.
                 log.warning("outbox: publishing event %s failed (%s); will retry", event.id, error)

@@ -124,9 +124,9 @@ def refresh_tickets(purchase_id: uuid.UUID, *, partners: Partners, settings: Set
                 ticket.updated_at = now
             if not on_demand:
                 ticket.refreshed_at = now  # a refusal is not retried either: it is in the event
-            event_tickets.append({"barcode": ticket.barcode, "section": ticket.section, "row": ticket.row,
-                                  "seat": ticket.seat, "render_type": ticket.render_type, "token": result.token,
-                                  "error": result.error})
+            event_tickets.append(ticket_crypto.seal_ticket(key, {
+                "barcode": ticket.barcode, "section": ticket.section, "row": ticket.row, "seat": ticket.seat,
+                "render_type": ticket.render_type, "error": result.error}, result.token))
         trigger = "on_demand" if on_demand else "scheduled"
         fresh = sum(1 for result in results if result.token is not None)
         state_machine.note(

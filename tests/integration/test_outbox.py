@@ -22,6 +22,13 @@ from tests.support.events import EventListener
 from tests.support.factories import stored_purchase
 
 
+def ticket_key():  # type: ignore[no-untyped-def]
+    """The scheduler's key: events of ticket-issuing partners in the shared test database are sealed."""
+    from fulfilment.settings import get_settings
+
+    return get_settings().ticket_key
+
+
 @pytest.fixture
 def listener(configured: dict[str, str]) -> Iterator[EventListener]:
     consumer = EventListener(configured["BROKER_URL"])
@@ -43,7 +50,7 @@ def unpublished(ids: list[uuid.UUID]) -> set[uuid.UUID]:
 
 
 def drain_relay(publisher: EventPublisher) -> None:
-    while relay_outbox(publisher, batch_size=100):
+    while relay_outbox(publisher, batch_size=100, ticket_key=ticket_key()):
         pass
 
 
@@ -86,7 +93,7 @@ def test_a_relay_killed_between_publish_and_mark_sent_repeats_events_with_the_sa
     ids = [stored_purchase() for _ in range(4)]
     crashing = CrashAfterPublishing(configured["BROKER_URL"], survive=3)
     with pytest.raises(SystemExit):
-        relay_outbox(crashing, batch_size=100)
+        relay_outbox(crashing, batch_size=100, ticket_key=ticket_key())
     crashing.close()
     # Nothing was marked sent: the transaction died with the relay.
     assert len(unpublished(ids)) == 4
@@ -107,7 +114,8 @@ def test_a_broker_failure_keeps_events_unsent_for_the_next_run(publisher: EventP
     drain_relay(publisher)
     purchase_id = stored_purchase()
     broken = EventPublisher("amqp://fulfil:wrong@127.0.0.1:1/%2F")
-    assert relay_outbox(broken, batch_size=100) == 0  # connection refused: nothing confirmed, nothing marked
+    # Connection refused: nothing confirmed, nothing marked.
+    assert relay_outbox(broken, batch_size=100, ticket_key=ticket_key()) == 0
     assert len(unpublished([purchase_id])) == 1
     drain_relay(publisher)
     assert unpublished([purchase_id]) == set()
@@ -118,7 +126,7 @@ def test_published_events_are_not_sent_again(publisher: EventPublisher, listener
     drain_relay(publisher)
     listener.drain()
     listener.received.clear()
-    assert relay_outbox(publisher, batch_size=100) == 0
+    assert relay_outbox(publisher, batch_size=100, ticket_key=ticket_key()) == 0
     assert listener.drain(timeout=1) == []
 
 
@@ -208,7 +216,7 @@ def test_an_event_no_queue_takes_stays_unsent_until_it_is_kept(
     purchase_id = stored_purchase()
     event_id = event_of(purchase_id).id
     with caplog.at_level(logging.ERROR, logger="fulfilment.rabbitmq.outbox"):
-        assert relay_outbox(bare_publisher, batch_size=100) == 0
+        assert relay_outbox(bare_publisher, batch_size=100, ticket_key=ticket_key()) == 0
     assert unpublished([purchase_id]) == {event_id}
     assert any(r.levelno == logging.ERROR and str(event_id) in r.getMessage() for r in caplog.records)
     # The next run reconnects, declares the unrouted queue again and keeps the event there.
@@ -234,3 +242,22 @@ def test_an_alternate_exchange_set_by_an_operator_keeps_them_too(
     assert unpublished([purchase_id]) == set()
     assert str(event_of(purchase_id).id) in take_unrouted(bare_vhost.url)
     assert "no queue is bound" not in caplog.text  # RabbitMQ routed it there: nothing was returned
+
+
+def test_sealed_ticket_tokens_are_opened_only_as_the_event_is_published() -> None:
+    """A ticket token waits in the outbox sealed; a relay without the key publishes nothing rather than
+    a token it cannot open (or events out of order), and says why."""
+    from pydantic import SecretStr
+
+    from fulfilment import ticket_crypto
+
+    key = ticket_key()
+    assert key is not None
+    sealed = {"type": "purchase.tickets_issued", "tickets": [ticket_crypto.seal_ticket(key, {"barcode": "1"}, "tok-1")]}
+    assert "tok-1" not in str(sealed) and sealed["tickets"][0]["token"] is None
+    assert ticket_crypto.open_event(key, sealed)["tickets"][0]["token"] == "tok-1"
+    with pytest.raises(ticket_crypto.TicketKeyError):
+        ticket_crypto.open_event(None, sealed)
+    with pytest.raises(ticket_crypto.TicketKeyError):
+        ticket_crypto.open_event(SecretStr(ticket_crypto.new_key()), sealed)
+    assert ticket_crypto.open_event(None, {"type": "purchase.quoted"}) == {"type": "purchase.quoted"}

@@ -107,7 +107,8 @@ def held_carts(tm: TMSandboxProcess) -> list[dict[str, Any]]:
 
 
 def valid_events(purchase_id: uuid.UUID) -> list[dict[str, Any]]:
-    """Every event of the purchase, each checked against docs/schemas/purchase-event.schema.json."""
+    """Every event of the purchase as the relay publishes it (sealed tokens opened), each checked
+    against docs/schemas/purchase-event.schema.json."""
     import json
 
     import jsonschema
@@ -116,7 +117,10 @@ def valid_events(purchase_id: uuid.UUID) -> list[dict[str, Any]]:
 
     schema = json.loads((REPO / "docs" / "schemas" / "purchase-event.schema.json").read_text())
     checker = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
-    found = events(purchase_id)
+    from fulfilment import ticket_crypto
+
+    key = get_settings().ticket_key
+    found = [ticket_crypto.open_event(key, event) for event in events(purchase_id)]
     for event in found:
         checker.validate(event)
     return found

@@ -662,11 +662,11 @@ class TicketmasterFlow:
                 voided=False, event_start=start,
                 refresh_due_at=(start - REFRESH_BEFORE_START) if (start and token is not None) else None,
             ))
-        issued = [{"barcode": ticket.barcode, "section": ticket.section, "row": ticket.row, "seat": ticket.seat,
-                   "render_type": ticket.secure_entry.render_type if ticket.secure_entry else None,
-                   "token": ticket.secure_entry.token.get_secret_value()
-                   if ticket.secure_entry and ticket.secure_entry.token else None}
-                  for ticket in usable]
+        # The tokens go to the requester in the event, sealed while the event waits in the outbox.
+        issued = [ticket_crypto.seal_ticket(key, {
+            "barcode": ticket.barcode, "section": ticket.section, "row": ticket.row, "seat": ticket.seat,
+            "render_type": ticket.secure_entry.render_type if ticket.secure_entry else None,
+        }, ticket.secure_entry.token if ticket.secure_entry else None) for ticket in usable]
         try:
             with session_scope() as session:
                 current = session.get_one(Purchase, purchase.id, with_for_update=True)
