@@ -160,7 +160,7 @@ def resolve_order(
         # The same single-use quote again: 201 is our order, QUOTE_ALREADY_CONSUMED proves one exists.
         return _order(purchase, partner=client, settings=settings, message_id=message_id, first_attempt=False,
                       deadline=deadline)
-    if isinstance(lookup, OrderAbsent) and _absence_policy_applies(purchase, settings):
+    if isinstance(lookup, OrderAbsent) and absence_policy_applies(purchase, settings):
         metrics.REQUOTES.labels("absence_grace").inc()
         grace = settings.order_absence_grace_seconds
         return Next(StepName.QUOTE) if record(
@@ -372,7 +372,7 @@ def evidence_message(purchase: Purchase, evidence: str | None = None) -> str:
             "an order; check with the partner before retrying")
 
 
-def _absence_policy_applies(purchase: Purchase, settings: Settings) -> bool:
+def absence_policy_applies(purchase: Purchase, settings: Settings) -> bool:
     grace = settings.order_absence_grace_seconds
     if grace is None or purchase.order_evidence == OrderEvidence.EXISTS or purchase.quote_expires_at is None:
         return False
@@ -385,4 +385,4 @@ def _quote_usable(purchase: Purchase, *, margin_seconds: float) -> bool:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=margin_seconds) < purchase.quote_expires_at
 
 
-__all__ = ["late_order", "order_columns", "place_order", "resolve_order"]
+__all__ = ["absence_policy_applies", "late_order", "order_columns", "place_order", "resolve_order"]

@@ -235,3 +235,24 @@ def test_barcode_only_tickets_are_issued_without_tokens_or_refreshes(tm: TMSandb
     assert ticket.token_encrypted is None and ticket.refresh_due_at is None  # nothing to refresh
     [issued] = [e for e in valid_events(purchase_id) if e["type"] == "purchase.tickets_issued"]
     assert issued["tickets"][0]["token"] is None and issued["tickets"][0]["barcode"] == ticket.barcode
+
+
+def test_with_the_absence_policy_an_unknown_commit_reserves_again_once_its_cart_is_gone(
+        tm: TMSandboxProcess, configured: dict[str, str]) -> None:
+    # The operator's explicit policy (off by default): the cart's hold has ended (TM cannot commit it any
+    # more) longer ago than the grace, and the unredeemed list still shows no order from it.
+    tm.admin.configure(hold_time_seconds=4, payment_extension_seconds=0)
+    tm.admin.set_faults({"commit": {"fail_next": 1, "error_statuses": [502]}})
+    settings = get_settings().model_copy(update={"order_absence_grace_seconds": 1.0, "tm_min_hold_seconds": 0.0,
+                                                 "quote_safety_margin_seconds": 0.5})
+    built = build_partners(settings)
+    try:
+        driver = Driver(built, settings)
+        purchase_id = driver.take_in(tm_request())
+        purchase = driver.until(purchase_id, finished, timeout=60)
+    finally:
+        built.close()
+    assert purchase.state == State.TICKETS_ISSUED, purchase.last_error
+    assert len(orders_of(tm, purchase_id)) == 1 and tm.admin.counts()["requests"]["commit"] == 2
+    assert any("ORDER_ABSENCE_GRACE_SECONDS policy" in h.reason for h in history(purchase_id))
+    assert tm.admin.counts()["commits_on_expired_carts"] == 0

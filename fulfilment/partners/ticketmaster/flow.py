@@ -84,7 +84,7 @@ from fulfilment.steps.common import (
     step_started,
 )
 from fulfilment.steps.flow import StepContext
-from fulfilment.steps.order import evidence_message, resolve_backoff
+from fulfilment.steps.order import absence_policy_applies, evidence_message, resolve_backoff
 from fulfilment.steps.refresh import Refreshed
 from models import PartnerQuote, Purchase, Ticket
 
@@ -571,6 +571,16 @@ class TicketmasterFlow:
         if isinstance(answer, Polling):
             return self._wait(purchase, data, step, "the unredeemed-orders lookup answered 202")
         found = [order for order in answer if order.order_source_account_id == wanted]
+        if not found and absence_policy_applies(purchase, step.settings):
+            # The operator's explicit policy (ORDER_ABSENCE_GRACE_SECONDS, README): the cart's hold ended
+            # that long ago (TM cannot commit it any more) and the list still shows no order from it.
+            grace = step.settings.order_absence_grace_seconds
+            return Next(StepName.QUOTE) if record(
+                purchase, State.RECEIVED, message_id=step.message_id,
+                reason=f"no unredeemed order from cart {purchase.quote_id}, whose hold ended more than {grace:g} s "
+                "ago (ORDER_ABSENCE_GRACE_SECONDS policy); reserving again",
+                next_action_in=step.settings.redrive_after_seconds,
+                changes={"order_evidence": None, "partner_data": data.without("pending", "cart")}) else None
         if not found:
             return self._wait(purchase, data, step, "no unredeemed order carries its source_account_id (a lookup "
                               "may lag behind a commit: that proves nothing)")

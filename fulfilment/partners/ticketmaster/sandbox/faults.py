@@ -14,10 +14,31 @@ Rule fields (all optional)::
     drop_next        int    commit only: the next N successful commits take effect, then the
                             connection is dropped without an answer ("commit-then-drop")
     drop_rate        0..1   commit only: share of successful commits dropped that way
+    late_next        int    commit only: the next N commits that would succeed answer a 5xx from
+                            error_statuses at once, yet are processed ("processed anyway, maybe later")
+    late_rate        0..1   commit only: share of commits that would succeed handled that way
+    late_ms          >=0    commit only: how long after the 5xx such a commit takes effect (default 0)
 
 Injected 5xx are decided after auth and quota, before niterun and the handler, so they never change
 anything. Drops are decided after a commit answered 200 (or 202: then the polling URL is lost too).
-Counters per endpoint: ``latency``, ``error``, ``error_<status>``, ``drop_after_commit``.
+
+Late commits are decided in the commit handler, after the body is validated, and only for a commit
+that would succeed right now (checked under the state lock, nothing counted); a commit that fails
+answers its normal error and uses up nothing. The 5xx (TM envelope, or the gateway page with
+``gateway_body``) is answered at once, instead of any 202 polling answer, and such a commit is never
+dropped. With ``late_ms == 0`` the commit takes effect before the 5xx is sent; otherwise it is an
+asyncio task that sleeps ``late_ms`` (real time: the sandbox clock's source axis, not admin clock
+moves) and then commits exactly like a normal commit, validated again at that moment: if the cart can
+no longer be committed (expired, deleted, committed meanwhile, ...) nothing happens and
+``late_commits_failed`` is counted (not ``commits_on_*``/``recommits``: the client made no such call),
+else ``commits_processed_late`` (both top-level in ``GET /admin/counts``; ``late_ms == 0`` counts
+``commits_processed_late`` too). The pending processing is not a cart call: the commit call leaves
+the cart's in-flight set when its 5xx is sent, so later calls on the cart are not concurrent ones.
+The task lives in the server's event loop (see ``late``): a reset cancels pending ones, and a loop
+that ends first (e.g. Starlette's TestClient used outside ``with``) loses them (a warning is logged).
+
+Counters per endpoint: ``latency``, ``error``, ``error_<status>``, ``drop_after_commit``,
+``late_commit``, ``late_commit_<status>``.
 Randomness: ``random.Random(seed + 1)``, separate from the polling stream.
 """
 
@@ -44,7 +65,7 @@ ENDPOINTS: tuple[str, ...] = (
 )
 WILDCARD = "*"
 INJECTABLE_STATUSES: tuple[int, ...] = (500, 502, 503, 504)
-DROP_ENDPOINTS = ("commit", WILDCARD)
+DROP_ENDPOINTS = ("commit", WILDCARD)  # where the commit-only fields (drop_*, late_*) may be set
 
 
 @dataclass
@@ -56,6 +77,9 @@ class FaultRule:
     gateway_body: bool = False
     drop_next: int = 0
     drop_rate: float = 0.0
+    late_next: int = 0
+    late_rate: float = 0.0
+    late_ms: float = 0.0
 
     @classmethod
     def from_json(cls, endpoint: str, raw: Any) -> FaultRule:
@@ -67,14 +91,15 @@ class FaultRule:
         if unknown:
             raise ValueError(f"unknown rule fields for {endpoint!r}: {sorted(unknown)}")
         rule = cls()
-        for key, high in (("latency_ms", None), ("error_rate", 1.0), ("drop_rate", 1.0)):
+        for key, high in (("latency_ms", None), ("error_rate", 1.0), ("drop_rate", 1.0), ("late_rate", 1.0),
+                           ("late_ms", None)):
             if key in raw:
                 value = raw[key]
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
                         high is not None and value > high):
                     raise ValueError(f"{endpoint}.{key} must be a number >= 0" + (f" and <= {high}" if high else ""))
                 setattr(rule, key, float(value))
-        for key in ("fail_next", "drop_next"):
+        for key in ("fail_next", "drop_next", "late_next"):
             if key in raw:
                 value = raw[key]
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -92,6 +117,8 @@ class FaultRule:
             rule.gateway_body = raw["gateway_body"]
         if endpoint not in DROP_ENDPOINTS and (rule.drop_next or rule.drop_rate):
             raise ValueError("drop_next/drop_rate only apply to commit (or '*')")
+        if endpoint not in DROP_ENDPOINTS and (rule.late_next or rule.late_rate or rule.late_ms):
+            raise ValueError(f"late_next/late_rate/late_ms only apply to commit (or '*'), not {endpoint!r}")
         return rule
 
     def to_json(self) -> dict[str, Any]:
@@ -109,6 +136,24 @@ class FaultPlan:
     latency_seconds: float = 0.0
     status: int | None = None
     gateway_body: bool = False
+
+
+@dataclass(frozen=True)
+class LatePlan:
+    """A commit answered ``status`` at once and processed ``delay_seconds`` later (0: before the answer)."""
+
+    status: int
+    gateway_body: bool
+    delay_seconds: float
+
+
+class InjectedAnswer(Exception):
+    """Raised by a handler to answer an injected 5xx (rendered by the pipeline like ``FaultPlan``'s)."""
+
+    def __init__(self, status: int, gateway_body: bool) -> None:
+        super().__init__(f"injected {status}")
+        self.status = status
+        self.gateway_body = gateway_body
 
 
 class FaultBook:
@@ -184,6 +229,20 @@ class FaultBook:
             if drop:
                 self._count(endpoint, "drop_after_commit")
             return drop
+
+    def late_commit(self, endpoint: str) -> LatePlan | None:
+        """For a commit that would succeed: answer a 5xx and process it (maybe later)? Uses up late_next."""
+        with self._lock:
+            rule = self._rule(endpoint)
+            if rule is None or endpoint != "commit":
+                return None
+            if rule.late_next > 0:
+                rule.late_next -= 1
+            elif not (rule.late_rate > 0 and self._rng.random() < rule.late_rate):
+                return None
+            status = self._rng.choice(rule.error_statuses)
+            self._count(endpoint, "late_commit", f"late_commit_{status}")
+            return LatePlan(status=status, gateway_body=rule.gateway_body, delay_seconds=rule.late_ms / 1000.0)
 
 
 _GATEWAY_PAGE = ("<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n<center><h1>{status} {reason}"
