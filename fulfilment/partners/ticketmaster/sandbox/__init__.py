@@ -23,7 +23,8 @@ Modules (one concept each):
 - ``quota``       per-apikey hourly quotas and the Ratelimit-* headers
 - ``niterun``     the 00:00-02:00 event-local maintenance window and its admin override
 - ``inflight``    in-flight calls per cart (no concurrent calls on one cart)
-- ``faults``      injected latency / 5xx and commit-then-drop
+- ``faults``      injected latency / 5xx, commit-then-drop and late commits (5xx, processed anyway)
+- ``late``        commits made now or, after a late-commit fault's 5xx, later (asyncio tasks)
 - ``counts``      what the admin API counts
 - ``state``       everything one instance owns, behind ONE lock
 - ``errors`` / ``responses``  the TM error envelope; outcomes and money rendering

@@ -11,7 +11,7 @@ with 400/403/404.
   PATCH  /admin/config                     body: any of apikeys, hold_time_seconds,
                                            payment_extension_seconds, quota_per_hour, polling_rate,
                                            polling_wait_seconds, polling_repeats, concurrency_policy,
-                                           money_format, captcha_required
+                                           money_format, captcha_required, unredeemed_lag_seconds
   GET    /admin/faults                     {"rules", "counters"}
   PUT    /admin/faults                     body {endpoint: rule}; replaces all rules (see ``faults``)
   DELETE /admin/faults                     clears the rules, keeps the counters
@@ -26,7 +26,8 @@ with 400/403/404.
   GET    /admin/orders?source_account_id=&event_id=   {"orders": [...], "count"} (with tokens, barcodes)
   POST   /admin/orders/{order_token}/redeem          the order leaves the unredeemed list
   GET    /admin/polling                    polling jobs
-  GET    /admin/counts                     see ``counts`` (+ faults counters, quota)
+  GET    /admin/counts                     see ``counts`` (+ faults counters, quota; late commits:
+                                           ``commits_processed_late``, ``late_commits_failed``)
   GET    /admin/catalogue                  seeded events with live seat states
 """
 

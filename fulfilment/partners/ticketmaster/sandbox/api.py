@@ -70,9 +70,10 @@ async def payment(call: Call) -> Outcome:
 
 
 async def commit(call: Call) -> Outcome:
+    """The body is validated now; the cart when the commit is made (now, or later: see ``late``)."""
     call.sandbox.store.event_or_404(_event_id(call))
     body = await json_body(call.request, assumed.INVALID_RESERVE_STRUCTURE)
-    return Outcome(200, call.sandbox.store.commit(call.apikey, _event_id(call), commit_request(body)))
+    return Outcome(200, call.sandbox.late_commits.commit(call.apikey, _event_id(call), commit_request(body)))
 
 
 async def delete_cart(call: Call) -> Outcome:

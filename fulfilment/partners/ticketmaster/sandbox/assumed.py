@@ -15,8 +15,9 @@ from typing import Final
 # --- order of checks (pipeline.py) -------------------------------------------------------------
 
 # ASSUMED: apikey (401) -> quota (429) -> cart in-flight check (409) -> injected latency / 5xx ->
-# niterun (503) -> polling decision -> body validation and business rules (400/403/404) -> for a
-# successful commit, the commit-then-drop fault. An unknown event is a 404 from the handler.
+# niterun (503) -> polling decision -> body validation and business rules (400/403/404), where a
+# commit that would succeed may meet the late-commit fault (5xx now, committed now or later) -> for
+# a successful commit, the commit-then-drop fault. An unknown event is a 404 from the handler.
 
 # --- authentication ---------------------------------------------------------------------------
 
@@ -181,6 +182,11 @@ PLAIN_PAN_DIGITS: Final = (12, 19)
 # sequence starting at a random point per process; ``order_token`` is random (secrets).
 REDEMPTION_URL: Final = "https://myorder.ticketmaster.com/redeem?token={token}"
 TM_APP_URL: Final = "ticketmaster:///partners/redeem?token={token}"
+
+# ASSUMED: the unredeemed-orders list is current by default (0 s). Real listings may lag behind
+# commits (an order missing from it is no proof that no order exists); ``unredeemed_lag_seconds``
+# (config) leaves out orders younger than that, on the sandbox clock.
+UNREDEEMED_LAG_SECONDS: Final = 0.0
 
 # --- delete ----------------------------------------------------------------------------------------------
 

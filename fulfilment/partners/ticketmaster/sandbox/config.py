@@ -18,6 +18,9 @@ TM_SANDBOX_CONCURRENCY_POLICY         ``reject`` (default) or ``count``
 TM_SANDBOX_MONEY_FORMAT               ``number`` (default, seed 003) or ``string``
 TM_SANDBOX_CAPTCHA_REQUIRED           ``true``/``false`` (default false)
 TM_SANDBOX_NITERUN                    ``auto`` (default: by the event's local time), ``on``, ``off``
+TM_SANDBOX_UNREDEEMED_LAG_SECONDS     seconds >= 0 (default 0): ``GET /partners/v1/orders/unredeemed``
+                                      leaves out orders created less than that long ago (sandbox
+                                      clock), like a list that lags behind commits
 TM_SANDBOX_SEED                       int, default 0 (polling and fault randomness)
 TM_SANDBOX_CLOCK_START                ISO-8601 instant with offset: the sandbox clock starts there
 TM_SANDBOX_FAULTS                     JSON object {endpoint: rule}, as ``PUT /admin/faults``
@@ -50,6 +53,7 @@ class SandboxConfig:
     concurrency_policy: str = assumed.CONCURRENCY_POLICY
     money_format: str = assumed.MONEY_FORMAT
     captcha_required: bool = assumed.CAPTCHA_REQUIRED_DEFAULT
+    unredeemed_lag_seconds: float = assumed.UNREDEEMED_LAG_SECONDS
     niterun_mode: str = "auto"
     seed: int = 0
     # None: the sandbox clock is the system clock (plus whatever the admin API moves it by).
@@ -78,6 +82,7 @@ class SandboxConfig:
             "TM_SANDBOX_MONEY_FORMAT": ("money_format", str.strip),
             "TM_SANDBOX_NITERUN": ("niterun_mode", str.strip),
             "TM_SANDBOX_SEED": ("seed", int),
+            "TM_SANDBOX_UNREDEEMED_LAG_SECONDS": ("unredeemed_lag_seconds", float),
         }
         for name, (key, convert) in readers.items():
             if env.get(name, "").strip():
@@ -114,6 +119,7 @@ class RuntimeSettings:
     concurrency_policy: str
     money_format: str
     captcha_required: bool
+    unredeemed_lag_seconds: float
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> RuntimeSettings:
@@ -123,6 +129,7 @@ class RuntimeSettings:
             polling_rate=float(config.polling_rate), polling_wait_seconds=config.polling_wait_seconds,
             polling_repeats=config.polling_repeats, concurrency_policy=config.concurrency_policy,
             money_format=config.money_format, captcha_required=config.captcha_required,
+            unredeemed_lag_seconds=config.unredeemed_lag_seconds,
         )
         return settings.patched(settings.to_json())  # one validation path
 
@@ -150,6 +157,7 @@ class RuntimeSettings:
             concurrency_policy=_choice(values, "concurrency_policy", assumed.CONCURRENCY_POLICIES),
             money_format=_choice(values, "money_format", assumed.MONEY_FORMATS),
             captcha_required=_boolean(values, "captcha_required"),
+            unredeemed_lag_seconds=_number(values, "unredeemed_lag_seconds", low=0.0),
         )
 
 

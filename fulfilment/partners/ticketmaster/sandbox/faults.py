@@ -27,12 +27,12 @@ that would succeed right now (checked under the state lock, nothing counted); a 
 answers its normal error and uses up nothing. The 5xx (TM envelope, or the gateway page with
 ``gateway_body``) is answered at once, instead of any 202 polling answer, and such a commit is never
 dropped. With ``late_ms == 0`` the commit takes effect before the 5xx is sent; otherwise it is an
-asyncio task that sleeps ``late_ms`` (real time: the sandbox clock's source axis, not admin clock
-moves) and then commits exactly like a normal commit, validated again at that moment: if the cart can
-no longer be committed (expired, deleted, committed meanwhile, ...) nothing happens and
-``late_commits_failed`` is counted (not ``commits_on_*``/``recommits``: the client made no such call),
-else ``commits_processed_late`` (both top-level in ``GET /admin/counts``; ``late_ms == 0`` counts
-``commits_processed_late`` too). The pending processing is not a cart call: the commit call leaves
+asyncio task that sleeps ``late_ms`` of real time (asyncio.sleep: moving the admin clock or a
+test's fake clock does not shorten it) and then commits exactly like a normal commit, validated
+again at that moment: if the cart can no longer be committed (expired, deleted, committed meanwhile,
+...) nothing happens and ``late_commits_failed`` is counted (not ``commits_on_*``/``recommits``: the
+client made no such call), else ``commits_processed_late`` (both top-level in ``GET /admin/counts``;
+``late_ms == 0`` counts ``commits_processed_late`` too). The pending processing is not a cart call: the commit call leaves
 the cart's in-flight set when its 5xx is sent, so later calls on the cart are not concurrent ones.
 The task lives in the server's event loop (see ``late``): a reset cancels pending ones, and a loop
 that ends first (e.g. Starlette's TestClient used outside ``with``) loses them (a warning is logged).

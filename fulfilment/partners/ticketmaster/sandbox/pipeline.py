@@ -9,6 +9,8 @@
 6. niterun for event-scoped calls -> 503 20001;
 7. polling decision (``X-TM-FORCE-POLLING: true`` or the seeded rate) for "Polling: Yes" calls;
 8. the handler (``TMError`` -> envelope); with polling its outcome is kept and 202 is answered;
+   commit only: a late-commit fault (``faults``, ``late``) makes it answer an injected 5xx instead
+   (``InjectedAnswer``, even when polled), the commit made already or pending;
 9. commit only: commit-then-drop (the answer's head is sent, then the connection is aborted).
 """
 
@@ -26,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from . import assumed
 from .counts import key_hint
 from .errors import TMError, envelope
-from .faults import DropConnectionResponse, gateway_response, injected_outcome
+from .faults import DropConnectionResponse, InjectedAnswer, gateway_response, injected_outcome
 from .polling import polling_body
 from .responses import Outcome, render
 from .state import SandboxState
@@ -88,6 +90,12 @@ async def run_handler(handler: Handler, call: Call) -> Outcome:
         return Outcome(error.spec.http_status, error.body())
 
 
+def injected_response(sandbox: SandboxState, status: int, gateway_body: bool, headers: dict[str, str]) -> Response:
+    if gateway_body:
+        return gateway_response(status)
+    return respond(sandbox, injected_outcome(status), headers)
+
+
 def partner_endpoint(spec: EndpointSpec, handler: Handler) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         sandbox = sandbox_of(request)
@@ -119,9 +127,7 @@ def partner_endpoint(spec: EndpointSpec, handler: Handler) -> Endpoint:
                 await asyncio.sleep(delay)
             plan = sandbox.faults.plan(spec.name)
             if plan.status is not None:
-                if plan.gateway_body:
-                    return gateway_response(plan.status)
-                return respond(sandbox, injected_outcome(plan.status), headers)
+                return injected_response(sandbox, plan.status, plan.gateway_body, headers)
             if spec.event_scoped:
                 event = sandbox.catalogue.event(request.path_params["event_id"])
                 if event is not None and sandbox.niterun.active(event, sandbox.clock()):
@@ -129,7 +135,10 @@ def partner_endpoint(spec: EndpointSpec, handler: Handler) -> Endpoint:
                     return respond(sandbox, Outcome(503, envelope(assumed.NITERUN)), headers)
             forced = request.headers.get("x-tm-force-polling", "").strip().lower() == "true"
             polled = spec.polling and sandbox.polling.should_poll(forced, settings.polling_rate)
-            outcome = await run_handler(handler, Call(request, sandbox, apikey))
+            try:
+                outcome = await run_handler(handler, Call(request, sandbox, apikey))
+            except InjectedAnswer as injected:  # a late commit: made already or pending, no polling job
+                return injected_response(sandbox, injected.status, injected.gateway_body, headers)
             committed = spec.name == "commit" and outcome.status == 200
             if polled:
                 job_cart = outcome.body.get("cart_id") if spec.name == "reserve" and isinstance(outcome.body, dict) else None

@@ -1,8 +1,8 @@
 """Everything one sandbox instance owns, reachable from handlers as ``request.app.state.sandbox``.
 
 ONE ``threading.RLock`` guards all mutable state: it is handed to the clock (its offset), the store,
-the counters, the polling book, the quota book, niterun, the fault book and the in-flight cart
-calls, and each of their public methods takes it (re-entrant, so they may call each other). Nothing
+the counters, the polling book, the quota book, niterun, the fault book, the in-flight cart
+calls and the late commits, and each of their public methods takes it (re-entrant, so they may call each other). Nothing
 awaits while holding it.
 """
 
@@ -16,6 +16,7 @@ from .config import RuntimeSettings, SandboxConfig
 from .counts import Counters, key_hint
 from .faults import FaultBook
 from .inflight import CartCalls
+from .late import LateCommits
 from .niterun import Niterun
 from .polling import PollingBook
 from .quota import QuotaBook
@@ -38,6 +39,7 @@ class SandboxState:
         self.niterun = Niterun(self.lock, config.niterun_mode)
         self.faults = FaultBook(self.lock, config.faults, config.seed)
         self.cart_calls = CartCalls(self.lock)
+        self.late_commits = LateCommits(self.lock, self.store, self.faults, self.counters)
 
     @property
     def settings(self) -> RuntimeSettings:
@@ -51,8 +53,10 @@ class SandboxState:
 
     def reset(self) -> None:
         """Back to the start-up state: no carts/orders/polling jobs, full inventory, start-up settings,
-        faults, niterun mode and clock offset, zeroed counters and quotas, re-seeded RNGs."""
+        faults, niterun mode and clock offset, zeroed counters and quotas, re-seeded RNGs; pending
+        late commits never take effect."""
         with self.lock:
+            self.late_commits.reset()
             self.clock.reset()
             self.store.reset(RuntimeSettings.from_config(self.config))
             self.polling.reset(self.config.seed)

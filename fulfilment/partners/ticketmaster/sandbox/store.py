@@ -4,6 +4,9 @@ Every public method takes the lock, first expires the carts whose hold has run o
 inventory, counted as leaked), then checks and acts in one step, so two calls can never both take
 the same seats or both commit one cart.
 
+``unredeemed`` leaves out orders younger than ``unredeemed_lag_seconds`` (runtime setting, default
+0): a list that lags behind commits. The admin order list never lags.
+
 Ids: cart ids are uuid4 (seed 003 shape); order tokens, barcodes and the order-number sequence come
 from ``secrets``, never from the seeded RNG, so a restarted sandbox does not hand out ids a client
 database already holds.
@@ -268,27 +271,45 @@ class SandboxStore:
             if barcode not in self._barcodes and not barcode.startswith("0"):
                 return barcode
 
-    def commit(self, apikey: str, event_id: str, request: CommitRequest) -> dict[str, Any]:
+    @staticmethod
+    def _commit_refusal(apikey: str, event: Event, cart: Cart | None) -> tuple[TMError, str | None] | None:
+        """Why ``cart`` cannot be committed now (the error and the counter it bumps), or None."""
+        if cart is None or cart.apikey != apikey:
+            return TMError(assumed.INVALID_RESERVE_STRUCTURE), None
+        if cart.event.id != event.id:
+            return TMError(assumed.INVALID_CART), None
+        if cart.state == "expired":
+            return TMError(assumed.INVALID_CART), "commits_on_expired_carts"
+        if cart.state == "deleted":
+            return TMError(assumed.INVALID_CART), "commits_on_deleted_carts"
+        if cart.state == "committed":
+            return TMError(assumed.INVALID_CART), "recommits"
+        if cart.payment is None:
+            return TMError(assumed.PAYMENT_REQUIRED), "commits_without_payment"
+        return None
+
+    def can_commit(self, apikey: str, event_id: str, request: CommitRequest) -> bool:
+        """Would ``commit`` succeed now? Changes and counts nothing (but expiring what is due)."""
+        event = self.event_or_404(event_id)
+        with self._lock:
+            self._now()
+            return self._commit_refusal(apikey, event, self._carts.get(request.cart_id)) is None
+
+    def commit(self, apikey: str, event_id: str, request: CommitRequest, *,
+               count_refusals: bool = True) -> dict[str, Any]:
+        """Commit the cart (TMError if it cannot be). ``count_refusals=False``: a refusal bumps no
+        ``commits_on_*``/``recommits`` counter (a late commit's failure is counted by its caller)."""
         event = self.event_or_404(event_id)
         with self._lock:
             now = self._now()
             cart = self._carts.get(request.cart_id)
-            if cart is None or cart.apikey != apikey:
-                raise TMError(assumed.INVALID_RESERVE_STRUCTURE)
-            if cart.event.id != event.id:
-                raise TMError(assumed.INVALID_CART)
-            if cart.state == "expired":
-                self._counters.bump("commits_on_expired_carts")
-                raise TMError(assumed.INVALID_CART)
-            if cart.state == "deleted":
-                self._counters.bump("commits_on_deleted_carts")
-                raise TMError(assumed.INVALID_CART)
-            if cart.state == "committed":
-                self._counters.bump("recommits")
-                raise TMError(assumed.INVALID_CART)
-            if cart.payment is None:
-                self._counters.bump("commits_without_payment")
-                raise TMError(assumed.PAYMENT_REQUIRED)
+            refusal = self._commit_refusal(apikey, event, cart)
+            if refusal is not None:
+                error, counter = refusal
+                if counter is not None and count_refusals:
+                    self._counters.bump(counter)
+                raise error
+            assert cart is not None and cart.payment is not None
             self._order_seq = self._order_seq + 1 if self._order_seq < 99999 else 10000
             tickets: list[Ticket] = []
             for line in cart.lines:
@@ -347,8 +368,11 @@ class SandboxStore:
         with self._lock:
             now = self._now()
             found = []
+            lag = timedelta(seconds=self._settings.unredeemed_lag_seconds)
             for order in sorted(self._orders.values(), key=lambda o: o.created_at):
                 if order.apikey != apikey or order.redeemed:
+                    continue
+                if lag and now - order.created_at < lag:  # the list lags behind commits
                     continue
                 if days_from_purchase is not None and order.created_at < now - timedelta(days=days_from_purchase):
                     continue
