@@ -45,13 +45,24 @@ class Verdict:
     events_never_received: int = 0
     events_received_twice: int = 0
     secret_leaks: list[str] = field(default_factory=list)
+    # Ticketmaster purchases, from the TM sandbox's records (orders by source_account_id).
+    tm_purchases: int = 0
+    tm_states: Counter[str] = field(default_factory=Counter)
+    tm_orders: int = 0
+    tm_duplicates: int = 0
+    tm_orders_unaccounted: int = 0  # a TM order neither the purchase's recorded one nor held for a person
+    tm_commits_on_expired_carts: int = 0
+    tm_concurrent_calls: int = 0
+    tm_leaked_carts: int = 0  # reported, not a failure: a cart left to its hold's end buys nothing
 
     @property
     def ok(self) -> bool:
         return not (self.duplicates or self.orphan_orders or self.orders_unaccounted or self.recorded_orders_missing
                     or self.lost or self.held_without_reason or self.needs_attention_without_evidence
                     or self.orders_on_expired_quote or self.transitions_without_one_event
-                    or self.unpublished_events or self.events_never_received or self.secret_leaks)
+                    or self.unpublished_events or self.events_never_received or self.secret_leaks
+                    or self.tm_duplicates or self.tm_orders_unaccounted or self.tm_commits_on_expired_carts
+                    or self.tm_concurrent_calls)
 
 
 def check_purchases(purchase_ids: list[uuid.UUID], sandbox: Sandbox, verdict: Verdict) -> None:
@@ -100,10 +111,11 @@ def check_purchases(purchase_ids: list[uuid.UUID], sandbox: Sandbox, verdict: Ve
     verdict.orders_on_expired_quote = max(verdict.orders_on_expired_quote,
                                           sandbox.stats().get("orders_on_expired_quote", 0))
     at_partner = {order["order_id"] for order in orders}
-    verdict.recorded_orders_missing = sum(1 for p in purchases.values() if p.order_id and p.order_id not in at_partner)
+    verdict.recorded_orders_missing = sum(1 for p in purchases.values()
+                                          if p.partner == "tbb" and p.order_id and p.order_id not in at_partner)
 
     for purchase in purchases.values():
-        if purchase.state != State.NEEDS_ATTENTION:
+        if purchase.state != State.NEEDS_ATTENTION or purchase.partner != "tbb":
             continue
         verdict.needs_attention += 1
         found = [order["order_id"] for order in orders_of.get(purchase.id, [])]
@@ -114,6 +126,69 @@ def check_purchases(purchase_ids: list[uuid.UUID], sandbox: Sandbox, verdict: Ve
         verdict.needs_attention_detail.append(
             f"{purchase.id} {purchase.failure_code} evidence={purchase.order_evidence} quote={purchase.quote_id} "
             f"partner orders={found or 'none'}: {purchase.failure_message}")
+
+
+def check_tm_purchases(purchase_ids: list[uuid.UUID], tm: Any, counts: dict[str, Any], verdict: Verdict) -> None:
+    """At most one TM order per purchase; each one the purchase's recorded order or held for a person."""
+    from fulfilment.partners.ticketmaster.flow import source_account_id
+
+    with session_scope() as session:
+        purchases = list(session.scalars(select(Purchase).where(Purchase.id.in_(purchase_ids),
+                                                                Purchase.partner == "ticketmaster")))
+    orders = tm.admin.orders()
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for found in orders:
+        by_source.setdefault(found["source_account_id"], []).append(found)
+    verdict.tm_purchases = len(purchases)
+    verdict.tm_orders = len(orders)
+    mine = {source_account_id(p.id): p for p in purchases}
+    for source, found in by_source.items():
+        purchase = mine.get(source)
+        if purchase is None:
+            verdict.tm_orders_unaccounted += len(found)
+            continue
+        if len(found) > 1:
+            verdict.tm_duplicates += 1
+        for order in found:
+            if not (purchase.order_id == order["order_number"] or purchase.state == State.NEEDS_ATTENTION):
+                verdict.tm_orders_unaccounted += 1
+    for purchase in purchases:
+        verdict.tm_states[purchase.state] += 1
+        if purchase.state == State.NEEDS_ATTENTION:
+            verdict.needs_attention += 1
+            found = [order["order_number"] for order in by_source.get(source_account_id(purchase.id), [])]
+            verdict.needs_attention_with_order += bool(found)
+            if not (purchase.failure_code and purchase.failure_message and purchase.order_evidence):
+                verdict.needs_attention_without_evidence += 1
+            verdict.needs_attention_detail.append(
+                f"{purchase.id} (TM) {purchase.failure_code} evidence={purchase.order_evidence} cart={purchase.quote_id}"
+                f" TM orders={found or 'none'}: {purchase.failure_message}")
+    verdict.tm_commits_on_expired_carts = int(counts.get("commits_on_expired_carts", 0))
+    verdict.tm_concurrent_calls = int(counts.get("concurrent_calls", 0))
+    verdict.tm_leaked_carts = int(counts.get("leaked_carts", 0))
+
+
+def scan_for_ticket_tokens(tm: Any, files: list[Path], outputs: dict[str, str], verdict: Verdict) -> None:
+    """No order token (from the TM sandbox's records) in a log, a CLI output or Postgres in clear."""
+    tokens = [order["order_token"] for order in tm.admin.orders() if order.get("order_token")]
+    if not tokens:
+        return
+    pattern = re.compile("|".join(re.escape(token) for token in tokens))
+    for path in files:
+        if path.name.startswith("tm-sandbox"):
+            continue  # the sandbox's own log is the partner's side
+        if pattern.search(path.read_text(errors="replace")):
+            verdict.secret_leaks.append(f"{path}: contains a TM order token")
+    for name, output in outputs.items():
+        if pattern.search(output):
+            verdict.secret_leaks.append(f"output of {name}: contains a TM order token")
+    with session_scope() as session:
+        for payload in session.scalars(select(OutboxEvent.payload)):
+            if pattern.search(str(payload)):
+                verdict.secret_leaks.append("an event: contains a TM order token")
+        for data in session.scalars(select(Purchase.partner_data).where(Purchase.partner_data.is_not(None))):
+            if pattern.search(str(data)):
+                verdict.secret_leaks.append("purchases.partner_data: contains a TM order token in clear")
 
 
 def check_events(received: list[dict[str, Any]], verdict: Verdict) -> None:

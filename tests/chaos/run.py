@@ -17,6 +17,13 @@ Sequence:
    `freeze_leader` seconds: the standby must take over, and the woken leader step down;
 4. faults cleared, the pipeline left to finish, then every check of checks.py.
 
+A share of the purchases (`tm_share`) buys through the Ticketmaster sandbox (enabled beside TBB in
+the same workers), under its own faults: 5xx on every call, forced polling (202s parked in Postgres
+and continued by whoever claims next, across the kills), commits that take effect and then lose their
+connection, commits answered 5xx and processed seconds later, an unredeemed-orders list lagging
+behind commits, a quota exhausted for a few seconds now and then (429 until Ratelimit-Expiry); the
+checks count its orders per purchase from the sandbox's records, and report both partners' rows.
+
 The production default is kept: ORDER_ABSENCE_GRACE_SECONDS is unset, so an order outcome that
 nothing can settle ends in needs_attention (with its evidence), never in a re-quote.  An order
 request answered 5xx is re-sent with the same quote within the resolve step while the 8 s quote
@@ -38,6 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +55,8 @@ from tests.chaos import servers as chaos_servers
 if TYPE_CHECKING:
     from tests.support.processes import ManagedProcess
 
-FINAL_OR_HELD = ("transfer_complete", "transfer_expired", "cancelled", "failed", "stalled", "needs_attention")
+FINAL_OR_HELD = ("transfer_complete", "transfer_expired", "cancelled", "failed", "stalled", "needs_attention",
+                 "tickets_issued")
 LEADER_LEASE_SECONDS = 5
 RESOLVE_INTERVAL = 5  # ORDER_RESOLVE_MAX_INTERVAL_SECONDS
 TOKEN_STALL_MS = 3000
@@ -72,6 +81,9 @@ class ChaosConfig:
     # (an unprovable outcome ends in needs_attention).  On, such a purchase re-quotes once its quote
     # expired `absence_grace` ago and a complete lookup is empty.
     absence_policy: bool = False
+    tm_share: float = 0.2  # of the purchases, through Ticketmaster
+    tm_quota_every: float = 30.0  # seconds between two exhaustions of the TM quota (429s) ...
+    tm_quota_seconds: float = 8.0  # ... each lasting this long
 
     @property
     def absence_grace(self) -> float | None:
@@ -92,6 +104,9 @@ class ChaosResult:
     kills: int = 0
     restarts: list[str] = field(default_factory=list)
     faults_injected: dict[str, int] = field(default_factory=dict)
+    tm_faults_injected: dict[str, int] = field(default_factory=dict)
+    tm_counts: dict[str, Any] = field(default_factory=dict)
+    tm_quota_exhaustions: int = 0
     partner_requests: int = 0
     token_stalls_armed: int = 0
     # Postgres stopped while purchases were submitted
@@ -126,6 +141,22 @@ def fault_rules(config: ChaosConfig, *, stall_tokens: int = 0) -> dict[str, Any]
     if stall_tokens:
         rules["auth_token"]["stall_next"] = stall_tokens
     return rules
+
+
+# The TM sandbox's faults (fulfilment/partners/ticketmaster/sandbox/faults.py): a rule for an endpoint
+# replaces the `*` rule, so each repeats it.  Commits fail less often than the rest: a 5xx on a commit
+# proves nothing, so it ends in needs_attention (with its evidence) unless the order is found.
+def tm_fault_rules() -> dict[str, Any]:
+    common = {"error_rate": 0.1, "latency_ms": 5}
+    # late: answered 5xx, processed 3 s later (an order appears after the answer said nothing).
+    return {"*": common, "commit": {"error_rate": 0.02, "drop_rate": 0.05, "late_rate": 0.03, "late_ms": 3000,
+                                    "latency_ms": 20}}
+
+
+# Seats the TM sandbox has (catalogue.py): the FAQ's test event at two price levels, the barcode-only
+# event at two; each purchase takes one or two.
+TM_OFFERS = (("000051048D991EE7", "000000000001", "1", "60"), ("000051048D991EE7", "000000000001", "2", "45"),
+             ("0B004D43F86C478F", "000042800007", "8", "200"), ("0B004D43F86C478F", "000042800007", "9", "140"))
 
 
 class Workers:
@@ -193,12 +224,13 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
     from fulfilment.publish import Publisher
     from fulfilment.settings import get_settings
     from tests.chaos import checks
-    from tests.conftest import FAST_SETTINGS
+    from tests.conftest import FAST_SETTINGS, TM_TEST_SETTINGS
     from tests.support import servers
     from tests.support.events import EventListener
-    from tests.support.factories import request
+    from tests.support.factories import request, tm_request
     from tests.support.processes import start_scheduler, wait_for_consumers
     from tests.support.sandbox import Sandbox
+    from tests.support.tm_sandbox import TMSandboxProcess
 
     rng = random.Random(config.seed)
     result = ChaosResult(config={**asdict(config), "absence_grace": config.absence_grace,
@@ -216,9 +248,16 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
         "SANDBOX_TRANSFER_AFTER_SECONDS": "3",
         "SANDBOX_SEED": str(config.seed),
     }, log_path=log_dir / "sandbox.log").start()
+    tm_apikey = "chaos-tm-apikey-" + secrets.token_hex(12)
+    tm_sandbox = TMSandboxProcess(env={
+        "TM_SANDBOX_APIKEYS": tm_apikey, "TM_SANDBOX_SEED": str(config.seed), "TM_SANDBOX_NITERUN": "off",
+        "TM_SANDBOX_HOLD_TIME_SECONDS": "30", "TM_SANDBOX_PAYMENT_EXTENSION_SECONDS": "15",
+    }, log_path=log_dir / "tm-sandbox.log").start()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "BROKER_", "TBB_"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "BROKER_", "TBB_", "TM_"))},
         **FAST_SETTINGS,
+        **TM_TEST_SETTINGS,
+        "TM_APIKEY": tm_apikey, "TM_BASE_URL": f"{tm_sandbox.url}/partners/v1",
         "DATABASE_URL": database.url, "BROKER_URL": vhost.url, "TBB_BASE_URL": sandbox.url,
         "TBB_CLIENT_ID": "chaos-partner", "TBB_CLIENT_SECRET": secret,
         "MAX_REQUOTES": "10", "QUOTE_SAFETY_MARGIN_SECONDS": "0.5",
@@ -236,8 +275,8 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
     env.pop("ORDER_ABSENCE_GRACE_SECONDS", None)
     if config.absence_grace is not None:
         env["ORDER_ABSENCE_GRACE_SECONDS"] = f"{config.absence_grace:g}"
-    os.environ.update({k: env[k] for k in ("DATABASE_URL", "BROKER_URL", "TBB_BASE_URL", "TBB_CLIENT_ID",
-                                           "TBB_CLIENT_SECRET")})
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("DATABASE_", "BROKER_", "TBB_", "TM_"))
+                       or k == "TICKET_KEY"})
     get_settings.cache_clear()
     listener = EventListener(vhost.url, durable=True)
     workers = Workers(env, log_dir, config)
@@ -249,7 +288,13 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
     purchase_ids: list[uuid.UUID] = []
     started = time.monotonic()
 
+    tm_every = round(1 / config.tm_share) if config.tm_share else 0
+
     def purchase(i: int) -> dict[str, Any]:
+        if tm_every and i % tm_every == tm_every - 1:
+            event_id, ticket_type, price_level, limit = TM_OFFERS[(i // tm_every) % len(TM_OFFERS)]
+            return tm_request(request_id=f"chaos-{config.seed}-{i}", event_id=event_id, ticket_type_id=ticket_type,
+                              price_level_id=price_level, quantity=1 + (i // tm_every) % 2, max_unit_price=limit)
         sections = ["101", "102", "103", "201", "202", "301"]
         return request(request_id=f"chaos-{config.seed}-{i}", section_name=sections[i % len(sections)],
                        quantity=1 + i % 4, row_name=None if i % 3 else "ABCDE"[i % 5])
@@ -260,6 +305,10 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
         sandbox.set_faults(fault_rules(config, stall_tokens=2))
         result.token_stalls_armed += 2
         next_stall = time.monotonic() + config.token_stall_every
+        # 202s (parked, continued by the next claim) and an unredeemed list lagging 6 s behind commits.
+        tm_sandbox.admin.configure(polling_rate=0.2, polling_wait_seconds=1, unredeemed_lag_seconds=6)
+        tm_sandbox.admin.set_faults(tm_fault_rules())
+        next_quota = time.monotonic() + config.tm_quota_every / 2
 
         while_down = min(config.purchases - 1, max(1, round(config.purchases * config.outage_share)))
         before = config.purchases - while_down
@@ -328,6 +377,11 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
                     woken, frozen, freeze_done = frozen, None, True
             if woken is not None and not result.woken_leader_stepped_down:
                 result.woken_leader_stepped_down = _logged_at(woken, "lost leadership", woken_log_at) is not None
+            if tm_every and now >= next_quota:
+                # The hourly quota used up; the next interval starts tm_quota_seconds later.
+                tm_sandbox.admin.force_quota(seconds=config.tm_quota_seconds)
+                result.tm_quota_exhaustions += 1
+                next_quota = now + config.tm_quota_every
             if now >= next_stall:
                 sandbox.set_faults(fault_rules(config, stall_tokens=2))
                 result.token_stalls_armed += 2
@@ -343,8 +397,15 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
         counters = sandbox.faults()
         result.faults_injected = {k: v for k, v in counters.get("totals", {}).items()}
         result.partner_requests = sum(sandbox.stats()["requests"].values())
+        tm_totals: Counter[str] = Counter()
+        for counter in tm_sandbox.admin.faults().get("counters", {}).values():
+            tm_totals.update(counter)
+        result.tm_faults_injected = dict(tm_totals)
         sandbox.clear_faults()
         sandbox.configure(quote_ttl_seconds=3600)
+        tm_sandbox.admin.clear_faults()
+        tm_sandbox.admin.configure(polling_rate=0.0, unredeemed_lag_seconds=0)
+        tm_sandbox.admin.lift_quota()
         if down_since is not None:  # timed out during the outage: bring Postgres back for the checks
             chaos_servers.services(config.port_block, "start", "postgres")
             down_since = None
@@ -376,11 +437,15 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
     try:
         verdict = checks.Verdict()
         checks.check_purchases(purchase_ids, sandbox, verdict)
+        result.tm_counts = tm_sandbox.admin.counts()
+        checks.check_tm_purchases(purchase_ids, tm_sandbox, result.tm_counts, verdict)
         checks.check_events(listener.received, verdict)
         outputs = _cli_outputs(env, purchase_ids[:5])
         files = sorted(log_dir.glob("*.log"))
-        checks.scan_for_secrets([secret], re.compile(re.escape(token_prefix)), files, outputs, verdict)
-        result.verdict = {**asdict(verdict), "states": dict(verdict.states)}
+        checks.scan_for_secrets([secret, tm_apikey, env["TICKET_KEY"]], re.compile(re.escape(token_prefix)), files,
+                                outputs, verdict)
+        checks.scan_for_ticket_tokens(tm_sandbox, files, outputs, verdict)
+        result.verdict = {**asdict(verdict), "states": dict(verdict.states), "tm_states": dict(verdict.tm_states)}
         # With the absence policy, an order outcome that stays unknown is re-quoted: a purchase may only be
         # held for a person when the partner has its order (a lookup never saw it, or an orphan order).
         no_order_held = verdict.needs_attention - verdict.needs_attention_with_order
@@ -388,6 +453,7 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
     finally:
         listener.close()
         sandbox.stop()
+        tm_sandbox.stop()
         servers.delete_vhost(vhost)
         servers.drop_database(database)
         chaos_servers.services(config.port_block, "stop")
@@ -492,7 +558,7 @@ def table(result: ChaosResult) -> str:
     took_over = result.standby_took_over_after
     grace = result.config.get("absence_grace")
     rows = [
-        ("purchases", v["purchases"]),
+        ("purchases", f"{v['purchases']} ({v['purchases'] - v['tm_purchases']} TBB, {v['tm_purchases']} Ticketmaster)"),
         ("  final states", ", ".join(f"{k}={n}" for k, n in sorted(v["states"].items()))),
         ("worker kills (SIGKILL)", result.kills),
         ("RabbitMQ restart", "yes" if "rabbitmq" in result.restarts else "NO"),
@@ -511,6 +577,22 @@ def table(result: ChaosResult) -> str:
         ("  token fetches stalled", f"{faults.get('stall', 0)} x {TOKEN_STALL_MS / 1000:g} s"),
         ("partner orders", v["orders"]),
         ("purchases with >1 order", v["duplicates"]),
+        ("Ticketmaster purchases", f"{v['tm_purchases']}: "
+                                   + ", ".join(f"{k}={n}" for k, n in sorted(v["tm_states"].items()))),
+        ("  TM faults injected", ", ".join(f"{k}={n}" for k, n in sorted(result.tm_faults_injected.items())) or "-"),
+        ("  TM 202s, quota exhaustions", f"{result.tm_counts.get('polling_answers', 0)} polling answers "
+                                         f"({result.tm_counts.get('polls_before_wait', 0)} polls before wait), "
+                                         f"{result.tm_quota_exhaustions} x "
+                                         f"{result.config['tm_quota_seconds']:g} s of 429s "
+                                         f"({result.tm_counts.get('rate_limited', 0)} refused)"),
+        ("  TM late commits", f"{result.tm_counts.get('commits_processed_late', 0)} processed after their 5xx, "
+                              f"{result.tm_counts.get('late_commits_failed', 0)} failed"),
+        ("  TM orders", f"{v['tm_orders']} ({v['tm_duplicates']} purchases with >1, {v['tm_orders_unaccounted']} "
+                        "not accounted for)"),
+        ("  TM commits on expired carts", v["tm_commits_on_expired_carts"]),
+        ("  TM concurrent cart calls", v["tm_concurrent_calls"]),
+        ("  TM carts left to lapse", f"{v['tm_leaked_carts']} (not deleted: a worker killed between reserve "
+                                      "and saving the cart)"),
         ("orders for unknown quotes", v["orphan_orders"]),
         ("orders not accounted for", v["orders_unaccounted"]),
         ("recorded orphan orders", v["recorded_orphan_orders"]),

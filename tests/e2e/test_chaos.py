@@ -3,7 +3,9 @@
 Kills, a RabbitMQ restart, a Postgres outage while a third of the purchases is submitted, a
 frozen (SIGSTOP) scheduler leader, and partner faults (5xx, 429, drops after commit, lagging
 and unreliable order lookups, expiry checked first, stalled token fetches) on a private pair
-of servers; then every money invariant is checked from the sandbox's records and the database.
+of servers, with a fifth of the purchases through the Ticketmaster sandbox under its own faults (5xx,
+forced polling, commit-then-drop, quota exhaustion); then every money invariant is checked from the
+sandboxes' records and the database.
 ORDER_ABSENCE_GRACE_SECONDS stays unset, as in production: an order outcome nothing can settle
 waits for a person (needs_attention, with its evidence), never re-quotes.
 """
@@ -49,8 +51,22 @@ def test_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert verdict["needs_attention_without_evidence"] == 0
     # Without the absence policy an outcome that stays unknown (every re-send of the 8 s quote answered
     # 5xx) waits for a person, with the evidence; the re-sends within a resolve step keep that rare.
-    assert verdict["needs_attention"] <= 5, verdict["needs_attention_detail"]
+    tbb_held = [line for line in verdict["needs_attention_detail"] if "(TM)" not in line]
+    assert len(tbb_held) <= 5, verdict["needs_attention_detail"]
+    # Ticketmaster's are all explained: a commit answered 5xx (nothing proves it bought nothing), or one
+    # that took effect without its answer (killed worker, dropped connection, processed late): the order
+    # is then found among unredeemed orders, but its token never came (ORDER_TOKEN_UNKNOWN).
     assert verdict["transitions_without_one_event"] == 0 and verdict["events_never_received"] == 0
     assert verdict["unpublished_events"] == 0
     assert verdict["secret_leaks"] == []
+    # Ticketmaster purchases beside them, under their own faults.
+    tm = result.tm_counts
+    assert verdict["tm_purchases"] >= 15 and verdict["tm_states"].get("tickets_issued", 0) >= 10, table(result)
+    assert tm["polling_answers"] > 0 and tm["rate_limited"] > 0 and result.tm_faults_injected.get("error", 0) > 0
+    assert verdict["tm_duplicates"] == 0 and verdict["tm_orders_unaccounted"] == 0
+    assert verdict["tm_commits_on_expired_carts"] == 0 and verdict["tm_concurrent_calls"] == 0
+    assert tm["polls_before_wait"] == 0
+    for line in verdict["needs_attention_detail"]:
+        if "(TM)" in line:
+            assert "ORDER_TOKEN_UNKNOWN evidence=exists" in line or "ORDER_OUTCOME_UNKNOWN" in line, line
     assert result.ok, table(result)
