@@ -256,3 +256,20 @@ def test_with_the_absence_policy_an_unknown_commit_reserves_again_once_its_cart_
     assert len(orders_of(tm, purchase_id)) == 1 and tm.admin.counts()["requests"]["commit"] == 2
     assert any("ORDER_ABSENCE_GRACE_SECONDS policy" in h.reason for h in history(purchase_id))
     assert tm.admin.counts()["commits_on_expired_carts"] == 0
+
+
+def test_a_commit_answered_5xx_and_processed_later_is_found_never_committed_again(
+        tm: TMSandboxProcess, partners: Partners) -> None:
+    # The real-world case the sandbox now models: the 5xx said nothing, the order appears 2 s later,
+    # and the unredeemed list lags 4 s behind it.
+    tm.admin.set_faults({"commit": {"late_next": 1, "late_ms": 2000, "error_statuses": [502]}})
+    tm.admin.configure(unredeemed_lag_seconds=4)
+    driver = Driver(partners)
+    purchase_id = driver.take_in(tm_request())
+    purchase = driver.until(purchase_id, finished, timeout=60)
+    assert (purchase.state, purchase.failure_code) == (State.NEEDS_ATTENTION, "ORDER_TOKEN_UNKNOWN")
+    counts = tm.admin.counts()
+    assert counts["commits_processed_late"] == 1 and counts["requests"]["commit"] == 1
+    assert len(orders_of(tm, purchase_id)) == 1
+    # Looked up while the list did not show it yet (absence proved nothing, nothing was re-sent), then found.
+    assert counts["requests"]["unredeemed"] >= 2
