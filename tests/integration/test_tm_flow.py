@@ -273,3 +273,18 @@ def test_a_commit_answered_5xx_and_processed_later_is_found_never_committed_agai
     assert len(orders_of(tm, purchase_id)) == 1
     # Looked up while the list did not show it yet (absence proved nothing, nothing was re-sent), then found.
     assert counts["requests"]["unredeemed"] >= 2
+
+
+def test_carts_held_too_briefly_are_deleted_and_reserved_again_up_to_the_limit(
+        tm: TMSandboxProcess, partners: Partners) -> None:
+    # Every cart is held 3 s: less than TM_MIN_HOLD_SECONDS (5) + the safety margin. Each is deleted and
+    # another reserved, MAX_REQUOTES times at most; none is committed, none is left to lapse.
+    tm.admin.configure(hold_time_seconds=3, payment_extension_seconds=0)
+    driver = Driver(partners)
+    purchase_id = driver.take_in(tm_request())
+    purchase = driver.until(purchase_id, finished, timeout=60)
+    assert (purchase.state, purchase.failure_code) == (State.FAILED, "REQUOTE_LIMIT")
+    carts = tm.admin.carts()
+    assert len(carts) == get_settings().max_requotes + 1
+    assert {cart["state"] for cart in carts} == {"deleted"}
+    assert tm.admin.orders() == [] and tm.admin.counts()["leaked_carts"] == 0
