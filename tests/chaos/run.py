@@ -153,8 +153,8 @@ def tm_fault_rules() -> dict[str, Any]:
                                     "latency_ms": 20}}
 
 
-# Seats the TM sandbox has (catalogue.py): the FAQ's test event at two price levels, the barcode-only
-# event at two; each purchase takes one or two.
+# What TM purchases buy (catalogue.py, rows of TM_SANDBOX_SEATS_PER_ROW seats): the FAQ's test event at
+# two price levels, the barcode-only event at two; each purchase takes one or two seats.
 TM_OFFERS = (("000051048D991EE7", "000000000001", "1", "60"), ("000051048D991EE7", "000000000001", "2", "45"),
              ("0B004D43F86C478F", "000042800007", "8", "200"), ("0B004D43F86C478F", "000042800007", "9", "140"))
 
@@ -252,6 +252,7 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
     tm_sandbox = TMSandboxProcess(env={
         "TM_SANDBOX_APIKEYS": tm_apikey, "TM_SANDBOX_SEED": str(config.seed), "TM_SANDBOX_NITERUN": "off",
         "TM_SANDBOX_HOLD_TIME_SECONDS": "30", "TM_SANDBOX_PAYMENT_EXTENSION_SECONDS": "15",
+        "TM_SANDBOX_SEATS_PER_ROW": "1000",  # enough seats for every TM purchase of a full run
     }, log_path=log_dir / "tm-sandbox.log").start()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "BROKER_", "TBB_", "TM_"))},

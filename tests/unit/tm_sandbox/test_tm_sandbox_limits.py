@@ -348,3 +348,24 @@ def test_admin_answers_loopback_only(tm: InProcess) -> None:
 def test_order_management_uses_the_device_body(tm: InProcess) -> None:
     order = tm.partner.buy()
     assert tm.partner.order(order["order_token"], {**DEVICE, "device_type": "web"}).json()["nfc_capable_device"] is False
+
+
+def test_seats_per_row_scales_the_test_and_barcode_events_for_load_runs() -> None:
+    big = InProcess(SandboxConfig.from_env({"TM_SANDBOX_SEATS_PER_ROW": "300"}))
+    try:
+        # Far more than the catalogued 20 seats at price level 1: 30 carts of 8 seats each.
+        carts = [big.partner.reserve(TEST_EVENT, reserve_body(quantity=8)) for _ in range(30)]
+        assert [response.status_code for response in carts] == [200] * 30
+    finally:
+        big.close()
+    with pytest.raises(ValueError, match="seats_per_row"):
+        SandboxConfig.from_env({"TM_SANDBOX_SEATS_PER_ROW": "0"})
+
+
+def test_as_catalogued_the_test_events_price_level_sells_out() -> None:
+    small = InProcess()
+    try:
+        statuses = [small.partner.reserve(TEST_EVENT, reserve_body(quantity=8)).status_code for _ in range(4)]
+        assert statuses[:2] == [200, 200] and statuses[-1] == 400  # 20 seats: the third cart of 8 cannot fit
+    finally:
+        small.close()

@@ -175,7 +175,8 @@ def _start(anchor: datetime, timezone: str, days: int, at: time) -> datetime:
     return datetime.combine(local_day, at, tzinfo=zone).astimezone(UTC)
 
 
-def build_catalogue(anchor: datetime) -> Catalogue:
+def build_catalogue(anchor: datetime, *, seats_per_row: int | None = None) -> Catalogue:
+    """`seats_per_row`: the test and barcode-only events' rows get that many seats (load and chaos runs)."""
     standard = TicketType("000000000001", "Standard Ticket", "GPAS1")
     test_event = Event(
         id=TEST_EVENT_ID, name="Partner API Test Event", code="ETEST01", host="LA1", order_prefix="35",
@@ -185,9 +186,9 @@ def build_catalogue(anchor: datetime) -> Catalogue:
         areas=(Area(1, "Lower Level"), Area(2, "Upper Level")),
         price_levels=(
             PriceLevel(1, "Price Level 1", Charges(_d("40.00"), _d("2.90"), _d("8.00"), _d("0.58")), tuple(
-                RowSpec("101", row, _seats(1, 10), (1,), "LOWER LEVEL") for row in ("A", "B"))),
+                RowSpec("101", row, _seats(1, seats_per_row or 10), (1,), "LOWER LEVEL") for row in ("A", "B"))),
             PriceLevel(2, "Price Level 2", Charges(_d("25.00"), _d("1.81"), _d("5.00"), _d("0.36")), tuple(
-                RowSpec("201", row, _seats(1, 10), (2,), "UPPER LEVEL") for row in ("A", "B", "C"))),
+                RowSpec("201", row, _seats(1, seats_per_row or 10), (2,), "UPPER LEVEL") for row in ("A", "B", "C"))),
         ),
         ticket_types=(standard,),
     )
@@ -215,9 +216,9 @@ def build_catalogue(anchor: datetime) -> Catalogue:
         areas=(Area(0, "Orchestra"), Area(2, "Mezzanine")),
         price_levels=(
             PriceLevel(8, "Price Level 1", Charges(_d("150.00"), service=_d("12.00")), tuple(
-                RowSpec("ORCH", row, _seats(1, 12), (0,), "ORCHESTRA") for row in ("A", "B", "C", "D"))),
+                RowSpec("ORCH", row, _seats(1, seats_per_row or 12), (0,), "ORCHESTRA") for row in ("A", "B", "C", "D"))),
             PriceLevel(9, "Price Level 2", Charges(_d("100.00"), service=_d("9.00")), tuple(
-                RowSpec("MEZZ", row, _seats(1, 12), (2,), "MEZZANINE") for row in ("A", "B"))),
+                RowSpec("MEZZ", row, _seats(1, seats_per_row or 12), (2,), "MEZZANINE") for row in ("A", "B"))),
         ),
         ticket_types=(TicketType("000042800007", "Adult", "GPAS1"),
                       TicketType("000083000007", "Child", "GPAS2", face_factor=_d("0.6"))),

@@ -22,6 +22,8 @@ TM_SANDBOX_UNREDEEMED_LAG_SECONDS     seconds >= 0 (default 0): ``GET /partners/
                                       leaves out orders created less than that long ago (sandbox
                                       clock), like a list that lags behind commits
 TM_SANDBOX_SEED                       int, default 0 (polling and fault randomness)
+TM_SANDBOX_SEATS_PER_ROW              int >= 1: seats per row of the test and barcode-only events
+                                      (default: as catalogued, 10 and 12), for load and chaos runs
 TM_SANDBOX_CLOCK_START                ISO-8601 instant with offset: the sandbox clock starts there
 TM_SANDBOX_FAULTS                     JSON object {endpoint: rule}, as ``PUT /admin/faults``
 ====================================  =============================================================
@@ -56,6 +58,7 @@ class SandboxConfig:
     unredeemed_lag_seconds: float = assumed.UNREDEEMED_LAG_SECONDS
     niterun_mode: str = "auto"
     seed: int = 0
+    seats_per_row: int | None = None  # the test and barcode-only events' rows (catalogue.py); None: as catalogued
     # None: the sandbox clock is the system clock (plus whatever the admin API moves it by).
     clock_start: datetime | None = None
     # Admin API answers only loopback peers (and Starlette's TestClient) unless disabled.
@@ -64,6 +67,8 @@ class SandboxConfig:
 
     def __post_init__(self) -> None:
         RuntimeSettings.from_config(self)  # validates the shared knobs
+        if self.seats_per_row is not None and self.seats_per_row < 1:
+            raise ValueError("seats_per_row must be at least 1")
         if self.niterun_mode not in NITERUN_MODES:
             raise ValueError(f"niterun_mode must be one of {NITERUN_MODES}")
 
@@ -82,6 +87,7 @@ class SandboxConfig:
             "TM_SANDBOX_MONEY_FORMAT": ("money_format", str.strip),
             "TM_SANDBOX_NITERUN": ("niterun_mode", str.strip),
             "TM_SANDBOX_SEED": ("seed", int),
+            "TM_SANDBOX_SEATS_PER_ROW": ("seats_per_row", int),
             "TM_SANDBOX_UNREDEEMED_LAG_SECONDS": ("unredeemed_lag_seconds", float),
         }
         for name, (key, convert) in readers.items():

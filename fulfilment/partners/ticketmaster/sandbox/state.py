@@ -30,7 +30,7 @@ class SandboxState:
         self.lock = threading.RLock()
         self.clock = SandboxClock(clock, config.clock_start, self.lock)
         # Event dates are anchored once, at start-up: a reset keeps the same catalogue.
-        self.catalogue = build_catalogue(self.clock())
+        self.catalogue = build_catalogue(self.clock(), seats_per_row=config.seats_per_row)
         self.counters = Counters(self.lock)
         self.store = SandboxStore(self.catalogue, RuntimeSettings.from_config(config), self.clock, self.lock,
                                   self.counters)
