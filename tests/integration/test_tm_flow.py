@@ -288,3 +288,41 @@ def test_carts_held_too_briefly_are_deleted_and_reserved_again_up_to_the_limit(
     assert len(carts) == get_settings().max_requotes + 1
     assert {cart["state"] for cart in carts} == {"deleted"}
     assert tm.admin.orders() == [] and tm.admin.counts()["leaked_carts"] == 0
+
+
+def test_a_quota_429_on_the_poll_of_a_commit_is_waited_out_never_taken_for_a_refused_commit(
+        tm: TMSandboxProcess, partners: Partners) -> None:
+    # The commit answers 202; while its answer waits behind the polling URL, the quota runs out and the
+    # poll itself is refused 429. That refusal says nothing of the commit: reserving again (and committing
+    # another cart) could buy twice. The purchase waits for the quota and polls the same URL again.
+    tm.admin.configure(polling_rate=1.0, polling_wait_seconds=1)
+    driver = Driver(partners)
+    purchase_id = driver.take_in(tm_request())
+    driver.until(purchase_id, lambda p: p.state == State.ORDER_UNKNOWN)
+    # Longer than the step's deadline (10 s): the client does not wait it out within the call.
+    tm.admin.force_quota(seconds=14)
+    purchase = driver.until(purchase_id, finished, timeout=60)
+    assert purchase.state == State.TICKETS_ISSUED, purchase.last_error
+    counts = tm.admin.counts()
+    assert counts["rate_limited"] >= 1, counts
+    assert counts["requests"]["commit"] == 1 and counts["requests"]["reserve"] == 1
+    assert len(orders_of(tm, purchase_id)) == 1
+
+
+def test_a_refusal_after_the_order_exists_holds_the_purchase_for_a_person(
+        tm: TMSandboxProcess, partners: Partners) -> None:
+    # Order management refuses the order token (here: one TM never issued): the order exists all the same,
+    # so the purchase is neither failed nor paused but held, with TM's code.
+    driver = Driver(partners)
+    purchase_id = driver.take_in(tm_request())  # quoted and ordered in line; the tickets step is a message
+    driver.queue.clear()  # not delivered yet: the scheduler re-drives it below
+    assert reload(purchase_id).state == State.AWAITING_TICKETS
+    key = get_settings().ticket_key
+    assert key is not None
+    with session_scope() as session:
+        purchase = session.get_one(Purchase, purchase_id)
+        purchase.partner_data = {**(purchase.partner_data or {}),
+                                 "order_token": ticket_crypto.encrypt(key, "not-a-token-tm-issued")}
+    purchase = driver.until(purchase_id, finished)
+    assert purchase.state == State.NEEDS_ATTENTION and purchase.failure_code, purchase.last_error
+    assert purchase.order_id and len(orders_of(tm, purchase_id)) == 1

@@ -481,6 +481,17 @@ class TicketmasterFlow:
                             "partner_data": data.without("cart", "pending")})
         return None
 
+    def _commit_refused_late(self, purchase: Purchase, data: TmData, step: StepContext,
+                             error: PartnerError) -> Next | None:
+        """The one commit of the cart was refused, as its polled answer says: no order was made, so
+        the purchase reserves again (and learns there whether the refusal lasts: sold out, payment)."""
+        self._delete_cart(purchase, data, step)
+        return Next(StepName.QUOTE) if record(
+            purchase, State.RECEIVED, f"the commit's polled answer refused it ({error.code}); reserving again",
+            step.message_id, next_action_in=step.settings.redrive_after_seconds,
+            changes={"partner_data": data.without("cart", "pending"), "order_evidence": None,
+                     "last_error": str(error)[:2000]}) else None
+
     def _ordered(self, purchase: Purchase, data: TmData, step: StepContext, committed: Committed, *,
                  how: str) -> Next | None:
         order_id = committed.order_number or _token_ref(committed.order_token)
@@ -546,11 +557,17 @@ class TicketmasterFlow:
                 answer = self.api.poll(pending["url"], expect=Operation.COMMIT,
                                        request_id=partner_request_id(purchase, "poll-commit"), deadline=deadline,
                                        cart_id=purchase.quote_id)
+            except (RateLimited, Maintenance) as error:
+                # The poll itself was refused (quota, niterun): nothing is known of the commit yet.
+                wait = self._wait_seconds(error, data)
+                park(purchase, next_action_in=wait, error=f"polling the commit refused ({error.code}); polling "
+                     f"again in {wait:g} s", message_id=step.message_id)
+                return None
             except Exception as error:
                 if isinstance(error, PartnerError) and is_commit_definite(error) and not isinstance(
                         error, CartInvalid):
-                    # The commit's own answer, read late: this commit bought nothing.
-                    return self._commit_failed(purchase, data, step, error)
+                    # The commit's own answer, read by polling: this commit bought nothing.
+                    return self._commit_refused_late(purchase, data, step, error)
                 if isinstance(error, (TransientError,)) and not isinstance(error, TmOutcomeUnknown):
                     raise release_and_retry(purchase, error, step.settings) from error
                 log.warning("purchase %s: polling the commit failed (%s); looking among unredeemed orders",
@@ -626,12 +643,12 @@ class TicketmasterFlow:
             if pending is not None and pending["operation"] == str(Operation.ORDER_TICKETS):
                 answer = self._call(purchase, data, step, "order_tickets", lambda deadline: self.api.poll(
                     pending["url"], expect=Operation.ORDER_TICKETS,
-                    request_id=partner_request_id(purchase, "poll-tickets"), deadline=deadline))
+                    request_id=partner_request_id(purchase, "poll-tickets"), deadline=deadline), ordered=True)
                 data.without("pending")
             else:
                 answer = self._call(purchase, data, step, "order_tickets", lambda deadline: self.api.order_tickets(
                     token, self.config.device, data["third_party_account_id"],
-                    request_id=partner_request_id(purchase, "tickets"), deadline=deadline))
+                    request_id=partner_request_id(purchase, "tickets"), deadline=deadline), ordered=True)
             if isinstance(answer, Polling):
                 self._wait_for_poll(purchase, data, step, answer, self._clock(), operation=Operation.ORDER_TICKETS)
             assert isinstance(answer, OrderTickets)
@@ -750,8 +767,9 @@ class TicketmasterFlow:
     # ---- shared -------------------------------------------------------------------------------
 
     def _call(self, purchase: Purchase, data: TmData, step: StepContext, what: str,
-              call: Callable[[float], Any]) -> Any:
-        """Run one partner call; what its failure means for a purchase before any commit."""
+              call: Callable[[float], Any], *, ordered: bool = False) -> Any:
+        """Run one partner call; what its failure means for the purchase.  Before any commit a refusal
+        fails (or pauses) it; once `ordered` (the order exists) it holds it for a person instead."""
         try:
             return call(step_deadline(step.settings, step.started))
         except (RateLimited, Maintenance) as error:
@@ -763,12 +781,18 @@ class TicketmasterFlow:
                                         cart_id=error.cart_id)
             raise release_and_retry(purchase, error, step.settings) from error
         except TmNotFound as error:
+            if ordered:
+                self._hold(purchase, data, step, what, error)
             self._give_up(purchase, data, step, State.FAILED, f"{what}: not found ({error.code})",
                           failure("EVENT_NOT_FOUND" if what == "event" else error.code, error.message))
         except AccountError as error:
+            if ordered:
+                self._hold(purchase, data, step, what, error)
             self._give_up(purchase, data, step, State.PAUSED, f"account cannot {what}: {error.code}",
                           {"last_error": str(error)[:2000]})
         except PermanentError as error:
+            if ordered:
+                self._hold(purchase, data, step, what, error)
             if isinstance(error, CartInvalid) and data["cart"] is not None and what != "reserve":
                 # The cart expired or is gone: reserve another.
                 data.without("cart", "pending")
@@ -778,6 +802,12 @@ class TicketmasterFlow:
         except PartnerError as error:
             raise release_and_retry(purchase, error, step.settings) from error
         raise AssertionError("unreachable")
+
+    def _hold(self, purchase: Purchase, data: TmData, step: StepContext, what: str, error: PartnerError) -> None:
+        """The order exists: a refusal now is for a person to look at, never a failure of the purchase."""
+        record(purchase, State.NEEDS_ATTENTION, f"{what} refused for order {purchase.order_id}: {error.code}",
+               step.message_id, changes={**failure(error.code, error.message), "partner_data": data.values})
+        raise _Stop()
 
     def _wait_seconds(self, error: PartnerError, data: TmData) -> float:
         now = self._clock()
