@@ -83,7 +83,7 @@ class ChaosConfig:
     absence_policy: bool = False
     tm_share: float = 0.2  # of the purchases, through Ticketmaster
     tm_quota_every: float = 30.0  # seconds between two exhaustions of the TM quota (429s) ...
-    tm_quota_seconds: float = 8.0  # ... each lasting this long
+    tm_quota_seconds: float = 12.0  # ... each lasting this long: beyond a step's deadline, so purchases park
 
     @property
     def absence_grace(self) -> float | None:

@@ -170,3 +170,32 @@ def epoch(moment: str) -> float:
     import datetime as dt
 
     return dt.datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_quota_reset_minutes_away_and_niterun_park_purchases_without_stalling_them(
+        pipeline: Pipeline, tm: TMSandboxProcess) -> None:
+    """Long waits are parked in Postgres: no worker sleeps, no dramatiq retry runs out (nothing stalls),
+    and the purchases finish once the partner is back and their time has come."""
+    tm.admin.force_quota(seconds=300)
+    quota_ids = [pipeline.submit(tm_request()) for _ in range(2)]
+    parked = wait_until(quota_ids, lambda p: p.state == "received" and p.claimed_until is None
+                        and p.last_error is not None and "429" in p.last_error, pipeline=pipeline)
+    for purchase in parked.values():
+        assert purchase.next_action_at is not None
+        assert 240 < (purchase.next_action_at.timestamp() - time.time()) <= 300
+    tm.admin.lift_quota()
+    tm.admin.niterun("on")
+    niterun_ids = [pipeline.submit(tm_request()) for _ in range(2)]
+    wait_until(niterun_ids, lambda p: p.state == "received" and p.claimed_until is None
+               and p.last_error is not None and "20001" in p.last_error, pipeline=pipeline)
+    calls = tm.admin.counts()["requests"]
+    time.sleep(3)  # a few scheduler ticks: nothing moves, nothing stalls, nothing is retried
+    still = wait_until(quota_ids + niterun_ids, in_states("received"), pipeline=pipeline)
+    assert all(p.attempts <= 2 for p in still.values())
+    assert tm.admin.counts()["requests"] == calls  # no call while parked
+    # The partner is back and, as far as the purchases know, their time has come.
+    tm.admin.niterun("off")
+    with session_scope() as session:
+        session.execute(text("UPDATE purchases SET next_action_at = now() WHERE id = ANY(:ids)"),
+                        {"ids": quota_ids + niterun_ids})
+    wait_until(quota_ids + niterun_ids, in_states("tickets_issued"), pipeline=pipeline)
