@@ -592,8 +592,8 @@ def table(result: ChaosResult) -> str:
                         "not accounted for)"),
         ("  TM commits on expired carts", v["tm_commits_on_expired_carts"]),
         ("  TM concurrent cart calls", v["tm_concurrent_calls"]),
-        ("  TM carts left to lapse", f"{v['tm_leaked_carts']} (not deleted: a worker killed between reserve "
-                                      "and saving the cart)"),
+        ("  TM carts left to lapse", f"{v['tm_leaked_carts']} (never deleted: a worker killed between reserve "
+                                      "and saving the cart, or a delete refused until the hold ended)"),
         ("orders for unknown quotes", v["orphan_orders"]),
         ("orders not accounted for", v["orders_unaccounted"]),
         ("recorded orphan orders", v["recorded_orphan_orders"]),
