@@ -8,7 +8,7 @@
 - On demand: another service (a ticket being displayed: `fulfilment.publish.request_ticket_refresh`)
   or an operator (`fulfil tickets refresh`) asks for a purchase's tickets now.
 
-`refresh_tickets` (the worker) locks the purchase's tickets to refresh (FOR UPDATE SKIP LOCKED) for
+`refresh_tickets` (the worker) locks the purchase (FOR NO KEY UPDATE SKIP LOCKED) and its tickets for
 the length of the partner call: a duplicate message, a second scheduler's message or an on-demand
 request racing it finds them locked or refreshed, so each scheduled refresh happens once.  The new
 tokens are stored encrypted and reach the requester in a `purchase.tickets_refreshed` event.
@@ -94,10 +94,18 @@ def refresh_tickets(purchase_id: uuid.UUID, *, partners: Partners, settings: Set
     if key is None:
         raise RuntimeError("TICKET_KEY is not set: tickets cannot be refreshed")
     with session_scope() as session:
-        purchase = session.get(Purchase, purchase_id)
-        if purchase is None or purchase.state != State.TICKETS_ISSUED:
+        # One refresh of a purchase at a time, all its tickets together: a concurrent one (a duplicate
+        # message, another scheduler's, an on-demand request) finds the purchase locked and does nothing.
+        # NO KEY UPDATE: the history rows other transactions add for it are not blocked.
+        purchase = session.scalars(select(Purchase).where(Purchase.id == purchase_id)
+                                   .with_for_update(skip_locked=True, key_share=True)).one_or_none()
+        if purchase is None:
+            exists = session.get(Purchase, purchase_id) is not None
             log.info("ticket refresh for %s: %s; nothing to do", purchase_id,
-                     "no such purchase" if purchase is None else f"it is {purchase.state}")
+                     "being refreshed by another worker" if exists else "no such purchase")
+            return 0
+        if purchase.state != State.TICKETS_ISSUED:
+            log.info("ticket refresh for %s: it is %s; nothing to do", purchase_id, purchase.state)
             return 0
         flow = partners.flow(purchase.partner)
         refresher = getattr(flow, "refresh", None)

@@ -20,6 +20,7 @@ import pika
 import pytest
 import yaml
 
+from fulfilment.rabbitmq.queues import QUEUES
 from tests.support import servers
 from tests.support.processes import ManagedProcess, start_scheduler, start_workers, wait_for_consumers
 from tests.support.servers import REPO, free_port
@@ -170,8 +171,8 @@ def test_prometheus_scrapes_workers_and_scheduler_and_evaluates_the_alert_rules(
     leader = by_job(monitored.query("fulfil_scheduler_leader"))
     assert {job: [v for _, v in s] for job, s in leader.items()} == {"fulfil-scheduler": [1.0]}, leader
     gauges = {
-        "fulfil_queue_messages": 4,  # one per main queue
-        "fulfil_dead_letters": 4,
+        "fulfil_queue_messages": len(QUEUES),  # one per main queue
+        "fulfil_dead_letters": len(QUEUES),
         "fulfil_purchases_stalled": 1,
         "fulfil_scheduler_lag_seconds": 1,
         "fulfil_outbox_backlog": 1,

@@ -37,10 +37,7 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck
-from hypothesis import event as _event
-from hypothesis import note as _note
 from hypothesis import settings as hsettings
-from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import select, text
 
@@ -57,6 +54,7 @@ from fulfilment.steps.stall import stall_after_exhausted_retries
 from models import Purchase
 from tests.support.factories import request
 from tests.support.fake_partner import BEHAVIOURS, MEDIUM_TTL, Clock, FakeOrder, FakePartner, SimulatedCrash
+from tests.support.machines import event, guarded, note
 
 # The partner may answer an *order* with PAYMENT_NOT_CONFIGURED too.  With this on, hypothesis
 # found a double order (see test_a_refused_retry_of_an_unknown_order_stays_unknown_...), fixed
@@ -193,31 +191,6 @@ def fault_for(operations: tuple[str, ...], drawn: Fault | None) -> tuple[str, st
         return None
     return operation, f"{behaviour}:{hang}" if behaviour.startswith("pause") else behaviour
 
-
-def event(text: str) -> None:
-    try:
-        _event(text)
-    except InvalidArgument:  # outside hypothesis: a replayed example run as a plain test
-        pass
-
-
-def note(text: str) -> None:
-    try:
-        _note(text)
-    except InvalidArgument:
-        print(text)
-
-
-def guarded(function):  # type: ignore[no-untyped-def]
-    """Mark the machine unhealthy while a rule runs: if it raises, teardown skips the liveness run."""
-
-    @functools.wraps(function)
-    def wrapper(self, **kwargs):  # type: ignore[no-untyped-def]
-        self.healthy = False
-        function(self, **kwargs)
-        self.healthy = True
-
-    return wrapper
 
 
 def machine_settings() -> Settings:

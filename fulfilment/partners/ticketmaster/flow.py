@@ -40,11 +40,12 @@ from pydantic import SecretStr
 
 from fulfilment import state_machine, ticket_crypto
 from fulfilment.db import autocommit, session_scope
-from fulfilment.partners.base import AccountError, PartnerError, PermanentError, TransientError
+from fulfilment.partners.base import AccountError, DeadlineReached, PartnerError, PermanentError, TransientError
 from fulfilment.partners.ticketmaster.api import TicketmasterApi
 from fulfilment.partners.ticketmaster.errors import (
     CartInvalid,
     Maintenance,
+    NotSent,
     RateLimited,
     TmNotFound,
     TmOutcomeUnknown,
@@ -315,7 +316,7 @@ class TicketmasterFlow:
                        f"{operation} answered 202: polling again at {pending['not_before']}")
         sent_at = _parse(pending.get("sent_at")) or self._clock()
         cart = data["cart"]
-        answer = self._call(purchase, data, step, str(operation), lambda deadline: self.api.poll(
+        purchase, answer = self._poll(purchase, data, step, str(operation), lambda deadline: self.api.poll(
             pending["url"], expect=operation, request_id=partner_request_id(purchase, f"poll-{operation}"),
             deadline=deadline, cart_id=cart["id"] if cart else None))
         data.without("pending")
@@ -641,7 +642,7 @@ class TicketmasterFlow:
         try:
             pending = data["pending"]
             if pending is not None and pending["operation"] == str(Operation.ORDER_TICKETS):
-                answer = self._call(purchase, data, step, "order_tickets", lambda deadline: self.api.poll(
+                purchase, answer = self._poll(purchase, data, step, "order_tickets", lambda deadline: self.api.poll(
                     pending["url"], expect=Operation.ORDER_TICKETS,
                     request_id=partner_request_id(purchase, "poll-tickets"), deadline=deadline), ordered=True)
                 data.without("pending")
@@ -802,6 +803,26 @@ class TicketmasterFlow:
         except PartnerError as error:
             raise release_and_retry(purchase, error, step.settings) from error
         raise AssertionError("unreachable")
+
+    def _poll(self, purchase: Purchase, data: TmData, step: StepContext, what: str, poll: Callable[[float], Any],
+              *, ordered: bool = False) -> tuple[Purchase, Any]:
+        """Continue the stored polling URL (`data["pending"]`).  If the poll itself was refused or never
+        sent (quota, niterun, connect error, no time left), the URL is kept for the next claim.  Any
+        other failure (the URL gone, an unreadable answer) means it will not tell us any more: it is
+        forgotten, in Postgres first, and the failure is then handled like the call's own (so a
+        forgotten URL is never polled again and again)."""
+        try:
+            return purchase, poll(step_deadline(step.settings, step.started))
+        except (RateLimited, Maintenance, NotSent, DeadlineReached) as error:
+            failed: PartnerError = error
+        except PartnerError as error:
+            failed = error
+            purchase = self._save(purchase, data.without("pending"))
+
+        def fail(deadline: float) -> Any:
+            raise failed
+
+        return purchase, self._call(purchase, data, step, what, fail, ordered=ordered)
 
     def _hold(self, purchase: Purchase, data: TmData, step: StepContext, what: str, error: PartnerError) -> None:
         """The order exists: a refusal now is for a person to look at, never a failure of the purchase."""
