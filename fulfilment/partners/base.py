@@ -5,16 +5,20 @@ returned, whatever it does inside (connect, write, read, authentication, retries
 the step's claim lease ends soon after it, and an answer that comes later must not be
 waited for (invariant 8).  Lookups are three-valued: found, absent, unknown.
 
-What adding a partner touches today (issue 9 is making it less):
-- its folder `partners/<name>/`: the adapter implementing `Partner` (or, for an API of
-  another shape, its own low-level client: `partners/ticketmaster/api.py`), its error
-  mapping onto the kinds below, `assumed.py` (every undocumented fact) and `sandbox/`;
-- `partners/registry.py` (building the client from settings) and `settings.py` (its
-  settings); `metrics.observe_partner_call` and `fulfil health` name the partner;
-- the steps: this interface is shaped by TBB's quote -> order -> transfer flow.  A partner
-  whose purchase is reserve -> pay -> commit -> tickets (Ticketmaster) does not fit these
-  four calls yet: the steps, the purchase's partner-specific columns and the success
-  states must learn it (issue 9, "What the core must learn").
+What adding a partner touches:
+- its folder `partners/<name>/`: its client, its error mapping onto the kinds below, `assumed.py`
+  (every undocumented fact) and `sandbox/`; then either an adapter implementing `Partner` (a
+  quote -> order -> transfer partner, like TBB: the steps make its calls themselves), or a
+  `PartnerFlow` (steps/flow.py: the partner part of each step, for another shape of purchase, like
+  Ticketmaster's reserve -> pay -> commit -> tickets, `partners/ticketmaster/flow.py`);
+- `partners/registry.py` (built from settings when enabled) and `settings.py` (its settings and its
+  `*_ENABLED` switch: its variables are required only when it is on);
+- `requests.py` (its request shape in the union on `partner`) and, if it needs more than the common
+  columns, `steps/intake.purchase_columns` (what goes into `purchases.partner_data`);
+- `health.py` (its check, by name); its client reports calls through `metrics.partner_observer(name)`.
+The steps' claim, fencing and deadline rules, the scheduler and the outbox stay as they are; the state
+machine too, unless the partner delivers in a way of its own (Ticketmaster added awaiting_tickets and
+tickets_issued, and the tickets step).
 """
 
 from __future__ import annotations
