@@ -108,8 +108,8 @@ class PartnerSettings(_FromEnvironment):
 
     @model_validator(mode="after")
     def _enabled_partners_complete(self) -> PartnerSettings:
-        missing = [name for name, needed in _REQUIRED_WHEN_ENABLED.items()
-                   if getattr(self, needed[0]) and getattr(self, name) is None]
+        missing = [name for name, switch in _REQUIRED_WHEN_ENABLED.items()
+                   if getattr(self, switch) and getattr(self, name) is None]
         if missing:
             raise ValueError(_MISSING_FOR_PARTNER + ", ".join(name.upper() for name in missing))
         if not (self.tbb_enabled or self.tm_enabled):
@@ -126,10 +126,10 @@ class PartnerSettings(_FromEnvironment):
 
 
 _MISSING_FOR_PARTNER = "required by an enabled partner but not set: "
-# Variable -> (the switch that requires it,).
-_REQUIRED_WHEN_ENABLED: dict[str, tuple[str]] = {
-    **{name: ("tbb_enabled",) for name in ("tbb_base_url", "tbb_client_id", "tbb_client_secret")},
-    **{name: ("tm_enabled",) for name in (
+# Variable -> the switch that requires it.
+_REQUIRED_WHEN_ENABLED: dict[str, str] = {
+    **{name: "tbb_enabled" for name in ("tbb_base_url", "tbb_client_id", "tbb_client_secret")},
+    **{name: "tm_enabled" for name in (
         "tm_base_url", "tm_apikey", "tm_device_id", "tm_billing_first_name", "tm_billing_last_name",
         "tm_billing_email", "tm_billing_phone", "tm_payment_nonce", "ticket_key")},
 }

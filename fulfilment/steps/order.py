@@ -30,6 +30,7 @@ import datetime as dt
 import logging
 import time
 import uuid
+from typing import Any
 
 from fulfilment import metrics, state_machine
 from fulfilment.db import autocommit, session_scope
@@ -154,7 +155,7 @@ def resolve_order(
         return None
     seen = "found no order" if isinstance(lookup, OrderAbsent) else f"did not tell ({lookup.reason})"
     if purchase.order_evidence == OrderEvidence.EXISTS:
-        return _wait(purchase, settings, message_id,
+        return wait_or_hold(purchase, settings, message_id,
                      f"quote {purchase.quote_id} was consumed, so an order exists; the lookup {seen}")
     if _quote_usable(purchase, margin_seconds=0) and not too_close_to_deadline(purchase, settings):
         # The same single-use quote again: 201 is our order, QUOTE_ALREADY_CONSUMED proves one exists.
@@ -170,7 +171,7 @@ def resolve_order(
             next_action_in=settings.redrive_after_seconds, changes={"order_evidence": None},
         ) else None
     why = "the quote has expired" if not _quote_usable(purchase, margin_seconds=0) else "the delivery deadline is too close"
-    return _wait(purchase, settings, message_id, f"the lookup {seen}; {why}, so the order is not sent again")
+    return wait_or_hold(purchase, settings, message_id, f"the lookup {seen}; {why}, so the order is not sent again")
 
 
 def _order(
@@ -277,13 +278,14 @@ def _unknown(
             next_action_in=settings.redrive_after_seconds, changes={"last_error": str(error), **changes},
         ) else None
     # Already ORDER_UNKNOWN: stay there and ask again later.
-    return _wait(purchase, settings, message_id, f"order sent again with quote {purchase.quote_id}: {error}",
+    return wait_or_hold(purchase, settings, message_id, f"order sent again with quote {purchase.quote_id}: {error}",
                  **changes)
 
 
-def _wait(purchase: Purchase, settings: Settings, message_id: str | None, why: str, **changes: str) -> Next | None:
+def wait_or_hold(purchase: Purchase, settings: Settings, message_id: str | None, why: str,
+                 **changes: Any) -> Next | None:
     """Look again later (backoff parked in Postgres), or hand over to a person once the
-    lookups are used up."""
+    lookups are used up.  Every partner's resolution of an unknown order ends this way."""
     if purchase.attempts >= settings.order_resolve_attempts:
         evidence = changes.get("order_evidence", purchase.order_evidence)
         record(purchase, State.NEEDS_ATTENTION, message_id=message_id,
@@ -385,4 +387,4 @@ def _quote_usable(purchase: Purchase, *, margin_seconds: float) -> bool:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=margin_seconds) < purchase.quote_expires_at
 
 
-__all__ = ["absence_policy_applies", "late_order", "order_columns", "place_order", "resolve_order"]
+__all__ = ["absence_policy_applies", "late_order", "wait_or_hold", "order_columns", "place_order", "resolve_order"]

@@ -21,7 +21,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import SecretStr
 from sqlalchemy import select, text
@@ -63,7 +63,10 @@ class Refreshed:
     error: str | None = None
 
 
+@runtime_checkable
 class Refresher(Protocol):
+    """A partner flow that refreshes issued tickets (Ticketmaster's SafeTix)."""
+
     def refresh(self, purchase: Purchase, tickets: Sequence[Ticket], *, key: SecretStr,
                 deadline: float) -> list[Refreshed]: ...
 
@@ -108,8 +111,7 @@ def refresh_tickets(purchase_id: uuid.UUID, *, partners: Partners, settings: Set
             log.info("ticket refresh for %s: it is %s; nothing to do", purchase_id, purchase.state)
             return 0
         flow = partners.flow(purchase.partner)
-        refresher = getattr(flow, "refresh", None)
-        if refresher is None:
+        if not isinstance(flow, Refresher):
             log.warning("purchase %s: partner %r is not enabled here or refreshes no tickets", purchase_id,
                         purchase.partner)
             return 0
@@ -121,7 +123,7 @@ def refresh_tickets(purchase_id: uuid.UUID, *, partners: Partners, settings: Set
         tickets = list(session.scalars(query.order_by(Ticket.position).with_for_update(skip_locked=True)))
         if not tickets:
             return 0
-        results = refresher(purchase, tickets, key=key, deadline=step_deadline(settings, started))
+        results = flow.refresh(purchase, tickets, key=key, deadline=step_deadline(settings, started))
         by_id = {ticket.id: ticket for ticket in tickets}
         now = dt.datetime.now(dt.UTC)
         event_tickets = []

@@ -85,7 +85,7 @@ from fulfilment.steps.common import (
     step_started,
 )
 from fulfilment.steps.flow import StepContext
-from fulfilment.steps.order import absence_policy_applies, evidence_message, resolve_backoff
+from fulfilment.steps.order import absence_policy_applies, wait_or_hold
 from fulfilment.steps.refresh import Refreshed
 from models import PartnerQuote, Purchase, Ticket
 
@@ -310,10 +310,9 @@ class TicketmasterFlow:
                             step: StepContext) -> tuple[Purchase, dict[str, Any] | None]:
         pending = data["pending"]
         operation = Operation(pending["operation"])
-        not_before = _parse(pending["not_before"])
-        if not_before is not None and not_before > self._clock():
-            self._park(purchase, data, step, (not_before - self._clock()).total_seconds(),
-                       f"{operation} answered 202: polling again at {pending['not_before']}")
+        early = self._too_early(pending)
+        if early is not None:
+            self._park(purchase, data, step, early, f"{operation} answered 202: polling again at {pending['not_before']}")
         sent_at = _parse(pending.get("sent_at")) or self._clock()
         cart = data["cart"]
         purchase, answer = self._poll(purchase, data, step, str(operation), lambda deadline: self.api.poll(
@@ -425,9 +424,7 @@ class TicketmasterFlow:
     def _commit_answer(self, purchase: Purchase, data: TmData, step: StepContext, answer: Committed | Polling,
                        sent_at: dt.datetime) -> Next | None:
         if isinstance(answer, Polling):
-            wait = answer.wait_seconds
-            data.set(pending={"operation": str(Operation.COMMIT), "url": answer.url, "sent_at": _iso(sent_at),
-                              "not_before": _iso(self._clock() + dt.timedelta(seconds=wait))})
+            wait = self._remember_poll(data, answer, sent_at, Operation.COMMIT)
             reason = f"commit of cart {purchase.quote_id} answered 202: polling in {wait:g} s"
             if purchase.state == State.ORDERING:
                 record(purchase, State.ORDER_UNKNOWN, reason, step.message_id, next_action_in=wait,
@@ -548,9 +545,9 @@ class TicketmasterFlow:
         deadline = step_deadline(step.settings, step.started)
         pending = data["pending"]
         if pending is not None and pending["operation"] == str(Operation.COMMIT):
-            not_before = _parse(pending["not_before"])
-            if not_before is not None and not_before > self._clock():
-                park(purchase, next_action_in=(not_before - self._clock()).total_seconds(),
+            early = self._too_early(pending)
+            if early is not None:
+                park(purchase, next_action_in=early,
                      error=f"commit answered 202: polling again at {pending['not_before']}",
                      message_id=step.message_id)
                 return None
@@ -618,15 +615,8 @@ class TicketmasterFlow:
         return None
 
     def _wait(self, purchase: Purchase, data: TmData, step: StepContext, why: str) -> Next | None:
-        settings = step.settings
-        if purchase.attempts >= settings.order_resolve_attempts:
-            record(purchase, State.NEEDS_ATTENTION, f"order outcome still unknown after {purchase.attempts} lookups",
-                   step.message_id, changes={**failure("ORDER_OUTCOME_UNKNOWN", f"{evidence_message(purchase)}; {why}"),
-                                             "partner_data": data.values})
-            return None
-        wait = resolve_backoff(purchase.attempts, settings)
-        park(purchase, next_action_in=wait, error=why, message_id=step.message_id, partner_data=data.values)
-        return None
+        """Look again later, or hand over to a person once the lookups are used up (the order step's rule)."""
+        return wait_or_hold(purchase, step.settings, step.message_id, why, partner_data=data.values)
 
     # ---- deliver: order management -----------------------------------------------------------------
 
@@ -841,10 +831,21 @@ class TicketmasterFlow:
 
     def _wait_for_poll(self, purchase: Purchase, data: TmData, step: StepContext, answer: Polling,
                        sent_at: dt.datetime, *, operation: Operation | None = None) -> None:
-        wait = answer.wait_seconds
-        data.set(pending={"operation": str(operation or answer.operation), "url": answer.url, "sent_at": _iso(sent_at),
-                          "not_before": _iso(self._clock() + dt.timedelta(seconds=wait))})
+        wait = self._remember_poll(data, answer, sent_at, operation or answer.operation)
         self._park(purchase, data, step, wait, f"{answer.operation} answered 202: polling in {wait:g} s")
+
+    def _remember_poll(self, data: TmData, answer: Polling, sent_at: dt.datetime, operation: Operation) -> float:
+        """Keep a 202's polling URL (without the apikey) for whoever claims the purchase next; returns its wait."""
+        wait = answer.wait_seconds
+        data.set(pending={"operation": str(operation), "url": answer.url, "sent_at": _iso(sent_at),
+                          "not_before": _iso(self._clock() + dt.timedelta(seconds=wait))})
+        return wait
+
+    def _too_early(self, pending: dict[str, Any]) -> float | None:
+        """Seconds left before a stored polling URL may be polled (its `wait`), None once it may."""
+        not_before = _parse(pending["not_before"])
+        left = (not_before - self._clock()).total_seconds() if not_before is not None else 0.0
+        return left if left > 0 else None
 
     def _park(self, purchase: Purchase, data: TmData, step: StepContext, seconds: float, why: str) -> None:
         log.info("purchase %s waits %.1f s: %s", purchase.id, seconds, why)
