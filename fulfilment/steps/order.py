@@ -30,6 +30,7 @@ import datetime as dt
 import logging
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fulfilment import metrics, state_machine
@@ -49,7 +50,7 @@ from fulfilment.partners.base import (
     order_details,
 )
 from fulfilment.settings import Settings
-from fulfilment.state_machine import TERMINAL, OrderEvidence, StaleTransition, State
+from fulfilment.state_machine import ORDERED, TERMINAL, OrderEvidence, StaleTransition, State
 from fulfilment.step_names import StepName
 from fulfilment.steps.common import (
     Claim,
@@ -333,35 +334,44 @@ def order_columns(purchase: Purchase, order: Order) -> dict[str, object]:
 
 
 def late_order(purchase: Purchase, order: Order, settings: Settings, message_id: str | None, *, how: str) -> None:
-    """An order confirmation whose claim had passed on: never dropped (invariant 8).
+    """An order confirmation whose claim had passed on: never dropped (invariant 8), see `keep_late_order`."""
+    keep_late_order(purchase, order_id=order.order_id, quote_id=order.quote_id, details=order_details(order),
+                    to_state=State.AWAITING_TRANSFER, next_action_in=settings.transfer_poll_min_seconds,
+                    changes_for=lambda current: order_columns(current, order), message_id=message_id, how=how)
 
-    Applied if the purchase still waits for exactly this answer (resolving the same quote,
-    no order recorded); a repeat of the recorded order is only noted; anything else is an
-    orphan order, kept with its purchase and raised to operators.
+
+def keep_late_order(purchase: Purchase, *, order_id: str, quote_id: str | None, details: Mapping[str, Any],
+                    to_state: State, next_action_in: float, changes_for: Callable[[Purchase], Mapping[str, Any]],
+                    message_id: str | None, how: str) -> None:
+    """An order whose answer came after its claim had passed on, for any partner: never dropped.
+
+    Applied (`to_state`, the partner's ordered state, with `changes_for(current)`) if the purchase
+    still waits for exactly this answer (resolving the same quote or cart, no order recorded); a
+    repeat of the recorded order is only noted; anything else is an orphan order (`details`), kept
+    with its purchase and raised to operators.
     """
     with session_scope() as session:
         current = session.get_one(Purchase, purchase.id, with_for_update=True)
         state = State(current.state)
-        if current.order_id == order.order_id:
+        if current.order_id == order_id:
             state_machine.late_answer(session, current.id, step="order", message_id=message_id,
-                                      answer=f"order {order.order_id} {how}, already recorded")
+                                      answer=f"order {order_id} {how}, already recorded")
             return
         if (state in (State.ORDERING, State.ORDER_UNKNOWN) and current.order_id is None
-                and current.quote_id == order.quote_id):
+                and current.quote_id == quote_id):
             state_machine.transition(
-                session, current, State.AWAITING_TRANSFER, message_id=message_id,
-                reason=f"order {order.order_id} {how} (a late answer: the purchase was still resolving quote "
-                f"{order.quote_id})",
-                next_action_in=settings.transfer_poll_min_seconds, changes=order_columns(current, order),
+                session, current, to_state, message_id=message_id,
+                reason=f"order {order_id} {how} (a late answer: the purchase was still resolving quote {quote_id})",
+                next_action_in=next_action_in, changes=changes_for(current),
             )
             return
-        reason = (f"order {order.order_id} (quote {order.quote_id}) {how} after the purchase moved on "
+        reason = (f"order {order_id} (quote {quote_id}) {how} after the purchase moved on "
                   f"(it is {state}{f' with order {current.order_id}' if current.order_id else ''}); "
                   "check it with the partner")
-        state_machine.orphan_order(session, current, order=order_details(order), reason=reason, message_id=message_id)
-        if state not in TERMINAL and state not in (State.NEEDS_ATTENTION, State.AWAITING_TRANSFER):
+        state_machine.orphan_order(session, current, order=details, reason=reason, message_id=message_id)
+        if state not in TERMINAL and state not in (State.NEEDS_ATTENTION, *ORDERED):
             state_machine.transition(session, current, State.NEEDS_ATTENTION, message_id=message_id,
-                                     reason=f"orphan order {order.order_id} needs a person",
+                                     reason=f"orphan order {order_id} needs a person",
                                      changes=failure("ORPHAN_ORDER", reason))
 
 
@@ -387,4 +397,5 @@ def _quote_usable(purchase: Purchase, *, margin_seconds: float) -> bool:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=margin_seconds) < purchase.quote_expires_at
 
 
-__all__ = ["absence_policy_applies", "late_order", "wait_or_hold", "order_columns", "place_order", "resolve_order"]
+__all__ = ["absence_policy_applies", "keep_late_order", "late_order", "order_columns", "place_order", "resolve_order",
+           "wait_or_hold"]

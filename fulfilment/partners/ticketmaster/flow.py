@@ -85,7 +85,7 @@ from fulfilment.steps.common import (
     step_started,
 )
 from fulfilment.steps.flow import StepContext
-from fulfilment.steps.order import absence_policy_applies, wait_or_hold
+from fulfilment.steps.order import absence_policy_applies, keep_late_order, wait_or_hold
 from fulfilment.steps.refresh import Refreshed
 from models import PartnerQuote, Purchase, Ticket
 
@@ -507,36 +507,13 @@ class TicketmasterFlow:
                 state_machine.transition(db, purchase, State.AWAITING_TICKETS, reason=f"order {order_id} {how}",
                                          message_id=step.message_id, next_action_in=0.0, changes=changes)
         except StaleTransition:
-            self._late_order(purchase, order_id, changes, step, how=how)
+            # Never dropped (invariant 8): applied if still awaited, else kept as an orphan order.
+            keep_late_order(purchase, order_id=order_id, quote_id=purchase.quote_id,
+                            details={"order_id": order_id, "quote_id": purchase.quote_id, "status": "committed"},
+                            to_state=State.AWAITING_TICKETS, next_action_in=0.0, changes_for=lambda _: changes,
+                            message_id=step.message_id, how=how)
             return None
         return Next(StepName.TICKETS)
-
-    def _late_order(self, purchase: Purchase, order_id: str, changes: dict[str, Any], step: StepContext, *,
-                    how: str) -> None:
-        """A commit answer whose claim had passed on: applied if the purchase still waits for exactly
-        it, else kept as an orphan order (never dropped, invariant 8)."""
-        with session_scope() as session:
-            current = session.get_one(Purchase, purchase.id, with_for_update=True)
-            state = State(current.state)
-            if current.order_id == order_id:
-                state_machine.late_answer(session, current.id, step="order", message_id=step.message_id,
-                                          answer=f"order {order_id} {how}, already recorded")
-                return
-            if state in (State.ORDERING, State.ORDER_UNKNOWN) and current.order_id is None \
-                    and current.quote_id == purchase.quote_id:
-                state_machine.transition(session, current, State.AWAITING_TICKETS, message_id=step.message_id,
-                                         reason=f"order {order_id} {how} (a late answer)", next_action_in=0.0,
-                                         changes=changes)
-                return
-            reason = (f"order {order_id} (cart {purchase.quote_id}) {how} after the purchase moved on (it is {state}); "
-                      "check it with Ticketmaster")
-            state_machine.orphan_order(session, current, order={"order_id": order_id, "quote_id": purchase.quote_id,
-                                                                "status": "committed"},
-                                       reason=reason, message_id=step.message_id)
-            if state not in state_machine.TERMINAL and state not in (State.NEEDS_ATTENTION, State.AWAITING_TICKETS):
-                state_machine.transition(session, current, State.NEEDS_ATTENTION, message_id=step.message_id,
-                                         reason=f"orphan order {order_id} needs a person",
-                                         changes=failure("ORPHAN_ORDER", reason))
 
     # ---- resolve: continue the polling, look among unredeemed orders ----------------------------------
 
