@@ -13,8 +13,19 @@ import uuid
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 # Purchase ids are derived from request ids, so a caller knows its purchase id at
 # submit time and a re-submission names the same purchase (invariant 5).
@@ -92,6 +103,17 @@ class PurchaseRequest(_Request):
 Ident = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:\-]+$")]
 
 
+class FanDevice(BaseModel):
+    """The fan's device/app install, as seed 003's FAQ asks: unique per install, never per order or
+    per server.  Sent with order management and SafeTix refreshes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    device_id: Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f]+$")]
+    device_type: Literal["web", "native"]
+    device_os: Literal["ios", "android", "other"]
+
+
 class TicketmasterRequest(_Request):
     """A purchase through the Ticketmaster Partner API; the tickets come back in events.
 
@@ -115,6 +137,25 @@ class TicketmasterRequest(_Request):
     third_party_account_id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$",
                                                  description="The buyer's opaque user id at the requesting "
                                                  "service: TM binds the SafeTix tickets to it.")]
+    event_timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, description="The event's IANA time zone (e.g. America/Los_Angeles). With event_start, the "
+        "purchase makes no event-details call (deprecated at TM).")
+    device: FanDevice | None = Field(
+        default=None, description="The fan's device (seed 003: per device/app install); omit to use the server's "
+        "TM_DEVICE_ID (a fallback: TM may refuse one id for many fans).")
+    payment_nonce: Annotated[SecretStr, Field(min_length=1, max_length=4096)] | None = Field(
+        default=None, description="A Braintree payment-method nonce for this purchase only (it pays once). "
+        "Required when the worker runs with TM_PAYMENT_SOURCE=request. Sealed at rest, never logged or echoed.")
+
+    @field_validator("event_timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError("is not an IANA time zone name (e.g. America/New_York)") from None
+        return value
 
     @field_validator("event_start")
     @classmethod
@@ -161,6 +202,17 @@ def request_schema() -> dict[str, Any]:
 
 def purchase_id_for(request_id: str) -> uuid.UUID:
     return uuid.uuid5(PURCHASE_NAMESPACE, request_id)
+
+
+# Request fields that are secrets: never stored in clear (rejections keep "***"), never logged.
+SECRET_FIELDS = ("payment_nonce",)
+
+
+def redacted(raw: Any) -> Any:
+    """`raw` without the clear value of a secret field (for rejected_requests and logs)."""
+    if isinstance(raw, dict) and any(name in raw for name in SECRET_FIELDS):
+        return {key: ("***" if key in SECRET_FIELDS else value) for key, value in raw.items()}
+    return raw
 
 
 def explain(error: ValidationError) -> str:

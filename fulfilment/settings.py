@@ -10,7 +10,7 @@ neither needs nor names the variables of the others.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AnyUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -101,8 +101,27 @@ class PartnerSettings(_FromEnvironment):
     tm_billing_country_code: str = "US"
     tm_billing_country_id: str = "840"
     tm_payment_type: str = Field(default="BRAINTREE")
-    tm_payment_nonce: SecretStr | None = Field(default=None, description="the payment method reference (Braintree nonce)")
+    # Where each payment's card `number` (a Braintree nonce: it pays ONCE) comes from
+    # (partners/ticketmaster/payment.py): `request` (each request carries `payment_nonce`),
+    # `braintree` (minted per payment from a vaulted payment method), `static` (TM_PAYMENT_NONCE for
+    # every payment: only for a sandbox that accepts a nonce twice; a warning at start).
+    tm_payment_source: Literal["request", "braintree", "static"] = Field(
+        default="request", description="request | braintree | static (sandbox only)")
+    tm_payment_nonce: SecretStr | None = Field(
+        default=None, description="with TM_PAYMENT_SOURCE=static only: one nonce for every payment")
     tm_payment_cin: SecretStr | None = Field(default=None, description="the card security code, if the method needs one")
+    tm_braintree_environment: Literal["sandbox", "production"] = Field(default="sandbox")
+    tm_braintree_merchant_id: str | None = Field(default=None, min_length=1)
+    tm_braintree_public_key: str | None = Field(default=None, min_length=1)
+    tm_braintree_private_key: SecretStr | None = Field(default=None, min_length=1)
+    tm_braintree_payment_method_token: SecretStr | None = Field(
+        default=None, min_length=1, description="the vaulted payment method each nonce is minted from")
+    tm_commit_poll_grace_seconds: float = Field(
+        default=3600.0, gt=0, description="a commit's polling URL is polled this long past its cart's hold, "
+        "then the purchase is held for a person (the URL kept)")
+    tm_unavailable_retry_seconds: float = Field(
+        default=300.0, gt=0, description="20001 outside the 00:00-02:00 event-local window (system unavailable): "
+        "ask again after this")
     ticket_key: SecretStr | None = Field(
         default=None, description="Fernet key encrypting ticket tokens at rest (`fulfil tickets new-key`)")
 
@@ -112,6 +131,14 @@ class PartnerSettings(_FromEnvironment):
                    if getattr(self, switch) and getattr(self, name) is None]
         if missing:
             raise ValueError(_MISSING_FOR_PARTNER + ", ".join(name.upper() for name in missing))
+        if self.tm_enabled and self.tm_payment_source == "static" and self.tm_payment_nonce is None:
+            raise ValueError(_MISSING_FOR_PARTNER + "TM_PAYMENT_NONCE (TM_PAYMENT_SOURCE=static)")
+        if self.tm_enabled and self.tm_payment_source == "braintree":
+            lacking = [name.upper() for name in _BRAINTREE if getattr(self, name) is None]
+            if lacking:
+                raise ValueError(_MISSING_FOR_PARTNER + ", ".join(lacking) + " (TM_PAYMENT_SOURCE=braintree)")
+        if self.tm_payment_cin is not None and not self.tm_payment_cin.get_secret_value().strip():
+            raise ValueError("TM_PAYMENT_CIN is set but empty: unset it if the payment method needs none")
         if not (self.tbb_enabled or self.tm_enabled):
             raise ValueError("no partner is enabled: set TBB_ENABLED or TM_ENABLED")
         if self.ticket_key is not None:
@@ -131,8 +158,10 @@ _REQUIRED_WHEN_ENABLED: dict[str, str] = {
     **{name: "tbb_enabled" for name in ("tbb_base_url", "tbb_client_id", "tbb_client_secret")},
     **{name: "tm_enabled" for name in (
         "tm_base_url", "tm_apikey", "tm_device_id", "tm_billing_first_name", "tm_billing_last_name",
-        "tm_billing_email", "tm_billing_phone", "tm_payment_nonce", "ticket_key")},
+        "tm_billing_email", "tm_billing_phone", "ticket_key")},
 }
+_BRAINTREE = ("tm_braintree_merchant_id", "tm_braintree_public_key", "tm_braintree_private_key",
+              "tm_braintree_payment_method_token")
 
 
 class PolicySettings(_FromEnvironment):

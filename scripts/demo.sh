@@ -46,7 +46,7 @@ export QUOTE_SAFETY_MARGIN_SECONDS=5 ACTOR_MIN_BACKOFF_MS=200 ACTOR_MAX_BACKOFF_
 # and payment nonce, a ticket key for the demo only.  No niterun: the demo must not depend on the hour.
 export TM_ENABLED=true TM_BASE_URL="http://127.0.0.1:$TM_SANDBOX_PORT/partners/v1" TM_APIKEY=tm-sandbox-apikey
 export TM_DEVICE_ID=ticket-fulfilment-demo TM_BILLING_FIRST_NAME=Tom TM_BILLING_LAST_NAME=Brown
-export TM_BILLING_EMAIL=tickets@example.com TM_BILLING_PHONE=4110001234 TM_PAYMENT_NONCE=fake-valid-visa-nonce
+export TM_BILLING_EMAIL=tickets@example.com TM_BILLING_PHONE=4110001234 TM_PAYMENT_SOURCE=request
 export TM_PAYMENT_CIN=123 TICKET_KEY=ZGVtby1vbmx5LXRpY2tldC1rZXktMzItYnl0ZXMhISE= TM_SANDBOX_NITERUN=off
 
 start() {  # name, command...
@@ -94,7 +94,8 @@ ids+=("$(submit --request-id "$run_id-1" --event-id 5496123 --section-name 101 -
 tm() {  # request-id suffix, event, ticket type, price level, quantity, max unit price
     printf '{"partner": "ticketmaster", "request_id": "%s-%s", "event_id": "%s", "ticket_type_id": "%s",
              "price_level_id": "%s", "quantity": %s, "max_unit_price": "%s", "third_party_account_id": "buyer-%s",
-             "delivery_deadline": "%s"}' "$run_id" "$1" "$2" "$3" "$4" "$5" "$6" "$1" "$deadline" \
+             "delivery_deadline": "%s", "payment_nonce": "fake-valid-nonce-%s-%s"}' \
+             "$run_id" "$1" "$2" "$3" "$4" "$5" "$6" "$1" "$deadline" "$run_id" "$1" \
         | "$VENV/bin/fulfil" submit-json -
 }
 ids+=("$(tm tm-1 000051048D991EE7 000000000001 1 2 60)")

@@ -127,7 +127,7 @@ TM_TEST_SETTINGS = {
     "TM_BILLING_CITY": "Hollywood",
     "TM_BILLING_REGION": "CA",
     "TM_BILLING_POSTAL_CODE": "92806",
-    "TM_PAYMENT_NONCE": "fake-valid-visa-nonce",
+    "TM_PAYMENT_SOURCE": "request",  # each request carries its own nonce (factories.tm_request)
     "TM_PAYMENT_CIN": "123",
     "TICKET_KEY": "dGVzdHMtb25seS10aWNrZXQta2V5LTMyLWJ5dGVzISE=",
 }

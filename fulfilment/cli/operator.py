@@ -86,6 +86,35 @@ def cancel(
     except (actions.OperatorActionError, ValueError) as error:
         _refuse(error)
     _done(done, as_json)
+    _release(done.purchase_id)
+
+
+def _release(purchase_id: Any) -> None:
+    """A cancelled purchase's partner holds (TM carts) are let go of now, not left to lapse."""
+    from fulfilment.db import session_scope
+    from fulfilment.partners.registry import build_ticketmaster
+    from fulfilment.settings import SettingsError, get_settings
+    from models import Purchase
+
+    with session_scope() as session:
+        cancelled = session.get(Purchase, purchase_id)
+    data = (cancelled.partner_data or {}) if cancelled is not None else {}
+    if cancelled is None or cancelled.partner != "ticketmaster" or not (data.get("cart") or data.get("abandoned")):
+        return
+    try:
+        settings = get_settings()
+        if not settings.tm_enabled:
+            raise SettingsError("TM_ENABLED is not set")
+    except (SettingsError, ValueError) as error:
+        typer.echo(f"note: its Ticketmaster cart was not deleted here ({str(error).splitlines()[0]}); TM releases it "
+                   "at its hold's end", err=True)
+        return
+    flow = build_ticketmaster(settings)
+    try:
+        with quiet_logs(*PARTNER_LOGGERS):
+            flow.release(cancelled, settings)
+    finally:
+        getattr(flow, "close", lambda: None)()
 
 
 @app.command()
@@ -94,6 +123,9 @@ def resolve(
     order_id: Annotated[str, typer.Option("--order-id", help="The partner's order id you found.")],
     operator: OperatorOption = None,
     note: Annotated[Optional[str], typer.Option(help="Anything to keep with it (e.g. a ticket number).")] = None,
+    order_token_file: Annotated[Optional[str], typer.Option(
+        "--order-token-file", help="Ticketmaster: a file holding the order token support gave you ('-': standard "
+        "input). Never on the command line: it would show in `ps` and the shell's history.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Record an order a person found at the partner, for a purchase whose order outcome is unknown.
@@ -108,6 +140,9 @@ def resolve(
     from fulfilment.settings import get_partner_settings, get_policy_settings
     from fulfilment.steps import operator as actions
 
+    if order_token_file is not None:
+        _resolve_with_token(purchase, order_id, order_token_file, operator, note, as_json)
+        return
     require(DatabaseSettings, PartnerSettings, PolicySettings)
     name = _operator(operator)
     partner_settings = get_partner_settings()
@@ -122,6 +157,33 @@ def resolve(
         _refuse(error)
     finally:
         client.close()
+    _done(done, as_json)
+
+
+def _resolve_with_token(purchase: str, order_id: str, token_file: str, operator: str | None, note: str | None,
+                        as_json: bool) -> None:
+    """A Ticketmaster order found through support: its number and token (from a file or stdin)."""
+    import sys
+
+    from pydantic import SecretStr
+
+    from fulfilment.settings import get_partner_settings
+    from fulfilment.steps import operator as actions
+
+    require(DatabaseSettings, PartnerSettings)
+    key = get_partner_settings().ticket_key
+    if key is None:
+        fail("TICKET_KEY is not set: an order token cannot be kept (it is stored sealed)", EXIT_USAGE)
+    try:
+        raw = sys.stdin.read() if token_file == "-" else open(token_file, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as error:
+        fail(f"cannot read the order token from {token_file!r}: {type(error).__name__}", EXIT_USAGE)
+    name = _operator(operator)
+    try:
+        done = actions.resolve_with_token(purchase, order_id=order_id, order_token=SecretStr(raw), operator=name,
+                                          ticket_key=key, note=note)
+    except (actions.OperatorActionError, ValueError) as error:
+        _refuse(error)
     _done(done, as_json)
 
 

@@ -81,20 +81,27 @@ def send_step(broker: dramatiq.Broker, step: StepName, purchase_id: uuid.UUID, *
     return message.message_id
 
 
-def send_refresh(broker: dramatiq.Broker, purchase_id: uuid.UUID, *, on_demand: bool) -> str:
+def send_refresh(broker: dramatiq.Broker, purchase_id: uuid.UUID, *, on_demand: bool,
+                 device: dict[str, str] | None = None) -> str:
     """Ask the workers to refresh a purchase's tickets (steps/refresh.py); returns the message id."""
     message = _message(REFRESH_QUEUE, REFRESH_ACTOR, str(purchase_id))
-    message = message.copy(args=(str(purchase_id), on_demand))
+    message = message.copy(args=(str(purchase_id), on_demand), kwargs={"device": device} if device else {})
     broker.enqueue(message)
     return message.message_id
 
 
-def request_ticket_refresh(purchase_id: uuid.UUID | str, *, broker_url: str) -> str:
+def request_ticket_refresh(purchase_id: uuid.UUID | str, *, broker_url: str,
+                           device: dict[str, str] | None = None) -> str:
     """On-demand refresh of a purchase's tickets (e.g. a ticket is being displayed), with confirms.
-    The new tokens come back in a `purchase.tickets_refreshed` event."""
+    `device`: the fan's device showing it ({"device_id", "device_type", "device_os"}, seed 003),
+    else the request's.  The new tokens come back in a `purchase.tickets_refreshed` event."""
+    if device is not None:
+        from fulfilment.requests import FanDevice
+
+        device = FanDevice.model_validate(device).model_dump()  # a clear error here, not in a worker
     broker = confirmed_broker(broker_url)
     try:
-        return send_refresh(broker, uuid.UUID(str(purchase_id)), on_demand=True)
+        return send_refresh(broker, uuid.UUID(str(purchase_id)), on_demand=True, device=device)
     finally:
         broker.close()
 

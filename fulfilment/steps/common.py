@@ -1,10 +1,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+import psycopg
+import sqlalchemy.exc
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from fulfilment import state_machine
 from fulfilment.db import autocommit, session_scope
@@ -14,7 +20,12 @@ from fulfilment.state_machine import Executor, StaleTransition, State
 from fulfilment.step_names import StepName
 from models import Purchase
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 DEADLINE_CODE = "DELIVERY_DEADLINE_TOO_CLOSE"
+# How long a write that records a partner's answer (an order!) is retried on fresh connections.
+ANSWER_WRITE_RETRY_SECONDS = 60.0
 PARTNER_REQUEST_NAMESPACE = uuid.UUID("0b7e6a1e-3b55-4d2c-9d0b-1f7e9c4a8e21")
 
 
@@ -162,3 +173,28 @@ def deadline_message(purchase: Purchase, settings: Settings) -> str:
     deadline = purchase.delivery_deadline.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
     return (f"delivery deadline {deadline} is less than MIN_DELIVERY_LEAD_SECONDS "
             f"({settings.min_delivery_lead_seconds:g} s) away: no order is placed")
+
+
+def _connection_failed(error: BaseException) -> bool:
+    """The database connection failed (reset, failover, server gone): the write may be tried again on a
+    fresh connection (db.autocommit and SQLAlchemy's pool replace a broken one)."""
+    if isinstance(error, sqlalchemy.exc.DBAPIError):
+        return bool(error.connection_invalidated) or isinstance(error.orig, psycopg.OperationalError)
+    return isinstance(error, psycopg.OperationalError)
+
+
+def keep_answer(write: Callable[[], T], *, what: str) -> T:
+    """Run `write` (which records what a partner answered: an order, a polling URL) and, if the
+    database connection fails under it, run it again on a fresh connection for up to
+    ANSWER_WRITE_RETRY_SECONDS before giving up (then the message is retried, and the answer is in
+    the log the caller wrote first).  `write` must be fenced and safe to repeat: a repeat that finds
+    its own earlier write committed sees a stale claim and keeps the answer as a late one."""
+    for attempt in Retrying(retry=retry_if_exception(_connection_failed), reraise=True,
+                            stop=stop_after_delay(ANSWER_WRITE_RETRY_SECONDS),
+                            wait=wait_exponential(multiplier=0.2, max=5.0),
+                            before_sleep=lambda state: log.warning(
+                                "%s not written yet (database connection failed: %s); trying again on a fresh "
+                                "connection", what, type(state.outcome.exception()).__name__ if state.outcome else "?")):
+        with attempt:
+            return write()
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -63,6 +63,11 @@ class PartnerFlow(Protocol):
     def deliver(self, purchase: Purchase, step: StepContext) -> Next | None:
         """`ordered_state`: fetch what was bought and finish the purchase."""
 
+    def release(self, purchase: Purchase, settings: Settings) -> None:
+        """The purchase ended before any order (deadline, re-quote limit, an operator's cancel): let go
+        of what the partner holds for it (TM: delete its carts, never left to lapse).  Best effort,
+        never raises, records nothing."""
+
 
 class PartnerNotEnabled(Exception):
     """The purchase's partner is not enabled in this process: it waits, untouched, for one that is."""

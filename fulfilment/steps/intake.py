@@ -8,13 +8,20 @@ import logging
 import uuid
 from typing import Any, NoReturn
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
-from fulfilment import logging_setup, metrics, state_machine
+from fulfilment import logging_setup, metrics, state_machine, ticket_crypto
 from fulfilment.db import autocommit, session_scope
-from fulfilment.requests import AnyPurchaseRequest, PurchaseRequest, explain, parse_request
+from fulfilment.requests import (
+    AnyPurchaseRequest,
+    PurchaseRequest,
+    TicketmasterRequest,
+    explain,
+    parse_request,
+    redacted,
+)
 from fulfilment.settings import Settings
 from models import OutboxEvent, Purchase, RejectedRequest
 
@@ -57,8 +64,13 @@ def receive(raw: Any, *, settings: Settings, message_id: str | None = None,
         _reject(raw, message_id, "PARTNER_NOT_ENABLED",
                 f"partner {request.partner!r} is not enabled here (enabled: {', '.join(settings.enabled_partners)})")
 
+    if (isinstance(request, TicketmasterRequest) and request.payment_nonce is None
+            and settings.tm_payment_source == "request"):
+        _reject(raw, message_id, "PAYMENT_NONCE_REQUIRED",
+                "payment_nonce: required here (TM_PAYMENT_SOURCE=request): a Braintree nonce minted for this purchase")
+
     logging_setup.bind(purchase_id=request.purchase_id)  # the rest of this message's log lines name it
-    columns = purchase_columns(request)
+    columns = purchase_columns(request, ticket_key=settings.ticket_key)
     with autocommit() as db:
         created = state_machine.create(db, {"id": request.purchase_id, **columns},
                                        next_action_in=settings.redrive_after_seconds, reason="request accepted",
@@ -87,8 +99,9 @@ def receive(raw: Any, *, settings: Settings, message_id: str | None = None,
 TICKETS_DELIVERY = "tickets"
 
 
-def purchase_columns(request: AnyPurchaseRequest) -> dict[str, Any]:
-    """The purchase's columns for a valid request (`partner_data`: what only its partner needs)."""
+def purchase_columns(request: AnyPurchaseRequest, *, ticket_key: SecretStr | None = None) -> dict[str, Any]:
+    """The purchase's columns for a valid request (`partner_data`: what only its partner needs; a
+    payment nonce sealed with `ticket_key`, never in clear)."""
     columns: dict[str, Any] = {
         "request_id": request.request_id,
         "partner": request.partner,
@@ -108,10 +121,21 @@ def purchase_columns(request: AnyPurchaseRequest) -> dict[str, Any]:
         "price_level_id": request.price_level_id,
         "third_party_account_id": request.third_party_account_id,
         "event_start": request.event_start.isoformat() if request.event_start else None,
+        "event_timezone": request.event_timezone,
+        "device": request.device.model_dump() if request.device else None,
+        **({"payment_nonce": _seal(request.payment_nonce, ticket_key)} if request.payment_nonce else {}),
     }}
 
 
-_REQUEST_DATA = ("delivery", "ticket_type_id", "price_level_id", "third_party_account_id", "event_start")
+def _seal(nonce: SecretStr, key: SecretStr | None) -> str:
+    if key is None:
+        raise RuntimeError("TICKET_KEY is required to keep a payment nonce at rest")
+    return ticket_crypto.encrypt(key, nonce)
+
+
+# Compared when a request_id comes again (the nonce is not: a retry may carry a fresh one).
+_REQUEST_DATA = ("delivery", "ticket_type_id", "price_level_id", "third_party_account_id", "event_start",
+                 "event_timezone", "device")
 
 
 def _differences(existing: Purchase, columns: dict[str, Any]) -> list[str]:
@@ -134,9 +158,9 @@ def _reject(raw: Any, message_id: str | None, code: str, reason: str, *,
     request_id = _storable(str(raw_request_id))[:200] if raw_request_id is not None else None
     stored_reason = _storable(reason)[:4000]
     try:
-        body = json.dumps(raw, default=str)
+        body = json.dumps(redacted(raw), default=str)
     except (TypeError, ValueError):
-        body = repr(raw)
+        body = repr(redacted(raw))
     with session_scope() as session:
         rejected = session.execute(
             insert(RejectedRequest)

@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -342,6 +343,61 @@ def resolve(
         return Done(current.id, state, State.AWAITING_TRANSFER, history)
 
 
+TOKEN_PATTERN = re.compile(r"^[\x21-\x7e]{1,4096}$")  # printable, no spaces: what an order token can be
+
+
+def resolve_with_token(ident: str, *, order_id: str, order_token: SecretStr, operator: str, ticket_key: SecretStr,
+                       note: str | None = None, via: str = "fulfil resolve") -> Done:
+    """Ticketmaster: record an order a person found through support, with its order token (TM has no
+    "get order" call by number; the token is what order management needs).  The token is sealed
+    with the ticket key before it is stored; the purchase then awaits its tickets, which the
+    tickets step fetches (order management checks the token: a wrong one holds it again).
+
+    For a TM purchase whose order outcome is unknown (needs_attention, order_unknown, stalled on the
+    order path), including one whose order number is known without its token (ORDER_TOKEN_UNKNOWN).
+    """
+    from fulfilment import ticket_crypto
+
+    order_id = order_id.strip()
+    if not ORDER_ID_PATTERN.match(order_id):
+        raise ValueError(f"{order_id!r} is not a partner order id (letters, digits, . _ : -, at most 100)")
+    if not TOKEN_PATTERN.match(order_token.get_secret_value().strip()):
+        raise ValueError("the order token must be 1 to 4096 printable characters without spaces")
+    sealed = ticket_crypto.encrypt(ticket_key, SecretStr(order_token.get_secret_value().strip()))
+    with session_scope() as session:
+        current = _locked(session, ident)
+        pid, state = current.id, State(current.state)
+        if current.partner != "ticketmaster":
+            raise Refused(f"purchase {pid} is a {current.partner} purchase: record its order with --order-id alone")
+        if current.order_id not in (None, order_id):
+            raise Refused(f"purchase {pid} already has order {current.order_id} (it is {state}); {order_id} is not "
+                          "recorded")
+        if (current.partner_data or {}).get("order_token") and current.order_id == order_id:
+            raise NothingToDo(f"purchase {pid} already has order {order_id} with its token (it is {state})")
+        stalled_on_order_path = state is State.STALLED and current.stalled_from in (*ORDER_PATH, State.AWAITING_TICKETS)
+        if state not in RESOLVABLE and not stalled_on_order_path:
+            raise Refused(f"purchase {pid} is {state}: only a purchase whose order (or its token) is unknown "
+                          "(needs_attention, order_unknown, or stalled while ordering) can have an order recorded")
+        owner = session.scalar(select(Purchase.id).where(Purchase.order_id == order_id, Purchase.id != pid))
+        if owner is not None:
+            raise Refused(f"order {order_id} is already recorded for purchase {owner}")
+        data = {key: value for key, value in (current.partner_data or {}).items() if key not in ("pending", "cart")}
+        history = (f"Ticketmaster order {order_id} found through support and recorded with its token by operator "
+                   f"{operator} ({via})" + (f": {' '.join(note.split())}" if note and note.strip() else ""))
+        state_machine.transition(
+            session, current, State.AWAITING_TICKETS, reason=history, next_action_in=0.0,
+            changes={"order_id": order_id, "order_status": "recorded by operator",
+                     "partner_data": {**data, "order_token": sealed}, "order_evidence": "exists",
+                     "failure_code": None, "failure_message": None, "last_error": None, "stalled_from": None},
+        )
+        session.execute(
+            update(OrphanOrder)
+            .where(OrphanOrder.order_id == order_id, OrphanOrder.resolved_at.is_(None))
+            .values(resolved_at=func.now(), resolution=f"recorded as the order of purchase {pid} by operator {operator}")
+        )
+        return Done(pid, state, State.AWAITING_TICKETS, history)
+
+
 def _check_resolvable(session: Session, purchase: Purchase, order_id: str) -> None:
     pid, state = purchase.id, State(purchase.state)
     if purchase.order_id == order_id:
@@ -411,5 +467,5 @@ def _iso(value: dt.datetime | None) -> str | None:
 __all__ = [
     "CANCELLED_BY_OPERATOR", "Done", "NothingToDo", "OperatorActionError", "OrderNotFound", "PartnerUnreachable",
     "PurchaseNotFound", "Refused", "Retried", "cancel", "find_purchase", "operator_name", "rejected_request",
-    "rejected_requests", "rejection_view", "replay_dead_letters", "resolve", "retry",
+    "rejected_requests", "rejection_view", "replay_dead_letters", "resolve", "resolve_with_token", "retry",
 ]

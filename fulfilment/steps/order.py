@@ -58,6 +58,7 @@ from fulfilment.steps.common import (
     claim_for_step,
     fail_if_deadline_too_close,
     failure,
+    keep_answer,
     park,
     partner_request_id,
     record,
@@ -80,9 +81,12 @@ def place_order(
         purchase, started = claim_for_step(db, purchase_id, [State.QUOTED], claim, settings)
         if purchase is None:
             return None
-        if fail_if_deadline_too_close(db, purchase, settings, message_id):
-            return None
+        ended = fail_if_deadline_too_close(db, purchase, settings, message_id)
         flow = partners.flow(purchase.partner)
+    if ended:
+        if flow is not None:
+            flow.release(purchase, settings)
+        return None
     if flow is not None:  # outside the block: no pooled connection held during its partner calls
         return flow.order(purchase, StepContext(settings, message_id, started))
     client = client_or_park(partners, purchase, settings, message_id)
@@ -128,7 +132,9 @@ def resolve_order(
                 next_action_in=settings.claim_lease_seconds, hold_claim_for=settings.claim_lease_seconds,
                 changes={"order_evidence": purchase.order_evidence or OrderEvidence.MAY_EXIST.value},
             )
-        elif purchase.attempts > settings.order_resolve_attempts:
+        elif purchase.attempts > settings.order_resolve_attempts and Partners.of(partner).flow(purchase.partner) is None:
+            # A partner's own flow counts its waits itself (TM: a commit still being processed is
+            # polled against its cart's window, never against a number of polls).
             state_machine.transition(
                 db, purchase, State.NEEDS_ATTENTION, message_id=message_id,
                 reason=f"order outcome still unknown after {settings.order_resolve_attempts} attempts",
@@ -306,15 +312,21 @@ def resolve_backoff(attempts: int, settings: Settings) -> float:
 
 
 def _confirmed(purchase: Purchase, order: Order, settings: Settings, message_id: str | None, *, how: str) -> None:
-    try:
-        with autocommit() as db:
-            state_machine.transition(
-                db, purchase, State.AWAITING_TRANSFER, reason=f"order {order.order_id} {how}",
-                message_id=message_id, next_action_in=settings.transfer_poll_min_seconds,
-                changes=order_columns(purchase, order),
-            )
-    except StaleTransition:
-        late_order(purchase, order, settings, message_id, how=how)
+    # Logged before the write, so a write that never lands still leaves the order id somewhere.
+    log.info("purchase %s: order %s %s (quote %s); recording it", purchase.id, order.order_id, how, order.quote_id)
+
+    def write() -> None:
+        try:
+            with autocommit() as db:
+                state_machine.transition(
+                    db, purchase, State.AWAITING_TRANSFER, reason=f"order {order.order_id} {how}",
+                    message_id=message_id, next_action_in=settings.transfer_poll_min_seconds,
+                    changes=order_columns(purchase, order),
+                )
+        except StaleTransition:
+            late_order(purchase, order, settings, message_id, how=how)
+
+    keep_answer(write, what=f"order {order.order_id}")
 
 
 def order_columns(purchase: Purchase, order: Order) -> dict[str, object]:
@@ -353,12 +365,13 @@ def keep_late_order(purchase: Purchase, *, order_id: str, quote_id: str | None, 
     with session_scope() as session:
         current = session.get_one(Purchase, purchase.id, with_for_update=True)
         state = State(current.state)
-        if current.order_id == order_id:
+        if current.order_id == order_id and state not in STILL_RESOLVING:
             state_machine.late_answer(session, current.id, step="order", message_id=message_id,
                                       answer=f"order {order_id} {how}, already recorded")
             return
-        if (state in (State.ORDERING, State.ORDER_UNKNOWN) and current.order_id is None
-                and current.quote_id == quote_id):
+        if state in STILL_RESOLVING and current.order_id in (None, order_id) and current.quote_id == quote_id:
+            # This purchase's own order (its quote or cart, no other order known): it goes on, even from
+            # a hold for a person or a stall; the order's answer is never left waiting there.
             state_machine.transition(
                 session, current, to_state, message_id=message_id,
                 reason=f"order {order_id} {how} (a late answer: the purchase was still resolving quote {quote_id})",
@@ -373,6 +386,11 @@ def keep_late_order(purchase: Purchase, *, order_id: str, quote_id: str | None, 
             state_machine.transition(session, current, State.NEEDS_ATTENTION, message_id=message_id,
                                      reason=f"orphan order {order_id} needs a person",
                                      changes=failure("ORPHAN_ORDER", reason))
+
+
+# Where a purchase may still be waiting for its order's answer (an order id alone, found by a lookup,
+# may be recorded already: the answer then brings the rest, e.g. TM's order token).
+STILL_RESOLVING = frozenset({State.ORDERING, State.ORDER_UNKNOWN, State.NEEDS_ATTENTION, State.STALLED})
 
 
 def evidence_message(purchase: Purchase, evidence: str | None = None) -> str:
@@ -397,5 +415,6 @@ def _quote_usable(purchase: Purchase, *, margin_seconds: float) -> bool:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=margin_seconds) < purchase.quote_expires_at
 
 
-__all__ = ["absence_policy_applies", "keep_late_order", "late_order", "order_columns", "place_order", "resolve_order",
-           "wait_or_hold"]
+
+__all__ = ["STILL_RESOLVING", "absence_policy_applies", "keep_late_order", "late_order", "order_columns", "place_order",
+           "resolve_backoff", "resolve_order", "wait_or_hold"]

@@ -46,9 +46,8 @@ def quote(
         purchase, started = claim_for_step(db, purchase_id, [State.RECEIVED, State.PAUSED], claim, settings)
         if purchase is None:
             return None
-        if fail_if_deadline_too_close(db, purchase, settings, message_id):
-            return None
-        if purchase.quotes_taken > settings.max_requotes:
+        ended = fail_if_deadline_too_close(db, purchase, settings, message_id)
+        if not ended and purchase.quotes_taken > settings.max_requotes:
             state_machine.transition(
                 db,
                 purchase,
@@ -57,10 +56,14 @@ def quote(
                 message_id=message_id,
                 changes=failure("REQUOTE_LIMIT", f"{purchase.quotes_taken} quotes taken, none could be ordered"),
             )
-            return None
+            ended = True
 
     partners = Partners.of(partner)
     flow = partners.flow(purchase.partner)
+    if ended:
+        if flow is not None:
+            flow.release(purchase, settings)
+        return None
     if flow is not None:
         return flow.quote(purchase, StepContext(settings, message_id, started, hand_over))
     client = client_or_park(partners, purchase, settings, message_id)

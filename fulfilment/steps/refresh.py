@@ -21,7 +21,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import SecretStr
 from sqlalchemy import select, text
@@ -68,7 +68,7 @@ class Refresher(Protocol):
     """A partner flow that refreshes issued tickets (Ticketmaster's SafeTix)."""
 
     def refresh(self, purchase: Purchase, tickets: Sequence[Ticket], *, key: SecretStr,
-                deadline: float) -> list[Refreshed]: ...
+                deadline: float, device: dict[str, Any] | None = None) -> list[Refreshed]: ...
 
 
 def schedule_refreshes(settings: Settings, send: Callable[[uuid.UUID], object]) -> int:
@@ -87,7 +87,7 @@ def schedule_refreshes(settings: Settings, send: Callable[[uuid.UUID], object]) 
 
 
 def refresh_tickets(purchase_id: uuid.UUID, *, partners: Partners, settings: Settings, on_demand: bool,
-                    message_id: str | None = None) -> int:
+                    message_id: str | None = None, device: dict[str, Any] | None = None) -> int:
     """Refresh the purchase's due tickets (all of them `on_demand`); returns how many got a new token.
 
     Raises what the partner call raises for a transient failure (the message is retried; nothing
@@ -123,7 +123,7 @@ def refresh_tickets(purchase_id: uuid.UUID, *, partners: Partners, settings: Set
         tickets = list(session.scalars(query.order_by(Ticket.position).with_for_update(skip_locked=True)))
         if not tickets:
             return 0
-        results = flow.refresh(purchase, tickets, key=key, deadline=step_deadline(settings, started))
+        results = flow.refresh(purchase, tickets, key=key, deadline=step_deadline(settings, started), device=device)
         by_id = {ticket.id: ticket for ticket in tickets}
         now = dt.datetime.now(dt.UTC)
         event_tickets = []

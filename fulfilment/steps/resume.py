@@ -13,12 +13,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from fulfilment import state_machine
 from fulfilment.db import session_scope
 from fulfilment.settings import PolicySettings
-from fulfilment.state_machine import NEXT_STEP, TERMINAL, State
+from fulfilment.state_machine import NEXT_STEP, TERMINAL, OrderEvidence, State
 from fulfilment.step_names import StepName
-from models import Purchase
+from models import OrphanOrder, Purchase
 
 RESUME_INTO: dict[State, State] = {
     State.RECEIVED: State.RECEIVED,
@@ -29,6 +31,10 @@ RESUME_INTO: dict[State, State] = {
     State.AWAITING_TRANSFER: State.AWAITING_TRANSFER,
     State.AWAITING_TICKETS: State.AWAITING_TICKETS,
 }
+
+
+# Resumed into these, a purchase quotes or orders afresh.
+BEFORE_ORDER = frozenset({State.RECEIVED, State.PAUSED, State.QUOTED})
 
 
 class CannotResume(Exception):
@@ -68,9 +74,20 @@ def resume(purchase_id: uuid.UUID, *, settings: PolicySettings, reason: str, che
                 "check with the partner, then `fulfil retry` it"
             )
         target = _target(purchase, state)
+        changes: dict[str, object] = {"failure_code": None, "failure_message": None, "stalled_from": None}
+        orphans = list(session.scalars(select(OrphanOrder.order_id).where(
+            OrphanOrder.purchase_id == purchase_id, OrphanOrder.resolved_at.is_(None))))
+        if orphans:
+            # An order the purchase did not expect is known: never order on top of it (invariant 1).
+            if target in BEFORE_ORDER:
+                raise CannotResume(
+                    f"purchase {purchase_id} has orphan order(s) {', '.join(orphans)} not yet resolved: resuming it "
+                    f"as {target} could order again. Record the order with `fulfil resolve`, or cancel it with the "
+                    "partner and then cancel the purchase")
+            changes["order_evidence"] = OrderEvidence.EXISTS.value  # the absence policy never applies to it
         state_machine.transition(
             session, purchase, target, reason=reason, next_action_in=settings.redrive_after_seconds,
-            changes={"failure_code": None, "failure_message": None, "stalled_from": None},
+            changes=changes,
         )
         return Resumed(purchase_id, state, target, NEXT_STEP[target])
 

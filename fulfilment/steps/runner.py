@@ -58,6 +58,20 @@ def parse_purchase_id(raw: object) -> uuid.UUID:
         raise InvalidMessage(f"purchase_id must be a UUID, got {str(raw)[:80]!r}") from None
 
 
+def parse_device(raw: object) -> dict[str, str] | None:
+    """A fan's device from a message (an on-demand refresh), checked like a request's."""
+    if raw is None:
+        return None
+    from pydantic import ValidationError
+
+    from fulfilment.requests import FanDevice, explain
+
+    try:
+        return FanDevice.model_validate(raw).model_dump()
+    except ValidationError as error:
+        raise InvalidMessage(f"device: {explain(error)}") from None
+
+
 def run_step(
     step: StepName | str, purchase_id: object, *, partner: Partner | Partners, settings: Settings, message_id: str | None,
     send: Send, claim: Claim | None = None,

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from fulfilment.db import session_scope
 from fulfilment.partners.ticketmaster.flow import source_account_id
 from fulfilment.rabbitmq.publisher import confirmed_broker, send_step
 from fulfilment.step_names import StepName
+from models import Purchase, PurchaseTransition
 from tests.support.events import EventListener
 from tests.support.factories import request, tm_request
 from tests.support.pipeline import Pipeline, in_states, restart_workers, start_pipeline, wait_until
@@ -77,8 +78,15 @@ def test_tbb_and_ticketmaster_purchases_side_by_side(pipeline: Pipeline, tm: TMS
     assert all(tokens)
     # The tickets reach the requester in events, never the logs (nor does the apikey or the key).
     logs = pipeline.workers.log_path.read_text() + pipeline.scheduler.log_path.read_text()
-    for secret in [*tokens, pipeline.env["TM_APIKEY"], pipeline.env["TICKET_KEY"], pipeline.env["TM_PAYMENT_NONCE"]]:
+    nonces = [body["payment_nonce"] for body in tm_bodies]
+    for secret in [*tokens, pipeline.env["TM_APIKEY"], pipeline.env["TICKET_KEY"], *nonces]:
         assert secret not in logs
+    # Nor Postgres: the request's nonce was sealed at intake, and is gone once a payment used it.
+    with session_scope() as session:
+        stored = " ".join(str(p.partner_data) for p in session.scalars(select(Purchase).where(Purchase.id.in_(tm_ids))))
+        stored += " ".join(str(t.reason) for t in session.scalars(select(PurchaseTransition)))
+    assert not any(nonce in stored for nonce in nonces)
+    assert "payment_nonce'" not in stored and "payment_nonce_used" in stored
     counts = tm.admin.counts()
     assert counts["concurrent_calls"] == 0 and counts["leaked_carts"] == 0
 

@@ -97,12 +97,11 @@ def test_sold_out_fails_with_the_partners_code(tm: TMSandboxProcess, partners: P
 
 def test_a_refused_payment_pauses_the_purchase_and_deletes_its_cart(tm: TMSandboxProcess,
                                                                     configured: dict[str, str]) -> None:
-    settings = get_settings().model_copy(update={"tm_payment_nonce": get_settings().tm_payment_nonce.__class__(
-        "fake-processor-declined-visa-nonce")})
+    settings = get_settings()
     built = build_partners(settings)
     try:
         driver = Driver(built, settings)
-        purchase_id = driver.take_in(tm_request())
+        purchase_id = driver.take_in(tm_request(payment_nonce="fake-processor-declined-visa-nonce"))
         purchase = driver.until(purchase_id, lambda p: p.state == State.PAUSED)
         assert "account cannot" in (history(purchase_id)[-1].reason)
         assert [cart["state"] for cart in tm.admin.carts()] == ["deleted"]

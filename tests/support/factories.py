@@ -45,6 +45,8 @@ def tm_request(**overrides: Any) -> dict[str, Any]:
         "max_unit_price": "60.00",
         "third_party_account_id": f"buyer-{uuid.uuid4().hex[:8]}",
         "delivery_deadline": (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        # A nonce pays once: each purchase carries its own (TM_PAYMENT_SOURCE=request).
+        "payment_nonce": f"fake-valid-nonce-{uuid.uuid4().hex}",
     }
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}

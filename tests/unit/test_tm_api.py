@@ -39,6 +39,7 @@ from fulfilment.partners.ticketmaster.errors import (
     SoldOut,
     TmOutcomeUnknown,
     UnexpectedResponse,
+    polling_url_gone,
 )
 from fulfilment.partners.ticketmaster.payloads import (
     Availability,
@@ -503,11 +504,30 @@ def test_sold_out_and_captcha_on_reserve(api: TicketmasterApi) -> None:
 
 
 @respx.mock
-def test_a_polled_commit_is_never_re_polled_after_sending(api: TicketmasterApi) -> None:
+def test_a_stalled_commit_poll_is_read_again_and_never_taken_for_a_gone_url(api: TicketmasterApi) -> None:
+    # A polling URL is a read of a result: reading it again is safe (contract); a stall proves nothing.
     route = respx.get(POLL_URL).mock(side_effect=httpx.ReadTimeout("slow"))
-    with pytest.raises(TmOutcomeUnknown):
+    with pytest.raises(TmOutcomeUnknown) as raised:
         api.poll(f"{POLL_URL}?cart_id={CART_ID}", expect=Operation.COMMIT, request_id="r", deadline=later())
-    assert route.call_count == 1
+    assert route.call_count > 1
+    assert not polling_url_gone(raised.value)
+
+
+@respx.mock
+def test_a_commit_poll_answered_after_a_stall_gives_the_order(api: TicketmasterApi) -> None:
+    route = respx.get(POLL_URL).mock(side_effect=[httpx.ReadTimeout("slow"), httpx.Response(
+        200, json={"order_number": "39-12345/NYC", "order_token": "tok"})])
+    answer = api.poll(f"{POLL_URL}?cart_id={CART_ID}", expect=Operation.COMMIT, request_id="r", deadline=later())
+    assert answer.order_number == "39-12345/NYC" and route.call_count == 2
+
+
+@respx.mock
+@pytest.mark.parametrize("status", [404, 410])
+def test_a_gone_commit_polling_url_is_said_so_and_not_read_again(api: TicketmasterApi, status: int) -> None:
+    route = respx.get(POLL_URL).mock(return_value=httpx.Response(status))
+    with pytest.raises(TmOutcomeUnknown) as raised:
+        api.poll(f"{POLL_URL}?cart_id={CART_ID}", expect=Operation.COMMIT, request_id="r", deadline=later())
+    assert polling_url_gone(raised.value) and route.call_count == 1
 
 
 @respx.mock

@@ -115,16 +115,19 @@ from tenacity.stop import stop_base
 from fulfilment.partners.base import DeadlineReached, PartnerError, TransientError
 from fulfilment.partners.ticketmaster import assumed
 from fulfilment.partners.ticketmaster.errors import (
+    POLLING_GONE,
     Maintenance,
     MalformedResponse,
     NotSent,
     PollingExpired,
     RateLimited,
+    TmOutcomeUnknown,
     TmTransientError,
     UnexpectedResponse,
     deadline_reached,
     error_from_response,
     for_cart_call,
+    polling_url_gone,
     scrub,
     unknown,
 )
@@ -515,9 +518,9 @@ class TicketmasterApi:
         error = error_from_response(response, operation=call.operation.value, secrets=self._secrets(call))
         if call.polling and response.status_code in assumed.POLLING_GONE_STATUSES and getattr(error, "tm_code", None) is None:
             if call.idempotent:
-                return _with_op(PollingExpired("POLLING_GONE", f"{call.metric}: the polling URL is no longer known",
+                return _with_op(PollingExpired(POLLING_GONE, f"{call.metric}: the polling URL is no longer known",
                                                status=response.status_code), call)
-            return unknown("POLLING_GONE", f"{call.metric}: the polling URL is no longer known; the operation's outcome "
+            return unknown(POLLING_GONE, f"{call.metric}: the polling URL is no longer known; the operation's outcome "
                            "is not", operation=call.operation.value, status=response.status_code, cart_id=call.cart_id)
         if call.operation in CART_OPERATIONS:
             return for_cart_call(error, operation=call.operation.value, commit=call.operation is Operation.COMMIT,
@@ -548,6 +551,10 @@ class TicketmasterApi:
                 return False
             if isinstance(error, (NotSent, RateLimited)):
                 return True  # never reached TM / refused unprocessed: safe for cart calls too
+            if call.polling and isinstance(error, TmOutcomeUnknown) and not polling_url_gone(error):
+                # A polling URL is a read of a result (assumed.py): reading it again is safe, for a
+                # commit's too.  Only its definite answer, or 404/410, ends the polling.
+                return True
             if not call.idempotent:
                 return False
             if isinstance(error, (Maintenance, PollingExpired, UnexpectedResponse)):

@@ -101,9 +101,13 @@ POLLING_GONE_STATUSES = frozenset({404, 410})
 # so nobody is told "your tickets are ready" before they can be.
 DELAY_DATE_FALLBACK_UTC_OFFSET_HOURS = -12
 # ASSUMED: a barcode-only ticket (seed 003: "only a barcode ... rendered as a QR code") comes with
-# `secure_entry_data` {"token": null, "render_type": "barcode"} and no error; any other
-# secure_entry_data without a token names an error (the delay case) or is malformed.
+# `secure_entry_data` {"token": null, "render_type": "barcode"} and no error.  Any other
+# secure_entry_data without a token is a SafeTix ticket whose token is not given yet (a delay, signalled
+# or not by a date): never issued as final, asked again (flow.py).
 BARCODE_RENDER_TYPE = "barcode"
+# Order management's `delivery.service_level` for SafeTix delivery (shared/ticketmaster-contract.md,
+# "What the real API does..."): with no token yet, the tickets are delayed even without a delay date.
+SAFETIX_SERVICE_LEVEL = "SAFETIX"
 
 # ---- what an answer proves -------------------------------------------------------------------------
 

@@ -225,6 +225,15 @@ def is_commit_definite(error: PartnerError) -> bool:
     return isinstance(error, CartInvalid)  # recognised by its message, without a code
 
 
+POLLING_GONE = "POLLING_GONE"
+
+
+def polling_url_gone(error: BaseException) -> bool:
+    """Did TM say the polling URL itself is gone (404/410 without a code, assumed.POLLING_GONE_STATUSES)?
+    Only then may a stored polling URL be forgotten: any other failure of a poll proves nothing."""
+    return isinstance(error, (TmOutcomeUnknown, PollingExpired)) and error.code == POLLING_GONE
+
+
 def for_cart_call(error: PartnerError, *, operation: str, commit: bool, cart_id: str | None) -> PartnerError:
     """What a refusal means once a cart call (reserve, payment, commit, delete) may have been sent.
 

@@ -41,6 +41,7 @@ from pydantic import SecretStr
 from fulfilment import state_machine, ticket_crypto
 from fulfilment.db import autocommit, session_scope
 from fulfilment.partners.base import AccountError, DeadlineReached, PartnerError, PermanentError, TransientError
+from fulfilment.partners.ticketmaster import assumed
 from fulfilment.partners.ticketmaster.api import TicketmasterApi
 from fulfilment.partners.ticketmaster.errors import (
     CartInvalid,
@@ -50,6 +51,7 @@ from fulfilment.partners.ticketmaster.errors import (
     TmNotFound,
     TmOutcomeUnknown,
     is_commit_definite,
+    polling_url_gone,
 )
 from fulfilment.partners.ticketmaster.payloads import (
     Address,
@@ -68,6 +70,14 @@ from fulfilment.partners.ticketmaster.payloads import (
     UnredeemedOrder,
     delay_date_start,
 )
+from fulfilment.partners.ticketmaster.payment import (
+    NONCE_USED,
+    SEALED_NONCE,
+    NonceSource,
+    PaymentSetupError,
+    nonce_source,
+    request_nonce,
+)
 from fulfilment.settings import Settings
 from fulfilment.state_machine import OrderEvidence, StaleTransition, State
 from fulfilment.statements import Row
@@ -76,6 +86,7 @@ from fulfilment.steps.common import (
     Claim,
     Next,
     failure,
+    keep_answer,
     note_late,
     park,
     partner_request_id,
@@ -85,7 +96,13 @@ from fulfilment.steps.common import (
     step_started,
 )
 from fulfilment.steps.flow import StepContext
-from fulfilment.steps.order import absence_policy_applies, keep_late_order, wait_or_hold
+from fulfilment.steps.order import (
+    STILL_RESOLVING,
+    absence_policy_applies,
+    keep_late_order,
+    resolve_backoff,
+    wait_or_hold,
+)
 from fulfilment.steps.refresh import Refreshed
 from models import PartnerQuote, Purchase, Ticket
 
@@ -101,6 +118,8 @@ NITERUN_FALLBACK_SECONDS = 900.0
 # A SafeTix ticket is refreshed this long before its event starts (seed 003).
 REFRESH_BEFORE_START = dt.timedelta(hours=20)
 CENT = Decimal("0.01")
+# The unredeemed list's window is N days: a commit this close to its edge may already be out of it.
+LIST_WINDOW_MARGIN = dt.timedelta(hours=1)
 # SafeTix tokens still missing after the delivery delay date (or without one): ask again this often.
 TOKENS_LATE_RETRY_SECONDS = 300.0
 
@@ -122,12 +141,13 @@ class TmConfig:
     email: str
     phone: str
     payment_type: str
-    payment_nonce: SecretStr
+    nonces: NonceSource
     payment_cin: SecretStr | None
     address: Address | None
     ticket_key: SecretStr
     min_hold_seconds: float
     unredeemed_days: int
+    unavailable_retry_seconds: float = 300.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TmConfig:
@@ -149,12 +169,13 @@ class TmConfig:
             email=need(settings.tm_billing_email, "tm_billing_email"),
             phone=need(settings.tm_billing_phone, "tm_billing_phone"),
             payment_type=settings.tm_payment_type,
-            payment_nonce=need(settings.tm_payment_nonce, "tm_payment_nonce"),
+            nonces=nonce_source(settings),
             payment_cin=settings.tm_payment_cin,
             address=address,
             ticket_key=need(settings.ticket_key, "ticket_key"),
             min_hold_seconds=settings.tm_min_hold_seconds,
             unredeemed_days=settings.tm_unredeemed_days,
+            unavailable_retry_seconds=settings.tm_unavailable_retry_seconds,
         )
 
 
@@ -239,6 +260,14 @@ class TicketmasterFlow:
     def close(self) -> None:
         self.api.close()
 
+    def device_of(self, partner_data: dict[str, Any] | None, given: dict[str, Any] | None = None) -> Device:
+        """The fan's device (seed 003: per device/app install), as given now (an on-demand refresh) or
+        by the request; this server's TM_DEVICE_ID only as a fallback (README: its risk)."""
+        found = given or (partner_data or {}).get("device")
+        if found:
+            return Device(device_id=found["device_id"], device_type=found["device_type"], device_os=found["device_os"])
+        return self.config.device
+
     # ---- quote: reserve + payment ---------------------------------------------------------------
 
     def quote(self, purchase: Purchase, step: StepContext) -> Next | None:
@@ -263,11 +292,28 @@ class TicketmasterFlow:
             return stop.following
 
     def _learn_event(self, purchase: Purchase, data: TmData, step: StepContext) -> Purchase:
-        details = self._call(purchase, data, step, "event", lambda deadline: self._event_details(
-            purchase.event_id, partner_request_id(purchase, "event"), deadline))
-        start = details.start_utc or _parse(data["event_start"])
+        """The event's start and time zone: from the request when it gave both (no call: Retrieve
+        Event Details is deprecated at TM), else from event details as a fallback.  That call never
+        fails a purchase that could otherwise be bought: a 404, a 403, a quota or an unreadable
+        answer leaves what the request gave, and what needs the rest says so (README)."""
+        given_start, given_zone = _parse(data["event_start"]), data["event_timezone"]
+        if given_start is not None and given_zone:
+            return self._save(purchase, data.set(event={"start": _iso(given_start), "timezone": given_zone,
+                                                        "source": "request"}))
+        try:
+            details = self._event_details(purchase.event_id, partner_request_id(purchase, "event"),
+                                          step_deadline(step.settings, step.started))
+        except PartnerError as error:
+            log.warning("purchase %s: event details for %s unavailable (%s); going on with what the request gave "
+                        "(start %s, time zone %s)", purchase.id, purchase.event_id, error.code,
+                        "given" if given_start else "unknown", given_zone or "unknown")
+            return self._save(purchase, data.set(event={
+                "start": _iso(given_start) if given_start else None, "timezone": given_zone,
+                "source": f"request (event details: {error.code})"}))
+        start = given_start or details.start_utc
         return self._save(purchase, data.set(event={"start": _iso(start) if start else None,
-                                                     "timezone": details.timezone}))
+                                                     "timezone": given_zone or details.timezone,
+                                                     "source": "event details"}))
 
     def _event_details(self, event_id: str, request_id: str, deadline: float) -> EventDetails:
         now = time.monotonic()
@@ -285,18 +331,30 @@ class TicketmasterFlow:
             tickets=(ReserveTicket(ticket_type_id=data["ticket_type_id"], quantity=purchase.quantity,
                                    price_level_id=data["price_level_id"]),),
             section=purchase.section_name, row=purchase.row_name,
+            # Best available is TM's default: seats elsewhere than asked.  Named seats are held as named.
+            accept_best_available=False if purchase.section_name else None,
         )
         sent_at = self._clock()
         answer = self._call(purchase, data, step, "reserve", lambda deadline: self.api.reserve(
             purchase.event_id, request, request_id=partner_request_id(purchase, "reserve"), deadline=deadline))
         return self._cart_answer(purchase, data, step, answer, Operation.RESERVE, sent_at)
 
+    def _nonce(self, purchase: Purchase, data: TmData, step: StepContext) -> SecretStr:
+        """This payment's nonce: the request's own (sealed), else one from the configured source.
+        A source that cannot give one pauses the purchase with the reason (its cart deleted)."""
+        try:
+            return request_nonce(self.config.ticket_key, data.values) or self.config.nonces.nonce_for(data.values)
+        except PaymentSetupError as error:
+            self._give_up(purchase, data, step, State.PAUSED, f"payment setup: {error.code}",
+                          {"last_error": str(error)[:2000]})
+            raise AssertionError("unreachable") from None
+
     def _pay(self, purchase: Purchase, data: TmData, step: StepContext) -> tuple[Purchase, dict[str, Any]]:
         cart = data["cart"]
         payment = Payment(
             first_name=self.config.first_name, last_name=self.config.last_name, home_phone=self.config.phone,
             email_address=self.config.email, amount=Decimal(cart["grand"]), currency=cart["currency"],
-            card=Card(number=self.config.payment_nonce, cin=self.config.payment_cin or SecretStr("")),
+            card=Card(number=self._nonce(purchase, data, step), cin=self.config.payment_cin),
             third_party_account_id=data["third_party_account_id"], type=self.config.payment_type,
             address=self.config.address,
         )
@@ -326,13 +384,19 @@ class TicketmasterFlow:
         if isinstance(answer, Polling):
             self._wait_for_poll(purchase, data, step, answer, sent_at)
         assert isinstance(answer, Cart)
-        # The hold counts from when the reserve was sent (the earliest it can have started).
+        # Each answer's hold_time counts down from that answer (the reference: it "may increase"); the
+        # call was sent before TM answered, so counting from the sending is never too late.
         reserved_at = sent_at if operation is Operation.RESERVE else _parse(data["cart"]["reserved_at"])
         assert reserved_at is not None
-        hold = answer.hold_time_seconds if answer.hold_time_seconds is not None else (
-            data["cart"] or {}).get("hold_seconds", 0)
+        if answer.hold_time_seconds is not None:
+            hold, expires_at = answer.hold_time_seconds, sent_at + dt.timedelta(seconds=answer.hold_time_seconds)
+        else:  # the answer did not say: the last known end stands
+            hold = (data["cart"] or {}).get("hold_seconds", 0)
+            expires_at = _parse((data["cart"] or {}).get("expires_at")) or reserved_at + dt.timedelta(seconds=hold)
+        if operation is Operation.ADD_PAYMENT and data[SEALED_NONCE]:
+            data.without(SEALED_NONCE).update({NONCE_USED: True})  # a nonce pays once: discarded
         cart = {"id": answer.cart_id, "reserved_at": _iso(reserved_at), "hold_seconds": hold,
-                "expires_at": _iso(reserved_at + dt.timedelta(seconds=hold)),
+                "expires_at": _iso(expires_at),
                 "paid": operation is Operation.ADD_PAYMENT, "grand": str(answer.totals.grand),
                 "currency": answer.currency, "seats": answer.num_seats}
         purchase = self._save(purchase, data.set(cart=cart))
@@ -346,6 +410,11 @@ class TicketmasterFlow:
         if cart.num_seats and cart.num_seats != purchase.quantity:
             self._give_up(purchase, data, step, State.FAILED, "cart does not match the request", failure(
                 "QUOTE_MISMATCH", f"{cart.num_seats} seats reserved, {purchase.quantity} requested"))
+        elsewhere = seats_not_as_asked(cart, purchase.section_name, purchase.row_name)
+        if elsewhere:
+            # Best available swapped the seats: never paid; deleted, and reserved again (bounded).
+            self._abandon_and_retry(purchase, data, step, f"cart {cart.cart_id} holds other seats than asked "
+                                    f"({elsewhere}); deleted, reserving again")
         if purchase.max_unit_price is not None and unit > purchase.max_unit_price:
             self._give_up(purchase, data, step, State.FAILED, "all-in price above max_unit_price", failure(
                 "PRICE_ABOVE_LIMIT", f"all-in unit price {unit} {cart.currency} (cart total {cart.totals.grand} / "
@@ -409,7 +478,8 @@ class TicketmasterFlow:
                 purchase = state_machine.transition(
                     db, purchase, State.ORDERING, reason=f"committing cart {cart['id']}", message_id=step.message_id,
                     next_action_in=settings.claim_lease_seconds, hold_claim_for=settings.claim_lease_seconds,
-                    changes={"order_evidence": OrderEvidence.MAY_EXIST.value})
+                    changes={"order_evidence": OrderEvidence.MAY_EXIST.value,
+                             "partner_data": data.set(commit_sent_at=_iso(self._clock()))})
         except StaleTransition:
             return None
         sent_at = self._clock()
@@ -426,12 +496,18 @@ class TicketmasterFlow:
         if isinstance(answer, Polling):
             wait = self._remember_poll(data, answer, sent_at, Operation.COMMIT)
             reason = f"commit of cart {purchase.quote_id} answered 202: polling in {wait:g} s"
-            if purchase.state == State.ORDERING:
-                record(purchase, State.ORDER_UNKNOWN, reason, step.message_id, next_action_in=wait,
-                       changes={"partner_data": data.values, "last_error": reason})
-            else:
-                park(purchase, next_action_in=wait, error=reason, message_id=step.message_id,
-                     partner_data=data.values)
+            log.info("purchase %s: %s (polling URL kept)", purchase.id, reason)
+
+            def write() -> bool:
+                if purchase.state == State.ORDERING:
+                    return record(purchase, State.ORDER_UNKNOWN, reason, step.message_id, next_action_in=wait,
+                                  changes={"partner_data": data.values, "last_error": reason})
+                return park(purchase, next_action_in=wait, error=reason, message_id=step.message_id,
+                            partner_data=data.values)
+
+            if not keep_answer(write, what=f"the polling URL of the commit of cart {purchase.quote_id}"):
+                keep_answer(lambda: keep_late_polling(purchase, data["pending"], wait, step.message_id),
+                            what=f"the polling URL of the commit of cart {purchase.quote_id}")
             return None
         return self._ordered(purchase, data, step, answer, how="committed")
 
@@ -455,6 +531,17 @@ class TicketmasterFlow:
         # Nothing was bought by the one commit of this cart.
         if isinstance(error, (RateLimited, Maintenance)):
             wait = self._wait_seconds(error, data)
+            margin = dt.timedelta(seconds=settings.quote_safety_margin_seconds)
+            if purchase.quote_expires_at is not None and self._clock() + dt.timedelta(seconds=wait) < (
+                    purchase.quote_expires_at - margin):
+                # Refused unprocessed, and the paid cart outlives the wait: it is kept, and the quote step
+                # then finds it paid and hands it to a commit again (no new reserve, no new payment).
+                record(
+                    purchase, State.RECEIVED, f"commit refused unprocessed ({error.code}); committing cart "
+                    f"{purchase.quote_id} again in {wait:g} s (held until {_iso(purchase.quote_expires_at)})",
+                    step.message_id, next_action_in=wait,
+                    changes={"order_evidence": None, "last_error": str(error)[:2000], "partner_data": data.values})
+                return None
             self._delete_cart(purchase, data, step)
             record(purchase, State.RECEIVED, f"commit refused unprocessed ({error.code}); reserving again in "
                    f"{wait:g} s", step.message_id, next_action_in=wait,
@@ -493,31 +580,52 @@ class TicketmasterFlow:
     def _ordered(self, purchase: Purchase, data: TmData, step: StepContext, committed: Committed, *,
                  how: str) -> Next | None:
         order_id = committed.order_number or _token_ref(committed.order_token)
-        data.without("pending", "cart")
-        if committed.order_token is not None:
-            data.set(order_token=ticket_crypto.encrypt(self.config.ticket_key, committed.order_token))
+        # Logged before the write (the order number, never the token): a write that never lands still
+        # leaves the order findable.
+        log.info("purchase %s: order %s %s for cart %s; recording it", purchase.id, order_id, how, purchase.quote_id)
+        sealed = (ticket_crypto.encrypt(self.config.ticket_key, committed.order_token)
+                  if committed.order_token is not None else None)
         grand = committed.grand_total if committed.grand_total is not None else purchase.subtotal
-        changes: dict[str, Any] = {
-            "order_id": order_id, "order_status": "committed", "partner_data": data.values, "last_error": None,
-            "failure_code": None, "failure_message": None, "subtotal": grand,
-            "unit_price": (grand / purchase.quantity).quantize(CENT, ROUND_HALF_UP) if grand is not None else None,
-        }
-        try:
-            with autocommit() as db:
-                state_machine.transition(db, purchase, State.AWAITING_TICKETS, reason=f"order {order_id} {how}",
-                                         message_id=step.message_id, next_action_in=0.0, changes=changes)
-        except StaleTransition:
-            # Never dropped (invariant 8): applied if still awaited, else kept as an orphan order.
-            keep_late_order(purchase, order_id=order_id, quote_id=purchase.quote_id,
-                            details={"order_id": order_id, "quote_id": purchase.quote_id, "status": "committed"},
-                            to_state=State.AWAITING_TICKETS, next_action_in=0.0, changes_for=lambda _: changes,
-                            message_id=step.message_id, how=how)
-            return None
-        return Next(StepName.TICKETS)
+
+        def changes_for(current: Purchase) -> dict[str, Any]:
+            """The order's columns onto `current`'s own partner_data (a late answer must not undo what
+            happened since this step read it)."""
+            kept = TmData(current)
+            kept.without("pending", "cart")
+            if sealed is not None:
+                kept.set(order_token=sealed)
+            return {"order_id": order_id, "order_status": "committed", "partner_data": kept.values,
+                    "last_error": None, "failure_code": None, "failure_message": None, "subtotal": grand,
+                    "unit_price": (grand / current.quantity).quantize(CENT, ROUND_HALF_UP) if grand is not None
+                    else None}
+
+        def write() -> bool:
+            try:
+                with autocommit() as db:
+                    state_machine.transition(db, purchase, State.AWAITING_TICKETS, reason=f"order {order_id} {how}",
+                                             message_id=step.message_id, next_action_in=0.0,
+                                             changes=changes_for(purchase))
+                return True
+            except StaleTransition:
+                # Never dropped (invariant 10): applied if the purchase still waits for its order (even
+                # held for a person), else an orphan order that keeps the sealed token.
+                keep_late_order(purchase, order_id=order_id, quote_id=purchase.quote_id,
+                                details={"order_id": order_id, "quote_id": purchase.quote_id, "status": "committed",
+                                         **({"order_token_sealed": sealed} if sealed else {})},
+                                to_state=State.AWAITING_TICKETS, next_action_in=0.0, changes_for=changes_for,
+                                message_id=step.message_id, how=how)
+                return False
+
+        return Next(StepName.TICKETS) if keep_answer(write, what=f"order {order_id}") else None
 
     # ---- resolve: continue the polling, look among unredeemed orders ----------------------------------
 
     def resolve(self, purchase: Purchase, step: StepContext) -> Next | None:
+        """A commit whose outcome is unknown.  Its polling URL, if TM gave one, is the only source of
+        the order token: it is polled until it gives a definite answer, and forgotten only when TM
+        says it is gone (404/410).  A stalled, reset or failed poll proves nothing (assumed.py): the
+        URL is kept and polled again with backoff, counted against the cart's window, never against
+        a number of polls.  Without a URL the order is looked for among unredeemed orders."""
         data = TmData(purchase)
         deadline = step_deadline(step.settings, step.started)
         pending = data["pending"]
@@ -538,19 +646,48 @@ class TicketmasterFlow:
                 park(purchase, next_action_in=wait, error=f"polling the commit refused ({error.code}); polling "
                      f"again in {wait:g} s", message_id=step.message_id)
                 return None
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001  classified below: only the poll's own answer proves anything
                 if isinstance(error, PartnerError) and is_commit_definite(error) and not isinstance(
                         error, CartInvalid):
                     # The commit's own answer, read by polling: this commit bought nothing.
                     return self._commit_refused_late(purchase, data, step, error)
-                if isinstance(error, (TransientError,)) and not isinstance(error, TmOutcomeUnknown):
-                    raise release_and_retry(purchase, error, step.settings) from error
-                log.warning("purchase %s: polling the commit failed (%s); looking among unredeemed orders",
+                if not polling_url_gone(error):
+                    # A stall, a timeout, a reset, a 5xx, an unreadable answer: the URL still holds the
+                    # answer (reading it again is safe).  Keep it; poll again later.
+                    return self._poll_commit_later(purchase, data, step, f"polling the commit failed: {error}")
+                log.warning("purchase %s: the commit's polling URL is gone (%s); looking among unredeemed orders",
                             purchase.id, error)
-                data.without("pending")
+                purchase = self._save(purchase, data.without("pending"))
             else:
+                if isinstance(answer, Polling):
+                    self._remember_poll(data, answer, _parse(pending.get("sent_at")) or self._clock(), Operation.COMMIT)
+                    return self._poll_commit_later(purchase, data, step, "commit still processing (202)",
+                                                   wait=answer.wait_seconds)
                 return self._commit_answer(purchase, data, step, answer, _parse(pending.get("sent_at")) or self._clock())
         return self._look_up(purchase, data, step, deadline)
+
+    def _poll_commit_later(self, purchase: Purchase, data: TmData, step: StepContext, why: str, *,
+                           wait: float | None = None) -> Next | None:
+        """The commit's polling URL did not answer definitely: poll it again after `wait` (TM's) or a
+        backoff.  Only once the cart's window is long over (TM_COMMIT_POLL_GRACE_SECONDS after its hold
+        ended) is the purchase held for a person, the URL still kept for `fulfil retry`."""
+        settings = step.settings
+        if wait is None:
+            wait = resolve_backoff(purchase.attempts, settings)
+        window_end = (purchase.quote_expires_at or self._clock()) + dt.timedelta(
+            seconds=settings.tm_commit_poll_grace_seconds)
+        if self._clock() >= window_end:
+            record(purchase, State.NEEDS_ATTENTION, f"the commit's polling URL gave no definite answer by "
+                   f"{_iso(window_end)}: {why}", step.message_id,
+                   changes={**failure("COMMIT_STILL_PROCESSING", f"Ticketmaster has not said whether the commit of "
+                                      f"cart {purchase.quote_id} made an order ({why}); its polling URL is kept: "
+                                      "`fulfil retry` polls it again"), "partner_data": data.values})
+            return None
+        pending = data["pending"] or {}
+        data.set(pending={**pending, "not_before": _iso(self._clock() + dt.timedelta(seconds=wait))})
+        log.info("purchase %s: %s; polling the commit again in %.1f s", purchase.id, why, wait)
+        park(purchase, next_action_in=wait, error=why, message_id=step.message_id, partner_data=data.values)
+        return None
 
     def _look_up(self, purchase: Purchase, data: TmData, step: StepContext, deadline: float) -> Next | None:
         wanted = source_account_id(purchase.id)
@@ -563,7 +700,7 @@ class TicketmasterFlow:
         if isinstance(answer, Polling):
             return self._wait(purchase, data, step, "the unredeemed-orders lookup answered 202")
         found = [order for order in answer if order.order_source_account_id == wanted]
-        if not found and absence_policy_applies(purchase, step.settings):
+        if not found and absence_policy_applies(purchase, step.settings) and self._list_covers(data):
             # The operator's explicit policy (ORDER_ABSENCE_GRACE_SECONDS, README): the cart's hold ended
             # that long ago (TM cannot commit it any more) and the list still shows no order from it.
             grace = step.settings.order_absence_grace_seconds
@@ -577,6 +714,17 @@ class TicketmasterFlow:
             return self._wait(purchase, data, step, "no unredeemed order carries its source_account_id (a lookup "
                               "may lag behind a commit: that proves nothing)")
         return self._found_without_token(purchase, data, step, found)
+
+    def _list_covers(self, data: TmData) -> bool:
+        """Could the unredeemed-orders list contain this purchase's order?  It lists *unredeemed* orders
+        of the last `TM_UNREDEEMED_DAYS` only: so only while the commit is well inside that window and
+        before the event starts (nothing can be redeemed earlier).  Otherwise its silence is no
+        evidence, and the absence policy never applies."""
+        sent, start = _parse(data["commit_sent_at"]), _parse((data["event"] or {}).get("start"))
+        now = self._clock()
+        if sent is None or start is None or start <= now:
+            return False
+        return now - sent < dt.timedelta(days=self.config.unredeemed_days) - LIST_WINDOW_MARGIN
 
     def _found_without_token(self, purchase: Purchase, data: TmData, step: StepContext,
                              found: list[UnredeemedOrder]) -> Next | None:
@@ -615,7 +763,7 @@ class TicketmasterFlow:
                 data.without("pending")
             else:
                 answer = self._call(purchase, data, step, "order_tickets", lambda deadline: self.api.order_tickets(
-                    token, self.config.device, data["third_party_account_id"],
+                    token, self.device_of(data.values), data["third_party_account_id"],
                     request_id=partner_request_id(purchase, "tickets"), deadline=deadline), ordered=True)
             if isinstance(answer, Polling):
                 self._wait_for_poll(purchase, data, step, answer, self._clock(), operation=Operation.ORDER_TICKETS)
@@ -629,15 +777,24 @@ class TicketmasterFlow:
         usable = [ticket for ticket in answer.tickets if not ticket.voided]
         retrievable_from = (delay_date_start(answer.delivery_delay_date, event.get("timezone"))
                             if answer.delivery_delay_date else None)
-        # SafeTix tickets whose tokens TM does not give yet (before the delivery delay date).
-        tokenless = [ticket for ticket in usable if ticket.secure_entry is not None and ticket.secure_entry.token is None
-                     and ticket.secure_entry.render_type == "rotating_symbology"]
+        # SafeTix tickets whose tokens TM does not give yet.  Every documented signal counts: a future
+        # delivery delay date, `service_level` SAFETIX, a rotating-symbology entry without a token.
+        # Tickets are never issued as final without their tokens.
+        safetix = (answer.service_level or "").upper() == assumed.SAFETIX_SERVICE_LEVEL
+        tokenless = [ticket for ticket in usable if not ticket.is_safetix and (
+            safetix or (ticket.secure_entry is not None and ticket.secure_entry.render_type != assumed.BARCODE_RENDER_TYPE))]
+        if retrievable_from is not None and retrievable_from > self._clock():
+            return self._delayed(purchase, data, step, answer, retrievable_from)
         if tokenless:
-            if retrievable_from is not None and retrievable_from > self._clock():
-                return self._delayed(purchase, data, step, answer, retrievable_from)
             park(purchase, next_action_in=TOKENS_LATE_RETRY_SECONDS, message_id=step.message_id,
                  error=f"{len(tokenless)} SafeTix ticket(s) without a token yet (delay date "
                  f"{answer.delivery_delay_date or 'not given'}); asking again later", partner_data=data.values)
+            return None
+        others = sorted({t.order_number for t in usable if t.order_number and t.order_number != purchase.order_id})
+        if others and purchase.order_id and not purchase.order_id.startswith(TOKEN_REF_PREFIX):
+            record(purchase, State.NEEDS_ATTENTION, "order management answered for another order", step.message_id,
+                   changes=failure("ORDER_MISMATCH", f"the order token of order {purchase.order_id} gave the tickets "
+                                   f"of order(s) {', '.join(others)}: check the token with Ticketmaster support"))
             return None
         if not usable:
             record(purchase, State.NEEDS_ATTENTION, "order management listed no usable ticket", step.message_id,
@@ -670,7 +827,9 @@ class TicketmasterFlow:
                 session.add_all(rows)
                 state_machine.transition(
                     session, current, State.TICKETS_ISSUED, message_id=step.message_id,
-                    reason=f"{len(rows)} ticket(s) issued for order {purchase.order_id}",
+                    reason=f"{len(rows)} ticket(s) issued for order {purchase.order_id}" + (
+                        "" if start is not None else "; the event's start is unknown (no event_start in the request, "
+                        "event details unavailable): no SafeTix refresh is scheduled, refresh on demand"),
                     changes={"order_status": "tickets_issued", "partner_data": data.without("pending"),
                              "last_error": None},
                     event_extra={"tickets": issued, "delivery": {
@@ -703,26 +862,37 @@ class TicketmasterFlow:
     # ---- SafeTix refresh (steps/refresh.py) ---------------------------------------------------------
 
     def refresh(self, purchase: Purchase, tickets: Sequence[Ticket], *, key: SecretStr,
-                deadline: float) -> list[Refreshed]:
+                deadline: float, device: dict[str, Any] | None = None) -> list[Refreshed]:
         """New tokens for the tickets from securerender, `x-user-id` = the buyer's
-        third_party_account_id (the one sent with the payment).  Transient failures raise."""
-        user = TmData(purchase)["third_party_account_id"]
+        third_party_account_id (the one sent with the payment), with the fan's device (`device`, given
+        on demand, else the request's).  A ticket without a barcode (seed 003's example has
+        `barcode_id: ""`) is refreshed through order management instead, matched by its seat.
+        Tokens are matched to tickets by barcode; by position only for a single ticket.  Transient
+        failures raise."""
+        data = TmData(purchase)
+        user = data["third_party_account_id"]
+        fan = self.device_of(data.values, device)
         wanted: list[tuple[Ticket, RenderTicket]] = []
         results: list[Refreshed] = []
+        barcodeless = [ticket for ticket in tickets if not ticket.barcode]
+        if barcodeless:
+            results += self._refresh_by_order(purchase, data, barcodeless, fan, deadline)
         for ticket in tickets:
-            if not (ticket.section and ticket.row and ticket.seat and ticket.barcode):
-                results.append(Refreshed(ticket.id, None, "ticket lacks section, row, seat or barcode"))
+            if not ticket.barcode:
+                continue
+            if not (ticket.section and ticket.row and ticket.seat):
+                results.append(Refreshed(ticket.id, None, "ticket lacks section, row or seat"))
                 continue
             wanted.append((ticket, RenderTicket(event_id=purchase.event_id, section=ticket.section, row=ticket.row,
                                                 seat=ticket.seat, barcode=ticket.barcode)))
         if not wanted:
             return results
-        answer = self.api.secure_render(user, self.config.device, [render for _, render in wanted],
+        answer = self.api.secure_render(user, fan, [render for _, render in wanted],
                                         request_id=partner_request_id(purchase, "securerender"), deadline=deadline)
         by_barcode = {rendered.barcode: rendered for rendered in answer.tickets if rendered.barcode}
-        for position, (ticket, render) in enumerate(wanted):
+        for ticket, render in wanted:
             rendered = by_barcode.get(render.barcode) or (
-                answer.tickets[position] if len(answer.tickets) == len(wanted) else None)
+                answer.tickets[0] if len(wanted) == 1 and len(answer.tickets) == 1 else None)
             if rendered is None:
                 results.append(Refreshed(ticket.id, None, "securerender did not answer for this ticket"))
             elif rendered.error is not None or rendered.token is None:
@@ -731,6 +901,50 @@ class TicketmasterFlow:
             else:
                 results.append(Refreshed(ticket.id, rendered.token.get_secret_value()))
         return results
+
+    def _refresh_by_order(self, purchase: Purchase, data: TmData, tickets: Sequence[Ticket], fan: Device,
+                          deadline: float) -> list[Refreshed]:
+        """Fresh tokens from order management for tickets securerender cannot name (no barcode)."""
+        stored = data["order_token"]
+        if not stored:
+            return [Refreshed(ticket.id, None, "no barcode, and no order token to ask order management with")
+                    for ticket in tickets]
+        answer = self.api.order_tickets(ticket_crypto.decrypt(self.config.ticket_key, stored), fan,
+                                        data["third_party_account_id"],
+                                        request_id=partner_request_id(purchase, "refresh-tickets"), deadline=deadline)
+        if isinstance(answer, Polling):
+            raise TransientError("POLLING", "order management answered 202: refreshed on the next run")
+        usable = [found for found in answer.tickets if not found.voided and found.is_safetix]
+        results = []
+        for ticket in tickets:
+            same_seat = [found for found in usable if (found.section, found.row, found.seat) == (
+                ticket.section, ticket.row, ticket.seat) and ticket.seat is not None]
+            if len(same_seat) != 1 and len(tickets) == 1 and len(usable) == 1:
+                same_seat = usable
+            if len(same_seat) != 1 or same_seat[0].secure_entry is None or same_seat[0].secure_entry.token is None:
+                results.append(Refreshed(ticket.id, None, "order management gave no token for this seat"))
+            else:
+                results.append(Refreshed(ticket.id, same_seat[0].secure_entry.token.get_secret_value()))
+        return results
+
+    # ---- release: a purchase that ended before its order --------------------------------------------
+
+    def release(self, purchase: Purchase, settings: Settings) -> None:
+        """Delete the carts of a purchase that ended before any commit (deadline, re-quote limit, an
+        operator's cancel): never left to lapse while they hold seats.  Best effort: never raises."""
+        data = TmData(purchase)
+        carts = [*([data["cart"]["id"]] if data["cart"] else []), *(data["abandoned"] or [])]
+        deadline = time.monotonic() + settings.step_deadline_seconds
+        for cart_id in dict.fromkeys(carts):
+            try:
+                self.api.delete_cart(purchase.event_id, cart_id, request_id=partner_request_id(
+                    purchase, f"release-{cart_id}"), deadline=deadline)
+                log.info("purchase %s ended: cart %s deleted", purchase.id, cart_id)
+            except (CartInvalid, TmNotFound):
+                pass  # gone already
+            except Exception as error:  # noqa: BLE001  best effort: TM releases it at its hold's end
+                log.warning("purchase %s ended: cart %s not deleted (%s); TM releases it at its hold's end",
+                            purchase.id, cart_id, error)
 
     # ---- shared -------------------------------------------------------------------------------
 
@@ -765,6 +979,11 @@ class TicketmasterFlow:
                 # The cart expired or is gone: reserve another.
                 data.without("cart", "pending")
                 self._park(purchase, data, step, 0.5, f"{what}: cart no longer valid ({error.code}); reserving again")
+            if what == "add_payment" and names_payment_field(error):
+                # The operator's payment setup (a field TM refuses, a missing cin): the same for every
+                # purchase, so each one pauses with the reason; none is failed for it.
+                self._give_up(purchase, data, step, State.PAUSED, f"payment setup refused: {error.code}",
+                              {"last_error": f"PAYMENT_SETUP: {error}"[:2000]})
             self._give_up(purchase, data, step, State.FAILED, f"partner refused {what}: {error.code}",
                           failure(error.code, error.message))
         except PartnerError as error:
@@ -798,13 +1017,18 @@ class TicketmasterFlow:
         raise _Stop()
 
     def _wait_seconds(self, error: PartnerError, data: TmData) -> float:
+        """How long a quota or a 20001 lasts: until Ratelimit-Expiry; inside the event-local 00:00-02:00
+        window until 02:00 (niterun); outside it (or where the zone is unknown) 20001 means the system
+        is unavailable: minutes (TM_UNAVAILABLE_RETRY_SECONDS), never until the next night."""
         now = self._clock()
         if isinstance(error, RateLimited):
             if error.retry_at is not None:
                 return max((error.retry_at - now).total_seconds(), 1.0)
             return QUOTA_FALLBACK_SECONDS
         end = niterun_end(now, (data["event"] or {}).get("timezone"))
-        return max((end - now).total_seconds(), 1.0) if end is not None else NITERUN_FALLBACK_SECONDS
+        if end is not None and end - now <= dt.timedelta(hours=NITERUN_END_HOUR):
+            return max((end - now).total_seconds(), 1.0)
+        return self.config.unavailable_retry_seconds
 
     def _wait_for_poll(self, purchase: Purchase, data: TmData, step: StepContext, answer: Polling,
                        sent_at: dt.datetime, *, operation: Operation | None = None) -> None:
@@ -894,10 +1118,60 @@ class TicketmasterFlow:
         data.set(abandoned=left) if left else data.without("abandoned")
 
 
+_PAYMENT_FIELD_WORDS = ("payment", "card", "cin", "nonce")
+
+
+def names_payment_field(error: PartnerError) -> bool:
+    """A refusal of add-payment that names a payment field (the operator's setup, not the cart)."""
+    return not isinstance(error, CartInvalid) and any(word in error.message.lower() for word in _PAYMENT_FIELD_WORDS)
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return (a or "").strip().casefold() == (b or "").strip().casefold()
+
+
+def seats_not_as_asked(cart: Cart, section: str | None, row: str | None) -> str:
+    """What in the cart's ticket items is not the section/row the request named ("" when all is)."""
+    if section is None:
+        return ""
+    wrong = [f"section {item.section or '?'} row {item.row or '?'}" for item in cart.items
+             if item.type in (None, "ticket") and (item.section is not None or item.row is not None)
+             and (not _same(item.section, section) or (row is not None and not _same(item.row, row)))]
+    return ", ".join(wrong)
+
+
+TOKEN_REF_PREFIX = "tm-token-"
+
+
 def _token_ref(token: SecretStr | None) -> str:
     """An order id for a commit that gave a token but no order number: a hash, never the token."""
     digest = hashlib.sha256(token.get_secret_value().encode()).hexdigest()[:24] if token else "unknown"
-    return f"tm-token-{digest}"
+    return f"{TOKEN_REF_PREFIX}{digest}"
+
+
+def keep_late_polling(purchase: Purchase, pending: dict[str, Any], wait: float, message_id: str | None) -> None:
+    """A commit's 202 that came after the claim had passed on: its polling URL (the only way to the
+    order token) is never dropped.  It goes into the history in every case (the URL holds no
+    secret), and back into partner_data if the purchase still waits for this cart's order; one held
+    for a person or stalled is resolved again, so the URL is polled."""
+    with session_scope() as session:
+        current = session.get_one(Purchase, purchase.id, with_for_update=True)
+        state = State(current.state)
+        state_machine.late_answer(session, current.id, step="order", message_id=message_id,
+                                  answer=f"commit of cart {purchase.quote_id} answered 202 late: polling URL "
+                                  f"{pending['url']}")
+        if state not in STILL_RESOLVING or current.order_id is not None or current.quote_id != purchase.quote_id:
+            return
+        kept = TmData(current)
+        if kept["pending"] is None:
+            kept.set(pending=pending)
+        if state in (State.NEEDS_ATTENTION, State.STALLED):
+            state_machine.transition(session, current, State.ORDER_UNKNOWN, message_id=message_id,
+                                     reason=f"the commit of cart {purchase.quote_id} answered 202 late: polling it",
+                                     next_action_in=wait, changes={"partner_data": kept.values,
+                                                                   "failure_code": None, "failure_message": None})
+        else:
+            current.partner_data = kept.values
 
 
 def build(settings: Settings, observe: Callable[[str, str, float], None] | None = None) -> TicketmasterFlow:
