@@ -206,6 +206,10 @@ def purchase_id_for(request_id: str) -> uuid.UUID:
 
 # Request fields that are secrets: never stored in clear (rejections keep "***"), never logged.
 SECRET_FIELDS = ("payment_nonce",)
+# Where a TM purchase keeps its request's nonce (sealed, ticket_crypto), and the mark left once a
+# payment used it (partners/ticketmaster/payment.py).
+SEALED_NONCE = "payment_nonce"
+NONCE_USED = "payment_nonce_used"
 
 
 def redacted(raw: Any) -> Any:

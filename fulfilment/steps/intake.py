@@ -15,6 +15,8 @@ from sqlalchemy.dialects.postgresql import insert
 from fulfilment import logging_setup, metrics, state_machine, ticket_crypto
 from fulfilment.db import autocommit, session_scope
 from fulfilment.requests import (
+    NONCE_USED,
+    SEALED_NONCE,
     AnyPurchaseRequest,
     PurchaseRequest,
     TicketmasterRequest,
@@ -23,6 +25,7 @@ from fulfilment.requests import (
     redacted,
 )
 from fulfilment.settings import Settings
+from fulfilment.state_machine import State
 from models import OutboxEvent, Purchase, RejectedRequest
 
 log = logging.getLogger(__name__)
@@ -92,7 +95,29 @@ def receive(raw: Any, *, settings: Settings, message_id: str | None = None,
             purchase_id=existing.id,
         )
     log.info("duplicate request_id %s: purchase %s already exists", request.request_id, existing.id)
+    if isinstance(request, TicketmasterRequest) and request.payment_nonce is not None:
+        _take_new_nonce(existing.id, request.payment_nonce, settings)
     return None
+
+
+def _take_new_nonce(purchase_id: uuid.UUID, nonce: SecretStr, settings: Settings) -> None:
+    """The same request sent again with a fresh payment_nonce: if the purchase's own nonce was used by
+    a payment whose cart was not bought (a nonce pays once), the new one is kept (sealed) and a
+    purchase paused for it goes on now.  Only while no worker holds it (a claim reads it afresh)."""
+    with session_scope() as session:
+        current = session.get(Purchase, purchase_id, with_for_update=True)
+        data = dict(current.partner_data or {}) if current is not None else {}
+        if current is None or not data.get(NONCE_USED) or data.get(SEALED_NONCE) or State(current.state) not in (
+                State.RECEIVED, State.PAUSED):
+            return
+        if current.claimed_until is not None and current.claimed_until > dt.datetime.now(dt.UTC):
+            log.info("purchase %s: a new payment nonce came while a worker holds it; not taken, send it again",
+                     purchase_id)
+            return
+        data.pop(NONCE_USED, None)
+        current.partner_data = {**data, SEALED_NONCE: _seal(nonce, settings.ticket_key)}
+        current.next_action_at = dt.datetime.now(dt.UTC)
+    log.info("purchase %s: a new payment nonce from the requester replaces the used one", purchase_id)
 
 
 # How a purchase of a partner that issues tickets is delivered (purchases.delivery_type).

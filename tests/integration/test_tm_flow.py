@@ -18,6 +18,7 @@ from fulfilment.partners.ticketmaster import flow as tm_flow
 from fulfilment.settings import get_settings
 from fulfilment.state_machine import State
 from fulfilment.step_names import StepName
+from fulfilment.steps import intake
 from fulfilment.steps.common import Next
 from fulfilment.steps.flow import Partners
 from models import OutboxEvent, Purchase, PurchaseTransition
@@ -247,7 +248,14 @@ def test_with_the_absence_policy_an_unknown_commit_reserves_again_once_its_cart_
     built = build_partners(settings)
     try:
         driver = Driver(built, settings)
-        purchase_id = driver.take_in(tm_request())
+        raw = tm_request()
+        purchase_id = driver.take_in(raw)
+        # The first cart's payment used the request's nonce (a nonce pays once): the new cart waits for one.
+        purchase = driver.until(purchase_id, lambda p: p.state == State.PAUSED, timeout=60)
+        assert "PAYMENT_NONCE_USED" in (purchase.last_error or "")
+        assert tm.admin.counts()["requests"]["commit"] == 1
+        # The requesting service sends the same request again with a fresh nonce: taken, and it goes on.
+        assert intake.accept({**raw, "payment_nonce": "fake-valid-nonce-second"}, settings=settings) is None
         purchase = driver.until(purchase_id, finished, timeout=60)
     finally:
         built.close()

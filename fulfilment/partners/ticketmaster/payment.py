@@ -31,12 +31,11 @@ from pydantic import SecretStr
 
 from fulfilment import ticket_crypto
 from fulfilment.partners.base import AccountError
+from fulfilment.requests import NONCE_USED, SEALED_NONCE
 from fulfilment.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# partner_data key of the request's sealed nonce (source `request`).
-SEALED_NONCE = "payment_nonce"
 
 
 class PaymentSetupError(AccountError):
@@ -48,10 +47,6 @@ class NonceSource(Protocol):
 
     def nonce_for(self, partner_data: dict[str, Any]) -> SecretStr:
         """A nonce for one payment of the purchase whose partner_data this is."""
-
-
-# partner_data key set once the request's nonce was used by an accepted payment (it is then gone).
-NONCE_USED = "payment_nonce_used"
 
 
 def request_nonce(key: SecretStr, partner_data: dict[str, Any]) -> SecretStr | None:
