@@ -207,6 +207,23 @@ class Admin:
     def counts(self) -> Any:
         return self._ok(self.client.get("/admin/counts"))
 
+    # --- the unkind modes (sandbox/faults.py, config.py) -----------------------------------------
+
+    def polling_jobs(self) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = self._ok(self.client.get("/admin/polling"))["jobs"]
+        return jobs
+
+    def forget_poll(self, polling_url_or_id: str) -> Any:
+        """The polling URL is gone: it answers 404 from now on."""
+        poll_id = polling_url_or_id.rstrip("/").rsplit("/", 1)[-1]
+        return self._ok(self.client.delete(f"/admin/polling/{poll_id}"))
+
+    def stall_polls(self, n: int, stall_ms: float, operation: str | None = None) -> Any:
+        """The next ``n`` polls (of ``operation``'s polling URLs only, e.g. "commit", when given) hang
+        ``stall_ms`` before they answer; other rules are replaced (PUT /admin/faults)."""
+        name = f"poll_{operation}" if operation else "poll"
+        return self.set_faults({name: {"stall_next": n, "stall_ms": stall_ms}})
+
     def catalogue(self) -> Any:
         return self._ok(self.client.get("/admin/catalogue"))
 

@@ -69,6 +69,10 @@ POLLING_REPEATS: Final = 0
 # left (rounded up, at least 1). The job belongs to the apikey that started it (others: 404). Jobs
 # live in memory only: a restart or an admin reset forgets them (404) - the contract's open
 # question "does a polling URL survive a restart" is answered "no" here.
+# ASSUMED: a polling URL lives for ever unless ``polling_ttl_seconds`` (config, 0 = never) is set:
+# then, that long after the 202, it answers 410 POLL_EXPIRED (the contract: "404/410 for a URL that
+# is gone"); an unknown or forgotten id answers 404 POLL_NOT_FOUND.
+POLLING_TTL_SECONDS: Final = 0.0
 # The work is done when the 202 is sent (a reserve's seats are held at once, even if nobody polls).
 # A polled reserve's final answer shows the cart's hold_time as it is when the poll is answered.
 
@@ -122,6 +126,7 @@ NOT_FOUND: Final = ErrorSpec(404, 90000, "API endpoint or event not found")
 METHOD_NOT_ALLOWED: Final = ErrorSpec(405, 90405, "HTTP method not allowed for endpoint")
 ORDER_NOT_FOUND: Final = ErrorSpec(404, 90002, "Order not found")
 POLL_NOT_FOUND: Final = ErrorSpec(404, 90005, "Polling request not found")
+POLL_EXPIRED: Final = ErrorSpec(410, 90006, "Polling request expired")
 # order management with a third_party_account_id other than the one sent with the payment.
 THIRD_PARTY_MISMATCH: Final = ErrorSpec(403, 10005, "third_party_account_id does not match the order")
 # a second call on a cart while another call on the same cart is in flight (see CONCURRENCY_POLICY).

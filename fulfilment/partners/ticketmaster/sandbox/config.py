@@ -21,6 +21,8 @@ TM_SANDBOX_NITERUN                    ``auto`` (default: by the event's local ti
 TM_SANDBOX_UNREDEEMED_LAG_SECONDS     seconds >= 0 (default 0): ``GET /partners/v1/orders/unredeemed``
                                       leaves out orders created less than that long ago (sandbox
                                       clock), like a list that lags behind commits
+TM_SANDBOX_POLLING_TTL_SECONDS        seconds >= 0 (default 0: never): a polling URL answers 410 once its
+                                      job is that old (sandbox clock)
 TM_SANDBOX_SEED                       int, default 0 (polling and fault randomness)
 TM_SANDBOX_SEATS_PER_ROW              int >= 1: seats per row of the test and barcode-only events
                                       (default: as catalogued, 10 and 12), for load and chaos runs
@@ -56,6 +58,7 @@ class SandboxConfig:
     money_format: str = assumed.MONEY_FORMAT
     captcha_required: bool = assumed.CAPTCHA_REQUIRED_DEFAULT
     unredeemed_lag_seconds: float = assumed.UNREDEEMED_LAG_SECONDS
+    polling_ttl_seconds: float = assumed.POLLING_TTL_SECONDS
     niterun_mode: str = "auto"
     seed: int = 0
     seats_per_row: int | None = None  # the test and barcode-only events' rows (catalogue.py); None: as catalogued
@@ -89,6 +92,7 @@ class SandboxConfig:
             "TM_SANDBOX_SEED": ("seed", int),
             "TM_SANDBOX_SEATS_PER_ROW": ("seats_per_row", int),
             "TM_SANDBOX_UNREDEEMED_LAG_SECONDS": ("unredeemed_lag_seconds", float),
+            "TM_SANDBOX_POLLING_TTL_SECONDS": ("polling_ttl_seconds", float),
         }
         for name, (key, convert) in readers.items():
             if env.get(name, "").strip():
@@ -126,6 +130,7 @@ class RuntimeSettings:
     money_format: str
     captcha_required: bool
     unredeemed_lag_seconds: float
+    polling_ttl_seconds: float
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> RuntimeSettings:
@@ -135,7 +140,7 @@ class RuntimeSettings:
             polling_rate=float(config.polling_rate), polling_wait_seconds=config.polling_wait_seconds,
             polling_repeats=config.polling_repeats, concurrency_policy=config.concurrency_policy,
             money_format=config.money_format, captcha_required=config.captcha_required,
-            unredeemed_lag_seconds=config.unredeemed_lag_seconds,
+            unredeemed_lag_seconds=config.unredeemed_lag_seconds, polling_ttl_seconds=config.polling_ttl_seconds,
         )
         return settings.patched(settings.to_json())  # one validation path
 
@@ -164,6 +169,7 @@ class RuntimeSettings:
             money_format=_choice(values, "money_format", assumed.MONEY_FORMATS),
             captcha_required=_boolean(values, "captcha_required"),
             unredeemed_lag_seconds=_number(values, "unredeemed_lag_seconds", low=0.0),
+            polling_ttl_seconds=_number(values, "polling_ttl_seconds", low=0.0),
         )
 
 

@@ -4,6 +4,11 @@ Endpoint names: ``list_events event_details availability reserve payment commit 
 order_management unredeemed poll securerender`` and ``*`` (used when an endpoint has no rule of
 its own; rules are not merged).
 
+Polls, per operation polled: ``poll_availability poll_reserve poll_commit poll_delete_cart
+poll_order_management`` name the polls of one operation's polling URLs; a poll uses the first rule
+found of ``poll_<operation>``, ``poll``, ``*`` (its counters are kept under the name whose rule it
+used, e.g. ``poll_commit``). A poll of an unknown URL uses ``poll``.
+
 Rule fields (all optional)::
 
     latency_ms       >=0    added delay before the call is handled (asyncio.sleep: other calls run)
@@ -18,6 +23,11 @@ Rule fields (all optional)::
                             error_statuses at once, yet are processed ("processed anyway, maybe later")
     late_rate        0..1   commit only: share of commits that would succeed handled that way
     late_ms          >=0    commit only: how long after the 5xx such a commit takes effect (default 0)
+    stall_next       int    the next N calls hang ``stall_ms`` (real time) before they are handled, then
+                            are handled normally: a client whose read timeout is shorter has given up.
+                            On a poll nothing is lost: the same polling URL answers the next poll
+                            as before (a re-read); fail_next/error_rate on polls leave it alive too
+    stall_ms         >0     how long a stalled call hangs (default 30000, past any sane read timeout)
 
 Injected 5xx are decided after auth and quota, before niterun and the handler, so they never change
 anything. Drops are decided after a commit answered 200 (or 202: then the polling URL is lost too).
@@ -38,7 +48,7 @@ The task lives in the server's event loop (see ``late``): a reset cancels pendin
 that ends first (e.g. Starlette's TestClient used outside ``with``) loses them (a warning is logged).
 
 Counters per endpoint: ``latency``, ``error``, ``error_<status>``, ``drop_after_commit``,
-``late_commit``, ``late_commit_<status>``.
+``late_commit``, ``late_commit_<status>``, ``stall``.
 Randomness: ``random.Random(seed + 1)``, separate from the polling stream.
 """
 
@@ -63,6 +73,8 @@ ENDPOINTS: tuple[str, ...] = (
     "list_events", "event_details", "availability", "reserve", "payment", "commit", "delete_cart",
     "order_management", "unredeemed", "poll", "securerender",
 )
+POLLED: tuple[str, ...] = ("availability", "reserve", "commit", "delete_cart", "order_management")
+POLL_ENDPOINTS: tuple[str, ...] = tuple(f"poll_{name}" for name in POLLED)
 WILDCARD = "*"
 INJECTABLE_STATUSES: tuple[int, ...] = (500, 502, 503, 504)
 DROP_ENDPOINTS = ("commit", WILDCARD)  # where the commit-only fields (drop_*, late_*) may be set
@@ -80,11 +92,13 @@ class FaultRule:
     late_next: int = 0
     late_rate: float = 0.0
     late_ms: float = 0.0
+    stall_next: int = 0
+    stall_ms: float = 30000.0
 
     @classmethod
     def from_json(cls, endpoint: str, raw: Any) -> FaultRule:
-        if endpoint not in ENDPOINTS and endpoint != WILDCARD:
-            raise ValueError(f"unknown endpoint {endpoint!r}; known: {[*ENDPOINTS, WILDCARD]}")
+        if endpoint not in ENDPOINTS and endpoint not in POLL_ENDPOINTS and endpoint != WILDCARD:
+            raise ValueError(f"unknown endpoint {endpoint!r}; known: {[*ENDPOINTS, *POLL_ENDPOINTS, WILDCARD]}")
         if not isinstance(raw, Mapping):
             raise ValueError(f"rule for {endpoint!r} must be an object")
         unknown = set(raw) - set(cls.__dataclass_fields__)
@@ -99,7 +113,12 @@ class FaultRule:
                         high is not None and value > high):
                     raise ValueError(f"{endpoint}.{key} must be a number >= 0" + (f" and <= {high}" if high else ""))
                 setattr(rule, key, float(value))
-        for key in ("fail_next", "drop_next", "late_next"):
+        if "stall_ms" in raw:
+            value = raw["stall_ms"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{endpoint}.stall_ms must be a number > 0")
+            rule.stall_ms = float(value)
+        for key in ("fail_next", "drop_next", "late_next", "stall_next"):
             if key in raw:
                 value = raw[key]
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -191,6 +210,23 @@ class FaultBook:
 
     def _rule(self, endpoint: str) -> FaultRule | None:
         return self._rules.get(endpoint) or self._rules.get(WILDCARD)
+
+    def poll_name(self, operation: str | None) -> str:
+        """The fault name of a poll of ``operation``'s polling URL: ``poll_<operation>`` when it has a
+        rule of its own, else ``poll`` (which falls back to ``*``)."""
+        name = f"poll_{operation}"
+        with self._lock:
+            return name if operation is not None and name in self._rules else "poll"
+
+    def stall(self, endpoint: str) -> float:
+        """Seconds this call hangs before it is handled (uses up stall_next); 0 when it does not."""
+        with self._lock:
+            rule = self._rule(endpoint)
+            if rule is None or rule.stall_next <= 0:
+                return 0.0
+            rule.stall_next -= 1
+            self._count(endpoint, "stall")
+            return rule.stall_ms / 1000.0
 
     def latency(self, endpoint: str) -> float:
         with self._lock:

@@ -5,7 +5,8 @@
 3. quota -> 429 with the ``Ratelimit-*`` headers (those headers go on every later answer too);
 4. cart calls (payment, commit, delete): enter the cart's in-flight set; an overlap is counted and,
    with the "reject" policy, answered 409 20099;
-5. injected latency (asyncio.sleep), then an injected 5xx (nothing done);
+5. injected latency and stalls (asyncio.sleep), then an injected 5xx (nothing done); a poll's faults
+   are those of ``poll_<operation polled>`` when set, else ``poll`` (``faults``);
 6. niterun for event-scoped calls -> 503 20001;
 7. polling decision (``X-TM-FORCE-POLLING: true`` or the seeded rate) for "Polling: Yes" calls;
 8. the handler (``TMError`` -> envelope); with polling its outcome is kept and 202 is answered;
@@ -35,6 +36,7 @@ from .state import SandboxState
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 CartIdOf = Callable[[Request], Awaitable[str | None]]
+FaultNameOf = Callable[[Request, SandboxState], str]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class EndpointSpec:
     polling: bool = False       # "Polling: Yes"
     event_scoped: bool = False  # refused during niterun
     cart_id_of: CartIdOf | None = None  # a cart call: where its cart id is
+    fault_name_of: FaultNameOf | None = None  # the name its fault rule is looked up by (default: name)
 
 
 def sandbox_of(request: Request) -> SandboxState:
@@ -122,10 +125,11 @@ def partner_endpoint(spec: EndpointSpec, handler: Handler) -> Endpoint:
             if not entered:
                 return respond(sandbox, Outcome(409, envelope(assumed.CONCURRENT_CART_CALL)), headers)
         try:
-            delay = sandbox.faults.latency(spec.name)
+            fault_name = spec.fault_name_of(request, sandbox) if spec.fault_name_of is not None else spec.name
+            delay = sandbox.faults.latency(fault_name) + sandbox.faults.stall(fault_name)
             if delay > 0:
                 await asyncio.sleep(delay)
-            plan = sandbox.faults.plan(spec.name)
+            plan = sandbox.faults.plan(fault_name)
             if plan.status is not None:
                 return injected_response(sandbox, plan.status, plan.gateway_body, headers)
             if spec.event_scoped:
