@@ -224,6 +224,11 @@ class Admin:
         name = f"poll_{operation}" if operation else "poll"
         return self.set_faults({name: {"stall_next": n, "stall_ms": stall_ms}})
 
+    def answer_late(self, n: int, answer_after_ms: float, endpoint: str = "commit") -> Any:
+        """The next ``n`` successful calls of ``endpoint`` are processed at once and answered
+        ``answer_after_ms`` later; other rules are replaced (PUT /admin/faults)."""
+        return self.set_faults({endpoint: {"answer_after_next": n, "answer_after_ms": answer_after_ms}})
+
     def catalogue(self) -> Any:
         return self._ok(self.client.get("/admin/catalogue"))
 

@@ -11,7 +11,8 @@ committed when their time came: nothing was done).
 
 Keyed counts: ``orders_per_source_account`` (source_account_id, ``(none)`` when absent),
 ``concurrent_calls_per_cart``, ``rate_limited_per_apikey`` (the key's last 4 characters only),
-``requests`` per endpoint, and ``securerender_calls`` per barcode: a list of ``{"at", "ok"}`` with
+``requests`` per endpoint, ``late_answers`` per endpoint (answers held back ``answer_after_ms``
+after the work was done, see ``faults``), and ``securerender_calls`` per barcode: a list of ``{"at", "ok"}`` with
 the sandbox clock's time of each call.
 """
 
@@ -29,7 +30,8 @@ TOTALS = (
     "polls_before_wait", "polling_answers", "rate_limited", "niterun_refusals", "unauthorized", "concurrent_calls",
     "dropped_after_commit", "commits_processed_late", "late_commits_failed",
 )
-KEYED = ("orders_per_source_account", "concurrent_calls_per_cart", "rate_limited_per_apikey", "requests")
+KEYED = ("orders_per_source_account", "concurrent_calls_per_cart", "rate_limited_per_apikey", "requests",
+         "late_answers")
 
 
 def key_hint(apikey: str) -> str:

@@ -28,6 +28,14 @@ Rule fields (all optional)::
                             On a poll nothing is lost: the same polling URL answers the next poll
                             as before (a re-read); fail_next/error_rate on polls leave it alive too
     stall_ms         >0     how long a stalled call hangs (default 30000, past any sane read timeout)
+    answer_after_next int   the next N calls that succeed (2xx: a commit's 200 with order number and
+                            token, or its 202 with a polling URL) are processed at once and their
+                            answer is sent only ``answer_after_ms`` later ("an answer that arrives
+                            after the lease"; the client may have given up long before)
+    answer_after_rate 0..1  share of successful calls answered that way
+    answer_after_ms  >0     how long the answer waits (real time, default 30000); counted per
+                            endpoint in ``late_answers`` (``GET /admin/counts``). The call leaves
+                            its cart's in-flight set before the wait: its work is done
 
 Injected 5xx are decided after auth and quota, before niterun and the handler, so they never change
 anything. Drops are decided after a commit answered 200 (or 202: then the polling URL is lost too).
@@ -48,7 +56,7 @@ The task lives in the server's event loop (see ``late``): a reset cancels pendin
 that ends first (e.g. Starlette's TestClient used outside ``with``) loses them (a warning is logged).
 
 Counters per endpoint: ``latency``, ``error``, ``error_<status>``, ``drop_after_commit``,
-``late_commit``, ``late_commit_<status>``, ``stall``.
+``late_commit``, ``late_commit_<status>``, ``stall``, ``answer_after``.
 Randomness: ``random.Random(seed + 1)``, separate from the polling stream.
 """
 
@@ -94,6 +102,9 @@ class FaultRule:
     late_ms: float = 0.0
     stall_next: int = 0
     stall_ms: float = 30000.0
+    answer_after_next: int = 0
+    answer_after_rate: float = 0.0
+    answer_after_ms: float = 30000.0
 
     @classmethod
     def from_json(cls, endpoint: str, raw: Any) -> FaultRule:
@@ -113,12 +124,18 @@ class FaultRule:
                         high is not None and value > high):
                     raise ValueError(f"{endpoint}.{key} must be a number >= 0" + (f" and <= {high}" if high else ""))
                 setattr(rule, key, float(value))
-        if "stall_ms" in raw:
-            value = raw["stall_ms"]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{endpoint}.stall_ms must be a number > 0")
-            rule.stall_ms = float(value)
-        for key in ("fail_next", "drop_next", "late_next", "stall_next"):
+        for key in ("stall_ms", "answer_after_ms"):
+            if key in raw:
+                value = raw[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    raise ValueError(f"{endpoint}.{key} must be a number > 0")
+                setattr(rule, key, float(value))
+        if "answer_after_rate" in raw:
+            value = raw["answer_after_rate"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"{endpoint}.answer_after_rate must be a number >= 0 and <= 1")
+            rule.answer_after_rate = float(value)
+        for key in ("fail_next", "drop_next", "late_next", "stall_next", "answer_after_next"):
             if key in raw:
                 value = raw[key]
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -227,6 +244,19 @@ class FaultBook:
             rule.stall_next -= 1
             self._count(endpoint, "stall")
             return rule.stall_ms / 1000.0
+
+    def answer_after(self, endpoint: str) -> float:
+        """For a call that succeeded: seconds its answer waits (uses up answer_after_next); 0: none."""
+        with self._lock:
+            rule = self._rule(endpoint)
+            if rule is None:
+                return 0.0
+            if rule.answer_after_next > 0:
+                rule.answer_after_next -= 1
+            elif not (rule.answer_after_rate > 0 and self._rng.random() < rule.answer_after_rate):
+                return 0.0
+            self._count(endpoint, "answer_after")
+            return rule.answer_after_ms / 1000.0
 
     def latency(self, endpoint: str) -> float:
         with self._lock:

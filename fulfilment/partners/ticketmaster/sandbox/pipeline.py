@@ -12,7 +12,9 @@
 8. the handler (``TMError`` -> envelope); with polling its outcome is kept and 202 is answered;
    commit only: a late-commit fault (``faults``, ``late``) makes it answer an injected 5xx instead
    (``InjectedAnswer``, even when polled), the commit made already or pending;
-9. commit only: commit-then-drop (the answer's head is sent, then the connection is aborted).
+9. a 2xx answer may wait ``answer_after_ms`` (fault ``answer_after_*``: the work is done, the answer
+   arrives late; the call leaves its cart's in-flight set first), counted in ``late_answers``;
+10. commit only: commit-then-drop (the answer's head is sent, then the connection is aborted).
 """
 
 from __future__ import annotations
@@ -151,6 +153,13 @@ def partner_endpoint(spec: EndpointSpec, handler: Handler) -> Endpoint:
                 counters.bump("polling_answers")
                 outcome = Outcome(202, polling_body(str(request.base_url), job.poll_id, settings.polling_wait_seconds))
             response = respond(sandbox, outcome, headers)
+            answer_delay = sandbox.faults.answer_after(fault_name) if outcome.status < 300 else 0.0
+            if answer_delay > 0:
+                counters.bump("late_answers", spec.name)
+                if entered and cart_id is not None:
+                    entered = False
+                    sandbox.cart_calls.leave(cart_id)
+                await asyncio.sleep(answer_delay)
             if committed and sandbox.faults.should_drop("commit"):
                 counters.bump("dropped_after_commit")
                 return DropConnectionResponse(response)
