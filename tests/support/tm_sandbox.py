@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,6 +72,11 @@ def payment_body(cart: dict[str, Any], *, amount: str | None = None, nonce: str 
     }
     payment.update(overrides)
     return {"cartId": cart["cart_id"], "payment": payment}
+
+
+def fresh_nonce() -> str:
+    """A payment nonce never used before (the sandbox accepts any ``fake-valid-nonce-*``)."""
+    return f"fake-valid-nonce-{uuid.uuid4().hex}"
 
 
 def reserve_body(ticket_id: str = "000000000001", quantity: int = 1, price_id: int | None = 1,
@@ -140,10 +146,10 @@ class Partner:
         return self.call("GET", httpx.URL(polling_url).path, **kwargs)
 
     def buy(self, event_id: str = TEST_EVENT, body: dict[str, Any] | None = None, source_account_id: str = "purchase-1",
-            third_party_account_id: str = "12313131") -> dict[str, Any]:
+            third_party_account_id: str = "12313131", nonce: str = "fake-valid-visa-nonce") -> dict[str, Any]:
         """Reserve, pay and commit; the commit answer plus ``cart``."""
         cart = self.cart(event_id, body)
-        paid = self.pay(event_id, payment_body(cart, third_party_account_id=third_party_account_id))
+        paid = self.pay(event_id, payment_body(cart, third_party_account_id=third_party_account_id, nonce=nonce))
         assert paid.status_code == 200, paid.text
         committed = self.commit(event_id, cart["cart_id"], source_account_id)
         assert committed.status_code == 200, committed.text
@@ -228,6 +234,10 @@ class Admin:
         """The next ``n`` successful calls of ``endpoint`` are processed at once and answered
         ``answer_after_ms`` later; other rules are replaced (PUT /admin/faults)."""
         return self.set_faults({endpoint: {"answer_after_next": n, "answer_after_ms": answer_after_ms}})
+
+    def one_time_nonces(self, on: bool = True) -> Any:
+        """A payment nonce pays once only (use ``fresh_nonce()`` per purchase)."""
+        return self.configure(one_time_nonces=on)
 
     def catalogue(self) -> Any:
         return self._ok(self.client.get("/admin/catalogue"))

@@ -23,6 +23,7 @@ TM_SANDBOX_UNREDEEMED_LAG_SECONDS     seconds >= 0 (default 0): ``GET /partners/
                                       clock), like a list that lags behind commits
 TM_SANDBOX_POLLING_TTL_SECONDS        seconds >= 0 (default 0: never): a polling URL answers 410 once its
                                       job is that old (sandbox clock)
+TM_SANDBOX_ONE_TIME_NONCES            ``true``/``false`` (default false): a payment nonce pays once only
 TM_SANDBOX_SEED                       int, default 0 (polling and fault randomness)
 TM_SANDBOX_SEATS_PER_ROW              int >= 1: seats per row of the test and barcode-only events
                                       (default: as catalogued, 10 and 12), for load and chaos runs
@@ -59,6 +60,7 @@ class SandboxConfig:
     captcha_required: bool = assumed.CAPTCHA_REQUIRED_DEFAULT
     unredeemed_lag_seconds: float = assumed.UNREDEEMED_LAG_SECONDS
     polling_ttl_seconds: float = assumed.POLLING_TTL_SECONDS
+    one_time_nonces: bool = assumed.ONE_TIME_NONCES
     niterun_mode: str = "auto"
     seed: int = 0
     seats_per_row: int | None = None  # the test and barcode-only events' rows (catalogue.py); None: as catalogued
@@ -99,8 +101,10 @@ class SandboxConfig:
                 values[key] = convert(env[name])
         if env.get("TM_SANDBOX_APIKEYS", "").strip():
             values["apikeys"] = tuple(k.strip() for k in env["TM_SANDBOX_APIKEYS"].split(",") if k.strip())
-        if env.get("TM_SANDBOX_CAPTCHA_REQUIRED", "").strip():
-            values["captcha_required"] = env["TM_SANDBOX_CAPTCHA_REQUIRED"].strip().lower() in ("1", "true", "yes")
+        for name, key in (("TM_SANDBOX_CAPTCHA_REQUIRED", "captcha_required"),
+                          ("TM_SANDBOX_ONE_TIME_NONCES", "one_time_nonces")):
+            if env.get(name, "").strip():
+                values[key] = env[name].strip().lower() in ("1", "true", "yes")
         if env.get("TM_SANDBOX_CLOCK_START", "").strip():
             start = parse_iso_utc(env["TM_SANDBOX_CLOCK_START"].strip())
             if start is None:
@@ -131,6 +135,7 @@ class RuntimeSettings:
     captcha_required: bool
     unredeemed_lag_seconds: float
     polling_ttl_seconds: float
+    one_time_nonces: bool
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> RuntimeSettings:
@@ -141,6 +146,7 @@ class RuntimeSettings:
             polling_repeats=config.polling_repeats, concurrency_policy=config.concurrency_policy,
             money_format=config.money_format, captcha_required=config.captcha_required,
             unredeemed_lag_seconds=config.unredeemed_lag_seconds, polling_ttl_seconds=config.polling_ttl_seconds,
+            one_time_nonces=config.one_time_nonces,
         )
         return settings.patched(settings.to_json())  # one validation path
 
@@ -170,6 +176,7 @@ class RuntimeSettings:
             captcha_required=_boolean(values, "captcha_required"),
             unredeemed_lag_seconds=_number(values, "unredeemed_lag_seconds", low=0.0),
             polling_ttl_seconds=_number(values, "polling_ttl_seconds", low=0.0),
+            one_time_nonces=_boolean(values, "one_time_nonces"),
         )
 
 

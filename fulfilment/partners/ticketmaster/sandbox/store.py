@@ -4,6 +4,9 @@ Every public method takes the lock, first expires the carts whose hold has run o
 inventory, counted as leaked), then checks and acts in one step, so two calls can never both take
 the same seats or both commit one cart.
 
+With ``one_time_nonces`` a payment nonce pays once (``assumed.NONCE_REUSED`` afterwards); the used
+nonces (hashed) are kept until a reset.
+
 ``unredeemed`` leaves out orders younger than ``unredeemed_lag_seconds`` (runtime setting, default
 0): a list that lags behind commits. The admin order list never lags.
 
@@ -14,6 +17,7 @@ database already holds.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 import uuid
@@ -46,6 +50,7 @@ class SandboxStore:
         self._carts: dict[str, Cart] = {}
         self._orders: dict[str, Order] = {}  # by order_token
         self._barcodes: dict[str, tuple[Order, Ticket]] = {}
+        self._used_nonces: set[str] = set()  # SHA-256 of every nonce that paid (one_time_nonces)
         self._order_seq = 10000 + secrets.randbelow(80000)
 
     # --- settings / reset -----------------------------------------------------------------------
@@ -66,6 +71,7 @@ class SandboxStore:
             self._carts.clear()
             self._orders.clear()
             self._barcodes.clear()
+            self._used_nonces.clear()
 
     # --- housekeeping ---------------------------------------------------------------------------
 
@@ -253,6 +259,11 @@ class SandboxStore:
             refusal = assumed.CARD_NONCE_ERRORS.get(request.card_number)
             if refusal is not None:
                 raise TMError(refusal)
+            nonce = hashlib.sha256(request.card_number.encode("utf-8")).hexdigest()
+            if self._settings.one_time_nonces and nonce in self._used_nonces:
+                self._counters.bump("nonces_reused")
+                raise TMError(assumed.NONCE_REUSED)
+            self._used_nonces.add(nonce)
             cart.payment = Payment(
                 type=request.type, first_name=request.first_name, last_name=request.last_name,
                 email_address=request.email_address, amount=money(request.amount), currency=request.currency,
