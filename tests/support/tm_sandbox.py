@@ -235,6 +235,12 @@ class Admin:
         ``answer_after_ms`` later; other rules are replaced (PUT /admin/faults)."""
         return self.set_faults({endpoint: {"answer_after_next": n, "answer_after_ms": answer_after_ms}})
 
+    def refuse(self, endpoint: str, status: int, n: int | None = None) -> Any:
+        """``endpoint`` answers ``status`` (403 or 404, TM envelope): the next ``n`` calls, or every
+        call when ``n`` is None; other rules are replaced (PUT /admin/faults)."""
+        rule: dict[str, Any] = {"status": status, **({"status_next": n} if n is not None else {"status_rate": 1.0})}
+        return self.set_faults({endpoint: rule})
+
     def one_time_nonces(self, on: bool = True) -> Any:
         """A payment nonce pays once only (use ``fresh_nonce()`` per purchase)."""
         return self.configure(one_time_nonces=on)

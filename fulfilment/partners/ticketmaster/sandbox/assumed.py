@@ -15,9 +15,10 @@ from typing import Final
 # --- order of checks (pipeline.py) -------------------------------------------------------------
 
 # ASSUMED: apikey (401) -> quota (429) -> cart in-flight check (409) -> injected latency / 5xx ->
-# niterun (503) -> polling decision -> body validation and business rules (400/403/404), where a
-# commit that would succeed may meet the late-commit fault (5xx now, committed now or later) -> for
-# a successful commit, the commit-then-drop fault. An unknown event is a 404 from the handler.
+# injected 403/404 (``status_*`` faults) -> niterun (503) -> polling decision -> body validation
+# and business rules (400/403/404), where a commit that would succeed may meet the late-commit
+# fault (5xx now, committed now or later) -> for a successful commit, the commit-then-drop fault.
+# An unknown event is a 404 from the handler.
 
 # --- authentication ---------------------------------------------------------------------------
 
@@ -131,6 +132,11 @@ POLL_EXPIRED: Final = ErrorSpec(410, 90006, "Polling request expired")
 THIRD_PARTY_MISMATCH: Final = ErrorSpec(403, 10005, "third_party_account_id does not match the order")
 # a second call on a cart while another call on the same cart is in flight (see CONCURRENCY_POLICY).
 CONCURRENT_CART_CALL: Final = ErrorSpec(409, 20099, "Concurrent calls to the same cart are not supported")
+# a call this apikey (or client IP) may not make: the deprecated event details, the unredeemed list
+# without IP allow-listing (contract review of the public reference; code ASSUMED).
+ACCESS_DENIED: Final = ErrorSpec(403, 10003, "Access denied: this apikey or client IP is not allowed to call this endpoint")
+# the answers of the ``status_*`` faults (faults.py), by status.
+STATUS_FAULTS: Final = {403: ACCESS_DENIED, 404: NOT_FOUND}
 # injected 5xx (admin faults) with the envelope: code 10000 + status.
 INJECTED_MESSAGES: Final = {500: "Internal error occurred", 502: "Bad gateway", 503: "Service is unavailable",
                             504: "Gateway timeout"}

@@ -36,6 +36,11 @@ Rule fields (all optional)::
     answer_after_ms  >0     how long the answer waits (real time, default 30000); counted per
                             endpoint in ``late_answers`` (``GET /admin/counts``). The call leaves
                             its cart's in-flight set before the wait: its work is done
+    status_next      int    the next N calls answer ``status`` with the TM envelope (nothing done):
+                            ``event_details`` (deprecated since Oct 2016, per-IP quota) 404 or 403,
+                            ``unredeemed`` 403 (the apikey/IP is not allow-listed), or any endpoint
+    status_rate      0..1   share of calls answered that way
+    status           int    403 or 404 (default 404); envelopes ``assumed.STATUS_FAULTS``
 
 Injected 5xx are decided after auth and quota, before niterun and the handler, so they never change
 anything. Drops are decided after a commit answered 200 (or 202: then the polling URL is lost too).
@@ -56,7 +61,7 @@ The task lives in the server's event loop (see ``late``): a reset cancels pendin
 that ends first (e.g. Starlette's TestClient used outside ``with``) loses them (a warning is logged).
 
 Counters per endpoint: ``latency``, ``error``, ``error_<status>``, ``drop_after_commit``,
-``late_commit``, ``late_commit_<status>``, ``stall``, ``answer_after``.
+``late_commit``, ``late_commit_<status>``, ``stall``, ``answer_after``, ``status``, ``status_<status>``.
 Randomness: ``random.Random(seed + 1)``, separate from the polling stream.
 """
 
@@ -105,6 +110,9 @@ class FaultRule:
     answer_after_next: int = 0
     answer_after_rate: float = 0.0
     answer_after_ms: float = 30000.0
+    status_next: int = 0
+    status_rate: float = 0.0
+    status: int = 404
 
     @classmethod
     def from_json(cls, endpoint: str, raw: Any) -> FaultRule:
@@ -130,12 +138,17 @@ class FaultRule:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                     raise ValueError(f"{endpoint}.{key} must be a number > 0")
                 setattr(rule, key, float(value))
-        if "answer_after_rate" in raw:
-            value = raw["answer_after_rate"]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ValueError(f"{endpoint}.answer_after_rate must be a number >= 0 and <= 1")
-            rule.answer_after_rate = float(value)
-        for key in ("fail_next", "drop_next", "late_next", "stall_next", "answer_after_next"):
+        for key in ("answer_after_rate", "status_rate"):
+            if key in raw:
+                value = raw[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                    raise ValueError(f"{endpoint}.{key} must be a number >= 0 and <= 1")
+                setattr(rule, key, float(value))
+        if "status" in raw:
+            if isinstance(raw["status"], bool) or raw["status"] not in assumed.STATUS_FAULTS:
+                raise ValueError(f"{endpoint}.status must be one of {sorted(assumed.STATUS_FAULTS)}")
+            rule.status = raw["status"]
+        for key in ("fail_next", "drop_next", "late_next", "stall_next", "answer_after_next", "status_next"):
             if key in raw:
                 value = raw[key]
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -244,6 +257,19 @@ class FaultBook:
             rule.stall_next -= 1
             self._count(endpoint, "stall")
             return rule.stall_ms / 1000.0
+
+    def refusal(self, endpoint: str) -> int | None:
+        """The 403/404 this call answers instead of being handled (uses up status_next), or None."""
+        with self._lock:
+            rule = self._rule(endpoint)
+            if rule is None:
+                return None
+            if rule.status_next > 0:
+                rule.status_next -= 1
+            elif not (rule.status_rate > 0 and self._rng.random() < rule.status_rate):
+                return None
+            self._count(endpoint, "status", f"status_{rule.status}")
+            return rule.status
 
     def answer_after(self, endpoint: str) -> float:
         """For a call that succeeded: seconds its answer waits (uses up answer_after_next); 0: none."""
