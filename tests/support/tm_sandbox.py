@@ -241,6 +241,10 @@ class Admin:
         rule: dict[str, Any] = {"status": status, **({"status_next": n} if n is not None else {"status_rate": 1.0})}
         return self.set_faults({endpoint: rule})
 
+    def hide_from_unredeemed(self, rate: float = 1.0) -> Any:
+        """Orders committed from now on never appear in the unredeemed list (a share ``rate`` of them)."""
+        return self.configure(unredeemed_hide_rate=rate)
+
     def one_time_nonces(self, on: bool = True) -> Any:
         """A payment nonce pays once only (use ``fresh_nonce()`` per purchase)."""
         return self.configure(one_time_nonces=on)

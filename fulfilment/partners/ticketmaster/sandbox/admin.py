@@ -12,7 +12,8 @@ with 400/403/404.
                                            payment_extension_seconds, quota_per_hour, polling_rate,
                                            polling_wait_seconds, polling_repeats, concurrency_policy,
                                            money_format, captcha_required, unredeemed_lag_seconds,
-                                           polling_ttl_seconds, one_time_nonces
+                                           polling_ttl_seconds, one_time_nonces,
+                                           unredeemed_hide_rate
   GET    /admin/faults                     {"rules", "counters"}
   PUT    /admin/faults                     body {endpoint: rule}; replaces all rules (see ``faults``)
   DELETE /admin/faults                     clears the rules, keeps the counters

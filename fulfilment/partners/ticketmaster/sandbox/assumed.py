@@ -208,6 +208,10 @@ TM_APP_URL: Final = "ticketmaster:///partners/redeem?token={token}"
 # commits (an order missing from it is no proof that no order exists); ``unredeemed_lag_seconds``
 # (config) leaves out orders younger than that, on the sandbox clock.
 UNREDEEMED_LAG_SECONDS: Final = 0.0
+# DOCUMENTED (contract review): the list needs IP allow-listing and "may answer 403, or never show
+# an order". ASSUMED: by default every order shows; ``unredeemed_hide_rate`` (config) hides a share
+# of orders (chosen at commit) for good; a 403 is the ``status`` fault (faults.py, ACCESS_DENIED).
+UNREDEEMED_HIDE_RATE: Final = 0.0
 
 # --- delete ----------------------------------------------------------------------------------------------
 
@@ -249,8 +253,8 @@ THIRD_PARTY_ID_MAX: Final = 100
 # ASSUMED: third_party_source and email_status values.
 THIRD_PARTY_SOURCE: Final = "TM Partner API sandbox"
 UNREDEEMED_EMAIL_STATUS: Final = 1  # "Sent (additional status unknown)"
-# ASSUMED: the unredeemed list needs no allow-listing for our apikey; an order stays unredeemed
-# until the admin API marks it redeemed. ``days_from_purchase`` or ``days_before_event`` is
+# ASSUMED: the unredeemed list needs no allow-listing for our apikey unless told (see above); an
+# order stays unredeemed until the admin API marks it redeemed. ``days_from_purchase`` or ``days_before_event`` is
 # required (non-negative integer).
 
 # --- SecureRender ----------------------------------------------------------------------------------------

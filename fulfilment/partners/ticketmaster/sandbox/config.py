@@ -24,6 +24,8 @@ TM_SANDBOX_UNREDEEMED_LAG_SECONDS     seconds >= 0 (default 0): ``GET /partners/
 TM_SANDBOX_POLLING_TTL_SECONDS        seconds >= 0 (default 0: never): a polling URL answers 410 once its
                                       job is that old (sandbox clock)
 TM_SANDBOX_ONE_TIME_NONCES            ``true``/``false`` (default false): a payment nonce pays once only
+TM_SANDBOX_UNREDEEMED_HIDE_RATE       0..1 (default 0): share of orders (chosen at commit, seeded) that
+                                      never appear in the unredeemed list; 1: none ever does
 TM_SANDBOX_SEED                       int, default 0 (polling and fault randomness)
 TM_SANDBOX_SEATS_PER_ROW              int >= 1: seats per row of the test and barcode-only events
                                       (default: as catalogued, 10 and 12), for load and chaos runs
@@ -61,6 +63,7 @@ class SandboxConfig:
     unredeemed_lag_seconds: float = assumed.UNREDEEMED_LAG_SECONDS
     polling_ttl_seconds: float = assumed.POLLING_TTL_SECONDS
     one_time_nonces: bool = assumed.ONE_TIME_NONCES
+    unredeemed_hide_rate: float = assumed.UNREDEEMED_HIDE_RATE
     niterun_mode: str = "auto"
     seed: int = 0
     seats_per_row: int | None = None  # the test and barcode-only events' rows (catalogue.py); None: as catalogued
@@ -95,6 +98,7 @@ class SandboxConfig:
             "TM_SANDBOX_SEATS_PER_ROW": ("seats_per_row", int),
             "TM_SANDBOX_UNREDEEMED_LAG_SECONDS": ("unredeemed_lag_seconds", float),
             "TM_SANDBOX_POLLING_TTL_SECONDS": ("polling_ttl_seconds", float),
+            "TM_SANDBOX_UNREDEEMED_HIDE_RATE": ("unredeemed_hide_rate", float),
         }
         for name, (key, convert) in readers.items():
             if env.get(name, "").strip():
@@ -136,6 +140,7 @@ class RuntimeSettings:
     unredeemed_lag_seconds: float
     polling_ttl_seconds: float
     one_time_nonces: bool
+    unredeemed_hide_rate: float
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> RuntimeSettings:
@@ -146,7 +151,7 @@ class RuntimeSettings:
             polling_repeats=config.polling_repeats, concurrency_policy=config.concurrency_policy,
             money_format=config.money_format, captcha_required=config.captcha_required,
             unredeemed_lag_seconds=config.unredeemed_lag_seconds, polling_ttl_seconds=config.polling_ttl_seconds,
-            one_time_nonces=config.one_time_nonces,
+            one_time_nonces=config.one_time_nonces, unredeemed_hide_rate=config.unredeemed_hide_rate,
         )
         return settings.patched(settings.to_json())  # one validation path
 
@@ -177,6 +182,7 @@ class RuntimeSettings:
             unredeemed_lag_seconds=_number(values, "unredeemed_lag_seconds", low=0.0),
             polling_ttl_seconds=_number(values, "polling_ttl_seconds", low=0.0),
             one_time_nonces=_boolean(values, "one_time_nonces"),
+            unredeemed_hide_rate=_number(values, "unredeemed_hide_rate", low=0.0, high=1.0),
         )
 
 

@@ -33,7 +33,7 @@ class SandboxState:
         self.catalogue = build_catalogue(self.clock(), seats_per_row=config.seats_per_row)
         self.counters = Counters(self.lock)
         self.store = SandboxStore(self.catalogue, RuntimeSettings.from_config(config), self.clock, self.lock,
-                                  self.counters)
+                                  self.counters, config.seed)
         self.polling = PollingBook(self.lock, config.seed)
         self.quota = QuotaBook(self.lock)
         self.niterun = Niterun(self.lock, config.niterun_mode)

@@ -8,7 +8,10 @@ With ``one_time_nonces`` a payment nonce pays once (``assumed.NONCE_REUSED`` aft
 nonces (hashed) are kept until a reset.
 
 ``unredeemed`` leaves out orders younger than ``unredeemed_lag_seconds`` (runtime setting, default
-0): a list that lags behind commits. The admin order list never lags.
+0): a list that lags behind commits; and, for good, the orders its commit chose to hide with
+``unredeemed_hide_rate`` (runtime setting 0..1, default 0; seeded RNG ``seed + 2``; 1: committed
+orders never appear), as a list that "may never show an order". The admin order list never lags
+and shows ``unredeemed_hidden``.
 
 Ids: cart ids are uuid4 (seed 003 shape); order tokens, barcodes and the order-number sequence come
 from ``secrets``, never from the seeded RNG, so a restarted sandbox does not hand out ids a client
@@ -18,6 +21,7 @@ database already holds.
 from __future__ import annotations
 
 import hashlib
+import random
 import secrets
 import threading
 import uuid
@@ -40,7 +44,7 @@ from .validation import CommitRequest, PaymentRequest, ReserveRequest, SecureRen
 
 class SandboxStore:
     def __init__(self, catalogue: Catalogue, settings: RuntimeSettings, clock: Clock, lock: threading.RLock,
-                 counters: Counters) -> None:
+                 counters: Counters, seed: int = 0) -> None:
         self.catalogue = catalogue
         self._settings = settings
         self._clock = clock
@@ -51,6 +55,8 @@ class SandboxStore:
         self._orders: dict[str, Order] = {}  # by order_token
         self._barcodes: dict[str, tuple[Order, Ticket]] = {}
         self._used_nonces: set[str] = set()  # SHA-256 of every nonce that paid (one_time_nonces)
+        self._seed = seed
+        self._rng = random.Random(seed + 2)  # unredeemed_hide_rate (separate from polling and faults)
         self._order_seq = 10000 + secrets.randbelow(80000)
 
     # --- settings / reset -----------------------------------------------------------------------
@@ -72,6 +78,7 @@ class SandboxStore:
             self._orders.clear()
             self._barcodes.clear()
             self._used_nonces.clear()
+            self._rng = random.Random(self._seed + 2)
 
     # --- housekeeping ---------------------------------------------------------------------------
 
@@ -337,6 +344,7 @@ class SandboxStore:
                 cart_id=cart.cart_id, apikey=apikey, event=event, source_account_id=request.source_account_id,
                 third_party_account_id=cart.payment.third_party_account_id,
                 customer_email=cart.payment.email_address, created_at=now, tickets=tickets, grand_total=cart.grand,
+                unredeemed_hidden=self._hide_from_unredeemed(),
             )
             self._inventory.sell(cart.key, cart.seats, cart.cart_id)
             cart.state = "committed"
@@ -347,6 +355,10 @@ class SandboxStore:
                 self._barcodes[ticket.barcode] = (order, ticket)
             self._counters.bump("orders_per_source_account", request.source_account_id or "(none)")
             return order.commit_view()
+
+    def _hide_from_unredeemed(self) -> bool:
+        rate = self._settings.unredeemed_hide_rate
+        return rate > 0 and self._rng.random() < rate
 
     # --- delete ---------------------------------------------------------------------------------
 
@@ -381,7 +393,7 @@ class SandboxStore:
             found = []
             lag = timedelta(seconds=self._settings.unredeemed_lag_seconds)
             for order in sorted(self._orders.values(), key=lambda o: o.created_at):
-                if order.apikey != apikey or order.redeemed:
+                if order.apikey != apikey or order.redeemed or order.unredeemed_hidden:
                     continue
                 if lag and now - order.created_at < lag:  # the list lags behind commits
                     continue
