@@ -87,6 +87,12 @@ def reserve_body(ticket_id: str = "000000000001", quantity: int = 1, price_id: i
     return {"reserve": {"tickets": [ticket], **place}}
 
 
+def render_request(event_id: str, ticket: dict[str, Any]) -> dict[str, Any]:
+    """A SecureRender ticket entry for an order management ``ticket``."""
+    return {"eventId": event_id, "section": ticket["section"], "row": ticket["row"], "seat": ticket["seat_name"],
+            "barcode": ticket["barcode_id"]}
+
+
 DEVICE = {"device_id": "device-12345", "device_os": "android", "device_type": "native", "third_party_account_id": "12313131"}
 
 
@@ -240,6 +246,17 @@ class Admin:
         call when ``n`` is None; other rules are replaced (PUT /admin/faults)."""
         rule: dict[str, Any] = {"status": status, **({"status_next": n} if n is not None else {"status_rate": 1.0})}
         return self.set_faults({endpoint: rule})
+
+    def delay_safetix(self, signal: str, *, event_id: str = "*", date: str | None = None,
+                      until: datetime | None = None) -> Any:
+        """SafeTix tokens withheld until ``until`` (or the event-local midnight of ``date``), signalled
+        only by ``signal``: "service_level" or "date" (replaces the ``safetix_delays`` setting)."""
+        entry: dict[str, Any] = {"signal": signal}
+        if date is not None:
+            entry["date"] = date
+        if until is not None:
+            entry["until"] = until.isoformat()
+        return self.configure(safetix_delays={event_id: entry})
 
     def hide_from_unredeemed(self, rate: float = 1.0) -> Any:
         """Orders committed from now on never appear in the unredeemed list (a share ``rate`` of them)."""

@@ -13,7 +13,7 @@ with 400/403/404.
                                            polling_wait_seconds, polling_repeats, concurrency_policy,
                                            money_format, captcha_required, unredeemed_lag_seconds,
                                            polling_ttl_seconds, one_time_nonces,
-                                           unredeemed_hide_rate
+                                           unredeemed_hide_rate, safetix_delays
   GET    /admin/faults                     {"rules", "counters"}
   PUT    /admin/faults                     body {endpoint: rule}; replaces all rules (see ``faults``)
   DELETE /admin/faults                     clears the rules, keeps the counters
@@ -142,9 +142,7 @@ async def _get_config(request: Request, sandbox: SandboxState) -> Response:
 
 
 async def _patch_config(request: Request, sandbox: SandboxState) -> Response:
-    body = await _object(request)
-    store = sandbox.store
-    store.replace_settings(store.settings.patched(body))
+    sandbox.patch_settings(await _object(request))
     return JSONResponse(sandbox.public_config())
 
 

@@ -241,6 +241,10 @@ CONCURRENCY_POLICIES: Final = ("reject", "count")
 # event's timezone, sandbox clock) ``secure_entry_data.token`` is null and ``secure_entry_data.error``
 # is DELAYED_TOKEN_ERROR; from that date on the token is present (the seed's "OFF" example, which
 # carries both the date and a token). Events without a delay send ``additional_info`` {}.
+# DOCUMENTED (contract review of the public reference): the delay also shows in quieter ways, as
+# ``delivery.service_level`` SAFETIX with no token yet, or only as a future
+# ``safetix_delivery_delay_date``. ``safetix_delays`` (config, per event or ``*``) turns those on
+# (``safetix.py``); ASSUMED: then tokens are null and there is no ``secure_entry_data.error``.
 DELAYED_TOKEN_ERROR_CODE: Final = 425
 DELAYED_TOKEN_MESSAGE: Final = "SafeTix token not retrievable before {date}"
 # ASSUMED: device_type/device_os are matched case-insensitively and echoed as sent.

@@ -26,6 +26,9 @@ TM_SANDBOX_POLLING_TTL_SECONDS        seconds >= 0 (default 0: never): a polling
 TM_SANDBOX_ONE_TIME_NONCES            ``true``/``false`` (default false): a payment nonce pays once only
 TM_SANDBOX_UNREDEEMED_HIDE_RATE       0..1 (default 0): share of orders (chosen at commit, seeded) that
                                       never appear in the unredeemed list; 1: none ever does
+TM_SANDBOX_SAFETIX_DELAYS             JSON object {event_id or "*": {"signal": "service_level"|"date",
+                                      "date": "YYYY-MM-DD" and/or "until": ISO instant}}: SafeTix
+                                      delivery delays signalled the quiet ways (``safetix.py``)
 TM_SANDBOX_SEED                       int, default 0 (polling and fault randomness)
 TM_SANDBOX_SEATS_PER_ROW              int >= 1: seats per row of the test and barcode-only events
                                       (default: as catalogued, 10 and 12), for load and chaos runs
@@ -40,11 +43,12 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from . import assumed
 from .niterun import MODES as NITERUN_MODES
+from .safetix import DELAY_SIGNALS
 from .timeutil import parse_iso_utc
 
 
@@ -64,6 +68,7 @@ class SandboxConfig:
     polling_ttl_seconds: float = assumed.POLLING_TTL_SECONDS
     one_time_nonces: bool = assumed.ONE_TIME_NONCES
     unredeemed_hide_rate: float = assumed.UNREDEEMED_HIDE_RATE
+    safetix_delays: Mapping[str, Any] = field(default_factory=dict)
     niterun_mode: str = "auto"
     seed: int = 0
     seats_per_row: int | None = None  # the test and barcode-only events' rows (catalogue.py); None: as catalogued
@@ -114,8 +119,9 @@ class SandboxConfig:
             if start is None:
                 raise ValueError("TM_SANDBOX_CLOCK_START must be an ISO-8601 instant with an offset")
             values["clock_start"] = start
-        if env.get("TM_SANDBOX_FAULTS", "").strip():
-            values["faults"] = json.loads(env["TM_SANDBOX_FAULTS"])
+        for name, key in (("TM_SANDBOX_FAULTS", "faults"), ("TM_SANDBOX_SAFETIX_DELAYS", "safetix_delays")):
+            if env.get(name, "").strip():
+                values[key] = json.loads(env[name])
         values.update(overrides)
         return cls(**values)
 
@@ -141,6 +147,7 @@ class RuntimeSettings:
     polling_ttl_seconds: float
     one_time_nonces: bool
     unredeemed_hide_rate: float
+    safetix_delays: dict[str, dict[str, str]]
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> RuntimeSettings:
@@ -152,6 +159,7 @@ class RuntimeSettings:
             money_format=config.money_format, captcha_required=config.captcha_required,
             unredeemed_lag_seconds=config.unredeemed_lag_seconds, polling_ttl_seconds=config.polling_ttl_seconds,
             one_time_nonces=config.one_time_nonces, unredeemed_hide_rate=config.unredeemed_hide_rate,
+            safetix_delays=dict(config.safetix_delays),
         )
         return settings.patched(settings.to_json())  # one validation path
 
@@ -183,6 +191,7 @@ class RuntimeSettings:
             polling_ttl_seconds=_number(values, "polling_ttl_seconds", low=0.0),
             one_time_nonces=_boolean(values, "one_time_nonces"),
             unredeemed_hide_rate=_number(values, "unredeemed_hide_rate", low=0.0, high=1.0),
+            safetix_delays=_safetix_delays(values["safetix_delays"]),
         )
 
 
@@ -207,6 +216,34 @@ def _choice(values: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> st
     if value not in choices:
         raise ValueError(f"{key} must be one of {list(choices)}")
     return str(value)
+
+
+def _safetix_delays(raw: Any) -> dict[str, dict[str, str]]:
+    """``{event_id or "*": {"signal", "date" and/or "until"}}``, checked (event ids: ``SandboxState``)."""
+    shape = 'safetix_delays must be an object {event_id or "*": {"signal", "date" and/or "until"}}'
+    if not isinstance(raw, Mapping):
+        raise ValueError(shape)
+    delays: dict[str, dict[str, str]] = {}
+    for key, entry in raw.items():
+        if not isinstance(entry, Mapping) or set(entry) - {"signal", "date", "until"}:
+            raise ValueError(f"{shape}; {key!r} has other fields")
+        if entry.get("signal") not in DELAY_SIGNALS:
+            raise ValueError(f"safetix_delays[{key!r}].signal must be one of {list(DELAY_SIGNALS)}")
+        if "date" not in entry and "until" not in entry:
+            raise ValueError(f"safetix_delays[{key!r}] needs a date (YYYY-MM-DD) or an until (ISO instant)")
+        if "date" in entry and not _is_date(entry["date"]):
+            raise ValueError(f"safetix_delays[{key!r}].date must be a date YYYY-MM-DD")
+        if "until" in entry and (not isinstance(entry["until"], str) or parse_iso_utc(entry["until"]) is None):
+            raise ValueError(f"safetix_delays[{key!r}].until must be an ISO-8601 instant with an offset")
+        delays[str(key)] = {name: str(value) for name, value in entry.items()}
+    return delays
+
+
+def _is_date(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and date.fromisoformat(value).isoformat() == value
+    except ValueError:
+        return False
 
 
 def _boolean(values: Mapping[str, Any], key: str) -> bool:

@@ -9,6 +9,7 @@ awaits while holding it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from .catalogue import build_catalogue
@@ -40,6 +41,20 @@ class SandboxState:
         self.faults = FaultBook(self.lock, config.faults, config.seed)
         self.cart_calls = CartCalls(self.lock)
         self.late_commits = LateCommits(self.lock, self.store, self.faults, self.counters)
+        self.check_events(self.store.settings)
+
+    def check_events(self, settings: RuntimeSettings) -> None:
+        """Settings that name events (``safetix_delays``) must name seeded ones (or ``*``)."""
+        known = {event.id for event in self.catalogue.events} | {"*"}
+        unknown = sorted(set(settings.safetix_delays) - known)
+        if unknown:
+            raise ValueError(f"safetix_delays names events the catalogue does not have: {unknown}")
+
+    def patch_settings(self, patch: Mapping[str, Any]) -> None:
+        """``PATCH /admin/config``: all or nothing (ValueError names the offending key)."""
+        settings = self.store.settings.patched(patch)
+        self.check_events(settings)
+        self.store.replace_settings(settings)
 
     @property
     def settings(self) -> RuntimeSettings:

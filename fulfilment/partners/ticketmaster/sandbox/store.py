@@ -37,7 +37,7 @@ from .inventory import Inventory
 from .models import LIVE_STATES, Cart, CartLine, Order, Payment, Ticket
 from .niterun import in_window
 from .responses import money, to_plain
-from .safetix import Device, order_management_view, render_ticket
+from .safetix import Delay, Device, delay_of, order_management_view, render_ticket
 from .timeutil import Clock, iso_z
 from .validation import CommitRequest, PaymentRequest, ReserveRequest, SecureRenderRequest
 
@@ -356,6 +356,9 @@ class SandboxStore:
             self._counters.bump("orders_per_source_account", request.source_account_id or "(none)")
             return order.commit_view()
 
+    def _delay(self, event: Event) -> Delay | None:
+        return delay_of(event, self._settings.safetix_delays)
+
     def _hide_from_unredeemed(self) -> bool:
         rate = self._settings.unredeemed_hide_rate
         return rate > 0 and self._rng.random() < rate
@@ -385,7 +388,7 @@ class SandboxStore:
             if device.third_party_account_id != order.third_party_account_id:
                 raise TMError(assumed.THIRD_PARTY_MISMATCH)
             order.management_calls.append(now)
-            return order_management_view(order, device, now)
+            return order_management_view(order, device, now, self._delay(order.event))
 
     def unredeemed(self, apikey: str, days_from_purchase: int | None, days_before_event: int | None) -> dict[str, Any]:
         with self._lock:
@@ -414,7 +417,7 @@ class SandboxStore:
                 found = self._barcodes.get(barcode) if isinstance(barcode, str) else None
                 if found is not None and found[0].apikey != apikey:
                     found = None
-                answer, ok = render_ticket(requested, found, request.user_id, request.device_os, now)
+                answer, ok = render_ticket(requested, found, request.user_id, request.device_os, now, self._delay)
                 self._counters.securerender_call(barcode if isinstance(barcode, str) and barcode else "(missing)", now, ok)
                 answers.append(answer)
                 all_ok = all_ok and ok
@@ -461,6 +464,8 @@ class SandboxStore:
                     "event_id": event.id, "name": event.name, "timezone": event.timezone,
                     "start": iso_z(event.start), "local_start": event.local_start.isoformat(),
                     "delivery": event.delivery, "safetix_delivery_delay_date": event.delivery_delay_date,
+                    "safetix_delay": ({"signal": delay.signal, "shown_date": delay.shown_date, "ends": iso_z(delay.ends)}
+                                      if (delay := self._delay(event)) is not None else None),
                     "currency": event.currency, "ticket_limit": event.ticket_limit,
                     "in_niterun_window_now": in_window(event, now),
                     "ticket_types": [{"id": t.id, "description": t.description} for t in event.ticket_types],
