@@ -258,6 +258,10 @@ class Admin:
             entry["until"] = until.isoformat()
         return self.configure(safetix_delays={event_id: entry})
 
+    def empty_barcodes(self, *event_ids: str) -> Any:
+        """Order management answers SafeTix tickets of these events (default: all) with ``barcode_id: ""``."""
+        return self.configure(empty_barcode_events=list(event_ids or ("*",)))
+
     def hide_from_unredeemed(self, rate: float = 1.0) -> Any:
         """Orders committed from now on never appear in the unredeemed list (a share ``rate`` of them)."""
         return self.configure(unredeemed_hide_rate=rate)

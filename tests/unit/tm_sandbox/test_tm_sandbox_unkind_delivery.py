@@ -106,3 +106,44 @@ def test_safetix_delays_are_validated_and_read_from_env(tm: InProcess) -> None:
     assert config.safetix_delays == {"*": {"signal": "date", "date": "2026-03-12"}}
     with pytest.raises(ValueError, match="NOPE"):
         InProcess(SandboxConfig(safetix_delays={"NOPE": {"signal": "date", "date": "2026-03-12"}}))
+
+
+# --- mode 7: empty barcodes (seed 003's example) ----------------------------------------------------------
+
+
+def test_empty_barcodes_come_with_a_token_and_order_management_refreshes_it(tm: InProcess) -> None:
+    tm.admin.empty_barcodes(TEST_EVENT)
+    order = tm.partner.buy(TEST_EVENT, reserve_body(quantity=2))
+    first = _management(tm, order)
+    assert [t["barcode_id"] for t in first["tickets"]] == ["", ""]
+    assert first["delivery"]["service_level"] == "SAFETIX" and not _withheld(first)
+    # SecureRender needs the barcode: with the empty one it refuses every ticket...
+    refused = tm.partner.securerender([render_request(TEST_EVENT, t) for t in first["tickets"]])
+    assert refused.status_code == 400
+    assert [t["error"] for t in refused.json()["tickets"]] == [{"code": 400, "error": "missing.barcode.attribute"}] * 2
+    # ...so the refresh is order management again: the same seats, new tokens.
+    again = _management(tm, order)
+    assert [(t["seat_name"], t["barcode_id"]) for t in again["tickets"]] == [("1", ""), ("2", "")]
+    old = [t["secure_entry_data"]["token"] for t in first["tickets"]]
+    new = [t["secure_entry_data"]["token"] for t in again["tickets"]]
+    assert all(new) and not set(new) & set(old)
+    # The tickets have barcodes all the same (the admin view; a barcode-only event is unaffected).
+    assert all(len(t["barcode"]) == 16 for t in tm.admin.orders()[0]["tickets"])
+
+
+def test_empty_barcodes_for_every_safetix_event_but_not_barcode_only_ones(tm: InProcess) -> None:
+    tm.admin.empty_barcodes()
+    theatre = _management(tm, tm.partner.buy(DELAY_EVENT, reserve_body(price_id=7)))
+    assert theatre["tickets"][0]["barcode_id"] == ""
+    barcode = _management(tm, tm.partner.buy(BARCODE_EVENT, reserve_body("000042800007", price_id=8),
+                                              source_account_id="p-2"))
+    assert len(barcode["tickets"][0]["barcode_id"]) == 16
+    tm.admin.configure(empty_barcode_events=[])
+    assert len(_management(tm, tm.partner.buy(TEST_EVENT, source_account_id="p-3"))["tickets"][0]["barcode_id"]) == 16
+
+
+def test_empty_barcode_events_are_validated_and_read_from_env(tm: InProcess) -> None:
+    for bad in (["NOPE"], "*", [""], [1]):
+        assert tm.admin.client.patch("/admin/config", json={"empty_barcode_events": bad}).status_code == 400, bad
+    config = SandboxConfig.from_env({"TM_SANDBOX_EMPTY_BARCODE_EVENTS": f"{TEST_EVENT}, {DELAY_EVENT}"})
+    assert config.empty_barcode_events == (TEST_EVENT, DELAY_EVENT)

@@ -13,7 +13,8 @@ with 400/403/404.
                                            polling_wait_seconds, polling_repeats, concurrency_policy,
                                            money_format, captcha_required, unredeemed_lag_seconds,
                                            polling_ttl_seconds, one_time_nonces,
-                                           unredeemed_hide_rate, safetix_delays
+                                           unredeemed_hide_rate, safetix_delays,
+                                           empty_barcode_events
   GET    /admin/faults                     {"rules", "counters"}
   PUT    /admin/faults                     body {endpoint: rule}; replaces all rules (see ``faults``)
   DELETE /admin/faults                     clears the rules, keeps the counters

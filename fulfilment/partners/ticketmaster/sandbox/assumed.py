@@ -245,6 +245,9 @@ CONCURRENCY_POLICIES: Final = ("reject", "count")
 # ``delivery.service_level`` SAFETIX with no token yet, or only as a future
 # ``safetix_delivery_delay_date``. ``safetix_delays`` (config, per event or ``*``) turns those on
 # (``safetix.py``); ASSUMED: then tokens are null and there is no ``secure_entry_data.error``.
+# DOCUMENTED (seed 003's second order management example): a SafeTix ticket with a token and
+# ``barcode_id: ""``. ``empty_barcode_events`` (config) answers that way; ASSUMED: SecureRender then
+# cannot be called for the ticket (its barcode is required) and order management refreshes it.
 DELAYED_TOKEN_ERROR_CODE: Final = 425
 DELAYED_TOKEN_MESSAGE: Final = "SafeTix token not retrievable before {date}"
 # ASSUMED: device_type/device_os are matched case-insensitively and echoed as sent.

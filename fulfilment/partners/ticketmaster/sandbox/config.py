@@ -29,6 +29,8 @@ TM_SANDBOX_UNREDEEMED_HIDE_RATE       0..1 (default 0): share of orders (chosen 
 TM_SANDBOX_SAFETIX_DELAYS             JSON object {event_id or "*": {"signal": "service_level"|"date",
                                       "date": "YYYY-MM-DD" and/or "until": ISO instant}}: SafeTix
                                       delivery delays signalled the quiet ways (``safetix.py``)
+TM_SANDBOX_EMPTY_BARCODE_EVENTS       comma-separated event ids or ``*``: order management answers their
+                                      SafeTix tickets with ``barcode_id: ""`` (seed 003's example)
 TM_SANDBOX_SEED                       int, default 0 (polling and fault randomness)
 TM_SANDBOX_SEATS_PER_ROW              int >= 1: seats per row of the test and barcode-only events
                                       (default: as catalogued, 10 and 12), for load and chaos runs
@@ -69,6 +71,7 @@ class SandboxConfig:
     one_time_nonces: bool = assumed.ONE_TIME_NONCES
     unredeemed_hide_rate: float = assumed.UNREDEEMED_HIDE_RATE
     safetix_delays: Mapping[str, Any] = field(default_factory=dict)
+    empty_barcode_events: tuple[str, ...] = ()
     niterun_mode: str = "auto"
     seed: int = 0
     seats_per_row: int | None = None  # the test and barcode-only events' rows (catalogue.py); None: as catalogued
@@ -108,8 +111,9 @@ class SandboxConfig:
         for name, (key, convert) in readers.items():
             if env.get(name, "").strip():
                 values[key] = convert(env[name])
-        if env.get("TM_SANDBOX_APIKEYS", "").strip():
-            values["apikeys"] = tuple(k.strip() for k in env["TM_SANDBOX_APIKEYS"].split(",") if k.strip())
+        for name, key in (("TM_SANDBOX_APIKEYS", "apikeys"), ("TM_SANDBOX_EMPTY_BARCODE_EVENTS", "empty_barcode_events")):
+            if env.get(name, "").strip():
+                values[key] = tuple(k.strip() for k in env[name].split(",") if k.strip())
         for name, key in (("TM_SANDBOX_CAPTCHA_REQUIRED", "captcha_required"),
                           ("TM_SANDBOX_ONE_TIME_NONCES", "one_time_nonces")):
             if env.get(name, "").strip():
@@ -148,6 +152,7 @@ class RuntimeSettings:
     one_time_nonces: bool
     unredeemed_hide_rate: float
     safetix_delays: dict[str, dict[str, str]]
+    empty_barcode_events: list[str]
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> RuntimeSettings:
@@ -159,7 +164,7 @@ class RuntimeSettings:
             money_format=config.money_format, captcha_required=config.captcha_required,
             unredeemed_lag_seconds=config.unredeemed_lag_seconds, polling_ttl_seconds=config.polling_ttl_seconds,
             one_time_nonces=config.one_time_nonces, unredeemed_hide_rate=config.unredeemed_hide_rate,
-            safetix_delays=dict(config.safetix_delays),
+            safetix_delays=dict(config.safetix_delays), empty_barcode_events=list(config.empty_barcode_events),
         )
         return settings.patched(settings.to_json())  # one validation path
 
@@ -192,6 +197,7 @@ class RuntimeSettings:
             one_time_nonces=_boolean(values, "one_time_nonces"),
             unredeemed_hide_rate=_number(values, "unredeemed_hide_rate", low=0.0, high=1.0),
             safetix_delays=_safetix_delays(values["safetix_delays"]),
+            empty_barcode_events=_strings(values, "empty_barcode_events"),
         )
 
 
@@ -237,6 +243,13 @@ def _safetix_delays(raw: Any) -> dict[str, dict[str, str]]:
             raise ValueError(f"safetix_delays[{key!r}].until must be an ISO-8601 instant with an offset")
         delays[str(key)] = {name: str(value) for name, value in entry.items()}
     return delays
+
+
+def _strings(values: Mapping[str, Any], key: str) -> list[str]:
+    value = values[key]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item.strip() for item in value):
+        raise ValueError(f"{key} must be a list of non-empty strings")
+    return [item.strip() for item in value]
 
 
 def _is_date(value: Any) -> bool:

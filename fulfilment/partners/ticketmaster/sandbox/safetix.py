@@ -11,6 +11,12 @@ shows: ``service_level`` (``delivery.service_level`` SAFETIX, tokens null, no er
 ``date`` (a future ``additional_info.safetix_delivery_delay_date``, tokens null, no error). Tokens
 come once the delay ends on the sandbox clock; until then SecureRender answers
 ``safetix.delivery.delayed`` for the order's tickets.
+
+Empty barcodes (``empty_barcode_events``, config): seed 003's own SafeTix example answers
+``barcode_id: ""`` beside a token. For those events order management shows every SafeTix ticket's
+``barcode_id`` as ``""`` (the ticket keeps its barcode inside: the token still carries it); a
+SecureRender request can then only send an empty barcode and answers ``missing.barcode.attribute``,
+so the way to a fresh token is order management again (each call issues a new token).
 """
 
 from __future__ import annotations
@@ -116,12 +122,13 @@ def _ticket_charges(ticket: Ticket, currency: str) -> list[dict[str, Any]]:
     ]
 
 
-def order_management_view(order: Order, device: Device, now: datetime, delay: Delay | None) -> dict[str, Any]:
+def order_management_view(order: Order, device: Device, now: datetime, delay: Delay | None,
+                          empty_barcodes: bool = False) -> dict[str, Any]:
     event = order.event
     order_date = order.created_at.astimezone(event.zone).date().isoformat()
     safetix = event.delivery == "safetix"
     tickets = [{
-        "barcode_id": ticket.barcode,
+        "barcode_id": "" if empty_barcodes and safetix else ticket.barcode,
         "display_id": order.order_number,
         "event_code": event.code,
         "event_host": event.host,

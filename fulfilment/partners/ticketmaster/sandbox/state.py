@@ -44,11 +44,14 @@ class SandboxState:
         self.check_events(self.store.settings)
 
     def check_events(self, settings: RuntimeSettings) -> None:
-        """Settings that name events (``safetix_delays``) must name seeded ones (or ``*``)."""
+        """Settings that name events (``safetix_delays``, ``empty_barcode_events``) must name seeded ones
+        (or ``*``)."""
         known = {event.id for event in self.catalogue.events} | {"*"}
-        unknown = sorted(set(settings.safetix_delays) - known)
-        if unknown:
-            raise ValueError(f"safetix_delays names events the catalogue does not have: {unknown}")
+        for name, named in (("safetix_delays", settings.safetix_delays),
+                            ("empty_barcode_events", settings.empty_barcode_events)):
+            unknown = sorted(set(named) - known)
+            if unknown:
+                raise ValueError(f"{name} names events the catalogue does not have: {unknown}")
 
     def patch_settings(self, patch: Mapping[str, Any]) -> None:
         """``PATCH /admin/config``: all or nothing (ValueError names the offending key)."""
