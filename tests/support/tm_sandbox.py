@@ -266,6 +266,16 @@ class Admin:
         """Orders committed from now on never appear in the unredeemed list (a share ``rate`` of them)."""
         return self.configure(unredeemed_hide_rate=rate)
 
+    def unavailable(self, endpoint: str, n: int | None = None, seconds: float | None = None) -> Any:
+        """``endpoint`` (or "*") answers 503 20001 at any hour: the next ``n`` calls, or every call for
+        ``seconds`` of the sandbox clock from the first; other rules are replaced (PUT /admin/faults)."""
+        rule: dict[str, Any] = {}
+        if n is not None:
+            rule["unavailable_next"] = n
+        if seconds is not None:
+            rule["unavailable_seconds"] = seconds
+        return self.set_faults({endpoint: rule})
+
     def one_time_nonces(self, on: bool = True) -> Any:
         """A payment nonce pays once only (use ``fresh_nonce()`` per purchase)."""
         return self.configure(one_time_nonces=on)

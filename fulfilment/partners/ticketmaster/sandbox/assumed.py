@@ -83,6 +83,9 @@ POLLING_TTL_SECONDS: Final = 0.0
 # contract wins.)
 NITERUN_START_HOUR: Final = 0
 NITERUN_END_HOUR: Final = 2
+# DOCUMENTED (contract review): 20001 is not only niterun: outside the window it means the system is
+# down or unavailable ("wait minutes"). The ``unavailable_*`` faults (faults.py) answer the same
+# envelope at any hour, on any endpoint they are set for.
 # ASSUMED: only calls under ``/partners/v1/events/{event_id}/...`` are refused, and event details
 # (``GET /events/{event_id}``) stays available: it is where the client reads the event's timezone.
 # Order management, unredeemed orders and SecureRender are not event-scoped and are not refused.

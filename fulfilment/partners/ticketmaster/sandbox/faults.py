@@ -41,6 +41,12 @@ Rule fields (all optional)::
                             ``unredeemed`` 403 (the apikey/IP is not allow-listed), or any endpoint
     status_rate      0..1   share of calls answered that way
     status           int    403 or 404 (default 404); envelopes ``assumed.STATUS_FAULTS``
+    unavailable_next int    the next N calls answer 503 20001 "Ticketing system is down/unavailable"
+                            whatever the time (not niterun: at noon too); nothing done, so a
+                            commit refused that way leaves its cart held (and paid)
+    unavailable_seconds >=0 every call answers that 503 20001 for this many seconds of the sandbox
+                            clock, from the first call the rule meets (counted per endpoint as
+                            ``unavailable``, in total as ``unavailable_refusals``)
 
 Injected 5xx are decided after auth and quota, before niterun and the handler, so they never change
 anything. Drops are decided after a commit answered 200 (or 202: then the polling URL is lost too).
@@ -61,7 +67,8 @@ The task lives in the server's event loop (see ``late``): a reset cancels pendin
 that ends first (e.g. Starlette's TestClient used outside ``with``) loses them (a warning is logged).
 
 Counters per endpoint: ``latency``, ``error``, ``error_<status>``, ``drop_after_commit``,
-``late_commit``, ``late_commit_<status>``, ``stall``, ``answer_after``, ``status``, ``status_<status>``.
+``late_commit``, ``late_commit_<status>``, ``stall``, ``answer_after``, ``status``, ``status_<status>``,
+``unavailable``.
 Randomness: ``random.Random(seed + 1)``, separate from the polling stream.
 """
 
@@ -72,6 +79,7 @@ import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.responses import HTMLResponse, Response
@@ -113,6 +121,8 @@ class FaultRule:
     status_next: int = 0
     status_rate: float = 0.0
     status: int = 404
+    unavailable_next: int = 0
+    unavailable_seconds: float = 0.0
 
     @classmethod
     def from_json(cls, endpoint: str, raw: Any) -> FaultRule:
@@ -125,7 +135,7 @@ class FaultRule:
             raise ValueError(f"unknown rule fields for {endpoint!r}: {sorted(unknown)}")
         rule = cls()
         for key, high in (("latency_ms", None), ("error_rate", 1.0), ("drop_rate", 1.0), ("late_rate", 1.0),
-                           ("late_ms", None)):
+                           ("late_ms", None), ("unavailable_seconds", None)):
             if key in raw:
                 value = raw[key]
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
@@ -148,7 +158,8 @@ class FaultRule:
             if isinstance(raw["status"], bool) or raw["status"] not in assumed.STATUS_FAULTS:
                 raise ValueError(f"{endpoint}.status must be one of {sorted(assumed.STATUS_FAULTS)}")
             rule.status = raw["status"]
-        for key in ("fail_next", "drop_next", "late_next", "stall_next", "answer_after_next", "status_next"):
+        for key in ("fail_next", "drop_next", "late_next", "stall_next", "answer_after_next", "status_next",
+                    "unavailable_next"):
             if key in raw:
                 value = raw[key]
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -211,6 +222,7 @@ class FaultBook:
         self._rules = parse_rules(rules)
         self._rng = random.Random(seed + 1)
         self._counters: dict[str, Counter[str]] = {}
+        self._spans: dict[int, datetime] = {}  # id(rule) -> when its unavailable_seconds span ends
 
     def reset(self, rules: Mapping[str, Any], seed: int) -> None:
         parsed = parse_rules(rules)
@@ -218,15 +230,18 @@ class FaultBook:
             self._rules = parsed
             self._rng = random.Random(seed + 1)
             self._counters = {}
+            self._spans = {}
 
     def replace_rules(self, raw: Any) -> None:
         rules = parse_rules(raw)  # all-or-nothing: validate before touching the live rules
         with self._lock:
             self._rules = rules
+            self._spans = {}
 
     def clear_rules(self) -> None:
         with self._lock:
             self._rules = {}
+            self._spans = {}
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -258,28 +273,49 @@ class FaultBook:
             self._count(endpoint, "stall")
             return rule.stall_ms / 1000.0
 
+    def _meets(self, endpoint: str, fault: str) -> FaultRule | None:
+        """The rule if this call meets its ``<fault>_next`` (used up by one) or ``<fault>_rate``."""
+        rule = self._rule(endpoint)
+        if rule is None:
+            return None
+        left = getattr(rule, f"{fault}_next")
+        if left > 0:
+            setattr(rule, f"{fault}_next", left - 1)
+            return rule
+        rate = getattr(rule, f"{fault}_rate")
+        return rule if rate > 0 and self._rng.random() < rate else None
+
     def refusal(self, endpoint: str) -> int | None:
         """The 403/404 this call answers instead of being handled (uses up status_next), or None."""
         with self._lock:
-            rule = self._rule(endpoint)
+            rule = self._meets(endpoint, "status")
             if rule is None:
-                return None
-            if rule.status_next > 0:
-                rule.status_next -= 1
-            elif not (rule.status_rate > 0 and self._rng.random() < rule.status_rate):
                 return None
             self._count(endpoint, "status", f"status_{rule.status}")
             return rule.status
 
-    def answer_after(self, endpoint: str) -> float:
-        """For a call that succeeded: seconds its answer waits (uses up answer_after_next); 0: none."""
+    def unavailable(self, endpoint: str, now: datetime) -> bool:
+        """Does this call answer 503 20001 (uses up unavailable_next; starts unavailable_seconds)?"""
         with self._lock:
             rule = self._rule(endpoint)
             if rule is None:
-                return 0.0
-            if rule.answer_after_next > 0:
-                rule.answer_after_next -= 1
-            elif not (rule.answer_after_rate > 0 and self._rng.random() < rule.answer_after_rate):
+                return False
+            if rule.unavailable_next > 0:
+                rule.unavailable_next -= 1
+            elif rule.unavailable_seconds > 0:
+                ends = self._spans.setdefault(id(rule), now + timedelta(seconds=rule.unavailable_seconds))
+                if now >= ends:
+                    return False
+            else:
+                return False
+            self._count(endpoint, "unavailable")
+            return True
+
+    def answer_after(self, endpoint: str) -> float:
+        """For a call that succeeded: seconds its answer waits (uses up answer_after_next); 0: none."""
+        with self._lock:
+            rule = self._meets(endpoint, "answer_after")
+            if rule is None:
                 return 0.0
             self._count(endpoint, "answer_after")
             return rule.answer_after_ms / 1000.0

@@ -7,7 +7,7 @@
    with the "reject" policy, answered 409 20099;
 5. injected latency and stalls (asyncio.sleep), then an injected 5xx (nothing done); a poll's faults
    are those of ``poll_<operation polled>`` when set, else ``poll`` (``faults``); then an injected
-   403/404 (``status_*``, nothing done);
+   403/404 (``status_*``, nothing done), then an injected 503 20001 at any hour (``unavailable_*``);
 6. niterun for event-scoped calls -> 503 20001;
 7. polling decision (``X-TM-FORCE-POLLING: true`` or the seeded rate) for "Polling: Yes" calls;
 8. the handler (``TMError`` -> envelope); with polling its outcome is kept and 202 is answered;
@@ -138,6 +138,9 @@ def partner_endpoint(spec: EndpointSpec, handler: Handler) -> Endpoint:
             refused = sandbox.faults.refusal(fault_name)
             if refused is not None:
                 return respond(sandbox, Outcome(refused, envelope(assumed.STATUS_FAULTS[refused])), headers)
+            if sandbox.faults.unavailable(fault_name, sandbox.clock()):
+                counters.bump("unavailable_refusals")
+                return respond(sandbox, Outcome(503, envelope(assumed.NITERUN)), headers)
             if spec.event_scoped:
                 event = sandbox.catalogue.event(request.path_params["event_id"])
                 if event is not None and sandbox.niterun.active(event, sandbox.clock()):
