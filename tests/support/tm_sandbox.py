@@ -178,6 +178,10 @@ class Admin:
     def set_clock(self, moment: datetime) -> Any:
         return self._ok(self.client.put("/admin/clock", json={"now": moment.isoformat()}))
 
+    def now(self) -> datetime:
+        """The sandbox clock."""
+        return datetime.fromisoformat(self._ok(self.client.get("/admin/clock"))["now"].replace("Z", "+00:00"))
+
     def advance(self, seconds: float) -> Any:
         return self._ok(self.client.post("/admin/clock/advance", json={"seconds": seconds}))
 

@@ -36,6 +36,10 @@ HOLD_TIME_SECONDS: Final = 300
 # ASSUMED: a successful payment adds 150 s to what is left of the hold (seed 003 shows 444 after
 # payment, i.e. a hold that "may increase" through the cart process).
 PAYMENT_EXTENSION_SECONDS: Final = 150
+# DOCUMENTED (contract review): hold_time counts down from each answer and "may increase"; every
+# answer here shows what is left at that answer. ASSUMED: a reserve answers the full hold unless
+# ``hold_time_variance_seconds`` (config) shaves a seeded 0..N s off it (the 2017 example: 299).
+HOLD_TIME_VARIANCE_SECONDS: Final = 0.0
 
 # --- quotas (429) --------------------------------------------------------------------------------
 

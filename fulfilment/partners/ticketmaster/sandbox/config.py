@@ -10,6 +10,8 @@ Environment variables read by ``SandboxConfig.from_env()`` (all optional):
 TM_SANDBOX_APIKEYS                    comma-separated accepted apikeys (default ``tm-sandbox-apikey``)
 TM_SANDBOX_HOLD_TIME_SECONDS          cart hold after a reserve (default 300; fractions allowed)
 TM_SANDBOX_PAYMENT_EXTENSION_SECONDS  seconds a payment adds to the hold (default 150)
+TM_SANDBOX_HOLD_TIME_VARIANCE_SECONDS seconds >= 0 (default 0): a new cart's hold is shortened by a
+                                      seeded 0..N s, so a reserve answers less than the configured hold
 TM_SANDBOX_QUOTA_PER_HOUR             requests per apikey per hour (default 3600)
 TM_SANDBOX_POLLING_RATE               0..1 share of polling-enabled calls answered 202 (default 0)
 TM_SANDBOX_POLLING_WAIT_SECONDS       ``wait`` of a polling answer, integer (default 4)
@@ -59,6 +61,7 @@ class SandboxConfig:
     apikeys: tuple[str, ...] = (assumed.DEFAULT_APIKEY,)
     hold_time_seconds: float = assumed.HOLD_TIME_SECONDS
     payment_extension_seconds: float = assumed.PAYMENT_EXTENSION_SECONDS
+    hold_time_variance_seconds: float = assumed.HOLD_TIME_VARIANCE_SECONDS
     quota_per_hour: int = assumed.QUOTA_PER_HOUR
     polling_rate: float = assumed.POLLING_RATE
     polling_wait_seconds: int = assumed.POLLING_WAIT_SECONDS
@@ -95,6 +98,7 @@ class SandboxConfig:
         readers: dict[str, tuple[str, Any]] = {
             "TM_SANDBOX_HOLD_TIME_SECONDS": ("hold_time_seconds", float),
             "TM_SANDBOX_PAYMENT_EXTENSION_SECONDS": ("payment_extension_seconds", float),
+            "TM_SANDBOX_HOLD_TIME_VARIANCE_SECONDS": ("hold_time_variance_seconds", float),
             "TM_SANDBOX_QUOTA_PER_HOUR": ("quota_per_hour", int),
             "TM_SANDBOX_POLLING_RATE": ("polling_rate", float),
             "TM_SANDBOX_POLLING_WAIT_SECONDS": ("polling_wait_seconds", int),
@@ -153,6 +157,7 @@ class RuntimeSettings:
     unredeemed_hide_rate: float
     safetix_delays: dict[str, dict[str, str]]
     empty_barcode_events: list[str]
+    hold_time_variance_seconds: float
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> RuntimeSettings:
@@ -165,6 +170,7 @@ class RuntimeSettings:
             unredeemed_lag_seconds=config.unredeemed_lag_seconds, polling_ttl_seconds=config.polling_ttl_seconds,
             one_time_nonces=config.one_time_nonces, unredeemed_hide_rate=config.unredeemed_hide_rate,
             safetix_delays=dict(config.safetix_delays), empty_barcode_events=list(config.empty_barcode_events),
+            hold_time_variance_seconds=float(config.hold_time_variance_seconds),
         )
         return settings.patched(settings.to_json())  # one validation path
 
@@ -198,6 +204,7 @@ class RuntimeSettings:
             unredeemed_hide_rate=_number(values, "unredeemed_hide_rate", low=0.0, high=1.0),
             safetix_delays=_safetix_delays(values["safetix_delays"]),
             empty_barcode_events=_strings(values, "empty_barcode_events"),
+            hold_time_variance_seconds=_number(values, "hold_time_variance_seconds", low=0.0),
         )
 
 

@@ -4,6 +4,11 @@ Every public method takes the lock, first expires the carts whose hold has run o
 inventory, counted as leaked), then checks and acts in one step, so two calls can never both take
 the same seats or both commit one cart.
 
+Holds count down: every answer's ``hold_time`` is what is left of the hold at that answer (the
+cart's end is the answer's time + its ``hold_time``); a payment extends it
+(``payment_extension_seconds``: it "may increase"); ``hold_time_variance_seconds`` (default 0) shaves
+a seeded 0..N seconds off a new cart's hold, so even a reserve's answer is not the configured hold.
+
 With ``one_time_nonces`` a payment nonce pays once (``assumed.NONCE_REUSED`` afterwards); the used
 nonces (hashed) are kept until a reset.
 
@@ -57,6 +62,7 @@ class SandboxStore:
         self._used_nonces: set[str] = set()  # SHA-256 of every nonce that paid (one_time_nonces)
         self._seed = seed
         self._rng = random.Random(seed + 2)  # unredeemed_hide_rate (separate from polling and faults)
+        self._hold_rng = random.Random(seed + 3)  # hold_time_variance_seconds
         self._order_seq = 10000 + secrets.randbelow(80000)
 
     # --- settings / reset -----------------------------------------------------------------------
@@ -79,6 +85,7 @@ class SandboxStore:
             self._barcodes.clear()
             self._used_nonces.clear()
             self._rng = random.Random(self._seed + 2)
+            self._hold_rng = random.Random(self._seed + 3)
 
     # --- housekeeping ---------------------------------------------------------------------------
 
@@ -237,7 +244,7 @@ class SandboxStore:
                 cart_id=str(uuid.uuid4()), apikey=apikey, event=event, level=level, row=row, seats=seats,
                 lines=[CartLine(t, wanted.quantity, event.charges(t, level))
                        for t, wanted in zip(ticket_types, request.tickets, strict=True)],
-                created_at=now, hold_until=now + timedelta(seconds=settings.hold_time_seconds),
+                created_at=now, hold_until=now + timedelta(seconds=self._first_hold(settings)),
             )
             self._inventory.hold(cart.key, seats, cart.cart_id)
             self._carts[cart.cart_id] = cart
@@ -355,6 +362,13 @@ class SandboxStore:
                 self._barcodes[ticket.barcode] = (order, ticket)
             self._counters.bump("orders_per_source_account", request.source_account_id or "(none)")
             return order.commit_view()
+
+    def _first_hold(self, settings: RuntimeSettings) -> float:
+        """A new cart's hold: ``hold_time_seconds`` less a seeded 0..``hold_time_variance_seconds``
+        (the cart was held a while before the answer was written), at least 1 s."""
+        variance = settings.hold_time_variance_seconds
+        shaved = self._hold_rng.uniform(0, variance) if variance > 0 else 0.0
+        return max(1.0, settings.hold_time_seconds - shaved)
 
     def _delay(self, event: Event) -> Delay | None:
         return delay_of(event, self._settings.safetix_delays)
