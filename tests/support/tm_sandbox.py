@@ -266,6 +266,11 @@ class Admin:
         """Order management answers SafeTix tickets of these events (default: all) with ``barcode_id: ""``."""
         return self.configure(empty_barcode_events=list(event_ids or ("*",)))
 
+    def swap_best_available(self, rate: float = 1.0) -> Any:
+        """A share ``rate`` of reserves that name a place with accept_best_available true get another
+        section/row."""
+        return self.configure(best_available_swap_rate=rate)
+
     def hide_from_unredeemed(self, rate: float = 1.0) -> Any:
         """Orders committed from now on never appear in the unredeemed list (a share ``rate`` of them)."""
         return self.configure(unredeemed_hide_rate=rate)

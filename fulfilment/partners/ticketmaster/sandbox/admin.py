@@ -14,7 +14,8 @@ with 400/403/404.
                                            money_format, captcha_required, unredeemed_lag_seconds,
                                            polling_ttl_seconds, one_time_nonces,
                                            unredeemed_hide_rate, safetix_delays,
-                                           empty_barcode_events, hold_time_variance_seconds
+                                           empty_barcode_events, hold_time_variance_seconds,
+                                           best_available_swap_rate
   GET    /admin/faults                     {"rules", "counters"}
   PUT    /admin/faults                     body {endpoint: rule}; replaces all rules (see ``faults``)
   DELETE /admin/faults                     clears the rules, keeps the counters

@@ -160,6 +160,11 @@ INVALID_CAPTCHA_TOKEN: Final = "invalid"
 # (the default) a place that cannot be had falls back to the best contiguous block of the price
 # level, with false it answers 20052. Several ticket entries (adult + child) share ONE contiguous
 # block. Unknown ticket type -> 20046; unknown price level -> 20052; restrictSingle is false.
+# DOCUMENTED (contract review): best available is the default and "a reserve may hold other seats
+# than the section/row asked for unless accept_best_available is false". ASSUMED: by default the
+# named place is kept when it can be had; ``best_available_swap_rate`` (config) gives a seeded share
+# of such reserves the best block of another section/row of the price level even then.
+BEST_AVAILABLE_SWAP_RATE: Final = 0.0
 
 # --- payment ---------------------------------------------------------------------------------------------
 

@@ -33,6 +33,8 @@ TM_SANDBOX_SAFETIX_DELAYS             JSON object {event_id or "*": {"signal": "
                                       delivery delays signalled the quiet ways (``safetix.py``)
 TM_SANDBOX_EMPTY_BARCODE_EVENTS       comma-separated event ids or ``*``: order management answers their
                                       SafeTix tickets with ``barcode_id: ""`` (seed 003's example)
+TM_SANDBOX_BEST_AVAILABLE_SWAP_RATE   0..1 (default 0): share of reserves naming a place with
+                                      ``accept_best_available`` true that get another section/row
 TM_SANDBOX_SEED                       int, default 0 (polling and fault randomness)
 TM_SANDBOX_SEATS_PER_ROW              int >= 1: seats per row of the test and barcode-only events
                                       (default: as catalogued, 10 and 12), for load and chaos runs
@@ -75,6 +77,7 @@ class SandboxConfig:
     unredeemed_hide_rate: float = assumed.UNREDEEMED_HIDE_RATE
     safetix_delays: Mapping[str, Any] = field(default_factory=dict)
     empty_barcode_events: tuple[str, ...] = ()
+    best_available_swap_rate: float = assumed.BEST_AVAILABLE_SWAP_RATE
     niterun_mode: str = "auto"
     seed: int = 0
     seats_per_row: int | None = None  # the test and barcode-only events' rows (catalogue.py); None: as catalogued
@@ -111,6 +114,7 @@ class SandboxConfig:
             "TM_SANDBOX_UNREDEEMED_LAG_SECONDS": ("unredeemed_lag_seconds", float),
             "TM_SANDBOX_POLLING_TTL_SECONDS": ("polling_ttl_seconds", float),
             "TM_SANDBOX_UNREDEEMED_HIDE_RATE": ("unredeemed_hide_rate", float),
+            "TM_SANDBOX_BEST_AVAILABLE_SWAP_RATE": ("best_available_swap_rate", float),
         }
         for name, (key, convert) in readers.items():
             if env.get(name, "").strip():
@@ -158,6 +162,7 @@ class RuntimeSettings:
     safetix_delays: dict[str, dict[str, str]]
     empty_barcode_events: list[str]
     hold_time_variance_seconds: float
+    best_available_swap_rate: float
 
     @classmethod
     def from_config(cls, config: SandboxConfig) -> RuntimeSettings:
@@ -171,6 +176,7 @@ class RuntimeSettings:
             one_time_nonces=config.one_time_nonces, unredeemed_hide_rate=config.unredeemed_hide_rate,
             safetix_delays=dict(config.safetix_delays), empty_barcode_events=list(config.empty_barcode_events),
             hold_time_variance_seconds=float(config.hold_time_variance_seconds),
+            best_available_swap_rate=float(config.best_available_swap_rate),
         )
         return settings.patched(settings.to_json())  # one validation path
 
@@ -205,6 +211,7 @@ class RuntimeSettings:
             safetix_delays=_safetix_delays(values["safetix_delays"]),
             empty_barcode_events=_strings(values, "empty_barcode_events"),
             hold_time_variance_seconds=_number(values, "hold_time_variance_seconds", low=0.0),
+            best_available_swap_rate=_number(values, "best_available_swap_rate", low=0.0, high=1.0),
         )
 
 

@@ -9,7 +9,8 @@ Totals (always present, 0 when nothing happened): ``commits_on_expired_carts``,
 with ``late_ms`` 0, else later) and ``late_commits_failed`` (such commits that could no longer be
 committed when their time came: nothing was done), ``nonces_reused`` (payments refused because
 their nonce had paid before, ``one_time_nonces``), ``unavailable_refusals`` (503 20001 answered by
-an ``unavailable_*`` fault, outside niterun).
+an ``unavailable_*`` fault, outside niterun), ``best_available_swaps`` (reserves that got another
+section/row than they named, ``best_available_swap_rate``).
 
 Keyed counts: ``orders_per_source_account`` (source_account_id, ``(none)`` when absent),
 ``concurrent_calls_per_cart``, ``rate_limited_per_apikey`` (the key's last 4 characters only),
@@ -31,7 +32,7 @@ TOTALS = (
     "commits_on_expired_carts", "commits_on_deleted_carts", "recommits", "commits_without_payment", "leaked_carts",
     "polls_before_wait", "polling_answers", "rate_limited", "niterun_refusals", "unauthorized", "concurrent_calls",
     "dropped_after_commit", "commits_processed_late", "late_commits_failed", "nonces_reused",
-    "unavailable_refusals",
+    "unavailable_refusals", "best_available_swaps",
 )
 KEYED = ("orders_per_source_account", "concurrent_calls_per_cart", "rate_limited_per_apikey", "requests",
          "late_answers")

@@ -9,6 +9,13 @@ cart's end is the answer's time + its ``hold_time``); a payment extends it
 (``payment_extension_seconds``: it "may increase"); ``hold_time_variance_seconds`` (default 0) shaves
 a seeded 0..N seconds off a new cart's hold, so even a reserve's answer is not the configured hold.
 
+Best available by default: a reserve that names a place (section/row/seats) with
+``accept_best_available`` true gets, for a seeded share ``best_available_swap_rate`` (default 0) of
+such reserves, the best block of ANOTHER section/row (of the price level and areas asked for; of any
+level when none is named, so the price may change too), even when the named seats are free
+(counted ``best_available_swaps``); with ``accept_best_available`` false it gets exactly the named
+seats or 20052.
+
 With ``one_time_nonces`` a payment nonce pays once (``assumed.NONCE_REUSED`` afterwards); the used
 nonces (hashed) are kept until a reset.
 
@@ -63,6 +70,7 @@ class SandboxStore:
         self._seed = seed
         self._rng = random.Random(seed + 2)  # unredeemed_hide_rate (separate from polling and faults)
         self._hold_rng = random.Random(seed + 3)  # hold_time_variance_seconds
+        self._swap_rng = random.Random(seed + 4)  # best_available_swap_rate
         self._order_seq = 10000 + secrets.randbelow(80000)
 
     # --- settings / reset -----------------------------------------------------------------------
@@ -86,6 +94,7 @@ class SandboxStore:
             self._used_nonces.clear()
             self._rng = random.Random(self._seed + 2)
             self._hold_rng = random.Random(self._seed + 3)
+            self._swap_rng = random.Random(self._seed + 4)
 
     # --- housekeeping ---------------------------------------------------------------------------
 
@@ -233,8 +242,15 @@ class SandboxStore:
             preferred = [(level, row) for level, row in candidates
                          if (request.section is None or row.section == request.section)
                          and (request.row is None or row.row == request.row)]
-            found = self._find_block(event, preferred, request.quantity, request.begin_seat, request.end_seat)
             place_named = any(v is not None for v in (request.section, request.row, request.begin_seat))
+            found = None
+            if place_named and request.accept_best_available and self._swap(settings):
+                others = [candidate for candidate in candidates if candidate not in preferred]
+                found = self._find_block(event, others, request.quantity, None, None)
+                if found is not None:
+                    self._counters.bump("best_available_swaps")
+            if found is None:
+                found = self._find_block(event, preferred, request.quantity, request.begin_seat, request.end_seat)
             if found is None and place_named and request.accept_best_available:
                 found = self._find_block(event, candidates, request.quantity, None, None)
             if found is None:
@@ -369,6 +385,10 @@ class SandboxStore:
         variance = settings.hold_time_variance_seconds
         shaved = self._hold_rng.uniform(0, variance) if variance > 0 else 0.0
         return max(1.0, settings.hold_time_seconds - shaved)
+
+    def _swap(self, settings: RuntimeSettings) -> bool:
+        rate = settings.best_available_swap_rate
+        return rate > 0 and self._swap_rng.random() < rate
 
     def _delay(self, event: Event) -> Delay | None:
         return delay_of(event, self._settings.safetix_delays)
