@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,12 +74,23 @@ def payment_body(cart: dict[str, Any], *, amount: str | None = None, nonce: str 
     return {"cartId": cart["cart_id"], "payment": payment}
 
 
+def fresh_nonce() -> str:
+    """A payment nonce never used before (the sandbox accepts any ``fake-valid-nonce-*``)."""
+    return f"fake-valid-nonce-{uuid.uuid4().hex}"
+
+
 def reserve_body(ticket_id: str = "000000000001", quantity: int = 1, price_id: int | None = 1,
                  **place: Any) -> dict[str, Any]:
     ticket: dict[str, Any] = {"id": ticket_id, "quantity": quantity}
     if price_id is not None:
         ticket["price"] = {"id": price_id}
     return {"reserve": {"tickets": [ticket], **place}}
+
+
+def render_request(event_id: str, ticket: dict[str, Any]) -> dict[str, Any]:
+    """A SecureRender ticket entry for an order management ``ticket``."""
+    return {"eventId": event_id, "section": ticket["section"], "row": ticket["row"], "seat": ticket["seat_name"],
+            "barcode": ticket["barcode_id"]}
 
 
 DEVICE = {"device_id": "device-12345", "device_os": "android", "device_type": "native", "third_party_account_id": "12313131"}
@@ -140,10 +152,10 @@ class Partner:
         return self.call("GET", httpx.URL(polling_url).path, **kwargs)
 
     def buy(self, event_id: str = TEST_EVENT, body: dict[str, Any] | None = None, source_account_id: str = "purchase-1",
-            third_party_account_id: str = "12313131") -> dict[str, Any]:
+            third_party_account_id: str = "12313131", nonce: str = "fake-valid-visa-nonce") -> dict[str, Any]:
         """Reserve, pay and commit; the commit answer plus ``cart``."""
         cart = self.cart(event_id, body)
-        paid = self.pay(event_id, payment_body(cart, third_party_account_id=third_party_account_id))
+        paid = self.pay(event_id, payment_body(cart, third_party_account_id=third_party_account_id, nonce=nonce))
         assert paid.status_code == 200, paid.text
         committed = self.commit(event_id, cart["cart_id"], source_account_id)
         assert committed.status_code == 200, committed.text
@@ -165,6 +177,10 @@ class Admin:
 
     def set_clock(self, moment: datetime) -> Any:
         return self._ok(self.client.put("/admin/clock", json={"now": moment.isoformat()}))
+
+    def now(self) -> datetime:
+        """The sandbox clock."""
+        return datetime.fromisoformat(self._ok(self.client.get("/admin/clock"))["now"].replace("Z", "+00:00"))
 
     def advance(self, seconds: float) -> Any:
         return self._ok(self.client.post("/admin/clock/advance", json={"seconds": seconds}))
@@ -206,6 +222,72 @@ class Admin:
 
     def counts(self) -> Any:
         return self._ok(self.client.get("/admin/counts"))
+
+    # --- the unkind modes (sandbox/faults.py, config.py) -----------------------------------------
+
+    def polling_jobs(self) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = self._ok(self.client.get("/admin/polling"))["jobs"]
+        return jobs
+
+    def forget_poll(self, polling_url_or_id: str) -> Any:
+        """The polling URL is gone: it answers 404 from now on."""
+        poll_id = polling_url_or_id.rstrip("/").rsplit("/", 1)[-1]
+        return self._ok(self.client.delete(f"/admin/polling/{poll_id}"))
+
+    def stall_polls(self, n: int, stall_ms: float, operation: str | None = None) -> Any:
+        """The next ``n`` polls (of ``operation``'s polling URLs only, e.g. "commit", when given) hang
+        ``stall_ms`` before they answer; other rules are replaced (PUT /admin/faults)."""
+        name = f"poll_{operation}" if operation else "poll"
+        return self.set_faults({name: {"stall_next": n, "stall_ms": stall_ms}})
+
+    def answer_late(self, n: int, answer_after_ms: float, endpoint: str = "commit") -> Any:
+        """The next ``n`` successful calls of ``endpoint`` are processed at once and answered
+        ``answer_after_ms`` later; other rules are replaced (PUT /admin/faults)."""
+        return self.set_faults({endpoint: {"answer_after_next": n, "answer_after_ms": answer_after_ms}})
+
+    def refuse(self, endpoint: str, status: int, n: int | None = None) -> Any:
+        """``endpoint`` answers ``status`` (403 or 404, TM envelope): the next ``n`` calls, or every
+        call when ``n`` is None; other rules are replaced (PUT /admin/faults)."""
+        rule: dict[str, Any] = {"status": status, **({"status_next": n} if n is not None else {"status_rate": 1.0})}
+        return self.set_faults({endpoint: rule})
+
+    def delay_safetix(self, signal: str, *, event_id: str = "*", date: str | None = None,
+                      until: datetime | None = None) -> Any:
+        """SafeTix tokens withheld until ``until`` (or the event-local midnight of ``date``), signalled
+        only by ``signal``: "service_level" or "date" (replaces the ``safetix_delays`` setting)."""
+        entry: dict[str, Any] = {"signal": signal}
+        if date is not None:
+            entry["date"] = date
+        if until is not None:
+            entry["until"] = until.isoformat()
+        return self.configure(safetix_delays={event_id: entry})
+
+    def empty_barcodes(self, *event_ids: str) -> Any:
+        """Order management answers SafeTix tickets of these events (default: all) with ``barcode_id: ""``."""
+        return self.configure(empty_barcode_events=list(event_ids or ("*",)))
+
+    def swap_best_available(self, rate: float = 1.0) -> Any:
+        """A share ``rate`` of reserves that name a place with accept_best_available true get another
+        section/row."""
+        return self.configure(best_available_swap_rate=rate)
+
+    def hide_from_unredeemed(self, rate: float = 1.0) -> Any:
+        """Orders committed from now on never appear in the unredeemed list (a share ``rate`` of them)."""
+        return self.configure(unredeemed_hide_rate=rate)
+
+    def unavailable(self, endpoint: str, n: int | None = None, seconds: float | None = None) -> Any:
+        """``endpoint`` (or "*") answers 503 20001 at any hour: the next ``n`` calls, or every call for
+        ``seconds`` of the sandbox clock from the first; other rules are replaced (PUT /admin/faults)."""
+        rule: dict[str, Any] = {}
+        if n is not None:
+            rule["unavailable_next"] = n
+        if seconds is not None:
+            rule["unavailable_seconds"] = seconds
+        return self.set_faults({endpoint: rule})
+
+    def one_time_nonces(self, on: bool = True) -> Any:
+        """A payment nonce pays once only (use ``fresh_nonce()`` per purchase)."""
+        return self.configure(one_time_nonces=on)
 
     def catalogue(self) -> Any:
         return self._ok(self.client.get("/admin/catalogue"))

@@ -11,7 +11,11 @@ with 400/403/404.
   PATCH  /admin/config                     body: any of apikeys, hold_time_seconds,
                                            payment_extension_seconds, quota_per_hour, polling_rate,
                                            polling_wait_seconds, polling_repeats, concurrency_policy,
-                                           money_format, captcha_required, unredeemed_lag_seconds
+                                           money_format, captcha_required, unredeemed_lag_seconds,
+                                           polling_ttl_seconds, one_time_nonces,
+                                           unredeemed_hide_rate, safetix_delays,
+                                           empty_barcode_events, hold_time_variance_seconds,
+                                           best_available_swap_rate
   GET    /admin/faults                     {"rules", "counters"}
   PUT    /admin/faults                     body {endpoint: rule}; replaces all rules (see ``faults``)
   DELETE /admin/faults                     clears the rules, keeps the counters
@@ -26,6 +30,7 @@ with 400/403/404.
   GET    /admin/orders?source_account_id=&event_id=   {"orders": [...], "count"} (with tokens, barcodes)
   POST   /admin/orders/{order_token}/redeem          the order leaves the unredeemed list
   GET    /admin/polling                    polling jobs
+  DELETE /admin/polling/{poll_id}          forget a polling URL: it answers 404 from now on
   GET    /admin/counts                     see ``counts`` (+ faults counters, quota; late commits:
                                            ``commits_processed_late``, ``late_commits_failed``)
   GET    /admin/catalogue                  seeded events with live seat states
@@ -139,9 +144,7 @@ async def _get_config(request: Request, sandbox: SandboxState) -> Response:
 
 
 async def _patch_config(request: Request, sandbox: SandboxState) -> Response:
-    body = await _object(request)
-    store = sandbox.store
-    store.replace_settings(store.settings.patched(body))
+    sandbox.patch_settings(await _object(request))
     return JSONResponse(sandbox.public_config())
 
 
@@ -230,6 +233,12 @@ async def _polling(request: Request, sandbox: SandboxState) -> Response:
     return JSONResponse({"jobs": jobs, "count": len(jobs)})
 
 
+async def _forget_poll(request: Request, sandbox: SandboxState) -> Response:
+    if not sandbox.polling.forget(request.path_params["poll_id"]):
+        return _fail(404, "no such polling job")
+    return JSONResponse({"ok": True})
+
+
 async def _counts(request: Request, sandbox: SandboxState) -> Response:
     sandbox.store.admin_carts()  # expire what is due, so leaked_carts is current
     return JSONResponse({**sandbox.counters.snapshot(), "faults": sandbox.faults.snapshot()["counters"],
@@ -260,6 +269,7 @@ ROUTES: list[tuple[str, list[str], AdminHandler]] = [
     ("/admin/orders", ["GET"], _admin(_orders)),
     ("/admin/orders/{order_token}/redeem", ["POST"], _admin(_redeem)),
     ("/admin/polling", ["GET"], _admin(_polling)),
+    ("/admin/polling/{poll_id}", ["DELETE"], _admin(_forget_poll)),
     ("/admin/counts", ["GET"], _admin(_counts)),
     ("/admin/catalogue", ["GET"], _admin(_catalogue)),
 ]

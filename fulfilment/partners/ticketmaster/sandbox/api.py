@@ -30,6 +30,7 @@ from .errors import TMError
 from .pipeline import Call, body_field
 from .polling import polling_body
 from .responses import Outcome
+from .state import SandboxState
 from .validation import (
     SecureRenderError,
     commit_request,
@@ -113,7 +114,10 @@ async def poll(call: Call) -> Outcome:
     sandbox = call.sandbox
     settings = sandbox.settings
     poll_id = str(call.request.path_params["poll_id"])
-    state, job, wait = sandbox.polling.poll(poll_id, call.apikey, sandbox.clock(), settings.polling_wait_seconds)
+    state, job, wait = sandbox.polling.poll(poll_id, call.apikey, sandbox.clock(), settings.polling_wait_seconds,
+                                            settings.polling_ttl_seconds)
+    if state == "expired":
+        raise TMError(assumed.POLL_EXPIRED)
     if state == "unknown" or job is None:
         raise TMError(assumed.POLL_NOT_FOUND)
     if state in ("early", "again"):
@@ -138,6 +142,11 @@ async def securerender(call: Call) -> Outcome:
         return Outcome(error.code, error.body())
     ok, body = call.sandbox.store.securerender(call.apikey, request)
     return Outcome(200 if ok else 400, body)
+
+
+def poll_fault_name(request: Request, sandbox: SandboxState) -> str:
+    """A poll's fault rule: ``poll_<operation>`` of the job its URL names (when set), else ``poll``."""
+    return sandbox.faults.poll_name(sandbox.polling.endpoint_of(str(request.path_params["poll_id"])))
 
 
 # --- where a cart call's cart id is (for the in-flight check) --------------------------------------

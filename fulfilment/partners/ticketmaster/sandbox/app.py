@@ -42,7 +42,7 @@ PARTNER_ROUTES: list[tuple[str, str, EndpointSpec, Handler]] = [
                                               cart_id_of=api.delete_cart_id), api.delete_cart),
     ("/partners/v1/orders", "POST", EndpointSpec("order_management", polling=True), api.order_management),
     ("/partners/v1/orders/unredeemed", "GET", EndpointSpec("unredeemed"), api.unredeemed),
-    ("/partners/v1/polling/{poll_id:path}", "GET", EndpointSpec("poll"), api.poll),
+    ("/partners/v1/polling/{poll_id:path}", "GET", EndpointSpec("poll", fault_name_of=api.poll_fault_name), api.poll),
     ("/marketplace/v1/securerender", "POST", EndpointSpec("securerender"), api.securerender),
     ("/marketplace-staging/v1/securerender", "POST", EndpointSpec("securerender"), api.securerender),
 ]

@@ -15,9 +15,10 @@ from typing import Final
 # --- order of checks (pipeline.py) -------------------------------------------------------------
 
 # ASSUMED: apikey (401) -> quota (429) -> cart in-flight check (409) -> injected latency / 5xx ->
-# niterun (503) -> polling decision -> body validation and business rules (400/403/404), where a
-# commit that would succeed may meet the late-commit fault (5xx now, committed now or later) -> for
-# a successful commit, the commit-then-drop fault. An unknown event is a 404 from the handler.
+# injected 403/404 (``status_*`` faults) -> niterun (503) -> polling decision -> body validation
+# and business rules (400/403/404), where a commit that would succeed may meet the late-commit
+# fault (5xx now, committed now or later) -> for a successful commit, the commit-then-drop fault.
+# An unknown event is a 404 from the handler.
 
 # --- authentication ---------------------------------------------------------------------------
 
@@ -35,6 +36,10 @@ HOLD_TIME_SECONDS: Final = 300
 # ASSUMED: a successful payment adds 150 s to what is left of the hold (seed 003 shows 444 after
 # payment, i.e. a hold that "may increase" through the cart process).
 PAYMENT_EXTENSION_SECONDS: Final = 150
+# DOCUMENTED (contract review): hold_time counts down from each answer and "may increase"; every
+# answer here shows what is left at that answer. ASSUMED: a reserve answers the full hold unless
+# ``hold_time_variance_seconds`` (config) shaves a seeded 0..N s off it (the 2017 example: 299).
+HOLD_TIME_VARIANCE_SECONDS: Final = 0.0
 
 # --- quotas (429) --------------------------------------------------------------------------------
 
@@ -69,6 +74,10 @@ POLLING_REPEATS: Final = 0
 # left (rounded up, at least 1). The job belongs to the apikey that started it (others: 404). Jobs
 # live in memory only: a restart or an admin reset forgets them (404) - the contract's open
 # question "does a polling URL survive a restart" is answered "no" here.
+# ASSUMED: a polling URL lives for ever unless ``polling_ttl_seconds`` (config, 0 = never) is set:
+# then, that long after the 202, it answers 410 POLL_EXPIRED (the contract: "404/410 for a URL that
+# is gone"); an unknown or forgotten id answers 404 POLL_NOT_FOUND.
+POLLING_TTL_SECONDS: Final = 0.0
 # The work is done when the 202 is sent (a reserve's seats are held at once, even if nobody polls).
 # A polled reserve's final answer shows the cart's hold_time as it is when the poll is answered.
 
@@ -78,6 +87,9 @@ POLLING_REPEATS: Final = 0
 # contract wins.)
 NITERUN_START_HOUR: Final = 0
 NITERUN_END_HOUR: Final = 2
+# DOCUMENTED (contract review): 20001 is not only niterun: outside the window it means the system is
+# down or unavailable ("wait minutes"). The ``unavailable_*`` faults (faults.py) answer the same
+# envelope at any hour, on any endpoint they are set for.
 # ASSUMED: only calls under ``/partners/v1/events/{event_id}/...`` are refused, and event details
 # (``GET /events/{event_id}``) stays available: it is where the client reads the event's timezone.
 # Order management, unredeemed orders and SecureRender are not event-scoped and are not refused.
@@ -122,10 +134,16 @@ NOT_FOUND: Final = ErrorSpec(404, 90000, "API endpoint or event not found")
 METHOD_NOT_ALLOWED: Final = ErrorSpec(405, 90405, "HTTP method not allowed for endpoint")
 ORDER_NOT_FOUND: Final = ErrorSpec(404, 90002, "Order not found")
 POLL_NOT_FOUND: Final = ErrorSpec(404, 90005, "Polling request not found")
+POLL_EXPIRED: Final = ErrorSpec(410, 90006, "Polling request expired")
 # order management with a third_party_account_id other than the one sent with the payment.
 THIRD_PARTY_MISMATCH: Final = ErrorSpec(403, 10005, "third_party_account_id does not match the order")
 # a second call on a cart while another call on the same cart is in flight (see CONCURRENCY_POLICY).
 CONCURRENT_CART_CALL: Final = ErrorSpec(409, 20099, "Concurrent calls to the same cart are not supported")
+# a call this apikey (or client IP) may not make: the deprecated event details, the unredeemed list
+# without IP allow-listing (contract review of the public reference; code ASSUMED).
+ACCESS_DENIED: Final = ErrorSpec(403, 10003, "Access denied: this apikey or client IP is not allowed to call this endpoint")
+# the answers of the ``status_*`` faults (faults.py), by status.
+STATUS_FAULTS: Final = {403: ACCESS_DENIED, 404: NOT_FOUND}
 # injected 5xx (admin faults) with the envelope: code 10000 + status.
 INJECTED_MESSAGES: Final = {500: "Internal error occurred", 502: "Bad gateway", 503: "Service is unavailable",
                             504: "Gateway timeout"}
@@ -142,6 +160,11 @@ INVALID_CAPTCHA_TOKEN: Final = "invalid"
 # (the default) a place that cannot be had falls back to the best contiguous block of the price
 # level, with false it answers 20052. Several ticket entries (adult + child) share ONE contiguous
 # block. Unknown ticket type -> 20046; unknown price level -> 20052; restrictSingle is false.
+# DOCUMENTED (contract review): best available is the default and "a reserve may hold other seats
+# than the section/row asked for unless accept_best_available is false". ASSUMED: by default the
+# named place is kept when it can be had; ``best_available_swap_rate`` (config) gives a seeded share
+# of such reserves the best block of another section/row of the price level even then.
+BEST_AVAILABLE_SWAP_RATE: Final = 0.0
 
 # --- payment ---------------------------------------------------------------------------------------------
 
@@ -163,6 +186,16 @@ CARD_NONCE_ERRORS: Final = {
     "fake-insufficient-funds-nonce": NO_FUNDS,                    # 20129
     "fake-cvv-mismatch-nonce": BAD_SECURITY_CODE,                 # 20152
 }
+# Accepted nonces: any other non-empty ``card.number`` that is not a plain PAN, e.g. Braintree's
+# ``fake-valid-visa-nonce`` (seed 003), ``fake-valid-nonce`` or ``fake-valid-nonce-<anything>``.
+# DOCUMENTED (contract, review of the public reference): a Braintree payment-method nonce is
+# one-time. With ``one_time_nonces`` (config, default off; the chaos and integration runs turn it
+# on) a nonce that already paid for a cart (a SUCCESSFUL add-payment, on any cart, this one
+# included) is refused with NONCE_REUSED; refused payments consume nothing. ASSUMED: the refusal is
+# the 20122 "not accepted" family with Braintree's own text (its error 93107); the cart keeps any
+# payment it had. Used nonces are kept (only their SHA-256) until an admin reset.
+ONE_TIME_NONCES: Final = False
+NONCE_REUSED: Final = ErrorSpec(400, 20122, "Payment Not Accepted: Cannot use a payment_method_nonce more than once.")
 # ASSUMED: a ``card.number`` of 12-19 digits is an unencrypted PAN and is refused with 10002
 # (seed 004: "card data must be encrypted").
 PLAIN_PAN_DIGITS: Final = (12, 19)
@@ -187,6 +220,10 @@ TM_APP_URL: Final = "ticketmaster:///partners/redeem?token={token}"
 # commits (an order missing from it is no proof that no order exists); ``unredeemed_lag_seconds``
 # (config) leaves out orders younger than that, on the sandbox clock.
 UNREDEEMED_LAG_SECONDS: Final = 0.0
+# DOCUMENTED (contract review): the list needs IP allow-listing and "may answer 403, or never show
+# an order". ASSUMED: by default every order shows; ``unredeemed_hide_rate`` (config) hides a share
+# of orders (chosen at commit) for good; a 403 is the ``status`` fault (faults.py, ACCESS_DENIED).
+UNREDEEMED_HIDE_RATE: Final = 0.0
 
 # --- delete ----------------------------------------------------------------------------------------------
 
@@ -216,6 +253,13 @@ CONCURRENCY_POLICIES: Final = ("reject", "count")
 # event's timezone, sandbox clock) ``secure_entry_data.token`` is null and ``secure_entry_data.error``
 # is DELAYED_TOKEN_ERROR; from that date on the token is present (the seed's "OFF" example, which
 # carries both the date and a token). Events without a delay send ``additional_info`` {}.
+# DOCUMENTED (contract review of the public reference): the delay also shows in quieter ways, as
+# ``delivery.service_level`` SAFETIX with no token yet, or only as a future
+# ``safetix_delivery_delay_date``. ``safetix_delays`` (config, per event or ``*``) turns those on
+# (``safetix.py``); ASSUMED: then tokens are null and there is no ``secure_entry_data.error``.
+# DOCUMENTED (seed 003's second order management example): a SafeTix ticket with a token and
+# ``barcode_id: ""``. ``empty_barcode_events`` (config) answers that way; ASSUMED: SecureRender then
+# cannot be called for the ticket (its barcode is required) and order management refreshes it.
 DELAYED_TOKEN_ERROR_CODE: Final = 425
 DELAYED_TOKEN_MESSAGE: Final = "SafeTix token not retrievable before {date}"
 # ASSUMED: device_type/device_os are matched case-insensitively and echoed as sent.
@@ -228,8 +272,8 @@ THIRD_PARTY_ID_MAX: Final = 100
 # ASSUMED: third_party_source and email_status values.
 THIRD_PARTY_SOURCE: Final = "TM Partner API sandbox"
 UNREDEEMED_EMAIL_STATUS: Final = 1  # "Sent (additional status unknown)"
-# ASSUMED: the unredeemed list needs no allow-listing for our apikey; an order stays unredeemed
-# until the admin API marks it redeemed. ``days_from_purchase`` or ``days_before_event`` is
+# ASSUMED: the unredeemed list needs no allow-listing for our apikey unless told (see above); an
+# order stays unredeemed until the admin API marks it redeemed. ``days_from_purchase`` or ``days_before_event`` is
 # required (non-negative integer).
 
 # --- SecureRender ----------------------------------------------------------------------------------------

@@ -7,11 +7,15 @@ Totals (always present, 0 when nothing happened): ``commits_on_expired_carts``,
 ``unauthorized`` (401s), ``concurrent_calls`` (overlapping cart calls), ``dropped_after_commit``,
 ``commits_processed_late`` (commits answered 5xx by a ``late_*`` fault that then took effect: at once
 with ``late_ms`` 0, else later) and ``late_commits_failed`` (such commits that could no longer be
-committed when their time came: nothing was done).
+committed when their time came: nothing was done), ``nonces_reused`` (payments refused because
+their nonce had paid before, ``one_time_nonces``), ``unavailable_refusals`` (503 20001 answered by
+an ``unavailable_*`` fault, outside niterun), ``best_available_swaps`` (reserves that got another
+section/row than they named, ``best_available_swap_rate``).
 
 Keyed counts: ``orders_per_source_account`` (source_account_id, ``(none)`` when absent),
 ``concurrent_calls_per_cart``, ``rate_limited_per_apikey`` (the key's last 4 characters only),
-``requests`` per endpoint, and ``securerender_calls`` per barcode: a list of ``{"at", "ok"}`` with
+``requests`` per endpoint, ``late_answers`` per endpoint (answers held back ``answer_after_ms``
+after the work was done, see ``faults``), and ``securerender_calls`` per barcode: a list of ``{"at", "ok"}`` with
 the sandbox clock's time of each call.
 """
 
@@ -27,9 +31,11 @@ from .timeutil import iso_z
 TOTALS = (
     "commits_on_expired_carts", "commits_on_deleted_carts", "recommits", "commits_without_payment", "leaked_carts",
     "polls_before_wait", "polling_answers", "rate_limited", "niterun_refusals", "unauthorized", "concurrent_calls",
-    "dropped_after_commit", "commits_processed_late", "late_commits_failed",
+    "dropped_after_commit", "commits_processed_late", "late_commits_failed", "nonces_reused",
+    "unavailable_refusals", "best_available_swaps",
 )
-KEYED = ("orders_per_source_account", "concurrent_calls_per_cart", "rate_limited_per_apikey", "requests")
+KEYED = ("orders_per_source_account", "concurrent_calls_per_cart", "rate_limited_per_apikey", "requests",
+         "late_answers")
 
 
 def key_hint(apikey: str) -> str:

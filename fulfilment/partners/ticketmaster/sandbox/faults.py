@@ -4,6 +4,11 @@ Endpoint names: ``list_events event_details availability reserve payment commit 
 order_management unredeemed poll securerender`` and ``*`` (used when an endpoint has no rule of
 its own; rules are not merged).
 
+Polls, per operation polled: ``poll_availability poll_reserve poll_commit poll_delete_cart
+poll_order_management`` name the polls of one operation's polling URLs; a poll uses the first rule
+found of ``poll_<operation>``, ``poll``, ``*`` (its counters are kept under the name whose rule it
+used, e.g. ``poll_commit``). A poll of an unknown URL uses ``poll``.
+
 Rule fields (all optional)::
 
     latency_ms       >=0    added delay before the call is handled (asyncio.sleep: other calls run)
@@ -18,6 +23,30 @@ Rule fields (all optional)::
                             error_statuses at once, yet are processed ("processed anyway, maybe later")
     late_rate        0..1   commit only: share of commits that would succeed handled that way
     late_ms          >=0    commit only: how long after the 5xx such a commit takes effect (default 0)
+    stall_next       int    the next N calls hang ``stall_ms`` (real time) before they are handled, then
+                            are handled normally: a client whose read timeout is shorter has given up.
+                            On a poll nothing is lost: the same polling URL answers the next poll
+                            as before (a re-read); fail_next/error_rate on polls leave it alive too
+    stall_ms         >0     how long a stalled call hangs (default 30000, past any sane read timeout)
+    answer_after_next int   the next N calls that succeed (2xx: a commit's 200 with order number and
+                            token, or its 202 with a polling URL) are processed at once and their
+                            answer is sent only ``answer_after_ms`` later ("an answer that arrives
+                            after the lease"; the client may have given up long before)
+    answer_after_rate 0..1  share of successful calls answered that way
+    answer_after_ms  >0     how long the answer waits (real time, default 30000); counted per
+                            endpoint in ``late_answers`` (``GET /admin/counts``). The call leaves
+                            its cart's in-flight set before the wait: its work is done
+    status_next      int    the next N calls answer ``status`` with the TM envelope (nothing done):
+                            ``event_details`` (deprecated since Oct 2016, per-IP quota) 404 or 403,
+                            ``unredeemed`` 403 (the apikey/IP is not allow-listed), or any endpoint
+    status_rate      0..1   share of calls answered that way
+    status           int    403 or 404 (default 404); envelopes ``assumed.STATUS_FAULTS``
+    unavailable_next int    the next N calls answer 503 20001 "Ticketing system is down/unavailable"
+                            whatever the time (not niterun: at noon too); nothing done, so a
+                            commit refused that way leaves its cart held (and paid)
+    unavailable_seconds >=0 every call answers that 503 20001 for this many seconds of the sandbox
+                            clock, from the first call the rule meets (counted per endpoint as
+                            ``unavailable``, in total as ``unavailable_refusals``)
 
 Injected 5xx are decided after auth and quota, before niterun and the handler, so they never change
 anything. Drops are decided after a commit answered 200 (or 202: then the polling URL is lost too).
@@ -38,7 +67,8 @@ The task lives in the server's event loop (see ``late``): a reset cancels pendin
 that ends first (e.g. Starlette's TestClient used outside ``with``) loses them (a warning is logged).
 
 Counters per endpoint: ``latency``, ``error``, ``error_<status>``, ``drop_after_commit``,
-``late_commit``, ``late_commit_<status>``.
+``late_commit``, ``late_commit_<status>``, ``stall``, ``answer_after``, ``status``, ``status_<status>``,
+``unavailable``.
 Randomness: ``random.Random(seed + 1)``, separate from the polling stream.
 """
 
@@ -49,6 +79,7 @@ import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.responses import HTMLResponse, Response
@@ -63,6 +94,8 @@ ENDPOINTS: tuple[str, ...] = (
     "list_events", "event_details", "availability", "reserve", "payment", "commit", "delete_cart",
     "order_management", "unredeemed", "poll", "securerender",
 )
+POLLED: tuple[str, ...] = ("availability", "reserve", "commit", "delete_cart", "order_management")
+POLL_ENDPOINTS: tuple[str, ...] = tuple(f"poll_{name}" for name in POLLED)
 WILDCARD = "*"
 INJECTABLE_STATUSES: tuple[int, ...] = (500, 502, 503, 504)
 DROP_ENDPOINTS = ("commit", WILDCARD)  # where the commit-only fields (drop_*, late_*) may be set
@@ -80,11 +113,21 @@ class FaultRule:
     late_next: int = 0
     late_rate: float = 0.0
     late_ms: float = 0.0
+    stall_next: int = 0
+    stall_ms: float = 30000.0
+    answer_after_next: int = 0
+    answer_after_rate: float = 0.0
+    answer_after_ms: float = 30000.0
+    status_next: int = 0
+    status_rate: float = 0.0
+    status: int = 404
+    unavailable_next: int = 0
+    unavailable_seconds: float = 0.0
 
     @classmethod
     def from_json(cls, endpoint: str, raw: Any) -> FaultRule:
-        if endpoint not in ENDPOINTS and endpoint != WILDCARD:
-            raise ValueError(f"unknown endpoint {endpoint!r}; known: {[*ENDPOINTS, WILDCARD]}")
+        if endpoint not in ENDPOINTS and endpoint not in POLL_ENDPOINTS and endpoint != WILDCARD:
+            raise ValueError(f"unknown endpoint {endpoint!r}; known: {[*ENDPOINTS, *POLL_ENDPOINTS, WILDCARD]}")
         if not isinstance(raw, Mapping):
             raise ValueError(f"rule for {endpoint!r} must be an object")
         unknown = set(raw) - set(cls.__dataclass_fields__)
@@ -92,14 +135,31 @@ class FaultRule:
             raise ValueError(f"unknown rule fields for {endpoint!r}: {sorted(unknown)}")
         rule = cls()
         for key, high in (("latency_ms", None), ("error_rate", 1.0), ("drop_rate", 1.0), ("late_rate", 1.0),
-                           ("late_ms", None)):
+                           ("late_ms", None), ("unavailable_seconds", None)):
             if key in raw:
                 value = raw[key]
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
                         high is not None and value > high):
                     raise ValueError(f"{endpoint}.{key} must be a number >= 0" + (f" and <= {high}" if high else ""))
                 setattr(rule, key, float(value))
-        for key in ("fail_next", "drop_next", "late_next"):
+        for key in ("stall_ms", "answer_after_ms"):
+            if key in raw:
+                value = raw[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    raise ValueError(f"{endpoint}.{key} must be a number > 0")
+                setattr(rule, key, float(value))
+        for key in ("answer_after_rate", "status_rate"):
+            if key in raw:
+                value = raw[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                    raise ValueError(f"{endpoint}.{key} must be a number >= 0 and <= 1")
+                setattr(rule, key, float(value))
+        if "status" in raw:
+            if isinstance(raw["status"], bool) or raw["status"] not in assumed.STATUS_FAULTS:
+                raise ValueError(f"{endpoint}.status must be one of {sorted(assumed.STATUS_FAULTS)}")
+            rule.status = raw["status"]
+        for key in ("fail_next", "drop_next", "late_next", "stall_next", "answer_after_next", "status_next",
+                    "unavailable_next"):
             if key in raw:
                 value = raw[key]
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -162,6 +222,7 @@ class FaultBook:
         self._rules = parse_rules(rules)
         self._rng = random.Random(seed + 1)
         self._counters: dict[str, Counter[str]] = {}
+        self._spans: dict[int, datetime] = {}  # id(rule) -> when its unavailable_seconds span ends
 
     def reset(self, rules: Mapping[str, Any], seed: int) -> None:
         parsed = parse_rules(rules)
@@ -169,15 +230,18 @@ class FaultBook:
             self._rules = parsed
             self._rng = random.Random(seed + 1)
             self._counters = {}
+            self._spans = {}
 
     def replace_rules(self, raw: Any) -> None:
         rules = parse_rules(raw)  # all-or-nothing: validate before touching the live rules
         with self._lock:
             self._rules = rules
+            self._spans = {}
 
     def clear_rules(self) -> None:
         with self._lock:
             self._rules = {}
+            self._spans = {}
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -191,6 +255,70 @@ class FaultBook:
 
     def _rule(self, endpoint: str) -> FaultRule | None:
         return self._rules.get(endpoint) or self._rules.get(WILDCARD)
+
+    def poll_name(self, operation: str | None) -> str:
+        """The fault name of a poll of ``operation``'s polling URL: ``poll_<operation>`` when it has a
+        rule of its own, else ``poll`` (which falls back to ``*``)."""
+        name = f"poll_{operation}"
+        with self._lock:
+            return name if operation is not None and name in self._rules else "poll"
+
+    def stall(self, endpoint: str) -> float:
+        """Seconds this call hangs before it is handled (uses up stall_next); 0 when it does not."""
+        with self._lock:
+            rule = self._rule(endpoint)
+            if rule is None or rule.stall_next <= 0:
+                return 0.0
+            rule.stall_next -= 1
+            self._count(endpoint, "stall")
+            return rule.stall_ms / 1000.0
+
+    def _meets(self, endpoint: str, fault: str) -> FaultRule | None:
+        """The rule if this call meets its ``<fault>_next`` (used up by one) or ``<fault>_rate``."""
+        rule = self._rule(endpoint)
+        if rule is None:
+            return None
+        left = getattr(rule, f"{fault}_next")
+        if left > 0:
+            setattr(rule, f"{fault}_next", left - 1)
+            return rule
+        rate = getattr(rule, f"{fault}_rate")
+        return rule if rate > 0 and self._rng.random() < rate else None
+
+    def refusal(self, endpoint: str) -> int | None:
+        """The 403/404 this call answers instead of being handled (uses up status_next), or None."""
+        with self._lock:
+            rule = self._meets(endpoint, "status")
+            if rule is None:
+                return None
+            self._count(endpoint, "status", f"status_{rule.status}")
+            return rule.status
+
+    def unavailable(self, endpoint: str, now: datetime) -> bool:
+        """Does this call answer 503 20001 (uses up unavailable_next; starts unavailable_seconds)?"""
+        with self._lock:
+            rule = self._rule(endpoint)
+            if rule is None:
+                return False
+            if rule.unavailable_next > 0:
+                rule.unavailable_next -= 1
+            elif rule.unavailable_seconds > 0:
+                ends = self._spans.setdefault(id(rule), now + timedelta(seconds=rule.unavailable_seconds))
+                if now >= ends:
+                    return False
+            else:
+                return False
+            self._count(endpoint, "unavailable")
+            return True
+
+    def answer_after(self, endpoint: str) -> float:
+        """For a call that succeeded: seconds its answer waits (uses up answer_after_next); 0: none."""
+        with self._lock:
+            rule = self._meets(endpoint, "answer_after")
+            if rule is None:
+                return 0.0
+            self._count(endpoint, "answer_after")
+            return rule.answer_after_ms / 1000.0
 
     def latency(self, endpoint: str) -> float:
         with self._lock:

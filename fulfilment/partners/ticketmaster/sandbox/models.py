@@ -195,6 +195,7 @@ class Order:
     tickets: list[Ticket]
     grand_total: Decimal
     redeemed: bool = False
+    unredeemed_hidden: bool = False  # never in the unredeemed list (unredeemed_hide_rate)
     management_calls: list[datetime] = field(default_factory=list)
 
     def commit_view(self) -> dict[str, Any]:
@@ -223,7 +224,7 @@ class Order:
             "event_id": self.event.id, "source_account_id": self.source_account_id,
             "third_party_account_id": self.third_party_account_id, "customer_email": self.customer_email,
             "created_at": iso_z(self.created_at), "grand_total": self.grand_total, "currency": self.event.currency,
-            "redeemed": self.redeemed, "management_calls": len(self.management_calls),
+            "redeemed": self.redeemed, "unredeemed_hidden": self.unredeemed_hidden, "management_calls": len(self.management_calls),
             "tickets": [{"barcode": t.barcode, "section": t.section, "row": t.row, "seat": t.seat_name,
                          "voided": t.voided} for t in self.tickets],
         }

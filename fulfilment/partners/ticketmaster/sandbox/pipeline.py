@@ -5,13 +5,17 @@
 3. quota -> 429 with the ``Ratelimit-*`` headers (those headers go on every later answer too);
 4. cart calls (payment, commit, delete): enter the cart's in-flight set; an overlap is counted and,
    with the "reject" policy, answered 409 20099;
-5. injected latency (asyncio.sleep), then an injected 5xx (nothing done);
+5. injected latency and stalls (asyncio.sleep), then an injected 5xx (nothing done); a poll's faults
+   are those of ``poll_<operation polled>`` when set, else ``poll`` (``faults``); then an injected
+   403/404 (``status_*``, nothing done), then an injected 503 20001 at any hour (``unavailable_*``);
 6. niterun for event-scoped calls -> 503 20001;
 7. polling decision (``X-TM-FORCE-POLLING: true`` or the seeded rate) for "Polling: Yes" calls;
 8. the handler (``TMError`` -> envelope); with polling its outcome is kept and 202 is answered;
    commit only: a late-commit fault (``faults``, ``late``) makes it answer an injected 5xx instead
    (``InjectedAnswer``, even when polled), the commit made already or pending;
-9. commit only: commit-then-drop (the answer's head is sent, then the connection is aborted).
+9. a 2xx answer may wait ``answer_after_ms`` (fault ``answer_after_*``: the work is done, the answer
+   arrives late; the call leaves its cart's in-flight set first), counted in ``late_answers``;
+10. commit only: commit-then-drop (the answer's head is sent, then the connection is aborted).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from .state import SandboxState
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 CartIdOf = Callable[[Request], Awaitable[str | None]]
+FaultNameOf = Callable[[Request, SandboxState], str]
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class EndpointSpec:
     polling: bool = False       # "Polling: Yes"
     event_scoped: bool = False  # refused during niterun
     cart_id_of: CartIdOf | None = None  # a cart call: where its cart id is
+    fault_name_of: FaultNameOf | None = None  # the name its fault rule is looked up by (default: name)
 
 
 def sandbox_of(request: Request) -> SandboxState:
@@ -122,12 +128,19 @@ def partner_endpoint(spec: EndpointSpec, handler: Handler) -> Endpoint:
             if not entered:
                 return respond(sandbox, Outcome(409, envelope(assumed.CONCURRENT_CART_CALL)), headers)
         try:
-            delay = sandbox.faults.latency(spec.name)
+            fault_name = spec.fault_name_of(request, sandbox) if spec.fault_name_of is not None else spec.name
+            delay = sandbox.faults.latency(fault_name) + sandbox.faults.stall(fault_name)
             if delay > 0:
                 await asyncio.sleep(delay)
-            plan = sandbox.faults.plan(spec.name)
+            plan = sandbox.faults.plan(fault_name)
             if plan.status is not None:
                 return injected_response(sandbox, plan.status, plan.gateway_body, headers)
+            refused = sandbox.faults.refusal(fault_name)
+            if refused is not None:
+                return respond(sandbox, Outcome(refused, envelope(assumed.STATUS_FAULTS[refused])), headers)
+            if sandbox.faults.unavailable(fault_name, sandbox.clock()):
+                counters.bump("unavailable_refusals")
+                return respond(sandbox, Outcome(503, envelope(assumed.NITERUN)), headers)
             if spec.event_scoped:
                 event = sandbox.catalogue.event(request.path_params["event_id"])
                 if event is not None and sandbox.niterun.active(event, sandbox.clock()):
@@ -147,6 +160,13 @@ def partner_endpoint(spec: EndpointSpec, handler: Handler) -> Endpoint:
                 counters.bump("polling_answers")
                 outcome = Outcome(202, polling_body(str(request.base_url), job.poll_id, settings.polling_wait_seconds))
             response = respond(sandbox, outcome, headers)
+            answer_delay = sandbox.faults.answer_after(fault_name) if outcome.status < 300 else 0.0
+            if answer_delay > 0:
+                counters.bump("late_answers", spec.name)
+                if entered and cart_id is not None:
+                    entered = False
+                    sandbox.cart_calls.leave(cart_id)
+                await asyncio.sleep(answer_delay)
             if committed and sandbox.faults.should_drop("commit"):
                 counters.bump("dropped_after_commit")
                 return DropConnectionResponse(response)

@@ -3,6 +3,20 @@
 A token is what seed 003's example decodes to: base64 of ``{"b": barcode, "t", "ck", "ek", "rt"}``
 with fresh random ``t``/``ck``/``ek`` on every issue, so the barcode never changes and the token
 always does. Delivery delay, barcode-only events and error shapes: see ``assumed.py``.
+
+A delivery delay (``Delay``) comes from the catalogue (the theatre event: a date, tokens null with
+``secure_entry_data.error`` before it) or from the runtime setting ``safetix_delays`` (config.py),
+which replaces it per SafeTix event (or ``*``) with one of the quieter signals the public reference
+shows: ``service_level`` (``delivery.service_level`` SAFETIX, tokens null, no error, no date) or
+``date`` (a future ``additional_info.safetix_delivery_delay_date``, tokens null, no error). Tokens
+come once the delay ends on the sandbox clock; until then SecureRender answers
+``safetix.delivery.delayed`` for the order's tickets.
+
+Empty barcodes (``empty_barcode_events``, config): seed 003's own SafeTix example answers
+``barcode_id: ""`` beside a token. For those events order management shows every SafeTix ticket's
+``barcode_id`` as ``""`` (the ticket keeps its barcode inside: the token still carries it); a
+SecureRender request can then only send an empty barcode and answers ``missing.barcode.attribute``,
+so the way to a fresh token is order management again (each call issues a new token).
 """
 
 from __future__ import annotations
@@ -11,14 +25,16 @@ import base64
 import json
 import secrets
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from . import assumed
 from .catalogue import Event
 from .models import Order, Ticket
 from .responses import money
+from .timeutil import parse_iso_utc
 
 
 @dataclass(frozen=True)
@@ -40,20 +56,53 @@ def new_token(barcode: str) -> str:
     return base64.b64encode(json.dumps(payload, separators=(",", ":")).encode("utf-8")).decode("ascii")
 
 
-def delivery_delayed(event: Event, now: datetime) -> bool:
-    """True before the event's delivery delay date (midnight, event-local)."""
-    date = event.delivery_delay_date
-    return date is not None and now.astimezone(event.zone).date().isoformat() < date
+DELAY_SIGNALS = ("service_level", "date")  # the ``signal`` of a ``safetix_delays`` entry
 
 
-def secure_entry_data(event: Event, ticket: Ticket, now: datetime) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Delay:
+    """A SafeTix delivery delay: tokens are withheld before ``ends``.
+
+    ``signal``: ``error`` (the catalogue's: the date and ``secure_entry_data.error``), ``service_level``
+    or ``date`` (see the module docstring); ``shown_date``: the ``safetix_delivery_delay_date`` the
+    answers carry (before and after ``ends``), None for ``service_level``."""
+
+    signal: str
+    shown_date: str | None
+    ends: datetime
+
+    def active(self, now: datetime) -> bool:
+        return now < self.ends
+
+
+def _local_midnight(event: Event, day: str) -> datetime:
+    return datetime.combine(date.fromisoformat(day), time(0), tzinfo=event.zone).astimezone(UTC)
+
+
+def delay_of(event: Event, overrides: Mapping[str, Mapping[str, str]]) -> Delay | None:
+    """The event's delivery delay: its ``safetix_delays`` entry (or ``*``), else the catalogue's."""
+    if event.delivery != "safetix":
+        return None
+    entry = overrides.get(event.id) or overrides.get("*")
+    if entry is None:
+        day = event.delivery_delay_date
+        return Delay("error", day, _local_midnight(event, day)) if day is not None else None
+    until = parse_iso_utc(entry["until"]) if "until" in entry else None
+    ends = until if until is not None else _local_midnight(event, entry["date"])
+    shown = entry.get("date") or ends.astimezone(event.zone).date().isoformat()
+    return Delay(entry["signal"], shown if entry["signal"] == "date" else None, ends)
+
+
+def secure_entry_data(event: Event, ticket: Ticket, now: datetime, delay: Delay | None) -> dict[str, Any]:
     if event.delivery == "barcode":
         return {"token": None, "render_type": "barcode", "segment_type": event.segment_type}
-    if delivery_delayed(event, now):
-        date = event.delivery_delay_date or ""
-        return {"token": None, "render_type": "rotating_symbology", "segment_type": event.segment_type,
-                "error": {"code": assumed.DELAYED_TOKEN_ERROR_CODE,
-                          "message": assumed.DELAYED_TOKEN_MESSAGE.format(date=date)}}
+    if delay is not None and delay.active(now):
+        withheld: dict[str, Any] = {"token": None, "render_type": "rotating_symbology",
+                                    "segment_type": event.segment_type}
+        if delay.signal == "error":
+            withheld["error"] = {"code": assumed.DELAYED_TOKEN_ERROR_CODE,
+                                 "message": assumed.DELAYED_TOKEN_MESSAGE.format(date=delay.shown_date)}
+        return withheld
     return {"token": new_token(ticket.barcode), "render_type": "rotating_symbology", "segment_type": event.segment_type}
 
 
@@ -73,12 +122,13 @@ def _ticket_charges(ticket: Ticket, currency: str) -> list[dict[str, Any]]:
     ]
 
 
-def order_management_view(order: Order, device: Device, now: datetime) -> dict[str, Any]:
+def order_management_view(order: Order, device: Device, now: datetime, delay: Delay | None,
+                          empty_barcodes: bool = False) -> dict[str, Any]:
     event = order.event
     order_date = order.created_at.astimezone(event.zone).date().isoformat()
     safetix = event.delivery == "safetix"
     tickets = [{
-        "barcode_id": ticket.barcode,
+        "barcode_id": "" if empty_barcodes and safetix else ticket.barcode,
         "display_id": order.order_number,
         "event_code": event.code,
         "event_host": event.host,
@@ -94,9 +144,9 @@ def order_management_view(order: Order, device: Device, now: datetime) -> dict[s
         "section": ticket.section,
         "voided": ticket.voided,
         "charges": _ticket_charges(ticket, event.currency),
-        "secure_entry_data": secure_entry_data(event, ticket, now),
+        "secure_entry_data": secure_entry_data(event, ticket, now, delay),
     } for ticket in order.tickets]
-    delay_date = event.delivery_delay_date
+    delay_date = delay.shown_date if delay is not None else None
     return {
         "customer_email": order.customer_email,
         "third_party_source": assumed.THIRD_PARTY_SOURCE,
@@ -118,7 +168,7 @@ def order_management_view(order: Order, device: Device, now: datetime) -> dict[s
 
 
 def render_ticket(requested: dict[str, Any], found: tuple[Order, Ticket] | None, user_id: str, device_os: str,
-                  now: datetime) -> tuple[dict[str, Any], bool]:
+                  now: datetime, delay_of_event: Callable[[Event], Delay | None]) -> tuple[dict[str, Any], bool]:
     """One SecureRender ticket answer: (the ticket as echoed + token or error, ok)."""
     echo: dict[str, Any] = {key: requested[key] for key in assumed.SR_REQUIRED_TICKET_FIELDS if key in requested}
 
@@ -141,7 +191,8 @@ def render_ticket(requested: dict[str, Any], found: tuple[Order, Ticket] | None,
         return error(400, assumed.SR_VOIDED)
     if order.event.delivery != "safetix":
         return error(400, assumed.SR_NOT_SAFETIX)
-    if delivery_delayed(order.event, now):
+    delay = delay_of_event(order.event)
+    if delay is not None and delay.active(now):
         return error(400, assumed.SR_DELIVERY_DELAYED)
     return {**echo, "token": new_token(ticket.barcode), "renderType": "rotating_symbology",
             "passData": pass_data(device_os)}, True

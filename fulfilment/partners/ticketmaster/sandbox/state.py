@@ -9,6 +9,7 @@ awaits while holding it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from .catalogue import build_catalogue
@@ -33,13 +34,30 @@ class SandboxState:
         self.catalogue = build_catalogue(self.clock(), seats_per_row=config.seats_per_row)
         self.counters = Counters(self.lock)
         self.store = SandboxStore(self.catalogue, RuntimeSettings.from_config(config), self.clock, self.lock,
-                                  self.counters)
+                                  self.counters, config.seed)
         self.polling = PollingBook(self.lock, config.seed)
         self.quota = QuotaBook(self.lock)
         self.niterun = Niterun(self.lock, config.niterun_mode)
         self.faults = FaultBook(self.lock, config.faults, config.seed)
         self.cart_calls = CartCalls(self.lock)
         self.late_commits = LateCommits(self.lock, self.store, self.faults, self.counters)
+        self.check_events(self.store.settings)
+
+    def check_events(self, settings: RuntimeSettings) -> None:
+        """Settings that name events (``safetix_delays``, ``empty_barcode_events``) must name seeded ones
+        (or ``*``)."""
+        known = {event.id for event in self.catalogue.events} | {"*"}
+        for name, named in (("safetix_delays", settings.safetix_delays),
+                            ("empty_barcode_events", settings.empty_barcode_events)):
+            unknown = sorted(set(named) - known)
+            if unknown:
+                raise ValueError(f"{name} names events the catalogue does not have: {unknown}")
+
+    def patch_settings(self, patch: Mapping[str, Any]) -> None:
+        """``PATCH /admin/config``: all or nothing (ValueError names the offending key)."""
+        settings = self.store.settings.patched(patch)
+        self.check_events(settings)
+        self.store.replace_settings(settings)
 
     @property
     def settings(self) -> RuntimeSettings:

@@ -4,8 +4,26 @@ Every public method takes the lock, first expires the carts whose hold has run o
 inventory, counted as leaked), then checks and acts in one step, so two calls can never both take
 the same seats or both commit one cart.
 
+Holds count down: every answer's ``hold_time`` is what is left of the hold at that answer (the
+cart's end is the answer's time + its ``hold_time``); a payment extends it
+(``payment_extension_seconds``: it "may increase"); ``hold_time_variance_seconds`` (default 0) shaves
+a seeded 0..N seconds off a new cart's hold, so even a reserve's answer is not the configured hold.
+
+Best available by default: a reserve that names a place (section/row/seats) with
+``accept_best_available`` true gets, for a seeded share ``best_available_swap_rate`` (default 0) of
+such reserves, the best block of ANOTHER section/row (of the price level and areas asked for; of any
+level when none is named, so the price may change too), even when the named seats are free
+(counted ``best_available_swaps``); with ``accept_best_available`` false it gets exactly the named
+seats or 20052.
+
+With ``one_time_nonces`` a payment nonce pays once (``assumed.NONCE_REUSED`` afterwards); the used
+nonces (hashed) are kept until a reset.
+
 ``unredeemed`` leaves out orders younger than ``unredeemed_lag_seconds`` (runtime setting, default
-0): a list that lags behind commits. The admin order list never lags.
+0): a list that lags behind commits; and, for good, the orders its commit chose to hide with
+``unredeemed_hide_rate`` (runtime setting 0..1, default 0; seeded RNG ``seed + 2``; 1: committed
+orders never appear), as a list that "may never show an order". The admin order list never lags
+and shows ``unredeemed_hidden``.
 
 Ids: cart ids are uuid4 (seed 003 shape); order tokens, barcodes and the order-number sequence come
 from ``secrets``, never from the seeded RNG, so a restarted sandbox does not hand out ids a client
@@ -14,6 +32,8 @@ database already holds.
 
 from __future__ import annotations
 
+import hashlib
+import random
 import secrets
 import threading
 import uuid
@@ -29,14 +49,14 @@ from .inventory import Inventory
 from .models import LIVE_STATES, Cart, CartLine, Order, Payment, Ticket
 from .niterun import in_window
 from .responses import money, to_plain
-from .safetix import Device, order_management_view, render_ticket
+from .safetix import Delay, Device, delay_of, order_management_view, render_ticket
 from .timeutil import Clock, iso_z
 from .validation import CommitRequest, PaymentRequest, ReserveRequest, SecureRenderRequest
 
 
 class SandboxStore:
     def __init__(self, catalogue: Catalogue, settings: RuntimeSettings, clock: Clock, lock: threading.RLock,
-                 counters: Counters) -> None:
+                 counters: Counters, seed: int = 0) -> None:
         self.catalogue = catalogue
         self._settings = settings
         self._clock = clock
@@ -46,6 +66,11 @@ class SandboxStore:
         self._carts: dict[str, Cart] = {}
         self._orders: dict[str, Order] = {}  # by order_token
         self._barcodes: dict[str, tuple[Order, Ticket]] = {}
+        self._used_nonces: set[str] = set()  # SHA-256 of every nonce that paid (one_time_nonces)
+        self._seed = seed
+        self._rng = random.Random(seed + 2)  # unredeemed_hide_rate (separate from polling and faults)
+        self._hold_rng = random.Random(seed + 3)  # hold_time_variance_seconds
+        self._swap_rng = random.Random(seed + 4)  # best_available_swap_rate
         self._order_seq = 10000 + secrets.randbelow(80000)
 
     # --- settings / reset -----------------------------------------------------------------------
@@ -66,6 +91,10 @@ class SandboxStore:
             self._carts.clear()
             self._orders.clear()
             self._barcodes.clear()
+            self._used_nonces.clear()
+            self._rng = random.Random(self._seed + 2)
+            self._hold_rng = random.Random(self._seed + 3)
+            self._swap_rng = random.Random(self._seed + 4)
 
     # --- housekeeping ---------------------------------------------------------------------------
 
@@ -213,8 +242,15 @@ class SandboxStore:
             preferred = [(level, row) for level, row in candidates
                          if (request.section is None or row.section == request.section)
                          and (request.row is None or row.row == request.row)]
-            found = self._find_block(event, preferred, request.quantity, request.begin_seat, request.end_seat)
             place_named = any(v is not None for v in (request.section, request.row, request.begin_seat))
+            found = None
+            if place_named and request.accept_best_available and self._swap(settings):
+                others = [candidate for candidate in candidates if candidate not in preferred]
+                found = self._find_block(event, others, request.quantity, None, None)
+                if found is not None:
+                    self._counters.bump("best_available_swaps")
+            if found is None:
+                found = self._find_block(event, preferred, request.quantity, request.begin_seat, request.end_seat)
             if found is None and place_named and request.accept_best_available:
                 found = self._find_block(event, candidates, request.quantity, None, None)
             if found is None:
@@ -224,7 +260,7 @@ class SandboxStore:
                 cart_id=str(uuid.uuid4()), apikey=apikey, event=event, level=level, row=row, seats=seats,
                 lines=[CartLine(t, wanted.quantity, event.charges(t, level))
                        for t, wanted in zip(ticket_types, request.tickets, strict=True)],
-                created_at=now, hold_until=now + timedelta(seconds=settings.hold_time_seconds),
+                created_at=now, hold_until=now + timedelta(seconds=self._first_hold(settings)),
             )
             self._inventory.hold(cart.key, seats, cart.cart_id)
             self._carts[cart.cart_id] = cart
@@ -253,6 +289,11 @@ class SandboxStore:
             refusal = assumed.CARD_NONCE_ERRORS.get(request.card_number)
             if refusal is not None:
                 raise TMError(refusal)
+            nonce = hashlib.sha256(request.card_number.encode("utf-8")).hexdigest()
+            if self._settings.one_time_nonces and nonce in self._used_nonces:
+                self._counters.bump("nonces_reused")
+                raise TMError(assumed.NONCE_REUSED)
+            self._used_nonces.add(nonce)
             cart.payment = Payment(
                 type=request.type, first_name=request.first_name, last_name=request.last_name,
                 email_address=request.email_address, amount=money(request.amount), currency=request.currency,
@@ -326,6 +367,7 @@ class SandboxStore:
                 cart_id=cart.cart_id, apikey=apikey, event=event, source_account_id=request.source_account_id,
                 third_party_account_id=cart.payment.third_party_account_id,
                 customer_email=cart.payment.email_address, created_at=now, tickets=tickets, grand_total=cart.grand,
+                unredeemed_hidden=self._hide_from_unredeemed(),
             )
             self._inventory.sell(cart.key, cart.seats, cart.cart_id)
             cart.state = "committed"
@@ -336,6 +378,24 @@ class SandboxStore:
                 self._barcodes[ticket.barcode] = (order, ticket)
             self._counters.bump("orders_per_source_account", request.source_account_id or "(none)")
             return order.commit_view()
+
+    def _first_hold(self, settings: RuntimeSettings) -> float:
+        """A new cart's hold: ``hold_time_seconds`` less a seeded 0..``hold_time_variance_seconds``
+        (the cart was held a while before the answer was written), at least 1 s."""
+        variance = settings.hold_time_variance_seconds
+        shaved = self._hold_rng.uniform(0, variance) if variance > 0 else 0.0
+        return max(1.0, settings.hold_time_seconds - shaved)
+
+    def _swap(self, settings: RuntimeSettings) -> bool:
+        rate = settings.best_available_swap_rate
+        return rate > 0 and self._swap_rng.random() < rate
+
+    def _delay(self, event: Event) -> Delay | None:
+        return delay_of(event, self._settings.safetix_delays)
+
+    def _hide_from_unredeemed(self) -> bool:
+        rate = self._settings.unredeemed_hide_rate
+        return rate > 0 and self._rng.random() < rate
 
     # --- delete ---------------------------------------------------------------------------------
 
@@ -362,7 +422,9 @@ class SandboxStore:
             if device.third_party_account_id != order.third_party_account_id:
                 raise TMError(assumed.THIRD_PARTY_MISMATCH)
             order.management_calls.append(now)
-            return order_management_view(order, device, now)
+            event = order.event
+            empty = bool({"*", event.id} & set(self._settings.empty_barcode_events))
+            return order_management_view(order, device, now, self._delay(event), empty_barcodes=empty)
 
     def unredeemed(self, apikey: str, days_from_purchase: int | None, days_before_event: int | None) -> dict[str, Any]:
         with self._lock:
@@ -370,7 +432,7 @@ class SandboxStore:
             found = []
             lag = timedelta(seconds=self._settings.unredeemed_lag_seconds)
             for order in sorted(self._orders.values(), key=lambda o: o.created_at):
-                if order.apikey != apikey or order.redeemed:
+                if order.apikey != apikey or order.redeemed or order.unredeemed_hidden:
                     continue
                 if lag and now - order.created_at < lag:  # the list lags behind commits
                     continue
@@ -391,7 +453,7 @@ class SandboxStore:
                 found = self._barcodes.get(barcode) if isinstance(barcode, str) else None
                 if found is not None and found[0].apikey != apikey:
                     found = None
-                answer, ok = render_ticket(requested, found, request.user_id, request.device_os, now)
+                answer, ok = render_ticket(requested, found, request.user_id, request.device_os, now, self._delay)
                 self._counters.securerender_call(barcode if isinstance(barcode, str) and barcode else "(missing)", now, ok)
                 answers.append(answer)
                 all_ok = all_ok and ok
@@ -438,6 +500,8 @@ class SandboxStore:
                     "event_id": event.id, "name": event.name, "timezone": event.timezone,
                     "start": iso_z(event.start), "local_start": event.local_start.isoformat(),
                     "delivery": event.delivery, "safetix_delivery_delay_date": event.delivery_delay_date,
+                    "safetix_delay": ({"signal": delay.signal, "shown_date": delay.shown_date, "ends": iso_z(delay.ends)}
+                                      if (delay := self._delay(event)) is not None else None),
                     "currency": event.currency, "ticket_limit": event.ticket_limit,
                     "in_niterun_window_now": in_window(event, now),
                     "ticket_types": [{"id": t.id, "description": t.description} for t in event.ticket_types],
