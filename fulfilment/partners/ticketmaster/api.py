@@ -207,6 +207,9 @@ class _Call:
     secret_params: dict[str, str] | None = None
     headers: dict[str, str] | None = None
     polling: bool = False  # a GET of a polling URL
+    # Wait for the answer until the deadline, not just the read timeout: a commit's answer (the order
+    # token!) is worth the whole step's budget; one given up on early may be lost for good.
+    patient: bool = False
     empty_ok: bool = False  # a 2xx without a body is the answer (delete)
 
     @property
@@ -364,7 +367,7 @@ class TicketmasterApi:
         above for what each failure means.  `source_account_id` is how unredeemed_orders finds it."""
         call = _Call(Operation.COMMIT, "PUT", CART_PATH.format(event_id=_seg(event_id)),
                      lambda body: parse_committed(body, cart_id=cart_id), idempotent=False,
-                     cart_id=_required(cart_id, "cart_id"), json=commit_body(cart_id, source_account_id))
+                     cart_id=_required(cart_id, "cart_id"), json=commit_body(cart_id, source_account_id), patient=True)
         result: Committed | Polling = self._run(call, request_id, deadline)
         return result
 
@@ -437,7 +440,7 @@ class TicketmasterApi:
             raise ValueError(f"{expect.value} never answers with polling")
         idempotent = expect not in CART_OPERATIONS
         call = _Call(expect, "GET", clean, parse, idempotent=idempotent, cart_id=cart_id,
-                     polling=True, empty_ok=expect is Operation.DELETE_CART)
+                     polling=True, empty_ok=expect is Operation.DELETE_CART, patient=expect is Operation.COMMIT)
         return self._run(call, request_id, deadline)
 
     # ---- plumbing -----------------------------------------------------------------------------
@@ -528,7 +531,7 @@ class TicketmasterApi:
         return error
 
     def _exchange(self, call: _Call, request_id: str, deadline: float) -> httpx.Response:
-        timeout = self._timeout(deadline)
+        timeout = self._timeout(deadline, patient=call.patient)
         headers = {assumed.REQUEST_ID_HEADER: request_id, **(call.headers or {})}
         extensions = {SECRET_PARAMS: call.secret_params} if call.secret_params else None
         try:
@@ -538,11 +541,11 @@ class TicketmasterApi:
             raise _with_op(NotSent("NOT_SENT", f"{call.metric}: {type(error).__name__}, the request was not sent"),
                            call) from None
 
-    def _timeout(self, deadline: float) -> httpx.Timeout:
+    def _timeout(self, deadline: float, *, patient: bool = False) -> httpx.Timeout:
         left = deadline - time.monotonic()
         if left < MIN_EXCHANGE_SECONDS:
             raise deadline_reached("the call's deadline came before this request could be sent")
-        read = min(self._read_timeout, left)
+        read = left if patient else min(self._read_timeout, left)
         return httpx.Timeout(connect=min(self._connect_timeout, left), read=read, write=read, pool=left)
 
     def _retrying(self, call: _Call, deadline: float) -> Retrying:
