@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, TypeVar
 
-from pydantic import AnyUrl, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AnyUrl, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A step's partner calls end this long before its claim lease does, leaving time to record the answer.
@@ -79,7 +79,9 @@ class PartnerSettings(_FromEnvironment):
     tm_enabled: bool = Field(default=False, description="buy through the Ticketmaster Partner API")
     tm_base_url: AnyUrl | None = Field(default=None, description="e.g. https://app.ticketmaster.com/partners/v1")
     tm_secure_render_url: AnyUrl | None = Field(
-        default=None, description="SafeTix refresh endpoint; default: /marketplace/v1/securerender on TM_BASE_URL's host")
+        default=None, validate_default=True,
+        description="SafeTix refresh endpoint; default: on TM_BASE_URL's host, /marketplace/v1/securerender, or "
+        "/marketplace-staging/v1/securerender for a pre-production base URL (partners-sandbox/v1)")
     tm_apikey: SecretStr | None = Field(default=None, min_length=1)
     tm_connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
     tm_read_timeout: float = Field(default=20.0, gt=0, description="seconds")
@@ -105,6 +107,16 @@ class PartnerSettings(_FromEnvironment):
     tm_payment_cin: SecretStr | None = Field(default=None, description="the card security code, if the method needs one")
     ticket_key: SecretStr | None = Field(
         default=None, description="Fernet key encrypting ticket tokens at rest (`fulfil tickets new-key`)")
+
+    @field_validator("tm_secure_render_url")
+    @classmethod
+    def _secure_render_follows_the_base_url(cls, value: AnyUrl | None, info: ValidationInfo) -> AnyUrl | None:
+        base = info.data.get("tm_base_url")
+        if value is not None or base is None:
+            return value
+        from fulfilment.partners.ticketmaster.assumed import secure_render_url
+
+        return AnyUrl(secure_render_url(str(base)))
 
     @model_validator(mode="after")
     def _enabled_partners_complete(self) -> PartnerSettings:
