@@ -134,7 +134,11 @@ class PartnerSettings(_FromEnvironment):
 
     @property
     def enabled_partners(self) -> tuple[str, ...]:
-        return tuple(name for name, on in (("tbb", self.tbb_enabled), ("ticketmaster", self.tm_enabled)) if on)
+        return tuple(name for name, switch in PARTNER_SWITCHES.items() if getattr(self, switch))
+
+
+# Each partner's switch (its *_ENABLED variable).
+PARTNER_SWITCHES: dict[str, str] = {"tbb": "tbb_enabled", "ticketmaster": "tm_enabled"}
 
 
 _MISSING_FOR_PARTNER = "required by an enabled partner but not set: "
@@ -145,6 +149,13 @@ _REQUIRED_WHEN_ENABLED: dict[str, str] = {
         "tm_base_url", "tm_apikey", "tm_device_id", "tm_billing_first_name", "tm_billing_last_name",
         "tm_billing_email", "tm_billing_phone", "tm_payment_nonce", "ticket_key")},
 }
+
+
+def required_when_enabled() -> dict[str, tuple[str, ...]]:
+    """{partner: the variables it requires once enabled}, e.g. {"tbb": ("TBB_BASE_URL", ...)}: the
+    README's required-settings table is checked against it (tests/unit/test_settings_docs.py)."""
+    return {partner: tuple(name.upper() for name, on in _REQUIRED_WHEN_ENABLED.items() if on == switch)
+            for partner, switch in PARTNER_SWITCHES.items()}
 
 
 class PolicySettings(_FromEnvironment):
