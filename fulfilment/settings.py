@@ -218,6 +218,13 @@ class PolicySettings(_FromEnvironment):
     metrics_port: int = Field(default=9192, ge=0, le=65535)
     metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 where a scraper must reach it")
 
+    # fulfilment.events.unrouted (rabbitmq/outbox.py) keeps the events no consumer queue was bound for,
+    # within these bounds (queue arguments); beyond them RabbitMQ discards the oldest.  0: no bound.
+    events_unrouted_max_length: int = Field(
+        default=100_000, ge=0, description="events kept in fulfilment.events.unrouted; the oldest are dropped beyond")
+    events_unrouted_ttl_seconds: float = Field(
+        default=604_800.0, ge=0, le=4_294_967, description="an unrouted event is dropped after this long (7 days)")
+
     @model_validator(mode="after")
     def _step_fits_in_lease(self) -> PolicySettings:
         if self.step_deadline_seconds + LEASE_MARGIN_SECONDS > self.claim_lease_seconds:

@@ -12,12 +12,8 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
-
-import pika
-import pytest
 
 from fulfilment import state_machine
 from fulfilment.db import session_scope
@@ -28,17 +24,9 @@ from fulfilment.state_machine import State
 from fulfilment.steps import intake
 from models import Purchase
 from tests.support import servers
+from tests.support.events import take_messages
 from tests.support.factories import tm_request
 from tests.support.servers import REPO
-
-
-@pytest.fixture(scope="module")
-def own_vhost(configured: dict[str, str]) -> Iterator[servers.TestVhost]:
-    created = servers.create_vhost("fulfil_test_cli_submit")
-    try:
-        yield created
-    finally:
-        servers.delete_vhost(created)
 
 
 def fulfil(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -48,18 +36,7 @@ def fulfil(env: dict[str, str], *args: str, stdin: str | None = None) -> subproc
 
 def intake_bodies(url: str) -> list[Any]:
     """The requests waiting in purchases.intake (dramatiq messages: the request is the one argument)."""
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    bodies = []
-    try:
-        channel = connection.channel()
-        while True:
-            method, _, body = channel.basic_get(INTAKE_QUEUE, auto_ack=True)
-            if method is None:
-                break
-            bodies.append(json.loads(body)["args"][0])
-    finally:
-        connection.close()
-    return bodies
+    return [json.loads(body)["args"][0] for _, body in take_messages(url, INTAKE_QUEUE)]
 
 
 def as_options(body: dict[str, Any]) -> list[str]:
