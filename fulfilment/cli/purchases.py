@@ -234,19 +234,20 @@ def _not_recorded(session: Any, ident: str) -> str:
 @app.command("list")
 def list_purchases(
     state: Annotated[Optional[list[State]], typer.Option(help="Only these states (repeatable).")] = None,
-    flagged: Annotated[bool, typer.Option("--flagged", help="Only purchases awaiting transfer whose "
-                                          "delivery deadline is near (flagged by the scheduler).")] = False,
+    flagged: Annotated[bool, typer.Option("--flagged", help="Only purchases awaiting transfer or tickets "
+                                          "whose delivery deadline is near (flagged by the scheduler).")] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List purchases, newest first, optionally filtered by state; ends with counts per state."""
     from fulfilment.db import session_scope
+    from fulfilment.deadlines import WATCHED_STATES
     from models import DeadlineFlag, Purchase
 
     require(DatabaseSettings)
     wanted = [s.value for s in state or []]
     if flagged:
-        wanted = wanted or [State.AWAITING_TRANSFER.value]
+        wanted = wanted or list(WATCHED_STATES)
     with session_scope() as session:
         query = select(Purchase).order_by(Purchase.created_at.desc()).limit(limit)
         counts_query = select(Purchase.state, func.count()).group_by(Purchase.state)

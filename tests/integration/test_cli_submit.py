@@ -7,25 +7,17 @@ and real Postgres; the CLI runs as a process, as an operator runs it.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import sys
 import uuid
-from decimal import Decimal
 from typing import Any
 
-from fulfilment import state_machine
-from fulfilment.db import session_scope
 from fulfilment.rabbitmq.queues import INTAKE_QUEUE
 from fulfilment.requests import parse_request
-from fulfilment.settings import get_settings
-from fulfilment.state_machine import State
-from fulfilment.steps import intake
-from models import Purchase
 from tests.support import servers
 from tests.support.events import take_messages
-from tests.support.factories import tm_request
+from tests.support.factories import tm_awaiting_tickets, tm_request
 from tests.support.servers import REPO
 
 
@@ -76,24 +68,9 @@ def test_submit_of_a_tbb_request_is_unchanged(configured: dict[str, str], own_vh
                          "delivery_deadline": "2031-01-01T00:00:00Z", "max_unit_price": "200"}
 
 
-def awaiting_tickets(body: dict[str, Any]) -> uuid.UUID:
-    """A Ticketmaster purchase whose order is committed (as the TM flow records it: no seats on the order)."""
-    purchase_id = intake.accept(body, settings=get_settings())
-    assert purchase_id is not None
-    steps = ((State.QUOTED, {"quote_id": "cart-1", "quote_expires_at": dt.datetime.now(dt.UTC),
-                             "unit_price": Decimal("54.41"), "subtotal": Decimal("54.41")}),
-             (State.ORDERING, {}),
-             (State.AWAITING_TICKETS, {"order_id": "35-46145/LA1", "order_status": "committed"}))
-    for to_state, changes in steps:
-        with session_scope() as session:
-            state_machine.transition(session, session.get_one(Purchase, purchase_id), to_state, reason="test",
-                                     next_action_in=600, changes=changes)
-    return purchase_id
-
-
 def test_status_of_a_ticketmaster_order_shows_no_empty_seats(configured: dict[str, str]) -> None:
-    purchase_id = awaiting_tickets(tm_request())
+    purchase_id = tm_awaiting_tickets()
     shown = fulfil(dict(configured), "status", str(purchase_id))
     assert shown.returncode == 0, shown.stderr
     [line] = [line for line in shown.stdout.splitlines() if line.startswith("order ")]
-    assert line == "order     35-46145/LA1 [committed] subtotal 54.41"
+    assert line == f"order     35-{purchase_id.hex[:5]}/LA1 [committed] subtotal 54.41"
