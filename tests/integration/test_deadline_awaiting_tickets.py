@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -36,15 +35,8 @@ SCHEMA = json.loads((REPO / "docs" / "schemas" / "purchase-event.schema.json").r
 
 @pytest.fixture(scope="module")
 def own_database(configured: dict[str, str]) -> Iterator[servers.TestDatabase]:
-    database = servers.create_database("fulfil_test_deadline_tickets")
-    try:
-        servers.migrate(database)
+    with servers.migrated_database("fulfil_test_deadline_tickets") as database:
         yield database
-    finally:
-        from fulfilment.db import engine_for
-
-        engine_for(database.url).dispose()
-        servers.drop_database(database)
 
 
 @pytest.fixture
