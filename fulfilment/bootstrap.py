@@ -34,7 +34,8 @@ class SchedulerWiring:
 def scheduler_jobs(settings: Settings) -> SchedulerWiring:
     """The scheduler's jobs, each a bounded batch per tick, and the connections they hold."""
     broker = confirmed_broker(settings.broker_url)  # steps are sent without importing the workers
-    publisher = EventPublisher(settings.broker_url)
+    publisher = EventPublisher(settings.broker_url, unrouted_max_length=settings.events_unrouted_max_length,
+                               unrouted_ttl_seconds=settings.events_unrouted_ttl_seconds)
 
     def send(step: StepName, purchase_id: uuid.UUID) -> None:
         send_step(broker, step, purchase_id)
@@ -58,7 +59,8 @@ def scheduler_jobs(settings: Settings) -> SchedulerWiring:
         Job("ticket_refresh", lambda: schedule_refreshes(
             settings, lambda purchase_id: send_refresh(broker, purchase_id, on_demand=False))),
         # Counts every live purchase: cheap per row, but not per tick at scale.
-        Job("gauges", lambda: update_gauges(settings, lambda: queue_depths(settings.broker_url)),
+        Job("gauges", lambda: update_gauges(settings, lambda: queue_depths(settings.broker_url),
+                                            lambda: publisher.unrouted_limit),
             every_seconds=max(15.0, settings.scheduler_interval_seconds)),
     ]
     return SchedulerWiring(jobs, [publisher.close, broker.close])

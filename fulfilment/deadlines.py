@@ -1,8 +1,11 @@
-"""Near-deadline warnings: purchases awaiting transfer whose delivery deadline is close.
+"""Near-deadline warnings: ordered purchases whose delivery deadline is close.
 
-Each warning window (DEADLINE_WARNING_HOURS, e.g. 24 and 2) is raised once per
-purchase: a history entry and a `purchase.deadline_near` event, so the requesting
-service can nudge its customer to accept the transfer.
+A purchase is watched once its order exists and until it is delivered: awaiting a
+transfer (TBB) or awaiting its tickets (Ticketmaster: not fetched yet, or held back until
+their delivery delay date), `state_machine.ORDERED`.  Each warning window
+(DEADLINE_WARNING_HOURS, e.g. 24 and 2) is raised once per purchase: a history entry and
+a `purchase.deadline_near` event, so the requesting service can nudge its customer to
+accept the transfer, or learn that the tickets are not there yet.
 
 A window is kept to hundredths of an hour everywhere: `deadline_flags.window_hours`
 is numeric(8,2), so 0.333 is rounded to 0.33 (half up, as Postgres rounds) before it
@@ -44,18 +47,24 @@ HUNDREDTH = Decimal("0.01")
 
 EVENT_TYPE = "purchase.deadline_near"
 
+# The states watched, written into the SQL as literals: ix_purchases_awaiting_deadline's predicate
+# names the same states (models/purchase.py), and the planner uses a partial index only for a
+# query whose WHERE clause implies its predicate, which a bound parameter would not.
+WATCHED_STATES = tuple(sorted(state.value for state in state_machine.ORDERED))
+_WATCHED = ", ".join(f"'{state}'" for state in WATCHED_STATES)
+
 # Uses ix_purchases_awaiting_deadline (partial, on delivery_deadline) and the flags' primary key.
 # The windows arrive already rounded to hundredths; numeric against numeric, never float8.
 # Also returns what the events report (the columns state_machine.event_payload reads) and the
 # transaction's now(): the history rows' created_at, i.e. the events' occurred_at.
 DUE_FLAGS_SQL = text(
-    """
+    f"""
     SELECT p.id, w.hours, p.state, p.request_id, p.metadata, p.order_id, p.order_status, p.transfer_email,
            p.seat_range, p.unit_price, p.delivery_deadline, p.failure_code, p.failure_message, now() AS tx_now
       FROM purchases AS p
       JOIN unnest(CAST(:windows AS numeric(8,2)[])) AS w(hours)
         ON p.delivery_deadline <= now() + make_interval(secs => CAST(w.hours * 3600 AS float8))
-     WHERE p.state = 'awaiting_transfer'
+     WHERE p.state IN ({_WATCHED})
        AND p.delivery_deadline <= now() + make_interval(secs => CAST(CAST(:widest AS numeric(8,2)) * 3600 AS float8))
        AND p.delivery_deadline > now()
        AND NOT EXISTS (

@@ -148,10 +148,13 @@ QUEUE_MESSAGES = SCHEDULER_GAUGES.add(SchedulerGauge(
     "fulfil_queue_messages", "Messages ready in the main queues of the pipeline, not yet delivered", ["queue"]))
 UNROUTED_EVENTS = SCHEDULER_GAUGES.add(SchedulerGauge(
     "fulfil_unrouted_events", "Events kept in queue fulfilment.events.unrouted (no consumer queue was bound)"))
+UNROUTED_EVENTS_LIMIT = SCHEDULER_GAUGES.add(SchedulerGauge(
+    "fulfil_unrouted_events_limit", "The max length fulfilment.events.unrouted was declared with "
+    "(EVENTS_UNROUTED_MAX_LENGTH: beyond it the oldest events are dropped); 0: none, or the queue predates it"))
 REGISTRY.register(SCHEDULER_GAUGES)
 
 # Gauges computed from RabbitMQ: dropped (absent, never stale) when it cannot be read.
-BROKER_GAUGES = (DEAD_LETTERS, QUEUE_MESSAGES, UNROUTED_EVENTS)
+BROKER_GAUGES = (DEAD_LETTERS, QUEUE_MESSAGES, UNROUTED_EVENTS, UNROUTED_EVENTS_LIMIT)
 
 
 def set_scheduler_leader(leading: bool) -> None:

@@ -484,12 +484,14 @@ def read_live_counts(session: Any) -> LiveCounts:
     )
 
 
-def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]] | None = None) -> int:
+def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]] | None = None,
+                  unrouted_limit: Callable[[], int | None] = lambda: None) -> int:
     """Refresh the operator gauges (fulfilment/metrics.py).
 
     From Postgres (read_live_counts): purchases by live or held state, stalled, scheduler lag,
     outbox backlog and age.  From RabbitMQ, when `queue_depths` is given (fulfilment.rabbitmq.queues.queue_depths,
-    whose default queues are GAUGED_QUEUES): dead letters, main-queue depth and unrouted events.
+    whose default queues are GAUGED_QUEUES): dead letters, main-queue depth and unrouted events, with the
+    unrouted queue's bound as the relay declared it (`unrouted_limit`: EventPublisher.unrouted_limit).
     RabbitMQ out of reach drops those gauges (absent rather than stale) and logs one line.
     """
     import pika.exceptions
@@ -520,6 +522,11 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
         metrics.UNROUTED_EVENTS.set(depths[UNROUTED])
     else:
         metrics.UNROUTED_EVENTS.clear()
+    limit = unrouted_limit()
+    if limit is None:  # the relay has not declared the queue yet
+        metrics.UNROUTED_EVENTS_LIMIT.clear()
+    else:
+        metrics.UNROUTED_EVENTS_LIMIT.set(limit)
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AnyUrl, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AnyUrl, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A step's partner calls end this long before its claim lease does, leaving time to record the answer.
@@ -79,7 +79,9 @@ class PartnerSettings(_FromEnvironment):
     tm_enabled: bool = Field(default=False, description="buy through the Ticketmaster Partner API")
     tm_base_url: AnyUrl | None = Field(default=None, description="e.g. https://app.ticketmaster.com/partners/v1")
     tm_secure_render_url: AnyUrl | None = Field(
-        default=None, description="SafeTix refresh endpoint; default: /marketplace/v1/securerender on TM_BASE_URL's host")
+        default=None, validate_default=True,
+        description="SafeTix refresh endpoint; default: on TM_BASE_URL's host, /marketplace/v1/securerender, or "
+        "/marketplace-staging/v1/securerender for a pre-production base URL (partners-sandbox/v1)")
     tm_apikey: SecretStr | None = Field(default=None, min_length=1)
     tm_connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
     tm_read_timeout: float = Field(default=20.0, gt=0, description="seconds")
@@ -125,6 +127,16 @@ class PartnerSettings(_FromEnvironment):
     ticket_key: SecretStr | None = Field(
         default=None, description="Fernet key encrypting ticket tokens at rest (`fulfil tickets new-key`)")
 
+    @field_validator("tm_secure_render_url")
+    @classmethod
+    def _secure_render_follows_the_base_url(cls, value: AnyUrl | None, info: ValidationInfo) -> AnyUrl | None:
+        base = info.data.get("tm_base_url")
+        if value is not None or base is None:
+            return value
+        from fulfilment.partners.ticketmaster.assumed import secure_render_url
+
+        return AnyUrl(secure_render_url(str(base)))
+
     @model_validator(mode="after")
     def _enabled_partners_complete(self) -> PartnerSettings:
         missing = [name for name, switch in _REQUIRED_WHEN_ENABLED.items()
@@ -149,7 +161,11 @@ class PartnerSettings(_FromEnvironment):
 
     @property
     def enabled_partners(self) -> tuple[str, ...]:
-        return tuple(name for name, on in (("tbb", self.tbb_enabled), ("ticketmaster", self.tm_enabled)) if on)
+        return tuple(name for name, switch in PARTNER_SWITCHES.items() if getattr(self, switch))
+
+
+# Each partner's switch (its *_ENABLED variable).
+PARTNER_SWITCHES: dict[str, str] = {"tbb": "tbb_enabled", "ticketmaster": "tm_enabled"}
 
 
 _MISSING_FOR_PARTNER = "required by an enabled partner but not set: "
@@ -162,6 +178,13 @@ _REQUIRED_WHEN_ENABLED: dict[str, str] = {
 }
 _BRAINTREE = ("tm_braintree_merchant_id", "tm_braintree_public_key", "tm_braintree_private_key",
               "tm_braintree_payment_method_token")
+
+
+def required_when_enabled() -> dict[str, tuple[str, ...]]:
+    """{partner: the variables it requires once enabled}, e.g. {"tbb": ("TBB_BASE_URL", ...)}: the
+    README's required-settings table is checked against it (tests/unit/test_settings_docs.py)."""
+    return {partner: tuple(name.upper() for name, on in _REQUIRED_WHEN_ENABLED.items() if on == switch)
+            for partner, switch in PARTNER_SWITCHES.items()}
 
 
 class PolicySettings(_FromEnvironment):
@@ -223,6 +246,13 @@ class PolicySettings(_FromEnvironment):
     # The scheduler's Prometheus port (0: no metrics server).  Workers use dramatiq_prom_port.
     metrics_port: int = Field(default=9192, ge=0, le=65535)
     metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 where a scraper must reach it")
+
+    # fulfilment.events.unrouted (rabbitmq/outbox.py) keeps the events no consumer queue was bound for,
+    # within these bounds (queue arguments); beyond them RabbitMQ discards the oldest.  0: no bound.
+    events_unrouted_max_length: int = Field(
+        default=100_000, ge=0, description="events kept in fulfilment.events.unrouted; the oldest are dropped beyond")
+    events_unrouted_ttl_seconds: float = Field(
+        default=604_800.0, ge=0, le=4_294_967, description="an unrouted event is dropped after this long (7 days)")
 
     @model_validator(mode="after")
     def _step_fits_in_lease(self) -> PolicySettings:

@@ -51,11 +51,11 @@ class Purchase(Base):
         Index("ix_purchases_next_action_at", "next_action_at", postgresql_where=text("next_action_at IS NOT NULL")),
         # `fulfil list --state …`, newest first.
         Index("ix_purchases_state_created_at", "state", "created_at"),
-        # The scheduler's deadline-warning scan.
+        # The scheduler's deadline-warning scan (fulfilment/deadlines.py: the ordered states).
         Index(
             "ix_purchases_awaiting_deadline",
             "delivery_deadline",
-            postgresql_where=text("state = 'awaiting_transfer'"),
+            postgresql_where=text("state IN ('awaiting_tickets', 'awaiting_transfer')"),
         ),
     )
 

@@ -63,15 +63,8 @@ def local_servers() -> None:
 
 @pytest.fixture(scope="session")
 def database(local_servers: None) -> Iterator[servers.TestDatabase]:
-    db = servers.create_database()
-    try:
-        servers.migrate(db)
+    with servers.migrated_database() as db:
         yield db
-    finally:
-        from fulfilment.db import engine_for
-
-        engine_for(db.url).dispose()
-        servers.drop_database(db)
 
 
 @pytest.fixture(scope="session")

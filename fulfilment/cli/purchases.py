@@ -6,6 +6,7 @@ DATABASE_URL; `retry` both (it sends the resumed step).
 
 from __future__ import annotations
 
+import inspect
 import json
 import uuid
 from typing import Annotated, Any, Optional
@@ -26,48 +27,42 @@ from fulfilment.cli.common import (
     quiet_broker_logs,
     require,
 )
-from fulfilment.requests import DeliveryType, PurchaseRequest, explain
+from fulfilment.cli.request_options import OptionError, parameters, request_fields, request_models, request_options
+from fulfilment.requests import AnyPurchaseRequest, DeliveryType, explain, parse_request
 from fulfilment.settings import BrokerSettings, DatabaseSettings, PolicySettings, SettingsError, get_broker_settings
 from fulfilment.state_machine import State
 
+# `fulfil submit`'s options are the request models' fields (cli/request_options.py): a field added
+# to a partner's request is an option at once.  TBB's delivery type keeps its old CLI default.
+_SUBMIT_OPTIONS = request_options(request_models(AnyPurchaseRequest),
+                                  defaults={("tbb", "delivery_type"): DeliveryType.MOBILE_TRANSFER.value})
 
-@app.command()
-def submit(
-    request_id: Annotated[str, typer.Option(help="Your idempotency key (unique per purchase).")],
-    event_id: Annotated[str, typer.Option()],
-    section_name: Annotated[str, typer.Option()],
-    quantity: Annotated[int, typer.Option()],
-    delivery_deadline: Annotated[str, typer.Option(help="UTC ISO-8601, e.g. 2026-09-12T18:00:00Z")],
-    delivery_type: Annotated[DeliveryType, typer.Option()] = DeliveryType.MOBILE_TRANSFER,
-    row_name: Annotated[Optional[str], typer.Option(help="Omit for best available row.")] = None,
-    max_unit_price: Annotated[Optional[str], typer.Option(help="Refuse quotes above this (USD).")] = None,
-    metadata: Annotated[Optional[str], typer.Option(help="Opaque JSON object echoed in events.")] = None,
-) -> None:
-    """Submit a purchase request; prints the purchase id."""
+
+def submit(**values: Any) -> None:
+    """Submit a purchase request; prints the purchase id.
+
+    `--partner` chooses the request's shape (default tbb): each option says which partners take
+    it, and which require it.  Secrets (a payment nonce) are read from a file, stdin or the
+    environment, never from the command line.  `fulfil submit-json` takes the same request as JSON.
+    """
     from fulfilment.publish import submit as publish
 
-    fields: dict[str, Any] = {
-        "request_id": request_id,
-        "event_id": event_id,
-        "section_name": section_name,
-        "row_name": row_name,
-        "quantity": quantity,
-        "delivery_type": delivery_type.value,
-        "delivery_deadline": delivery_deadline,
-        "max_unit_price": max_unit_price,
-    }
-    if metadata is not None:
-        try:
-            fields["metadata"] = json.loads(metadata)
-        except ValueError as error:
-            fail(f"--metadata is not valid JSON: {error}")
     try:
-        request = PurchaseRequest.model_validate({k: v for k, v in fields.items() if v is not None})
+        fields = request_fields(values, _SUBMIT_OPTIONS)
+    except OptionError as error:
+        fail(str(error))
+    try:
+        request = parse_request(fields)
     except ValidationError as error:
         fail(f"invalid request: {explain(error)}")
     broker_url = broker().broker_url
     with quiet_broker_logs():
         typer.echo(publish(request, broker_url=broker_url))
+
+
+submit.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # typer reads the options from it
+    parameters(_SUBMIT_OPTIONS, list(request_models(AnyPurchaseRequest)), "tbb"))
+app.command()(submit)
 
 
 @app.command("submit-json")
@@ -81,7 +76,6 @@ def submit_json(
     from pathlib import Path
 
     from fulfilment.publish import submit as publish
-    from fulfilment.requests import parse_request
 
     try:
         text = sys.stdin.read() if request_file == "-" else Path(request_file).read_text()
@@ -164,8 +158,7 @@ def status(
         typer.echo(f"quote     {found.quote_id} at {money(found.unit_price)} each, expires {view['quote']['expires_at']}"
                    f" ({found.quotes_taken} taken)")
     if found.order_id:
-        typer.echo(f"order     {found.order_id} [{found.order_status}] seats {found.row_assigned or '-'} "
-                   f"{found.seat_range or '-'} subtotal {money(found.subtotal)}")
+        typer.echo(order_line(found))
         if found.transfer_email:
             typer.echo(f"transfer  accept from {found.transfer_email}")
     for ticket in view["tickets"]:
@@ -181,6 +174,18 @@ def status(
         typer.echo(f"  {t['at']}  {t['from'] or '-':>17} {arrow} {t['to']:<17}  {t['reason']}")
     sent = sum(1 for e in events if e.published_at is not None)
     typer.echo(f"events    {len(events)} recorded, {sent} published to fulfilment.events")
+
+
+def order_line(purchase: Any) -> str:
+    """`status`'s order line: the seats only where the partner assigned them at order time (TBB);
+    Ticketmaster's seats are on its tickets, listed below it."""
+    seats = " ".join(part for part in (purchase.row_assigned, purchase.seat_range) if part)
+    parts = [f"order     {purchase.order_id} [{purchase.order_status or '-'}]"]
+    if seats:
+        parts.append(f"seats {seats}")
+    if purchase.subtotal is not None:
+        parts.append(f"subtotal {money(purchase.subtotal)}")
+    return " ".join(parts)
 
 
 def _not_recorded(session: Any, ident: str) -> str:
@@ -229,19 +234,20 @@ def _not_recorded(session: Any, ident: str) -> str:
 @app.command("list")
 def list_purchases(
     state: Annotated[Optional[list[State]], typer.Option(help="Only these states (repeatable).")] = None,
-    flagged: Annotated[bool, typer.Option("--flagged", help="Only purchases awaiting transfer whose "
-                                          "delivery deadline is near (flagged by the scheduler).")] = False,
+    flagged: Annotated[bool, typer.Option("--flagged", help="Only purchases awaiting transfer or tickets "
+                                          "whose delivery deadline is near (flagged by the scheduler).")] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List purchases, newest first, optionally filtered by state; ends with counts per state."""
     from fulfilment.db import session_scope
+    from fulfilment.deadlines import WATCHED_STATES
     from models import DeadlineFlag, Purchase
 
     require(DatabaseSettings)
     wanted = [s.value for s in state or []]
     if flagged:
-        wanted = wanted or [State.AWAITING_TRANSFER.value]
+        wanted = wanted or list(WATCHED_STATES)
     with session_scope() as session:
         query = select(Purchase).order_by(Purchase.created_at.desc()).limit(limit)
         counts_query = select(Purchase.state, func.count()).group_by(Purchase.state)

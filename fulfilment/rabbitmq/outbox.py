@@ -17,7 +17,16 @@ of the same name keeps it until an operator consumes, moves or purges it.  An ev
 is marked sent only once RabbitMQ confirmed it into a queue: a bound consumer's or
 the unrouted queue.  If neither takes it (say the unrouted queue was deleted), the
 relay logs an ERROR, leaves the event unsent, reconnects (which declares the
-unrouted exchange and queue again) and retries on the next tick.
+unrouted exchange and queue again) and retries on the next tick.  The log stays quiet: one
+WARNING the first time a routing key goes unrouted, a summary every UNROUTED_SUMMARY_SECONDS
+while any does, and one INFO line when its events reach a bound queue again.
+
+The unrouted queue is bounded (EVENTS_UNROUTED_MAX_LENGTH, EVENTS_UNROUTED_TTL_SECONDS, as the
+queue arguments `x-max-length` with `x-overflow: drop-head` and `x-message-ttl`): beyond them
+RabbitMQ drops the oldest kept events, so a routing key nobody binds cannot fill the broker's
+disk.  RabbitMQ cannot change the arguments of an existing queue (406): a queue declared before
+the bound (or with other bounds) is used as it is, and the relay says once, at WARNING, how to
+bound it without losing its events (a policy) or how to have it declared anew.
 
 `fulfilment.events` itself is still declared without arguments: RabbitMQ refuses
 (406 PRECONDITION_FAILED) to redeclare an exchange with different arguments, and
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 
@@ -59,26 +69,57 @@ class _NotReturnedMessages(logging.Filter):
 
 logging.getLogger("pika.adapters.blocking_connection").addFilter(_NotReturnedMessages())
 
+# While some routing key goes unrouted, a summary of what was kept is logged this often.
+UNROUTED_SUMMARY_SECONDS = 600.0
+# The defaults of EVENTS_UNROUTED_MAX_LENGTH and EVENTS_UNROUTED_TTL_SECONDS (settings.py).
+DEFAULT_UNROUTED_MAX_LENGTH = 100_000
+DEFAULT_UNROUTED_TTL_SECONDS = 604_800.0
+
+
+def unrouted_arguments(max_length: int, ttl_seconds: float) -> dict[str, object]:
+    """The unrouted queue's bound as queue arguments (0: no bound of that kind)."""
+    arguments: dict[str, object] = {}
+    if max_length:
+        arguments |= {"x-max-length": max_length, "x-overflow": "drop-head"}  # drop the oldest, keep publishing
+    if ttl_seconds:
+        arguments["x-message-ttl"] = max(1, round(ttl_seconds * 1000))
+    return arguments
+
+
+def unrouted_policy(arguments: dict[str, object]) -> str:
+    """The rabbitmqctl command that bounds an existing unrouted queue as `arguments` would."""
+    definition = {key.removeprefix("x-"): value for key, value in arguments.items()}
+    return (f"rabbitmqctl set_policy [-p <vhost>] --apply-to queues fulfilment-events-unrouted-bound "
+            f"'^{re.escape(UNROUTED)}$' '{json.dumps(definition, separators=(',', ':'))}'")
 
 
 class EventPublisher:
     """One confirmed channel to the events exchange, reconnected on demand."""
 
-    def __init__(self, broker_url: str) -> None:
+    def __init__(self, broker_url: str, *, unrouted_max_length: int = DEFAULT_UNROUTED_MAX_LENGTH,
+                 unrouted_ttl_seconds: float = DEFAULT_UNROUTED_TTL_SECONDS) -> None:
         self._parameters = pika.URLParameters(broker_url)
         self._connection: pika.BlockingConnection | None = None
         self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
-        self._unrouted_keys: set[str] = set()  # routing keys already warned about
+        self._unrouted_arguments = unrouted_arguments(unrouted_max_length, unrouted_ttl_seconds)
+        self._unrouted_max_length = unrouted_max_length
+        # The unrouted queue's max length as this relay declared it (0: none, or a queue declared
+        # otherwise before); None until declared.  Exported as fulfil_unrouted_events_limit.
+        self.unrouted_limit: int | None = None
+        self._said_queue_differs = False
+        self._unrouted_keys: dict[str, int] = {}  # routing key -> events kept since the last line about it
+        self._summary_due = 0.0
 
     def _ensure_channel(self) -> pika.adapters.blocking_connection.BlockingChannel:
         if self._channel is None or not self._channel.is_open:
             self.close()
             self._connection = pika.BlockingConnection(self._parameters)
             channel = self._connection.channel()
-            for name, declare in (
-                (EXCHANGE, lambda ch, passive: ch.exchange_declare(EXCHANGE, "topic", passive, durable=True)),
-                (UNROUTED, lambda ch, passive: ch.exchange_declare(UNROUTED, "fanout", passive, durable=True)),
-                (UNROUTED, lambda ch, passive: ch.queue_declare(UNROUTED, passive, durable=True)),
+            for name, kind, declare in (
+                (EXCHANGE, "exchange", lambda ch, passive: ch.exchange_declare(EXCHANGE, "topic", passive, durable=True)),
+                (UNROUTED, "exchange", lambda ch, passive: ch.exchange_declare(UNROUTED, "fanout", passive, durable=True)),
+                (UNROUTED, "queue", lambda ch, passive: ch.queue_declare(
+                    UNROUTED, passive, durable=True, arguments=None if passive else self._unrouted_arguments)),
             ):
                 try:
                     declare(channel, False)
@@ -86,13 +127,33 @@ class EventPublisher:
                     if error.reply_code != 406:
                         raise
                     # It exists with other arguments (an alternate exchange, a queue type, ...): use it as it is.
-                    log.info("outbox: %s exists with other arguments, using it as it is (%s)", name, error.reply_text)
                     channel = self._connection.channel()
                     declare(channel, True)
+                    if kind == "queue":
+                        self._queue_differs(error.reply_text)
+                    else:
+                        log.info("outbox: %s exists with other arguments, using it as it is (%s)", name,
+                                 error.reply_text)
+                    continue
+                if kind == "queue":
+                    self.unrouted_limit = self._unrouted_max_length
             channel.queue_bind(UNROUTED, UNROUTED)
             channel.confirm_delivery()
             self._channel = channel
         return self._channel
+
+    def _queue_differs(self, reply: str) -> None:
+        self.unrouted_limit = 0
+        if self._said_queue_differs:
+            return
+        self._said_queue_differs = True
+        bound = self._unrouted_arguments
+        log.warning(
+            "outbox: queue %s was declared with other arguments than this relay's %s (RabbitMQ cannot change them): "
+            "it is used as it is, bounded only as declared then or by a policy. To bound it without losing its events: "
+            "%s. Or move its events away, delete it (rabbitmqctl delete_queue %s --if-empty) and the relay declares "
+            "it again with its arguments (%s)", UNROUTED, json.dumps(bound) if bound else "(none: unbounded)",
+            unrouted_policy(bound) if bound else "(no bound configured)", UNROUTED, reply)
 
     def publish(self, event_id: uuid.UUID, routing_key: str, payload: dict[str, object]) -> None:
         """Returns once RabbitMQ confirmed the message into a queue; raises otherwise."""
@@ -107,19 +168,43 @@ class EventPublisher:
         )
         try:
             channel.basic_publish(EXCHANGE, routing_key, body, properties, mandatory=True)
-            return
         except pika.exceptions.UnroutableError:
             pass  # returned (no queue bound for routing_key), then confirmed: keep it below
-        if routing_key not in self._unrouted_keys:
-            self._unrouted_keys.add(routing_key)
-            log.warning("outbox: no queue is bound to %s for %s; keeping such events in queue %s",
-                        EXCHANGE, routing_key, UNROUTED)
+        else:
+            self._routed(routing_key)
+            return
         try:
             channel.basic_publish(UNROUTED, routing_key, body, properties, mandatory=True)
         except pika.exceptions.UnroutableError:
             log.error("outbox: event %s (%s) was routed to no queue, not even %s; it stays unsent",
                       event_id, routing_key, UNROUTED)
             raise
+        self._kept(routing_key)
+
+    def _kept(self, routing_key: str) -> None:
+        """One line the first time a routing key goes unrouted, then a summary now and then."""
+        now = time.monotonic()
+        if routing_key not in self._unrouted_keys:
+            self._unrouted_keys[routing_key] = 0
+            log.warning("outbox: no queue is bound to %s for %s; keeping such events in queue %s",
+                        EXCHANGE, routing_key, UNROUTED)
+            self._summary_due = self._summary_due or now + UNROUTED_SUMMARY_SECONDS
+        else:
+            self._unrouted_keys[routing_key] += 1
+        if now >= self._summary_due:
+            kept = ", ".join(f"{key} {count}" for key, count in sorted(self._unrouted_keys.items()))
+            log.warning("outbox: still no queue bound to %s for %d routing key(s); events kept in %s since the "
+                        "last line: %s", EXCHANGE, len(self._unrouted_keys), UNROUTED, kept)
+            self._unrouted_keys = dict.fromkeys(self._unrouted_keys, 0)
+            self._summary_due = now + UNROUTED_SUMMARY_SECONDS
+
+    def _routed(self, routing_key: str) -> None:
+        if routing_key in self._unrouted_keys:
+            kept = self._unrouted_keys.pop(routing_key)
+            log.info("outbox: events for %s reach a bound queue again (%d more kept in %s since the last line)",
+                     routing_key, kept, UNROUTED)
+            if not self._unrouted_keys:
+                self._summary_due = 0.0
 
     def close(self) -> None:
         try:

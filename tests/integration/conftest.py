@@ -9,6 +9,7 @@ import pytest
 from fulfilment.partners.registry import build_partners
 from fulfilment.settings import get_settings
 from fulfilment.steps.flow import Partners
+from tests.support import servers
 from tests.support.tm_sandbox import TMSandboxProcess
 
 
@@ -27,3 +28,13 @@ def partners(configured: dict[str, str]) -> Iterator[Partners]:
     built = build_partners(get_settings())
     yield built
     built.close()
+
+
+@pytest.fixture
+def own_vhost(configured: dict[str, str]) -> Iterator[servers.TestVhost]:
+    """A RabbitMQ vhost of the test's own (deleted after): no queue but those the test makes."""
+    created = servers.create_vhost("fulfil_test_own")
+    try:
+        yield created
+    finally:
+        servers.delete_vhost(created)

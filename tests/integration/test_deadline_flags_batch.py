@@ -35,15 +35,8 @@ WINDOWS = (24, 2, 0.333)
 
 @pytest.fixture(scope="module")
 def own_database(configured: dict[str, str]) -> Iterator[servers.TestDatabase]:
-    database = servers.create_database("fulfil_test_flags")
-    try:
-        servers.migrate(database)
+    with servers.migrated_database("fulfil_test_flags") as database:
         yield database
-    finally:
-        from fulfilment.db import engine_for
-
-        engine_for(database.url).dispose()
-        servers.drop_database(database)
 
 
 @pytest.fixture

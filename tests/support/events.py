@@ -73,3 +73,18 @@ class EventListener:
                 self.connection.close()
         except (pika.exceptions.AMQPError, OSError):
             pass
+
+
+def take_messages(broker_url: str, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
+    """Every message ready in `queue`, oldest first, taken (acked): the queue is left empty."""
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    taken = []
+    try:
+        channel = connection.channel()
+        while True:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return taken
+            taken.append((properties, body))
+    finally:
+        connection.close()

@@ -64,3 +64,25 @@ def reload(purchase_id: uuid.UUID):  # type: ignore[no-untyped-def]
 
     with session_scope() as session:
         return session.get_one(Purchase, purchase_id)
+
+
+def tm_awaiting_tickets(**overrides: Any) -> uuid.UUID:
+    """A Ticketmaster purchase whose order is committed, its tickets not fetched yet (AWAITING_TICKETS),
+    as the TM flow records it: an order number and the cart's total, no seats on the order."""
+    from decimal import Decimal
+
+    from fulfilment import state_machine
+    from fulfilment.state_machine import State
+    from models import Purchase
+
+    purchase_id = intake.accept(tm_request(**overrides), settings=get_settings())
+    assert purchase_id is not None
+    steps = ((State.QUOTED, {"quote_id": f"cart-{purchase_id.hex[:8]}", "quote_expires_at": dt.datetime.now(dt.UTC),
+                             "unit_price": Decimal("54.41"), "subtotal": Decimal("54.41")}),
+             (State.ORDERING, {}),
+             (State.AWAITING_TICKETS, {"order_id": f"35-{purchase_id.hex[:5]}/LA1", "order_status": "committed"}))
+    for to_state, changes in steps:
+        with session_scope() as session:
+            state_machine.transition(session, session.get_one(Purchase, purchase_id), to_state, reason="test",
+                                     next_action_in=600, changes=changes)
+    return purchase_id

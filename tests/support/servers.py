@@ -10,6 +10,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -89,6 +91,20 @@ def migrate(database: TestDatabase) -> None:
     from fulfilment.migrate import upgrade
 
     upgrade(database.url)
+
+
+@contextmanager
+def migrated_database(prefix: str = "fulfil_test") -> Iterator[TestDatabase]:
+    """A fresh, migrated database, dropped (its pooled connections closed first) on the way out."""
+    database = create_database(prefix)
+    try:
+        migrate(database)
+        yield database
+    finally:
+        from fulfilment.db import engine_for
+
+        engine_for(database.url).dispose()
+        drop_database(database)
 
 
 def rabbitmqctl(*args: str) -> str:

@@ -144,6 +144,7 @@ def test_the_alerts_the_issue_asks_for_are_there() -> None:
         "FulfilOutboxBacklogOld": "fulfil_outbox_oldest_age_seconds",
         "FulfilPartnerErrors": "fulfil_partner_call_errors_total",
         "FulfilUnroutedEvents": "fulfil_unrouted_events",
+        "FulfilUnroutedEventsNearLimit": "fulfil_unrouted_events_limit",
     }
     for alert, fragment in wanted.items():
         assert fragment in exprs.get(alert, ""), alert

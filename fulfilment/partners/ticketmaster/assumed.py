@@ -45,6 +45,42 @@ DELETE_CART_PATH = "/events/{event_id}/cart"
 # is an account error (errors.py), not a sign that an order is absent.
 UNREDEEMED_PATH = "/orders/unredeemed"
 
+# SecureRender (seed 003) is another product on the API's host: production
+# `/marketplace/v1/securerender`, pre-production `/marketplace-staging/v1/securerender`.  The public
+# reference names the Partner API's hosts: production `https://app.ticketmaster.com/partners/v1`,
+# staging `https://app.ticketmaster.com/partners-sandbox/v1`.  ASSUMED: a base URL that says it is
+# not production -- its first path segment is `partners-<marker>` (partners-sandbox, the reference's
+# staging) or a host label carries a marker (app-preprod.example) -- is pre-production, and its
+# SecureRender is the staging path on the same origin; any other base URL (production, our sandbox at
+# /partners/v1) gets the production path.  TM_SECURE_RENDER_URL overrides the guess (settings.py).
+SECURE_RENDER_PATH = "/marketplace/v1/securerender"
+SECURE_RENDER_STAGING_PATH = "/marketplace-staging/v1/securerender"
+PREPRODUCTION_MARKERS = frozenset({"sandbox", "staging", "stage", "preprod", "pre-prod", "qa", "uat"})
+
+
+def is_preproduction(base_url: str) -> bool:
+    """Whether a Partner API base URL names a pre-production environment (see above)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    segment = parts.path.strip("/").split("/", 1)[0].lower()
+    if segment.startswith("partners-") and segment.removeprefix("partners-") in PREPRODUCTION_MARKERS:
+        return True
+    labels = (parts.hostname or "").lower().split(".")
+    return any(marker in label.split("-") or label == marker
+               for label in labels[:-2] for marker in PREPRODUCTION_MARKERS)
+
+
+def secure_render_url(base_url: str) -> str:
+    """The SecureRender endpoint that goes with a Partner API base URL: same origin, production or
+    staging path as the base URL is."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(base_url)
+    path = SECURE_RENDER_STAGING_PATH if is_preproduction(base_url) else SECURE_RENDER_PATH
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
 # ---- request shapes --------------------------------------------------------------------------
 
 # ASSUMED: the captcha solution rides at the top level of the reserve body, beside `reserve`
