@@ -343,6 +343,7 @@ def resolve(
         return Done(current.id, state, State.AWAITING_TRANSFER, history)
 
 
+TM_ORDER_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")  # e.g. 35-49135/LA1 (TM's own shape)
 TOKEN_PATTERN = re.compile(r"^[\x21-\x7e]{1,4096}$")  # printable, no spaces: what an order token can be
 
 
@@ -359,8 +360,8 @@ def resolve_with_token(ident: str, *, order_id: str, order_token: SecretStr, ope
     from fulfilment import ticket_crypto
 
     order_id = order_id.strip()
-    if not ORDER_ID_PATTERN.match(order_id):
-        raise ValueError(f"{order_id!r} is not a partner order id (letters, digits, . _ : -, at most 100)")
+    if not TM_ORDER_NUMBER.match(order_id):
+        raise ValueError(f"{order_id!r} is not a Ticketmaster order number (letters, digits, . _ : - /, at most 100)")
     if not TOKEN_PATTERN.match(order_token.get_secret_value().strip()):
         raise ValueError("the order token must be 1 to 4096 printable characters without spaces")
     sealed = ticket_crypto.encrypt(ticket_key, SecretStr(order_token.get_secret_value().strip()))

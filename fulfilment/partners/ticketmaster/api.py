@@ -115,6 +115,7 @@ from tenacity.stop import stop_base
 from fulfilment.partners.base import DeadlineReached, PartnerError, TransientError
 from fulfilment.partners.ticketmaster import assumed
 from fulfilment.partners.ticketmaster.errors import (
+    KNOWN_CODES,
     POLLING_GONE,
     Maintenance,
     MalformedResponse,
@@ -519,7 +520,10 @@ class TicketmasterApi:
 
     def _refusal(self, call: _Call, response: httpx.Response) -> PartnerError:
         error = error_from_response(response, operation=call.operation.value, secrets=self._secrets(call))
-        if call.polling and response.status_code in assumed.POLLING_GONE_STATUSES and getattr(error, "tm_code", None) is None:
+        # 404/410 on a polling URL: the URL is gone, whatever code the gateway gives it, unless the
+        # code is one of the operation's own documented answers (then it is that answer, read by polling).
+        if call.polling and response.status_code in assumed.POLLING_GONE_STATUSES and getattr(
+                error, "tm_code", None) not in KNOWN_CODES:
             if call.idempotent:
                 return _with_op(PollingExpired(POLLING_GONE, f"{call.metric}: the polling URL is no longer known",
                                                status=response.status_code), call)
