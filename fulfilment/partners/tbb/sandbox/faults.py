@@ -52,6 +52,8 @@ injected error never commits anything. Drops are decided AFTER a successful (201
 order exists and its quote is consumed, yet the client sees a transport error, which is exactly the
 "unknown outcome" case a client must resolve with ``GET /v1/orders?quote_id=...``.
 ``respond_after_commit_ms`` is waited for after the commit too (before a drop, if both apply).
+A trickle is decided last, for the answer the handler gave (an injected error or a dropped answer is
+never trickled): a trickled create_order has committed its order before the first byte is sent.
 
 The lookup faults make that resolution itself unreliable. They are decided inside list_orders after
 the token and the query were accepted: lagging orders and missed orders (one draw per order) are
