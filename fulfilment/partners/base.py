@@ -9,8 +9,9 @@ operation and every chunk of an answer is cut at it.  Lookups are three-valued: 
 
 What adding a partner touches:
 - its folder `partners/<name>/`: its client (over `partners/deadline.py`'s transport), its error
-  mapping onto the kinds below, `assumed.py` (every undocumented fact) and `sandbox/`; then either an adapter implementing `Partner` (a
-  quote -> order -> transfer partner, like TBB: the steps make its calls themselves), or a
+  mapping onto the kinds below, `assumed.py` (every undocumented fact) and `sandbox/`; then either
+  an adapter implementing `Partner` (a quote -> order -> transfer partner, like TBB: the steps make
+  its calls themselves), or a
   `PartnerFlow` (steps/flow.py: the partner part of each step, for another shape of purchase, like
   Ticketmaster's reserve -> pay -> commit -> tickets, `partners/ticketmaster/flow.py`);
 - `partners/registry.py` (built from settings when enabled) and `settings.py` (its settings and its
