@@ -16,6 +16,10 @@ from pydantic import AnyUrl, Field, SecretStr, ValidationError, ValidationInfo, 
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A step's partner calls end this long before its claim lease does, leaving time to record the answer.
+# Each call's deadline is hard (fulfilment/partners/deadline.py: every socket operation and every
+# chunk of an answer, every retry and wait included), so a step's partner calls, retries included,
+# last at most STEP_DEADLINE_SECONDS; the margin covers the last socket operation's overrun
+# (milliseconds) and the fenced write of the answer.
 LEASE_MARGIN_SECONDS = 5.0
 
 
@@ -208,7 +212,8 @@ class PolicySettings(_FromEnvironment):
         "stayed empty (never after QUOTE_ALREADY_CONSUMED); unset: needs_attention instead",
     )
     min_delivery_lead_seconds: float = Field(
-        default=3600.0, ge=0, description="no quote or order once the delivery deadline is closer than this"
+        default=3600.0, ge=0, description="no quote or order once the delivery deadline is closer than this; "
+        "at least STEP_DEADLINE_SECONDS (a step checks it once, then may send its order until its deadline)"
     )
     step_deadline_seconds: float = Field(
         default=60.0, gt=0,
@@ -256,10 +261,26 @@ class PolicySettings(_FromEnvironment):
 
     @model_validator(mode="after")
     def _step_fits_in_lease(self) -> PolicySettings:
+        # The longest a step's partner calls can run, every retry, wait and trickled answer included,
+        # is the step's deadline: each call is cut there (fulfilment/partners/deadline.py).
         if self.step_deadline_seconds + LEASE_MARGIN_SECONDS > self.claim_lease_seconds:
             raise ValueError(
                 f"STEP_DEADLINE_SECONDS ({self.step_deadline_seconds:g}) must end at least {LEASE_MARGIN_SECONDS:g} s "
-                f"before CLAIM_LEASE_SECONDS ({self.claim_lease_seconds:g}): a partner call may not outlive its claim"
+                f"before CLAIM_LEASE_SECONDS ({self.claim_lease_seconds:g}): a partner call may not outlive its claim "
+                "(the step's calls, retries included, may run until STEP_DEADLINE_SECONDS)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _no_order_after_the_delivery_deadline(self) -> PolicySettings:
+        # A step checks the delivery deadline once, before its partner calls (steps/common.py,
+        # too_close_to_deadline), then may send its order until the step's deadline: with at least
+        # that much lead, an order is never sent after the delivery deadline.
+        if self.min_delivery_lead_seconds < self.step_deadline_seconds:
+            raise ValueError(
+                f"MIN_DELIVERY_LEAD_SECONDS ({self.min_delivery_lead_seconds:g}) must be at least STEP_DEADLINE_SECONDS "
+                f"({self.step_deadline_seconds:g}): a step that found the delivery deadline far enough may still send "
+                "its order that long after, so an order could reach the partner after the delivery deadline"
             )
         return self
 

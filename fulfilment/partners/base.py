@@ -3,12 +3,15 @@
 Every call takes `deadline`, a `time.monotonic()` instant by which it must have
 returned, whatever it does inside (connect, write, read, authentication, retries):
 the step's claim lease ends soon after it, and an answer that comes later must not be
-waited for (invariant 8).  Lookups are three-valued: found, absent, unknown.
+waited for (invariant 8).  A client makes it hard by sending its requests through
+`partners/deadline.py` (DeadlineTransport, the request extension DEADLINE): every socket
+operation and every chunk of an answer is cut at it.  Lookups are three-valued: found, absent, unknown.
 
 What adding a partner touches:
-- its folder `partners/<name>/`: its client, its error mapping onto the kinds below, `assumed.py`
-  (every undocumented fact) and `sandbox/`; then either an adapter implementing `Partner` (a
-  quote -> order -> transfer partner, like TBB: the steps make its calls themselves), or a
+- its folder `partners/<name>/`: its client (over `partners/deadline.py`'s transport), its error
+  mapping onto the kinds below, `assumed.py` (every undocumented fact) and `sandbox/`; then either
+  an adapter implementing `Partner` (a quote -> order -> transfer partner, like TBB: the steps make
+  its calls themselves), or a
   `PartnerFlow` (steps/flow.py: the partner part of each step, for another shape of purchase, like
   Ticketmaster's reserve -> pay -> commit -> tickets, `partners/ticketmaster/flow.py`);
 - `partners/registry.py` (built from settings when enabled) and `settings.py` (its settings and its

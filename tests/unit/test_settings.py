@@ -89,3 +89,20 @@ def test_a_step_deadline_that_could_outlive_the_claim_lease_is_refused(env: pyte
     env.setenv("STEP_DEADLINE_SECONDS", "25")
     get_settings.cache_clear()
     assert get_settings().step_deadline_seconds == 25
+
+
+def test_a_delivery_lead_shorter_than_the_step_deadline_is_refused(env: pytest.MonkeyPatch) -> None:
+    # A step checks the delivery deadline once, then may send its order until its own deadline:
+    # with less lead than that, an order could be sent after the delivery deadline.
+    for name, value in VALID.items():
+        env.setenv(name, value)
+    env.setenv("CLAIM_LEASE_SECONDS", "120")
+    env.setenv("STEP_DEADLINE_SECONDS", "60")
+    env.setenv("MIN_DELIVERY_LEAD_SECONDS", "59")
+    with pytest.raises(SettingsError) as raised:
+        get_settings()
+    assert "MIN_DELIVERY_LEAD_SECONDS (59) must be at least STEP_DEADLINE_SECONDS (60)" in str(raised.value)
+    assert "after the delivery deadline" in str(raised.value)
+    env.setenv("MIN_DELIVERY_LEAD_SECONDS", "60")
+    get_settings.cache_clear()
+    assert get_settings().min_delivery_lead_seconds == 60

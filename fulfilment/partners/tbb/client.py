@@ -12,7 +12,10 @@ Rules this module keeps (design.md, failure policy):
 - `X-Request-ID` on every call; the secret and tokens never appear in logs or errors;
 - one overall deadline per call (`deadline`, a `time.monotonic()` instant): every
   exchange's connect/read/write/pool timeouts, the wait for and the fetch of a token,
-  and the retries all fit before it, so a call never outlives its step's claim lease;
+  and the retries all fit before it, and it is hard: every socket operation and every
+  chunk of an answer is cut at it (fulfilment.partners.deadline), so a partner trickling
+  its answer cannot keep a call open past its step's claim lease; an order cut by it after
+  sending is `OutcomeUnknown`;
 - an order lookup is found / absent / unknown: a paginated (`has_more`) or malformed
   answer is unknown, never absent.
 """
@@ -52,6 +55,7 @@ from fulfilment.partners.base import (
     QuoteRequest,
     TransientError,
 )
+from fulfilment.partners.deadline import DEADLINE, DeadlineTransport
 from fulfilment.partners.tbb import assumed
 from fulfilment.partners.tbb.auth import TokenCache
 from fulfilment.partners.tbb.errors import AUTH_RETRY_CODES, error_from_response
@@ -69,6 +73,11 @@ class RequestNotSent(TransientError):
 
 # An exchange is not started with less time than this left before the deadline.
 MIN_EXCHANGE_SECONDS = 0.05
+
+
+def _hard(deadline: float | None) -> dict[str, float]:
+    """The request extension that makes `deadline` hard (fulfilment.partners.deadline)."""
+    return {} if deadline is None else {DEADLINE: deadline}
 
 
 def _utc(value: dt.datetime) -> str:
@@ -104,7 +113,7 @@ class TbbClient:
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             headers={"Accept": "application/json"},
-            transport=transport,
+            transport=DeadlineTransport(transport),
         )
         self._tokens = TokenCache(self._authenticate)
 
@@ -219,14 +228,14 @@ class TbbClient:
         """One exchange, plus one re-authentication if the token was refused (401), all before `deadline`."""
         token = self._tokens.get(deadline)
         response = self._http.request(method, path, headers=self._headers(token, request_id),
-                                      timeout=self._timeout(deadline), **kwargs)
+                                      timeout=self._timeout(deadline), extensions=_hard(deadline), **kwargs)
         if response.status_code == 401 and self._error_code(response) in AUTH_RETRY_CODES:
             # A 401 is refused before any processing, so repeating the call is safe.
             log.info("tbb token refused (%s); re-authenticating once", self._error_code(response))
             self._tokens.invalidate(token)
             token = self._tokens.get(deadline)
             response = self._http.request(method, path, headers=self._headers(token, request_id),
-                                          timeout=self._timeout(deadline), **kwargs)
+                                          timeout=self._timeout(deadline), extensions=_hard(deadline), **kwargs)
         return response
 
     def _timeout(self, deadline: float | None) -> httpx.Timeout:
@@ -245,7 +254,7 @@ class TbbClient:
                 started = time.monotonic()
                 try:
                     response = self._http.post("/v1/auth/token", json=body, headers={"X-Request-ID": str(uuid.uuid4())},
-                                               timeout=self._timeout(deadline))
+                                               timeout=self._timeout(deadline), extensions=_hard(deadline))
                 except httpx.TransportError as error:
                     self._record("auth_token", "NETWORK_ERROR", started)
                     raise TransientError("NETWORK_ERROR", f"{type(error).__name__} calling POST /v1/auth/token") from None

@@ -8,6 +8,9 @@ Rules this module keeps
   exchange's connect/read/write/pool timeouts are cut to the time left, a retry is only started
   if it can finish before it, and waiting for another call on the same cart counts too.  No
   request is started with less than MIN_EXCHANGE_SECONDS left (DeadlineReached: nothing sent).
+  The deadline is hard (fulfilment.partners.deadline): every socket operation and every chunk
+  of an answer is cut at it, so an answer trickled in just under the read timeout cannot keep a
+  call open past it; a cart call cut after sending is TmOutcomeUnknown, a read a transient error.
 - `request_id` goes out as a header (assumed.REQUEST_ID_HEADER) to join logs.
 - **Polling is a value, never a sleep.**  A call marked "Polling: Yes" may return
   `Polling(url, wait_seconds, operation)` instead of its result; `poll(url, expect=...)`
@@ -113,6 +116,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from fulfilment.partners.base import DeadlineReached, PartnerError, TransientError
+from fulfilment.partners.deadline import DEADLINE, DeadlineHTTPTransport, DeadlineTransport
 from fulfilment.partners.ticketmaster import assumed
 from fulfilment.partners.ticketmaster.errors import (
     KNOWN_CODES,
@@ -265,9 +269,10 @@ class TicketmasterApi:
             headers[assumed.CLIENT_IP_HEADER] = client_ip
         if force_polling:
             headers[FORCE_POLLING_HEADER] = "true"
-        inner = transport or httpx.HTTPTransport(
+        # Every call's deadline is hard, to the last chunk of its answer (partners/deadline.py).
+        inner = DeadlineTransport(transport or DeadlineHTTPTransport(
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        )
+        ))
         self._http = httpx.Client(
             base_url=self._base,
             headers=headers,
@@ -537,7 +542,9 @@ class TicketmasterApi:
     def _exchange(self, call: _Call, request_id: str, deadline: float) -> httpx.Response:
         timeout = self._timeout(deadline, patient=call.patient)
         headers = {assumed.REQUEST_ID_HEADER: request_id, **(call.headers or {})}
-        extensions = {SECRET_PARAMS: call.secret_params} if call.secret_params else None
+        extensions: dict[str, Any] = {DEADLINE: deadline}
+        if call.secret_params:
+            extensions[SECRET_PARAMS] = call.secret_params
         try:
             return self._http.request(call.method, call.url, params=call.params, json=call.json, headers=headers,
                                       timeout=timeout, extensions=extensions)

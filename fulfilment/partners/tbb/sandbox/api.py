@@ -13,6 +13,8 @@ from datetime import datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fulfilment.partners.trickle import trickled
+
 from . import envelope
 from .accounts import PartnerAccount
 from .discovery import EventFilters, search
@@ -33,7 +35,7 @@ def sandbox_of(request: Request) -> SandboxState:
 
 def guarded(endpoint: str, handler: Handler) -> Handler:
     """Apply latency/stall and pre-handler faults; after a committed create_order, maybe hold the
-    answer back (respond_after_commit_ms), then maybe drop."""
+    answer back (respond_after_commit_ms), then maybe drop; else maybe trickle the answer."""
 
     async def endpoint_with_faults(request: Request) -> Response:
         sandbox = sandbox_of(request)
@@ -50,7 +52,7 @@ def guarded(endpoint: str, handler: Handler) -> Handler:
                 await asyncio.sleep(hold)  # committed already: other requests see the order meanwhile
             if sandbox.faults.should_drop(endpoint):
                 return DropConnectionResponse(response)
-        return response
+        return trickled(response, sandbox.faults.trickle(endpoint))
 
     endpoint_with_faults.__name__ = endpoint
     return endpoint_with_faults

@@ -14,6 +14,11 @@ Rule fields (all optional)::
     rate_limit_rate         0..1   answer 429 RATE_LIMITED with "Retry-After"
     retry_after_seconds     >0     Retry-After value (default 1; fractional allowed for fast tests)
     latency_ms              >=0    added delay before the request is handled (asyncio.sleep)
+    trickle_ms              >=0    the answer (after the handler ran: an order is committed) is sent
+                                   slowly: status and headers at once, then the body in
+                                   ``trickle_chunks`` pieces with ``trickle_ms`` before each one, so
+                                   each piece arrives well inside a client's read timeout
+    trickle_chunks          >=1    how many pieces a trickled body is cut into (default 10)
     fail_next               int    the next N requests fail with a status from error_statuses
                                    (deterministic; 429 in the list gives RATE_LIMITED)
     stall_next              int    the next N requests hang for ``stall_ms`` before being handled
@@ -47,6 +52,8 @@ injected error never commits anything. Drops are decided AFTER a successful (201
 order exists and its quote is consumed, yet the client sees a transport error, which is exactly the
 "unknown outcome" case a client must resolve with ``GET /v1/orders?quote_id=...``.
 ``respond_after_commit_ms`` is waited for after the commit too (before a drop, if both apply).
+A trickle is decided last, for the answer the handler gave (an injected error or a dropped answer is
+never trickled): a trickled create_order has committed its order before the first byte is sent.
 
 The lookup faults make that resolution itself unreliable. They are decided inside list_orders after
 the token and the query were accepted: lagging orders and missed orders (one draw per order) are
@@ -54,7 +61,7 @@ removed before pagination; then the answer is malformed (one draw per request), 
 has_more page (one draw per request), else the normal page. With lag or misses, a well-formed empty
 lookup is not proof that no order exists.
 
-Counters (per endpoint): ``latency``, ``stall``, ``fail_next``, ``rate_limited``, ``error``,
+Counters (per endpoint): ``latency``, ``stall``, ``trickle``, ``fail_next``, ``rate_limited``, ``error``,
 ``error_<status>``, ``plain_body``, ``drop_after_commit``, ``respond_after_commit``,
 ``expiry_checked_first`` (only when the switched order changed the answer), ``lookup_lag`` and
 ``lookup_miss`` (one per hidden order), ``lookup_has_more``, ``lookup_malformed`` and
@@ -76,6 +83,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
+
+from fulfilment.partners.trickle import TrickleFaults, parse_trickle
 
 from . import envelope
 from .errors import ERROR_CODES, SERVER_ERROR_CODES
@@ -107,6 +116,8 @@ class FaultRule:
     rate_limit_rate: float = 0.0
     retry_after_seconds: float = 1
     latency_ms: float = 0.0
+    trickle_ms: float = 0.0
+    trickle_chunks: int = 10
     fail_next: int = 0
     stall_next: int = 0
     stall_ms: float = 0.0
@@ -163,6 +174,7 @@ class FaultRule:
                     or any(not isinstance(k, str) or k not in MALFORMED_KINDS for k in kinds)):
                 raise ValueError(f"{endpoint}.lookup_malformed_kinds must be a non-empty list from {list(MALFORMED_KINDS)}")
             rule.lookup_malformed_kinds = list(kinds)
+        parse_trickle(endpoint, raw, rule)
         if rule.stall_next and not rule.stall_ms:
             raise ValueError(f"{endpoint}.stall_next needs stall_ms > 0")
         default = cls()
@@ -220,7 +232,7 @@ class LookupPlan:
     malformed: str | None = None
 
 
-class FaultInjector:
+class FaultInjector(TrickleFaults):
     def __init__(self, rules: Mapping[str, Any], seed: int) -> None:
         self._lock = threading.Lock()
         self._rules = parse_rules(rules)

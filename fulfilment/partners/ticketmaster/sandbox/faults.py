@@ -12,6 +12,10 @@ used, e.g. ``poll_commit``). A poll of an unknown URL uses ``poll``.
 Rule fields (all optional)::
 
     latency_ms       >=0    added delay before the call is handled (asyncio.sleep: other calls run)
+    trickle_ms       >=0    the answer (after the handler ran: a commit took effect) is sent slowly:
+                            status and headers at once, then the body in ``trickle_chunks`` pieces,
+                            ``trickle_ms`` before each one (counted ``trickle``)
+    trickle_chunks   >=1    how many pieces a trickled body is cut into (default 10)
     fail_next        int    the next N calls answer a 5xx from error_statuses (nothing is done)
     error_rate       0..1   share of calls answering a 5xx from error_statuses (nothing is done)
     error_statuses   list   subset of 500, 502, 503, 504 (default [500])
@@ -85,6 +89,8 @@ from typing import Any
 from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from fulfilment.partners.trickle import TrickleFaults, parse_trickle
+
 from . import assumed
 from .assumed import ErrorSpec
 from .errors import envelope
@@ -104,6 +110,8 @@ DROP_ENDPOINTS = ("commit", WILDCARD)  # where the commit-only fields (drop_*, l
 @dataclass
 class FaultRule:
     latency_ms: float = 0.0
+    trickle_ms: float = 0.0
+    trickle_chunks: int = 10
     fail_next: int = 0
     error_rate: float = 0.0
     error_statuses: list[int] = field(default_factory=lambda: [500])
@@ -134,6 +142,7 @@ class FaultRule:
         if unknown:
             raise ValueError(f"unknown rule fields for {endpoint!r}: {sorted(unknown)}")
         rule = cls()
+        parse_trickle(endpoint, raw, rule)
         for key, high in (("latency_ms", None), ("error_rate", 1.0), ("drop_rate", 1.0), ("late_rate", 1.0),
                            ("late_ms", None), ("unavailable_seconds", None)):
             if key in raw:
@@ -216,7 +225,7 @@ class InjectedAnswer(Exception):
         self.gateway_body = gateway_body
 
 
-class FaultBook:
+class FaultBook(TrickleFaults):
     def __init__(self, lock: threading.RLock, rules: Mapping[str, Any], seed: int) -> None:
         self._lock = lock
         self._rules = parse_rules(rules)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from fulfilment.partners.trickle import trickled
+
 from . import assumed
 from .counts import key_hint
 from .errors import TMError, envelope
@@ -170,7 +172,7 @@ def partner_endpoint(spec: EndpointSpec, handler: Handler) -> Endpoint:
             if committed and sandbox.faults.should_drop("commit"):
                 counters.bump("dropped_after_commit")
                 return DropConnectionResponse(response)
-            return response
+            return trickled(response, sandbox.faults.trickle(spec.name))
         finally:
             if entered and cart_id is not None:
                 sandbox.cart_calls.leave(cart_id)
