@@ -440,7 +440,9 @@ class TicketmasterFlow:
             with autocommit() as db:
                 quoted = state_machine.transition(
                     db, purchase, State.QUOTED, reason=f"cart {cart['id']} reserved and paid: {grand} {cart['currency']}",
-                    message_id=step.message_id, next_action_in=step.settings.redrive_after_seconds, insert_with=kept,
+                    message_id=step.message_id, next_action_in=step.settings.redrive_after_seconds,
+                    # A cart quoted before (its commit refused unprocessed, kept while held): its row stands.
+                    insert_with=None if purchase.quote_id == cart["id"] else kept,
                     hold_claim_for=step.settings.claim_lease_seconds if step.hand_over else None,
                     changes={"quotes_taken": purchase.quotes_taken + 1, "unit_price": unit, "subtotal": grand,
                              "quote_id": cart["id"], "quote_expires_at": expires_at, "last_error": None,
@@ -781,11 +783,13 @@ class TicketmasterFlow:
         # delivery delay date, `service_level` SAFETIX, a rotating-symbology entry without a token.
         # Tickets are never issued as final without their tokens.
         safetix = (answer.service_level or "").upper() == assumed.SAFETIX_SERVICE_LEVEL
-        tokenless = [ticket for ticket in usable if not ticket.is_safetix and (
-            safetix or (ticket.secure_entry is not None and ticket.secure_entry.render_type != assumed.BARCODE_RENDER_TYPE))]
-        if retrievable_from is not None and retrievable_from > self._clock():
-            return self._delayed(purchase, data, step, answer, retrievable_from)
+        date_ahead = retrievable_from is not None and retrievable_from > self._clock()
+        tokenless = [ticket for ticket in usable if not ticket.is_safetix and (safetix or date_ahead or (
+            ticket.secure_entry is not None and ticket.secure_entry.render_type != assumed.BARCODE_RENDER_TYPE))]
         if tokenless:
+            if date_ahead:
+                assert retrievable_from is not None
+                return self._delayed(purchase, data, step, answer, retrievable_from)
             park(purchase, next_action_in=TOKENS_LATE_RETRY_SECONDS, message_id=step.message_id,
                  error=f"{len(tokenless)} SafeTix ticket(s) without a token yet (delay date "
                  f"{answer.delivery_delay_date or 'not given'}); asking again later", partner_data=data.values)
