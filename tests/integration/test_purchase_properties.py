@@ -1000,7 +1000,8 @@ def test_a_stall_never_takes_a_purchase_from_a_live_claim(machine: PurchaseMachi
 
     machine.partner.on_pause = machine.hanging(meanwhile)
     # The order call hangs (request in flight) past the lease; the purchase is stalled meanwhile;
-    # the call then commits and its late confirmation is kept as an orphan.
-    assert _step(machine, "place_order", *_orders_sent("pause_before")) is State.NEEDS_ATTENTION
+    # the call then commits, and its late confirmation (that quote's own order) is applied.
+    assert _step(machine, "place_order", *_orders_sent("pause_before")) is State.AWAITING_TRANSFER
     assert stalls == [None, State.ORDERING]
-    assert [k for k in _kinds(purchase_id) if k[0] == "orphan_order"] == [("orphan_order", "stalled", "stalled")]
+    assert ("transition", "stalled", "awaiting_transfer") in _kinds(purchase_id)
+    assert [k for k in _kinds(purchase_id) if k[0] == "orphan_order"] == []

@@ -43,6 +43,7 @@ and the machine meets forgotten URLs too (GONE_READ_AND_RESERVE_POLLS).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import uuid
@@ -62,7 +63,7 @@ from fulfilment.partners.ticketmaster import flow as tm_flow
 from fulfilment.partners.ticketmaster.errors import CartInvalid, is_commit_definite
 from fulfilment.partners.ticketmaster.flow import TicketmasterFlow, TmConfig
 from fulfilment.partners.ticketmaster.payloads import Cart, ReserveRequest, ReserveTicket
-from fulfilment.partners.ticketmaster.testing import FakeOrder, FakeTicketmaster, Fault, SimulatedCrash
+from fulfilment.partners.ticketmaster.testing import FakeOrder, FakeTicketmaster, Fault, FreshNonces, SimulatedCrash
 from fulfilment.requests import purchase_id_for
 from fulfilment.scheduler import redrive_due
 from fulfilment.settings import Settings, get_settings
@@ -240,7 +241,9 @@ class TmPurchaseMachine(RuleBasedStateMachine):
         self.clock = Clock()
         order.dt = common.dt = self.clock.datetime_module()  # restored by close()
         self.fake = FakeTicketmaster(clock=self.clock, owner_of=self._owner_of)
-        self.flow = TicketmasterFlow(self.fake, TmConfig.from_settings(self.settings), clock=self.clock)
+        # Every payment gets a fresh nonce (a nonce pays once; a re-reserved cart pays again).
+        config = dataclasses.replace(TmConfig.from_settings(self.settings), nonces=FreshNonces())
+        self.flow = TicketmasterFlow(self.fake, config, clock=self.clock)
         self.partners = Partners(flows={"ticketmaster": self.flow})
         self.reader = get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
         self.purchases: list[uuid.UUID] = []  # purchase i asks for quantity i + 1: TM's reserves tell them apart

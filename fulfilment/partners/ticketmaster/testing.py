@@ -153,6 +153,16 @@ FAULTS: dict[str, tuple[str, ...]] = {
 }
 
 
+class FreshNonces:
+    """A nonce source for tests (payment.NonceSource): a new `fake-valid-nonce-*` for every payment, as
+    TM_PAYMENT_SOURCE=braintree mints one from a vaulted payment method."""
+
+    name = "fresh"
+
+    def nonce_for(self, partner_data: dict[str, Any]) -> SecretStr:
+        return SecretStr(f"fake-valid-nonce-{uuid.uuid4().hex}")
+
+
 class SimulatedCrash(BaseException):
     """The worker process died at this point of its step: nothing after it runs (its claim stays
     held until its lease ends).  A BaseException, so that no step's `except Exception` catches it."""
