@@ -54,6 +54,7 @@ class Verdict:
     tm_commits_on_expired_carts: int = 0
     tm_concurrent_calls: int = 0
     tm_leaked_carts: int = 0  # reported, not a failure: a cart left to its hold's end buys nothing
+    tm_token_unknown: int = 0  # held ORDER_TOKEN_UNKNOWN: the order exists, its token never reached us
 
     @property
     def ok(self) -> bool:
@@ -163,6 +164,7 @@ def check_tm_purchases(purchase_ids: list[uuid.UUID], tm: Any, counts: dict[str,
             verdict.needs_attention_detail.append(
                 f"{purchase.id} (TM) {purchase.failure_code} evidence={purchase.order_evidence} cart={purchase.quote_id}"
                 f" TM orders={found or 'none'}: {purchase.failure_message}")
+    verdict.tm_token_unknown = sum(1 for p in purchases if p.failure_code == "ORDER_TOKEN_UNKNOWN")
     verdict.tm_commits_on_expired_carts = int(counts.get("commits_on_expired_carts", 0))
     verdict.tm_concurrent_calls = int(counts.get("concurrent_calls", 0))
     verdict.tm_leaked_carts = int(counts.get("leaked_carts", 0))
