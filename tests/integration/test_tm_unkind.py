@@ -362,3 +362,44 @@ def test_operators_finish_a_purchase_whose_token_came_from_support(tm: TMSandbox
     driver.mine.add(purchase_id)
     driver.send(Next(StepName.TICKETS), purchase_id)
     issued_once(tm, purchase_id, driver.until(purchase_id, finished))
+
+
+# ---- a database write that fails after the partner said yes -------------------------------------------
+
+def test_an_order_answer_whose_database_connection_broke_is_written_on_a_fresh_one(tm: TMSandboxProcess,
+                                                                                    partners: Partners) -> None:
+    """The commit is answered 2 s after it was made.  Its write waits on a row lock, and that very
+    connection is cut under it (a reset, a failover mid-write).  The answer (order number, token) is
+    written again on a fresh connection: the purchase goes on to its tickets, never resolved as
+    unknown, never held."""
+    tm.admin.answer_late(1, answer_after_ms=2_000)
+    settings = get_settings()
+    driver = Driver(partners, settings)
+    raw = tm_request()
+    from fulfilment.db import get_engine
+    from fulfilment.requests import purchase_id_for
+
+    purchase_id = purchase_id_for(raw["request_id"])
+    first = threading.Thread(target=driver.take_in, args=(raw,))
+    first.start()
+    deadline = time.monotonic() + 30
+    while not (_exists(purchase_id) and reload(purchase_id).state == State.ORDERING):
+        assert time.monotonic() < deadline, "never reached ordering"
+        time.sleep(0.05)
+    with get_engine().connect() as locker:  # hold the row: the worker's write of the answer waits on it
+        locker.execute(text("SELECT 1 FROM purchases WHERE id = :id FOR UPDATE"), {"id": purchase_id})
+        waiting = None
+        while waiting is None:
+            assert time.monotonic() < deadline + 30, "the answer's write never came"
+            waiting = locker.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                "AND pid <> pg_backend_pid()")).scalar()
+            time.sleep(0.02)
+        locker.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": waiting})
+        locker.rollback()
+    first.join(40)
+    assert not first.is_alive()
+    purchase = driver.until(purchase_id, finished, timeout=60)
+    issued_once(tm, purchase_id, purchase)
+    assert [h.to_state for h in history(purchase_id) if h.kind == "transition"][:4] == [
+        "received", "quoted", "ordering", "awaiting_tickets"]
