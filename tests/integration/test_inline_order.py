@@ -241,3 +241,40 @@ def test_a_claim_handed_over_for_the_wrong_purchase_or_state_is_refused(tbb: Par
     with pytest.raises(ValueError, match="claim handed over"):
         runner.STEPS[StepName.QUOTE](other, partner=tbb, settings=settings(True), claim=Claim(created, step_started()))
     assert reload(created.id).state == "received" and reload(other).state == "received"
+
+
+def test_an_order_confirmation_whose_write_loses_its_connection_is_written_on_a_fresh_one(
+        tbb: Partner, clean_sandbox: Sandbox) -> None:
+    """Issue 16 (both partners): the partner confirms the order after 2 s; its write waits on a row
+    lock and that very connection is cut (a reset, a failover mid-write).  The confirmation is written
+    again on a fresh connection: awaiting_transfer with the order, never resolved as unknown."""
+    import threading
+    import time
+
+    from fulfilment.db import get_engine
+
+    clean_sandbox.set_faults({"create_order": {"respond_after_commit_ms": 2000}})
+    purchase_id = stored_purchase()
+    worker = threading.Thread(target=after_intake, args=(purchase_id, tbb),
+                              kwargs={"quote_inline": True, "order_inline": True})
+    worker.start()
+    deadline = time.monotonic() + 30
+    while reload(purchase_id).state != State.ORDERING:
+        assert time.monotonic() < deadline, "never reached ordering"
+        time.sleep(0.05)
+    with get_engine().connect() as locker:  # hold the row: the worker's write of the confirmation waits on it
+        locker.execute(text("SELECT 1 FROM purchases WHERE id = :id FOR UPDATE"), {"id": purchase_id})
+        waiting = None
+        while waiting is None:
+            assert time.monotonic() < deadline + 30, "the confirmation's write never came"
+            waiting = locker.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                "AND pid <> pg_backend_pid()")).scalar()
+            time.sleep(0.02)
+        locker.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": waiting})
+        locker.rollback()
+    worker.join(40)
+    assert not worker.is_alive()
+    purchase = reload(purchase_id)
+    assert purchase.state == State.AWAITING_TRANSFER and purchase.order_id, (purchase.state, purchase.last_error)
+    assert [h.to_state for h in history(purchase_id)][-2:] == ["ordering", "awaiting_transfer"]
