@@ -63,11 +63,15 @@ def test_one_time_nonces_each_request_pays_with_its_own(pipeline: Pipeline, tm: 
 
 
 def test_deprecated_event_details_refused_or_skipped(pipeline: Pipeline, tm: TMSandboxProcess) -> None:
+    # The barcode-only event: no other purchase of this module's workers asked for (and cached) it.
+    barcode_event = {"event_id": "0B004D43F86C478F", "ticket_type_id": "000042800007", "price_level_id": "8",
+                     "max_unit_price": "200"}
     tm.admin.refuse("event_details", 404)
-    issued(pipeline, tm, tm_request())
+    issued(pipeline, tm, tm_request(**barcode_event))
     assert tm.admin.counts()["faults"]["event_details"] == {"status": 1, "status_404": 1}  # asked once, refused
     tm.admin.refuse("event_details", 403)
-    issued(pipeline, tm, tm_request(event_start="2027-03-01T03:00:00Z", event_timezone="America/Los_Angeles"))
+    issued(pipeline, tm, tm_request(event_start="2027-03-01T03:00:00Z", event_timezone="America/Los_Angeles",
+                                    **barcode_event))
     # The second purchase never asked: no 403 counted.
     assert tm.admin.counts()["faults"]["event_details"] == {"status": 1, "status_404": 1}
 
