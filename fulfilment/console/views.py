@@ -37,6 +37,10 @@ class Unavailable(Exception):
     """The database could not be used: the page says so in one line (503)."""
 
 
+class BadInput(Exception):
+    """The database refused a value from the request (the guards should have caught it first): 400."""
+
+
 # ---- plumbing --------------------------------------------------------------------------------------
 
 
@@ -66,6 +70,9 @@ async def _db(request: Request, call: Callable[..., T], *args: Any, **kwargs: An
             if isinstance(error, exc.ProgrammingError) and type(error.orig).__name__ == "UndefinedTable":
                 raise Unavailable(f"database at {location(_config(request).database_url)} has no fulfilment "
                                   "schema: run `fulfil migrate`") from None
+            if isinstance(error, exc.DataError) or (isinstance(error, ValueError) and "NUL" in str(error)):
+                raise BadInput("a value in the request cannot be looked up (a NUL byte or a number out of range)") \
+                    from None
             raise
         raise Unavailable(str(outage)) from None
 
@@ -107,6 +114,29 @@ async def unavailable(request: Request, error: Exception) -> Response:
     return render(request, "error.html", status_code=503, title="Unavailable", message=str(error))
 
 
+async def bad_input(request: Request, error: Exception) -> Response:
+    log.warning("console: bad input on %s: %s", request.url.path, error)
+    return render(request, "error.html", status_code=400, title="Bad request", message=str(error))
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own 404 and 405 (an unknown address, a wrong method), in the console's style."""
+    from starlette.exceptions import HTTPException
+
+    status = error.status_code if isinstance(error, HTTPException) else 500
+    if status == 404:
+        title, message = "Not found", "There is no such page in the console."
+    elif status == 405:
+        title, message = "Not allowed", f"{request.method} is not allowed here."
+    else:
+        title, message = f"Error {status}", "The request could not be served."
+    if request.scope.get("user") is None or "session" not in request.scope:
+        from fulfilment.console.csrf import refusal
+
+        return refusal(status, message)
+    return render(request, "error.html", status_code=status, title=title, message=message)
+
+
 async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
@@ -120,24 +150,38 @@ async def login_page(request: Request) -> Response:
     return render(request, "login.html", next=_safe_next(request.query_params.get("next")), error=None)
 
 
+def client_address(request: Request) -> str:
+    """The peer's address as the server saw it (proxy headers are not trusted: `fulfil console` sets none)."""
+    return request.client.host if request.client else "-"
+
+
 async def login(request: Request) -> Response:
+    from fulfilment.console.auth import Busy
+
     form = _form(request)
     authenticator: Authenticator = request.app.state.authenticator
     name, password = form.get("username", "").strip(), form.get("password", "")
     target = _safe_next(form.get("next"))
-    wait = authenticator.throttle.wait_seconds(name)
+    address = client_address(request)
+    wait = authenticator.throttle.wait_seconds(name, address)
     if wait:
-        log.warning("console: login of %r refused: too many failed attempts", name)
+        log.warning("console: login of %r from %s refused: too many failed attempts", name[:64], address)
         return render(request, "login.html", status_code=429, next=target,
-                      error=f"Too many failed logins for this name: try again in {wait:.0f} s.")
-    user = await run_in_threadpool(authenticator.authenticate, name, password) if name and password else None
+                      error=f"Too many failed logins from your address: try again in {wait:.0f} s.")
+    user = None
+    if name and password:
+        try:
+            user = await authenticator.gate.run(address, lambda: authenticator.authenticate(name, password))
+        except Busy as error:
+            log.warning("console: login of %r from %s not checked: %s", name[:64], address, error)
+            return render(request, "login.html", status_code=503, next=target, error=f"Not checked: {error}.")
     if user is None:
-        authenticator.throttle.failed(name)
-        log.warning("console: failed login for %r", name)
+        authenticator.throttle.failed(name, address)
+        log.warning("console: failed login for %r from %s", name[:64], address)
         return render(request, "login.html", status_code=401, next=target, error="Wrong user name or password.")
-    authenticator.throttle.succeeded(name)
+    authenticator.throttle.succeeded(name, address)
     authenticator.start_session(request.session, user)
-    log.info("console: %s logged in (%s)", user.name, user.role)
+    log.info("console: %s logged in (%s) from %s", user.name, user.role, address)
     return back_to(target)
 
 
@@ -201,6 +245,12 @@ async def purchase_page(request: Request) -> Response:
 # ---- purchase actions ------------------------------------------------------------------------------
 
 
+def _as_console(user: User) -> str:
+    """The operator as the history names a console action: "alice (web console)" (retry and replay pass
+    `via` to say the same)."""
+    return f"{user.name} ({VIA})"
+
+
 def _purchase_ident(request: Request) -> str:
     return str(request.path_params["ident"])
 
@@ -232,7 +282,7 @@ async def cancel(request: Request) -> Response:
 
     user, ident, form = _user(request), _purchase_ident(request), _form(request)
     try:
-        done = await _db(request, actions.cancel, ident, reason=form.get("reason", ""), operator=user.name,
+        done = await _db(request, actions.cancel, ident, reason=form.get("reason", ""), operator=_as_console(user),
                          no_order_confirmed=form.get("no_order_confirmed") == "yes")
     except (actions.OperatorActionError, ValueError) as error:
         flash(request, "error", f"Not given up: {error}")
@@ -257,7 +307,7 @@ async def resolve(request: Request) -> Response:
     def call() -> actions.Done:
         client = build_tbb(partner)
         try:
-            return actions.resolve(ident, order_id=form.get("order_id", ""), operator=user.name, partner=client,
+            return actions.resolve(ident, order_id=form.get("order_id", ""), operator=_as_console(user), partner=client,
                                    settings=config.policy, note=form.get("note") or None)
         finally:
             client.close()
@@ -380,7 +430,7 @@ async def rejected_page(request: Request) -> Response:
     from fulfilment.steps.operator import rejected_request
 
     rejection_id = request.path_params["rejection_id"]
-    found = await _db(request, rejected_request, rejection_id)
+    found = await _db(request, rejected_request, rejection_id) if 0 < rejection_id < 2**63 else None
     if found is None:
         return render(request, "error.html", status_code=404, title="No such rejected request",
                       message=f"No rejected request {rejection_id}.")

@@ -145,7 +145,9 @@ def test_a_forged_post_without_the_csrf_token_is_refused(browser: Any, console: 
     [cookie] = [c for c in page.context.cookies()]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     # A forger holds the operator's session cookie (the browser would send it) but not the token.
-    with httpx.Client(base_url=console, cookies=cookies, follow_redirects=False) as forger:
+    # Even from the console's own origin (a page injected into it, say), a POST without the token fails.
+    with httpx.Client(base_url=console, cookies=cookies, follow_redirects=False,
+                      headers={"Origin": console}) as forger:
         for form in ({}, {"csrf_token": "forged"}):
             response = forger.post(f"/purchases/{stalled}/retry", data=form)
             assert response.status_code == 403, response.text

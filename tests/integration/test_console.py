@@ -20,6 +20,7 @@ from typing import Any
 
 import pika
 import pytest
+from sqlalchemy import select
 
 with warnings.catch_warnings():
     # starlette 1.x nudges towards "httpx2" on import; the TestClient works fine with httpx 0.28.
@@ -80,7 +81,8 @@ def app(configured: dict[str, str], broker_url: str) -> Any:
 
 
 def client(app: Any) -> TestClient:
-    return TestClient(app, follow_redirects=False)
+    """A browser on the console's own pages: its POSTs carry the console's origin, as a browser's do."""
+    return TestClient(app, follow_redirects=False, headers={"Origin": "http://testserver"})
 
 
 def token(html: str) -> str:
@@ -150,6 +152,16 @@ def stalled_purchase() -> uuid.UUID:
 def history_reasons(purchase_id: uuid.UUID) -> list[str]:
     with session_scope() as session:
         return [t.reason for t in state_machine.history(session, purchase_id)]
+
+
+def event_reasons(purchase_id: uuid.UUID) -> list[str]:
+    """The reasons in the purchase's events (outbox), oldest first."""
+    from models import OutboxEvent
+
+    with session_scope() as session:
+        events = session.scalars(select(OutboxEvent).where(OutboxEvent.purchase_id == purchase_id)
+                                 .order_by(OutboxEvent.created_at, OutboxEvent.transition_id))
+        return [event.payload["reason"] for event in events]
 
 
 # ---- login and sessions -------------------------------------------------------------------------------
@@ -244,6 +256,115 @@ def test_a_post_without_or_with_a_wrong_csrf_token_is_refused_and_changes_nothin
         assert response.status_code == 403 and "security token" in response.text
     as_json = browser.post(f"/purchases/{purchase_id}/cancel", json={"reason": "forged", "csrf_token": csrf})
     assert as_json.status_code == 403
+    assert reload(purchase_id).state == "received"
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},
+    {"Origin": "http://testserver.evil.example"},
+    {"Origin": "http://testserver:8443"},
+    {"Origin": "ftp://testserver"},
+    {"Origin": "", "Referer": "https://evil.example/page"},
+    {"Origin": "", "Referer": "http://testserver@evil.example/"},
+    {"Origin": ""},  # neither header: refused (OWASP's recommendation; browsers always send Origin on a POST)
+])
+def test_a_post_from_another_origin_is_refused_even_with_the_token(
+    alice: tuple[TestClient, str], headers: dict[str, str]
+) -> None:
+    browser, csrf = alice
+    purchase_id = stored_purchase()
+    sent = {name: value for name, value in headers.items() if value}
+    request = browser.build_request("POST", f"/purchases/{purchase_id}/cancel",
+                                    data={"csrf_token": csrf, "reason": "forged"})
+    for name in ("origin", "referer"):
+        request.headers.pop(name, None)
+    request.headers.update(sent)
+    response = browser.send(request)
+    assert response.status_code == 403 and ("another site" in response.text or "neither an Origin" in response.text)
+    assert reload(purchase_id).state == "received"
+
+
+def test_a_post_with_this_sites_origin_or_only_its_referer_is_accepted(alice: tuple[TestClient, str]) -> None:
+    browser, csrf = alice
+    for headers in ({"Origin": "http://testserver"}, {"Origin": "https://testserver:443"},
+                    {"Referer": "http://testserver/purchases?state=stalled"}):
+        purchase_id = stored_purchase()
+        request = browser.build_request("POST", f"/purchases/{purchase_id}/cancel",
+                                        data={"csrf_token": csrf, "reason": "same site"})
+        request.headers.pop("origin", None)
+        request.headers.update(headers)
+        response = browser.send(request)
+        assert response.status_code == 303, (headers, response.text)
+        assert reload(purchase_id).state == "failed"
+
+
+# Values no page means: NUL and other controls, overlong numbers, bad or odd encodings, huge values,
+# markup and SQL.  Written as they go on the wire (percent-encoded).
+HOSTILE = [
+    "%00", "a%00b", "%01", "%7F", "%0d%0aX-Injected:%201", "99999999999999999999", "-1", "0", "1e400",
+    "%ff%fe", "%C0%AF", "%ED%A0%80", "%E2%80%AE", "%F0%9F%92%A9", "..%2F..%2Fetc%2Fpasswd", "%2F%2Fevil.example",
+    "x" * 5000, "%25" * 400, "'%3B%20DROP%20TABLE%20purchases%3B--", "%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+    "%20", "%", "%zz", "00000000-0000-0000-0000-000000000000", "{{7*7}}",
+]
+GET_ROUTES = [
+    "/search?q={v}", "/purchases?state={v}", "/purchases/{v}", "/dead-letters?purchase={v}", "/dead-letters/{v}",
+    "/rejected?request_id={v}", "/rejected/{v}", "/login?next={v}", "/{v}", "/purchases/{v}/history",
+]
+POST_ROUTES = [
+    ("/purchases/{v}/retry", {}), ("/purchases/{v}/cancel", {"reason": "{v}"}),
+    ("/purchases/{v}/resolve", {"order_id": "{v}", "note": "{v}"}), ("/dead-letters/{v}/replay", {}),
+    ("/dead-letters/{v}/purge", {"confirm": "yes"}), ("/login", {"username": "{v}", "password": "{v}"}),
+]
+
+
+def assert_own_page(response: Any, what: str) -> None:
+    assert response.status_code < 500, (what, response.status_code, response.text[:300])
+    if response.status_code >= 400:
+        assert "/static/console.css" in response.text, (what, response.text[:300])
+        assert "Traceback" not in response.text and "psycopg" not in response.text, what
+
+
+def test_no_hostile_value_gets_a_500_on_any_route(alice: tuple[TestClient, str]) -> None:
+    browser, csrf = alice
+    for value in HOSTILE:
+        for route in GET_ROUTES:
+            url = route.format(v=value)
+            assert_own_page(browser.get(url), url)
+        for route, fields in POST_ROUTES:
+            if route == "/login":
+                continue  # logging in as a hostile name would end alice's session
+            url = route.format(v=value)
+            body = "&".join([f"csrf_token={csrf}", *(f"{name}={template.format(v=value)}"
+                                                     for name, template in fields.items())])
+            response = browser.post(url, content=body.encode(),
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert_own_page(response, url)
+    assert browser.get("/").status_code == 200  # still logged in, nothing crashed
+
+
+def test_hostile_logins_and_an_unknown_address_get_the_consoles_own_page(app: Any) -> None:
+    browser = client(app)
+    for value in HOSTILE[:12]:
+        csrf = token(browser.get("/login").text)
+        body = f"csrf_token={csrf}&username={value}&password={value}&next={value}"
+        response = browser.post("/login", content=body.encode(),
+                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert_own_page(response, f"login {value}")
+    alice_browser, _ = log_in(app, "alice")
+    missing = alice_browser.get("/no/such/page")
+    assert missing.status_code == 404 and "There is no such page in the console." in missing.text
+    assert "fulfil console" in missing.text and "Log out" in missing.text  # the console's own layout
+    wrong_method = alice_browser.get(f"/purchases/{uuid.uuid4()}/retry")
+    assert wrong_method.status_code == 405 and "/static/console.css" in wrong_method.text
+
+
+def test_a_nul_in_a_give_up_reason_is_a_clear_400_and_changes_nothing(alice: tuple[TestClient, str]) -> None:
+    browser, csrf = alice
+    purchase_id = stored_purchase()
+    response = browser.post(f"/purchases/{purchase_id}/cancel", content=f"csrf_token={csrf}&reason=a%00b".encode(),
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400 and "NUL" in response.text
     assert reload(purchase_id).state == "received"
 
 
@@ -358,6 +479,7 @@ def test_retry_resumes_a_stalled_purchase_in_the_operators_name(alice: tuple[Tes
     assert "Retried: stalled → received; sent quote_purchase." in page.text
     assert reload(purchase_id).state == "received"
     assert "resumed by operator alice (web console)" in history_reasons(purchase_id)[-1]
+    assert "resumed by operator alice (web console)" in event_reasons(purchase_id)[-1]
     sent = [json.loads(raw) for raw in contents(broker_url, "purchases.quote")]
     assert any(m["actor_name"] == "quote_purchase" and m["args"] == [str(purchase_id)] for m in sent)
     again = browser.get(f"/purchases/{purchase_id}")
@@ -373,7 +495,8 @@ def test_give_up_needs_a_reason_and_writes_it_with_the_operator(alice: tuple[Tes
     assert "Given up: received → failed" in browser.get(done.headers["location"]).text
     purchase = reload(purchase_id)
     assert purchase.state == "failed" and purchase.failure_code == "CANCELLED_BY_OPERATOR"
-    assert history_reasons(purchase_id)[-1] == "cancelled by operator alice: customer withdrew"
+    assert history_reasons(purchase_id)[-1] == "cancelled by operator alice (web console): customer withdrew"
+    assert event_reasons(purchase_id)[-1] == "cancelled by operator alice (web console): customer withdrew"
 
     ordering = stored_purchase()
     move(ordering, State.QUOTED, State.ORDERING, State.STALLED)
@@ -400,7 +523,8 @@ def test_record_a_found_order_fetches_it_and_names_the_operator(
     assert "Recorded: needs_attention → awaiting_transfer" in browser.get(done.headers["location"]).text
     purchase = reload(purchase_id)
     assert purchase.state == "awaiting_transfer" and purchase.order_id == order.order_id
-    assert "recorded by operator alice: seen in the portal" in history_reasons(purchase_id)[-1]
+    assert "recorded by operator alice (web console): seen in the portal" in history_reasons(purchase_id)[-1]
+    assert "recorded by operator alice (web console): seen in the portal" in event_reasons(purchase_id)[-1]
     page = browser.get(f"/purchases/{purchase_id}")
     assert order.order_id in page.text and (order.transfer_email or "") in page.text
 
