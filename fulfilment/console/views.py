@@ -30,6 +30,7 @@ log = logging.getLogger("fulfilment.console")
 
 T = TypeVar("T")
 MAX_FLASH_CHARS = 1200
+RAW_LIMIT = 2000  # bytes of an undecodable dead letter shown
 VIA = "web console"
 
 
@@ -354,7 +355,7 @@ async def dead_letter_list(request: Request) -> Response:
 
 
 async def dead_letter_page(request: Request) -> Response:
-    from fulfilment.rabbitmq.dead_letters import find, raw_preview
+    from fulfilment.rabbitmq.dead_letters import decode_problem, find, raw_preview
 
     config, message_id = _config(request), request.path_params["message_id"]
     try:
@@ -367,8 +368,9 @@ async def dead_letter_page(request: Request) -> Response:
                       message=f"No dead message {message_id}: it was replayed or purged, or it expired "
                               "(dead messages are kept 7 days).")
     traceback = (letter.body or {}).get("options", {}).get("traceback")
-    return render(request, "dead_letter.html", letter=letter, traceback=traceback,
-                  raw=None if letter.body is not None else raw_preview(letter, 2000))
+    return render(request, "dead_letter.html", letter=letter, traceback=traceback, raw_limit=RAW_LIMIT,
+                  raw=None if letter.body is not None else raw_preview(letter, RAW_LIMIT),
+                  problem=None if letter.body is not None else decode_problem(letter.raw))
 
 
 async def replay(request: Request) -> Response:
@@ -387,7 +389,7 @@ async def replay(request: Request) -> Response:
         flash(request, "ok", f"Replayed {letter.message_id} ({letter.actor}) to {letter.queue}"
                              + (f"; purchase {letter.purchase_id} resumed" if letter.purchase_id else "") + ".")
     for letter, why in report.skipped:
-        flash(request, "error", f"Not replayed {letter.message_id or '(undecodable)'}: {why}")
+        flash(request, "error", f"Not replayed {letter.key}: {why}")
     if not report.replayed and not report.skipped:
         flash(request, "error", f"No dead message {message_id} (replayed, purged or expired).")
     log.info("console: %s replayed dead message %s: %d replayed, %d skipped", user.name, message_id,

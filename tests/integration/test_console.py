@@ -539,7 +539,7 @@ def test_record_a_found_order_fetches_it_and_names_the_operator(
 # ---- dead letters -----------------------------------------------------------------------------------
 
 
-def kill(broker_url: str, queue: str, body: dict[str, Any]) -> None:
+def kill(broker_url: str, queue: str, body: dict[str, Any] | bytes) -> None:
     """Put a message into `<queue>.XQ`, where RabbitMQ leaves what a worker gave up on (the queues declared
     by dramatiq itself, as the workers do)."""
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -551,8 +551,8 @@ def kill(broker_url: str, queue: str, body: dict[str, Any]) -> None:
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        channel.basic_publish("", f"{queue}.XQ", json.dumps(body).encode(), pika.BasicProperties(delivery_mode=2),
-                              mandatory=True)
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        channel.basic_publish("", f"{queue}.XQ", raw, pika.BasicProperties(delivery_mode=2), mandatory=True)
     finally:
         connection.close()
 
@@ -597,6 +597,36 @@ def test_dead_letters_listed_shown_replayed_and_purged_in_the_operators_name(
     assert browser.get(f"/dead-letters/{to_purge['message_id']}").status_code == 404
     replayed = contents(broker_url, "purchases.quote")
     assert [json.loads(raw)["message_id"] for raw in replayed][-1:] == [to_replay["message_id"]]
+
+
+def test_an_undecodable_dead_letter_has_a_page_with_its_raw_bytes_and_is_purged_alone(
+    alice: tuple[TestClient, str], broker_url: str
+) -> None:
+    from fulfilment.rabbitmq.dead_letters import raw_key
+
+    browser, csrf = alice
+    garbage = b"\x00\xfe<script>alert(1)</script> not a message " + b"z" * 3000
+    good = dead_quote_message(stalled_purchase())
+    kill(broker_url, "purchases.quote", garbage)
+    kill(broker_url, "purchases.quote", good)
+    key = raw_key("purchases.quote", garbage)
+
+    listed = browser.get("/dead-letters").text
+    assert f'href="/dead-letters/{key}"' in listed and "undecodable" in listed
+    page = browser.get(f"/dead-letters/{key}")
+    assert page.status_code == 200, page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script>alert" not in page.text
+    assert "\\x00\\xfe" in page.text  # the bytes, escaped
+    assert "3042 bytes, the first 2000 shown" in page.text and "z" * 2100 not in page.text
+    assert "cannot be replayed" in page.text and f"/dead-letters/{key}/replay" not in page.text
+    refused = browser.post(f"/dead-letters/{key}/replay", data={"csrf_token": csrf})
+    assert "undecodable body (not a JSON object)" in browser.get(refused.headers["location"]).text
+
+    purged = browser.post(f"/dead-letters/{key}/purge", data={"csrf_token": csrf, "confirm": "yes"})
+    assert f"Purged dead message {key} (1 copy)" in browser.get(purged.headers["location"]).text
+    left = contents(broker_url, "purchases.quote.XQ")
+    assert garbage not in left and json.dumps(good).encode() in left  # the good letter stays
+    assert browser.get(f"/dead-letters/{key}").status_code == 404
 
 
 def contents(broker_url: str, queue: str) -> list[bytes]:
