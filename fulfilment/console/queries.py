@@ -9,11 +9,13 @@ the claim token of a purchase, the only token in its row, is never selected into
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, tuple_
 
 from fulfilment.db import session_scope
 from fulfilment.scheduler import Leader, LiveCounts, read_live_counts, scheduler_leader
@@ -23,6 +25,7 @@ from models import DeadlineFlag, OrphanOrder, OutboxEvent, PartnerQuote, Purchas
 # How far back the dashboard counts finished purchases (by creation, index-backed).
 FINISHED_WINDOW_HOURS = 24
 LIST_LIMIT = 200
+PARTNER_NAME = re.compile(r"^[a-z0-9_-]{1,40}$")
 
 FINISHED_COUNTS_SQL = text(
     """
@@ -81,17 +84,172 @@ def broker_status(broker_url: str) -> Broker:
         return Broker(None, str(known) if known else f"RabbitMQ at {location(broker_url)}: {reason(error)}")
 
 
-def purchases_in(state: State, *, limit: int = LIST_LIMIT) -> tuple[list[Purchase], int]:
-    """The newest purchases in one state, and how many there are in it."""
+# ---- lists: keyset pagination, filters, prefix search ----------------------------------------------
+
+PAGE_SIZE = 50
+COUNT_CAP = 10_000  # a list counts its rows up to this many ("more than 10,000"), never the whole table
+SEARCH_LIMIT = 50
+
+
+class BadFilter(ValueError):
+    """A list's filter or cursor that means nothing (shown as a 400 with this text)."""
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """What a purchase list shows: all optional, combined with AND.  Dates are UTC days."""
+
+    state: State | None = None
+    partner: str | None = None
+    created_from: dt.date | None = None  # created on or after this day
+    created_to: dt.date | None = None  # created on or before this day
+    deadline_within_hours: int | None = None  # delivery deadline from now to this many hours ahead
+
+    def where(self, now: dt.datetime) -> list[Any]:
+        clauses: list[Any] = []
+        if self.state is not None:
+            clauses.append(Purchase.state == self.state.value)
+        if self.partner:
+            clauses.append(Purchase.partner == self.partner)
+        if self.created_from:
+            clauses.append(Purchase.created_at >= _day(self.created_from))
+        if self.created_to:
+            clauses.append(Purchase.created_at < _day(self.created_to) + dt.timedelta(days=1))
+        if self.deadline_within_hours is not None:
+            clauses += [Purchase.delivery_deadline >= now,
+                        Purchase.delivery_deadline <= now + dt.timedelta(hours=self.deadline_within_hours)]
+        return clauses
+
+    def query(self) -> dict[str, str]:
+        """As URL parameters (for links to the next page and the bulk forms)."""
+        pairs = {"state": self.state.value if self.state else "", "partner": self.partner or "",
+                 "from": self.created_from.isoformat() if self.created_from else "",
+                 "to": self.created_to.isoformat() if self.created_to else "",
+                 "deadline_within": str(self.deadline_within_hours) if self.deadline_within_hours is not None else ""}
+        return {key: value for key, value in pairs.items() if value}
+
+
+def _day(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def parse_filter(params: Mapping[str, str], *, default_state: State | None = State.STALLED) -> ListFilter:
+    """A ListFilter from URL parameters; BadFilter names the parameter that means nothing."""
+    raw_state = params.get("state")
+    state: State | None = default_state
+    if raw_state is not None:
+        try:
+            state = State(raw_state) if raw_state not in ("", "all") else None
+        except ValueError:
+            raise BadFilter(f"no state {raw_state[:40]!r}; states are: {', '.join(s.value for s in State)}") from None
+    partner = params.get("partner") or None
+    if partner is not None and not PARTNER_NAME.match(partner):
+        raise BadFilter("a partner is a short name of letters, digits, _ and -")
+    return ListFilter(state=state, partner=partner, created_from=_date(params, "from"), created_to=_date(params, "to"),
+                      deadline_within_hours=_hours(params.get("deadline_within")))
+
+
+def _date(params: Mapping[str, str], name: str) -> dt.date | None:
+    value = params.get(name)
+    if not value:
+        return None
+    try:
+        day = dt.date.fromisoformat(value[:10]) if len(value) <= 10 else None
+    except ValueError:
+        day = None
+    if day is None or not 2000 <= day.year <= 2999:
+        raise BadFilter(f"{name}: a day as YYYY-MM-DD (got {value[:20]!r})")
+    return day
+
+
+def _hours(value: str | None) -> int | None:
+    if not value:
+        return None
+    if not value.isdigit() or len(value) > 6 or not 1 <= int(value) <= 24 * 366:
+        raise BadFilter(f"deadline_within: a number of hours from 1 to {24 * 366} (got {value[:20]!r})")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page ends: the last row's (created_at, id); the next page starts strictly after it."""
+
+    created_at: dt.datetime
+    id: uuid.UUID
+
+    def text(self) -> str:
+        return f"{self.created_at.astimezone(dt.UTC).isoformat()}_{self.id}"
+
+    @classmethod
+    def parse(cls, value: str) -> Cursor:
+        stamp, _, ident = value.partition("_")
+        try:
+            created = dt.datetime.fromisoformat(stamp)
+            if created.tzinfo is None:
+                raise ValueError(stamp)
+            return cls(created, uuid.UUID(ident))
+        except ValueError:
+            raise BadFilter("after: not a page position from this console (follow the Next link)") from None
+
+
+@dataclass(frozen=True)
+class PurchasePage:
+    rows: list[Purchase]
+    next: Cursor | None  # None: this is the last page
+    count: int  # rows matching the filter, at most COUNT_CAP + 1
+    now: dt.datetime
+
+    @property
+    def count_text(self) -> str:
+        return f"more than {COUNT_CAP:,}" if self.count > COUNT_CAP else f"{self.count:,}"
+
+
+def purchase_page(selected: ListFilter, after: Cursor | None = None, *, size: int | None = None) -> PurchasePage:
+    """One page of purchases (PAGE_SIZE), newest first, by keyset on (created_at, id): never OFFSET."""
+    size = size or PAGE_SIZE
     with session_scope() as session:
-        rows = list(session.scalars(select(Purchase).where(Purchase.state == state.value)
-                                    .order_by(Purchase.created_at.desc()).limit(limit)))
-        total = session.scalar(select(func.count()).select_from(Purchase).where(Purchase.state == state.value))
-    return rows, int(total or 0)
+        now = session.execute(text("SELECT now()")).scalar_one()
+        clauses = selected.where(now)
+        query = select(Purchase).where(*clauses)
+        if after is not None:
+            query = query.where(tuple_(Purchase.created_at, Purchase.id) < tuple_(after.created_at, after.id))
+        rows = list(session.scalars(query.order_by(Purchase.created_at.desc(), Purchase.id.desc()).limit(size + 1)))
+        capped = select(Purchase.id).where(*clauses).limit(COUNT_CAP + 1).subquery()
+        count = int(session.scalar(select(func.count()).select_from(capped)) or 0)
+    more = len(rows) > size
+    rows = rows[:size]
+    last = rows[-1] if more else None
+    return PurchasePage(rows, Cursor(last.created_at, last.id) if last else None, count, now)
+
+
+def purchases_in(state: State, *, limit: int | None = None) -> tuple[list[Purchase], int]:
+    """The newest purchases in one state, and how many there are in it (up to COUNT_CAP + 1)."""
+    page = purchase_page(ListFilter(state=state), size=limit)
+    return page.rows, page.count
+
+
+def matching_ids(selected: ListFilter, *, limit: int) -> list[uuid.UUID]:
+    """The ids a bulk action would act on: the filter's purchases, newest first, at most `limit`."""
+    with session_scope() as session:
+        now = session.execute(text("SELECT now()")).scalar_one()
+        return list(session.scalars(select(Purchase.id).where(*selected.where(now))
+                                    .order_by(Purchase.created_at.desc(), Purchase.id.desc()).limit(limit)))
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _uuid_range(prefix: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The purchase ids starting with this prefix of hex digits (dashes ignored), as a key range."""
+    digits = prefix.replace("-", "").lower()
+    if not digits or len(digits) > 32 or any(c not in "0123456789abcdef" for c in digits):
+        return None
+    return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
 
 
 def search(query: str) -> uuid.UUID | None:
-    """A purchase by its id, the request_id it was submitted with, or its partner order id."""
+    """A purchase by its id, the request_id it was submitted with, or its partner order id (exactly)."""
     from fulfilment.steps.operator import find_purchase_id
 
     query = query.strip()
@@ -102,6 +260,29 @@ def search(query: str) -> uuid.UUID | None:
         if found is None:
             found = session.scalar(select(Purchase.id).where(Purchase.order_id == query))
         return found
+
+
+def search_prefix(prefix: str, *, limit: int = SEARCH_LIMIT) -> list[Purchase]:
+    """Purchases whose request id, purchase id, order id or event id starts with `prefix`, newest first.
+
+    Each is an index range scan (text_pattern_ops indexes; the primary key for purchase ids).
+    """
+    prefix = prefix.strip()
+    if not prefix:
+        return []
+    pattern = _like_prefix(prefix)
+    matches: list[Any] = [Purchase.request_id.like(pattern, escape="\\"), Purchase.order_id.like(pattern, escape="\\"),
+                          Purchase.event_id.like(pattern, escape="\\")]
+    ids = _uuid_range(prefix)
+    if ids is not None:
+        matches.append(Purchase.id.between(*ids))
+    with session_scope() as session:
+        found: dict[uuid.UUID, Purchase] = {}
+        for match in matches:  # one index scan each (an OR of them would not use the indexes)
+            for purchase in session.scalars(select(Purchase).where(match)
+                                            .order_by(Purchase.created_at.desc()).limit(limit)):
+                found.setdefault(purchase.id, purchase)
+    return sorted(found.values(), key=lambda p: (p.created_at, p.id), reverse=True)[:limit]
 
 
 @dataclass(frozen=True)

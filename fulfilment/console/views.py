@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -24,12 +25,13 @@ from fulfilment.console.auth import Authenticator, User, new_csrf_token
 from fulfilment.console.config import ConsoleConfig
 from fulfilment.console.csrf import FIELD, FORM_KEY
 from fulfilment.dependencies import database_unavailable, location
-from fulfilment.state_machine import State
+from fulfilment.state_machine import HELD_FOR_OPERATOR, State
 
 log = logging.getLogger("fulfilment.console")
 
 T = TypeVar("T")
 MAX_FLASH_CHARS = 1200
+MAX_SEARCH_CHARS = 200
 RAW_LIMIT = 2000  # bytes of an undecodable dead letter shown
 VIA = "web console"
 
@@ -207,24 +209,140 @@ async def dashboard(request: Request) -> Response:
 
 
 async def search(request: Request) -> Response:
+    """Exactly a purchase id, request id or order id: its page.  Else a prefix of a request, purchase, order or
+    event id: the one match's page, or the list of matches."""
     query = request.query_params.get("q", "").strip()
     if not query:
         return back_to("/")
+    if len(query) > MAX_SEARCH_CHARS:
+        raise BadInput(f"a search is at most {MAX_SEARCH_CHARS} characters")
     found = await _db(request, queries.search, query)
     if found is not None:
         return back_to(f"/purchases/{found}")
+    matches = await _db(request, queries.search_prefix, query)
+    if len(matches) == 1:
+        return back_to(f"/purchases/{matches[0].id}")
+    if matches:
+        return render(request, "search.html", query=query, rows=matches, limit=queries.SEARCH_LIMIT)
     rejections = await _db(request, queries.rejections_for, query)
     return render(request, "not_found.html", status_code=404, query=query, rejections=rejections)
 
 
-async def purchase_list(request: Request) -> Response:
+def _list_filter(request: Request, default_state: State | None = State.STALLED) -> queries.ListFilter:
     try:
-        state = State(request.query_params.get("state", State.STALLED.value))
-    except ValueError:
-        return render(request, "error.html", status_code=404, title="No such state",
-                      message=f"States are: {', '.join(s.value for s in State)}.")
-    rows, total = await _db(request, queries.purchases_in, state)
-    return render(request, "purchases.html", state=state, rows=rows, total=total, limit=queries.LIST_LIMIT)
+        return queries.parse_filter(request.query_params, default_state=default_state)
+    except queries.BadFilter as error:
+        raise BadInput(str(error)) from None
+
+
+async def purchase_list(request: Request) -> Response:
+    selected = _list_filter(request)
+    raw_after = request.query_params.get("after")
+    try:
+        after = queries.Cursor.parse(raw_after) if raw_after else None
+    except queries.BadFilter as error:
+        raise BadInput(str(error)) from None
+    page = await _db(request, queries.purchase_page, selected, after)
+    return render(request, "purchases.html", f=selected, page=page, rows=page.rows, first=after is None,
+                  query=selected.query(), bulk_retry=selected.state in RETRYABLE, partners=PARTNERS)
+
+
+# ---- bulk actions -------------------------------------------------------------------------------
+
+BULK_LIMIT = 200
+RETRYABLE = frozenset({*HELD_FOR_OPERATOR, State.PAUSED})
+PARTNERS = ("tbb", "ticketmaster")  # the filter's choices (any other name may be typed in the URL)
+
+
+async def bulk_retry_confirm(request: Request) -> Response:
+    """The confirmation page of a bulk retry: the filter, how many, and which (at most BULK_LIMIT)."""
+    selected = _list_filter(request, default_state=None)
+    if selected.state not in RETRYABLE:
+        raise BadInput("a bulk retry needs a state filter of stalled, needs_attention or paused")
+    ids = await _db(request, queries.matching_ids, selected, limit=BULK_LIMIT + 1)
+    return render(request, "bulk.html", action="retry", f=selected, items=[str(i) for i in ids[:BULK_LIMIT]],
+                  more=len(ids) > BULK_LIMIT, limit=BULK_LIMIT, back="/purchases?" + urlencode(selected.query()),
+                  post="/purchases/bulk/retry")
+
+
+def _bulk_items(request: Request) -> list[str]:
+    items = [item for item in _form(request).get("items", "").split() if item]
+    if not items:
+        raise BadInput("nothing selected")
+    if len(items) > BULK_LIMIT or len(set(items)) != len(items):
+        raise BadInput(f"at most {BULK_LIMIT} distinct items at once")
+    return items
+
+
+async def bulk_retry(request: Request) -> Response:
+    """Retry exactly the purchases the confirmation page showed; the result of each, in the operator's name."""
+    from fulfilment.steps import operator as actions
+
+    config, user, items = _config(request), _user(request), _bulk_items(request)
+    for item in items:
+        try:
+            uuid.UUID(item)
+        except ValueError:
+            raise BadInput(f"{item[:40]!r} is not a purchase id") from None
+    via = f"{VIA}, bulk retry of {len(items)}"
+    results = []
+    for item in items:
+        try:
+            retried = await _db(request, actions.retry, item, operator=user.name, settings=config.policy,
+                                broker_url=config.broker_url, via=via)
+        except actions.OperatorActionError as error:
+            results.append((item, "error", f"not retried: {error}"))
+            continue
+        resumed = retried.resumed
+        what = f"{resumed.from_state} → {resumed.to_state}" if resumed.changed else f"already {resumed.to_state}"
+        sent = f"sent {resumed.step}" if retried.send_error is None else "the scheduler sends its step"
+        results.append((item, "ok", f"retried: {what}; {sent}"))
+    done = sum(1 for _, level, _ in results if level == "ok")
+    log.info("console: %s bulk-retried %d purchase(s): %d retried, %d refused", user.name, len(items), done,
+             len(items) - done)
+    return render(request, "bulk_done.html", action="retry", results=results, done=done, link="/purchases/")
+
+
+async def bulk_replay_confirm(request: Request) -> Response:
+    """The confirmation page of a bulk replay: the dead letters of the filter (actor, purchase) that can be replayed."""
+    from fulfilment.rabbitmq.dead_letters import list_dead_letters
+
+    config = _config(request)
+    letters = await _broker(request, list_dead_letters, config.broker_url)
+    chosen = [d for d in _letter_filter(request, letters) if d.body is not None]
+    return render(request, "bulk.html", action="replay", f=None, items=[d.key for d in chosen[:BULK_LIMIT]],
+                  more=len(chosen) > BULK_LIMIT, limit=BULK_LIMIT, back="/dead-letters?" + urlencode(
+                      {k: v for k, v in request.query_params.items() if k in ("actor", "purchase")}),
+                  post="/dead-letters/bulk/replay")
+
+
+async def bulk_replay(request: Request) -> Response:
+    """Replay exactly the dead letters the confirmation page showed, each resuming its purchase in the operator's name."""
+    from fulfilment.steps.operator import replay_dead_letters
+
+    config, user, items = _config(request), _user(request), _bulk_items(request)
+    via = f"{VIA}, bulk replay of {len(items)}"
+    results = []
+    for item in items:
+        try:
+            report = await _db(request, replay_dead_letters, config.broker_url, settings=config.policy,
+                               operator=user.name, via=via, message_id=item)
+        except Unavailable:
+            raise
+        except Exception as error:  # noqa: BLE001  RabbitMQ out of reach: one line per item
+            results.append((item, "error", f"not replayed: {_broker_problem(error, config.broker_url)}"))
+            continue
+        if report.replayed:
+            letter = report.replayed[0]
+            results.append((item, "ok", f"replayed ({letter.actor}) to {letter.queue}"
+                                        + (f"; purchase {letter.purchase_id} resumed" if letter.purchase_id else "")))
+        elif report.skipped:
+            results.append((item, "error", f"not replayed: {report.skipped[0][1]}"))
+        else:
+            results.append((item, "error", "not replayed: no longer there (replayed, purged or expired)"))
+    done = sum(1 for _, level, _ in results if level == "ok")
+    log.info("console: %s bulk-replayed %d dead message(s): %d replayed", user.name, len(items), done)
+    return render(request, "bulk_done.html", action="replay", results=results, done=done, link="/dead-letters/")
 
 
 async def purchase_page(request: Request) -> Response:
@@ -339,19 +457,35 @@ def _broker_problem(error: Exception, broker_url: str) -> str:
     return str(known) if known else f"RabbitMQ at {location(broker_url)}: {reason(error)}"
 
 
+async def _broker(request: Request, call: Callable[..., T], *args: Any) -> T:
+    """Blocking RabbitMQ work in the thread pool; RabbitMQ out of reach is a 503 page in one line."""
+    try:
+        return await run_in_threadpool(call, *args)
+    except Exception as error:  # noqa: BLE001  shown as one line
+        raise Unavailable(_broker_problem(error, _config(request).broker_url)) from None
+
+
+def _letter_filter(request: Request, letters: Sequence[Any]) -> list[Any]:
+    """The dead letters of the page's filter: ?purchase= (its id) and ?actor= (its name)."""
+    purchase, actor = request.query_params.get("purchase"), request.query_params.get("actor")
+    return [d for d in letters if (not purchase or d.purchase_id == purchase) and (not actor or d.actor == actor)]
+
+
 async def dead_letter_list(request: Request) -> Response:
     from fulfilment.rabbitmq.dead_letters import list_dead_letters
 
     config = _config(request)
-    purchase = request.query_params.get("purchase") or None
+    purchase, actor = request.query_params.get("purchase") or None, request.query_params.get("actor") or None
     try:
         letters = await run_in_threadpool(list_dead_letters, config.broker_url)
     except Exception as error:  # noqa: BLE001  shown as one line
         return render(request, "dead_letters.html", letters=[], error=_broker_problem(error, config.broker_url),
-                      purchase=purchase)
-    if purchase:
-        letters = [d for d in letters if d.purchase_id == purchase]
-    return render(request, "dead_letters.html", letters=letters, error=None, purchase=purchase)
+                      purchase=purchase, actor=actor, actors=[], query="")
+    actors = sorted({d.actor for d in letters if d.actor})
+    chosen = _letter_filter(request, letters)
+    query = urlencode({k: v for k, v in (("purchase", purchase), ("actor", actor)) if v})
+    return render(request, "dead_letters.html", letters=chosen, error=None, purchase=purchase, actor=actor,
+                  actors=actors, query=query)
 
 
 async def dead_letter_page(request: Request) -> Response:

@@ -9,6 +9,7 @@ real process in a real browser.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import re
 import time
@@ -28,6 +29,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from fulfilment import state_machine
+from fulfilment.console import queries
 from fulfilment.console.app import SESSION_COOKIE, create_app
 from fulfilment.console.auth import hash_password, load_users
 from fulfilment.console.config import ConsoleConfig
@@ -310,11 +312,15 @@ HOSTILE = [
 GET_ROUTES = [
     "/search?q={v}", "/purchases?state={v}", "/purchases/{v}", "/dead-letters?purchase={v}", "/dead-letters/{v}",
     "/rejected?request_id={v}", "/rejected/{v}", "/login?next={v}", "/{v}", "/purchases/{v}/history",
+    "/purchases?state=all&partner={v}", "/purchases?after={v}", "/purchases?from={v}&to={v}",
+    "/purchases?deadline_within={v}", "/purchases/bulk/retry?state={v}", "/purchases/bulk/retry?state=stalled&to={v}",
+    "/dead-letters?actor={v}", "/dead-letters/bulk/replay?actor={v}", "/rates?minutes={v}",
 ]
 POST_ROUTES = [
     ("/purchases/{v}/retry", {}), ("/purchases/{v}/cancel", {"reason": "{v}"}),
     ("/purchases/{v}/resolve", {"order_id": "{v}", "note": "{v}"}), ("/dead-letters/{v}/replay", {}),
     ("/dead-letters/{v}/purge", {"confirm": "yes"}), ("/login", {"username": "{v}", "password": "{v}"}),
+    ("/purchases/bulk/retry", {"items": "{v}"}), ("/dead-letters/bulk/replay", {"items": "{v}"}),
 ]
 
 
@@ -464,7 +470,137 @@ def test_lists_of_held_purchases(alice: tuple[TestClient, str]) -> None:
     page = browser.get("/purchases", params={"state": "needs_attention"})
     assert str(attention) in page.text and str(stalled) not in page.text
     assert browser.get("/purchases", params={"state": "paused"}).status_code == 200
-    assert browser.get("/purchases", params={"state": "bogus"}).status_code == 404
+    assert browser.get("/purchases", params={"state": "bogus"}).status_code == 400
+
+
+# ---- lists that scale --------------------------------------------------------------------------------
+
+
+def on_day(purchase_ids: list[uuid.UUID], day: dt.date, **columns: Any) -> None:
+    """Test setup: give purchases creation times one second apart on a day of their own (newest last), so a
+    date filter isolates them in the shared database; and any other column values given."""
+    from sqlalchemy import update
+
+    with session_scope() as session:
+        for i, purchase_id in enumerate(purchase_ids):
+            created = dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.UTC) + dt.timedelta(seconds=i)
+            session.execute(update(Purchase).where(Purchase.id == purchase_id).values(created_at=created, **columns))
+
+
+def a_day() -> dt.date:
+    """A day no other test uses (the list filters accept years 2000-2999)."""
+    return dt.date(2100, 1, 1) + dt.timedelta(days=uuid.uuid4().int % 300_000)
+
+
+def listed_ids(html: str) -> list[str]:
+    table = html.split('<table class="purchases">', 1)[-1].split("</table>", 1)[0]
+    return list(dict.fromkeys(re.findall(r'href="/purchases/([0-9a-f-]{36})"', table)))
+
+
+def next_link(html: str) -> str | None:
+    match = re.search(r'id="next" href="([^"]+)"', html)
+    return match.group(1).replace("&amp;", "&") if match else None
+
+
+def test_a_list_pages_by_keyset_through_every_row_even_as_new_ones_arrive(
+    alice: tuple[TestClient, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser, _ = alice
+    monkeypatch.setattr(queries, "PAGE_SIZE", 3)
+    day = a_day()
+    ids = [stalled_purchase() for _ in range(7)]
+    on_day(ids, day)
+    newest_first = [str(i) for i in reversed(ids)]
+    url: str | None = f"/purchases?state=stalled&from={day}&to={day}"
+    first = browser.get(url)
+    assert "7 matches" in first.text and "(a later page)" not in first.text
+    seen: list[str] = []
+    while url:
+        page = browser.get(url)
+        assert page.status_code == 200, page.text
+        seen += listed_ids(page.text)
+        if len(seen) == 3:  # a purchase arriving after the first page does not shift the next ones
+            late = stalled_purchase()
+            on_day([*ids, late], day)
+        url = next_link(page.text)
+    assert seen == newest_first
+    bad = browser.get("/purchases?state=stalled&after=not-a-cursor")
+    assert bad.status_code == 400 and "page position" in bad.text
+
+
+def test_lists_filter_by_partner_dates_and_deadline_window_and_show_those_columns(alice: tuple[TestClient, str]) -> None:
+    browser, _ = alice
+    day = a_day()
+    soon, later, tm = stalled_purchase(), stalled_purchase(), stalled_purchase()
+    now = dt.datetime.now(dt.UTC)
+    on_day([soon, later, tm], day)
+    on_day([soon], day, delivery_deadline=now + dt.timedelta(hours=5))
+    on_day([later], day, delivery_deadline=now + dt.timedelta(hours=100))
+    on_day([tm], day, delivery_deadline=now + dt.timedelta(hours=100), partner="ticketmaster")
+    on_day([soon, later, tm], day)  # creation order again
+
+    base = f"/purchases?state=all&from={day}&to={day}"
+    page = browser.get(base).text
+    assert listed_ids(page) == [str(tm), str(later), str(soon)]
+    assert "<th>partner</th>" in page and "<th>deadline</th>" in page and ">ticketmaster<" in page
+    assert listed_ids(browser.get(f"{base}&partner=ticketmaster").text) == [str(tm)]
+    assert listed_ids(browser.get(f"{base}&partner=tbb").text) == [str(later), str(soon)]
+    assert listed_ids(browser.get(f"{base}&deadline_within=24").text) == [str(soon)]
+    assert listed_ids(browser.get(f"{base}&deadline_within=200&partner=tbb").text) == [str(later), str(soon)]
+    next_day = day + dt.timedelta(days=1)
+    assert listed_ids(browser.get(f"/purchases?state=all&from={next_day}&to={next_day}").text) == []
+    assert listed_ids(browser.get(f"/purchases?state=received&from={day}&to={day}").text) == []
+    for bad in ("from=2024-13-01", "to=yesterday", "deadline_within=-3", "deadline_within=99999999", "partner=%3Cb%3E"):
+        response = browser.get(f"/purchases?{bad}")
+        assert response.status_code == 400 and "/static/console.css" in response.text, bad
+
+
+def test_search_by_prefix_of_request_purchase_order_and_event_ids(alice: tuple[TestClient, str]) -> None:
+    from sqlalchemy import update
+
+    browser, _ = alice
+    tag = uuid.uuid4().hex[:10]
+    one = stored_purchase(request_id=f"pfx-{tag}-one")
+    two = stored_purchase(request_id=f"pfx-{tag}-two")
+    with session_scope() as session:
+        session.execute(update(Purchase).where(Purchase.id == one).values(order_id=f"ORD{tag}-1", event_id=f"EV{tag}"))
+    both = browser.get("/search", params={"q": f"pfx-{tag}-"})
+    assert both.status_code == 200 and set(listed_ids(both.text)) == {str(one), str(two)}
+    for query, expected in ((f"pfx-{tag}-tw", two), (f"ORD{tag}", one), (f"EV{tag}", one), (str(two)[:13], two)):
+        response = browser.get("/search", params={"q": query})
+        if response.status_code == 303:
+            assert response.headers["location"] == f"/purchases/{expected}", query
+        else:  # a short purchase id prefix may match other purchases too
+            assert str(expected) in listed_ids(response.text), query
+    # LIKE's wildcards are literal characters in a search.
+    assert browser.get("/search", params={"q": f"pfx-{tag}%"}).status_code == 404
+    assert browser.get("/search", params={"q": f"pfx_{tag}-"}).status_code == 404
+
+
+def test_bulk_retry_confirms_the_count_then_retries_each_in_the_operators_name(
+    alice: tuple[TestClient, str], victor: tuple[TestClient, str]
+) -> None:
+    browser, csrf = alice
+    day = a_day()
+    ids = [stalled_purchase() for _ in range(3)]
+    on_day(ids, day)
+    confirm = browser.get(f"/purchases/bulk/retry?state=stalled&from={day}&to={day}")
+    assert confirm.status_code == 200 and "Retry 3 purchases?" in confirm.text
+    items = re.search(r'name="items" value="([^"]+)"', confirm.text).group(1)  # type: ignore[union-attr]
+    assert sorted(items.split()) == sorted(str(i) for i in ids)
+    assert reload(ids[0]).state == "stalled"  # the confirmation page changed nothing
+    assert victor[0].post("/purchases/bulk/retry", data={"csrf_token": victor[1], "items": items}).status_code == 403
+    move(ids[0], State.FAILED, failure_code="TEST", failure_message="moved on since the confirmation")
+
+    done = browser.post("/purchases/bulk/retry", data={"csrf_token": csrf, "items": items})
+    assert done.status_code == 200 and "Retry: 2 of 3 done" in done.text
+    assert done.text.count("retried: stalled → received") == 2 and "not retried" in done.text
+    for purchase_id in ids[1:]:
+        assert reload(purchase_id).state == "received"
+        assert history_reasons(purchase_id)[-1].startswith("resumed by operator alice (web console, bulk retry of 3)")
+        assert event_reasons(purchase_id)[-1].startswith("resumed by operator alice (web console, bulk retry of 3)")
+    assert browser.get("/purchases/bulk/retry?state=received").status_code == 400  # only held states
+    assert browser.post("/purchases/bulk/retry", data={"csrf_token": csrf, "items": "x " * 201}).status_code == 400
 
 
 # ---- actions ----------------------------------------------------------------------------------------
@@ -627,6 +763,31 @@ def test_an_undecodable_dead_letter_has_a_page_with_its_raw_bytes_and_is_purged_
     left = contents(broker_url, "purchases.quote.XQ")
     assert garbage not in left and json.dumps(good).encode() in left  # the good letter stays
     assert browser.get(f"/dead-letters/{key}").status_code == 404
+
+
+def test_bulk_replay_of_an_actors_dead_letters_with_a_result_each(
+    alice: tuple[TestClient, str], broker_url: str
+) -> None:
+    from fulfilment.rabbitmq.dead_letters import raw_key
+
+    browser, csrf = alice
+    purchases = [stalled_purchase(), stalled_purchase()]
+    letters = [dead_quote_message(p) for p in purchases]
+    for letter in letters:
+        kill(broker_url, "purchases.quote", letter)
+    kill(broker_url, "purchases.quote", b"\x00undecodable, never in a bulk replay")
+    confirm = browser.get("/dead-letters/bulk/replay", params={"actor": "quote_purchase"})
+    assert confirm.status_code == 200, confirm.text
+    items = re.search(r'name="items" value="([^"]+)"', confirm.text).group(1).split()  # type: ignore[union-attr]
+    assert {letter["message_id"] for letter in letters} <= set(items) and not any(i.startswith("raw-") for i in items)
+    done = browser.post("/dead-letters/bulk/replay", data={"csrf_token": csrf, "items": " ".join(items)})
+    assert done.status_code == 200 and f"Replay: {len(items)} of {len(items)} done" in done.text, done.text
+    for purchase_id, letter in zip(purchases, letters, strict=True):
+        assert reload(purchase_id).state == "received"
+        assert (f"resumed by dead-letter replay of message {letter['message_id']} by operator alice "
+                f"(web console, bulk replay of {len(items)})") == history_reasons(purchase_id)[-1]
+    junk = raw_key("purchases.quote", b"\x00undecodable, never in a bulk replay")
+    assert browser.post(f"/dead-letters/{junk}/purge", data={"csrf_token": csrf, "confirm": "yes"}).status_code == 303
 
 
 def contents(broker_url: str, queue: str) -> list[bytes]:
