@@ -87,7 +87,8 @@ def broker_status(broker_url: str) -> Broker:
 # ---- lists: keyset pagination, filters, prefix search ----------------------------------------------
 
 PAGE_SIZE = 50
-COUNT_CAP = 10_000  # a list counts its rows up to this many ("more than 10,000"), never the whole table
+# A list counts its rows up to this many ("more than 1,000"), in its own index order: never the whole table.
+COUNT_CAP = 1_000
 SEARCH_LIMIT = 50
 
 
@@ -122,7 +123,7 @@ class ListFilter:
 
     def query(self) -> dict[str, str]:
         """As URL parameters (for links to the next page and the bulk forms)."""
-        pairs = {"state": self.state.value if self.state else "", "partner": self.partner or "",
+        pairs = {"state": self.state.value if self.state else "all", "partner": self.partner or "",
                  "from": self.created_from.isoformat() if self.created_from else "",
                  "to": self.created_to.isoformat() if self.created_to else "",
                  "deadline_within": str(self.deadline_within_hours) if self.deadline_within_hours is not None else ""}
@@ -196,7 +197,7 @@ class Cursor:
 class PurchasePage:
     rows: list[Purchase]
     next: Cursor | None  # None: this is the last page
-    count: int  # rows matching the filter, at most COUNT_CAP + 1
+    count: int  # rows matching the filter (from the first page's position), at most COUNT_CAP + 1
     now: dt.datetime
 
     @property
@@ -214,7 +215,8 @@ def purchase_page(selected: ListFilter, after: Cursor | None = None, *, size: in
         if after is not None:
             query = query.where(tuple_(Purchase.created_at, Purchase.id) < tuple_(after.created_at, after.id))
         rows = list(session.scalars(query.order_by(Purchase.created_at.desc(), Purchase.id.desc()).limit(size + 1)))
-        capped = select(Purchase.id).where(*clauses).limit(COUNT_CAP + 1).subquery()
+        capped = (select(Purchase.id).where(*clauses).order_by(Purchase.created_at.desc(), Purchase.id.desc())
+                  .limit(COUNT_CAP + 1).subquery())
         count = int(session.scalar(select(func.count()).select_from(capped)) or 0)
     more = len(rows) > size
     rows = rows[:size]
@@ -263,7 +265,8 @@ def search(query: str) -> uuid.UUID | None:
 
 
 def search_prefix(prefix: str, *, limit: int = SEARCH_LIMIT) -> list[Purchase]:
-    """Purchases whose request id, purchase id, order id or event id starts with `prefix`, newest first.
+    """Purchases whose request id, purchase id, order id or event id starts with `prefix` (at most `limit` of each
+    kind, the first by that id), shown newest first.
 
     Each is an index range scan (text_pattern_ops indexes; the primary key for purchase ids).
     """
@@ -271,16 +274,17 @@ def search_prefix(prefix: str, *, limit: int = SEARCH_LIMIT) -> list[Purchase]:
     if not prefix:
         return []
     pattern = _like_prefix(prefix)
-    matches: list[Any] = [Purchase.request_id.like(pattern, escape="\\"), Purchase.order_id.like(pattern, escape="\\"),
-                          Purchase.event_id.like(pattern, escape="\\")]
+    matches: list[tuple[Any, Any]] = [(column, column.like(pattern, escape="\\"))
+                                      for column in (Purchase.request_id, Purchase.order_id, Purchase.event_id)]
     ids = _uuid_range(prefix)
     if ids is not None:
-        matches.append(Purchase.id.between(*ids))
+        matches.append((Purchase.id, Purchase.id.between(*ids)))
     with session_scope() as session:
         found: dict[uuid.UUID, Purchase] = {}
-        for match in matches:  # one index scan each (an OR of them would not use the indexes)
-            for purchase in session.scalars(select(Purchase).where(match)
-                                            .order_by(Purchase.created_at.desc()).limit(limit)):
+        # One index range scan each, in the index's order so that it stops after `limit` rows however short
+        # the prefix (an OR of them would not use the indexes; newest first would sort every match).
+        for column, match in matches:
+            for purchase in session.scalars(select(Purchase).where(match).order_by(column).limit(limit)):
                 found.setdefault(purchase.id, purchase)
     return sorted(found.values(), key=lambda p: (p.created_at, p.id), reverse=True)[:limit]
 
