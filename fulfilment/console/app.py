@@ -143,6 +143,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
         Route("/healthz", views.healthz, methods=["GET"]),
         Route("/", views.dashboard, methods=["GET"]),
         Route("/search", views.search, methods=["GET"]),
+        Route("/rates", views.rates, methods=["GET"]),
         Route("/purchases", views.purchase_list, methods=["GET"]),
         Route("/purchases/bulk/retry", views.bulk_retry_confirm, methods=["GET"]),
         Route("/purchases/bulk/retry", views.bulk_retry, methods=["POST"]),

@@ -84,6 +84,84 @@ def broker_status(broker_url: str) -> Broker:
         return Broker(None, str(known) if known else f"RabbitMQ at {location(broker_url)}: {reason(error)}")
 
 
+# ---- rates ---------------------------------------------------------------------------------------
+
+# A purchase entering one of these states counts as trouble with its partner on the rates page.
+TROUBLE_STATES = ("stalled", "needs_attention", "paused", "order_unknown", "failed")
+
+RATES_SQL = text(
+    """
+    SELECT date_trunc('minute', t.created_at) AS minute, t.to_state, p.partner, count(*) AS n
+      FROM purchase_transitions t
+      JOIN purchases p ON p.id = t.purchase_id
+     WHERE t.created_at >= :since AND t.kind = 'transition'
+     GROUP BY 1, 2, 3
+    """
+)
+
+OLDEST_SQL = text(
+    """
+    SELECT DISTINCT ON (state) state, id, state_changed_at
+      FROM purchases
+     WHERE state = ANY(:states)
+     ORDER BY state, state_changed_at, id
+    """
+)
+
+
+@dataclass(frozen=True)
+class Oldest:
+    state: str
+    purchase_id: uuid.UUID
+    age_seconds: float
+
+
+@dataclass(frozen=True)
+class Rates:
+    since: dt.datetime  # the first minute counted (the database's clock, whole minutes)
+    now: dt.datetime
+    minutes: list[dt.datetime]  # every minute of the window, oldest first
+    by_state: dict[str, list[int]]  # purchases entering each state, per minute (states with any)
+    by_partner: dict[str, tuple[list[int], list[int]]]  # per partner: all changes, troubled ones, per minute
+    oldest: list[Oldest]  # the purchase waiting longest in each non-terminal state that has any
+
+    def total(self, state: str) -> int:
+        return sum(self.by_state.get(state, []))
+
+    def error_rate(self, partner: str) -> float:
+        everything, trouble = self.by_partner[partner]
+        return 100.0 * sum(trouble) / sum(everything) if sum(everything) else 0.0
+
+
+def rates(minutes: int) -> Rates:
+    """Purchases per minute by state, partner trouble per minute, the oldest waiting purchase per state.
+
+    From the history (index on purchase_transitions.created_at) and the non-terminal purchases only.
+    """
+    with session_scope() as session:
+        now = session.execute(text("SELECT now()")).scalar_one()
+        since = now.replace(second=0, microsecond=0) - dt.timedelta(minutes=minutes - 1)
+        window = [since + dt.timedelta(minutes=i) for i in range(minutes)]
+        index = {minute: i for i, minute in enumerate(window)}
+        by_state: dict[str, list[int]] = {}
+        by_partner: dict[str, tuple[list[int], list[int]]] = {}
+        for minute, to_state, partner, n in session.execute(RATES_SQL, {"since": since}):
+            i = index.get(minute.astimezone(dt.UTC))
+            if i is None:
+                continue
+            by_state.setdefault(to_state, [0] * minutes)[i] += n
+            everything, trouble = by_partner.setdefault(partner, ([0] * minutes, [0] * minutes))
+            everything[i] += n
+            if to_state in TROUBLE_STATES:
+                trouble[i] += n
+        waiting = [s.value for s in State if s not in TERMINAL]
+        oldest = [Oldest(state, pid, (now - changed).total_seconds())
+                  for state, pid, changed in session.execute(OLDEST_SQL, {"states": waiting})]
+    order = {s.value: i for i, s in enumerate(State)}
+    return Rates(since, now, window, dict(sorted(by_state.items(), key=lambda kv: order.get(kv[0], 99))),
+                 dict(sorted(by_partner.items())), sorted(oldest, key=lambda o: order.get(o.state, 99)))
+
+
 # ---- lists: keyset pagination, filters, prefix search ----------------------------------------------
 
 PAGE_SIZE = 50

@@ -208,6 +208,22 @@ async def dashboard(request: Request) -> Response:
                   finished_hours=queries.FINISHED_WINDOW_HOURS, lease=config.policy.scheduler_leader_lease_seconds)
 
 
+async def rates(request: Request) -> Response:
+    """Rates from Postgres and the broker, drawn as SVG: purchases per minute by state, partner trouble,
+    queue depths, the oldest purchase waiting in each state."""
+    from fulfilment.console import charts
+
+    raw = request.query_params.get("minutes", "60")
+    if not raw.isdigit() or len(raw) > 4 or not 5 <= int(raw) <= 1440:
+        raise BadInput("minutes: a window of 5 to 1440 minutes")
+    config = _config(request)
+    data = await _db(request, queries.rates, int(raw))
+    broker = await run_in_threadpool(queries.broker_status, config.broker_url)
+    return render(request, "rates.html", r=data, broker=broker, charts=charts, window=int(raw),
+                  labels=[m.strftime("%H:%M UTC") for m in data.minutes], trouble=queries.TROUBLE_STATES,
+                  oldest_minutes=[(o.state, round(o.age_seconds / 60, 1)) for o in data.oldest])
+
+
 async def search(request: Request) -> Response:
     """Exactly a purchase id, request id or order id: its page.  Else a prefix of a request, purchase, order or
     event id: the one match's page, or the list of matches."""

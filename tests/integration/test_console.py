@@ -22,6 +22,7 @@ from typing import Any
 import pika
 import pytest
 from sqlalchemy import select
+from sqlalchemy import text as sql
 
 with warnings.catch_warnings():
     # starlette 1.x nudges towards "httpx2" on import; the TestClient works fine with httpx 0.28.
@@ -471,6 +472,28 @@ def test_lists_of_held_purchases(alice: tuple[TestClient, str]) -> None:
     assert str(attention) in page.text and str(stalled) not in page.text
     assert browser.get("/purchases", params={"state": "paused"}).status_code == 200
     assert browser.get("/purchases", params={"state": "bogus"}).status_code == 400
+
+
+def test_the_rates_page_draws_what_the_database_holds(alice: tuple[TestClient, str]) -> None:
+    browser, _ = alice
+    stalled_purchase(), stalled_purchase()
+    page = browser.get("/rates", params={"minutes": "15"})
+    assert page.status_code == 200, page.text
+    assert page.text.count("<svg") >= 3 and "<script" not in page.text
+    since = dt.datetime.fromisoformat(re.search(r'id="since" datetime="([^"]+)"', page.text).group(1))  # type: ignore[union-attr]
+    shown = {state: int(n) for state, n in re.findall(r'data-state="([a-z_]+)">(\d+)<', page.text)}
+    oldest = dict(re.findall(r'<tr><td><span class="state state-([a-z_]+)">[a-z_]+</span></td><td><a href="/purchases/'
+                             r'([0-9a-f-]{36})"', page.text))
+    with session_scope() as session:
+        counted = dict(session.execute(sql(
+            "SELECT to_state, count(*) FROM purchase_transitions WHERE created_at >= :since AND kind = 'transition' "
+            "GROUP BY to_state"), {"since": since}).all())
+        first = dict(session.execute(sql(
+            "SELECT DISTINCT ON (state) state, id::text FROM purchases WHERE state = ANY(:states) "
+            "ORDER BY state, state_changed_at, id"), {"states": list(oldest)}).all())
+    assert shown and shown == counted and shown["stalled"] >= 2
+    assert oldest and oldest == first
+    assert browser.get("/rates", params={"minutes": "0"}).status_code == 400
 
 
 # ---- lists that scale --------------------------------------------------------------------------------
