@@ -16,7 +16,7 @@ BAR_COLOUR = "#1f5fbf"
 ERROR_COLOUR = "#b3261e"
 
 
-def columns(values: Sequence[float], labels: Sequence[str], *, width: int = 360, height: int = 48,
+def columns(values: Sequence[float], labels: Sequence[str], *, width: int = 480, height: int = 40,
             colour: str = BAR_COLOUR, unit: str = "", name: str = "") -> Markup:
     """A column per value (e.g. per minute), scaled to the largest; empty columns leave a baseline only."""
     count = max(1, len(values))

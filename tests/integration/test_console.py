@@ -22,7 +22,6 @@ from typing import Any
 import pika
 import pytest
 from sqlalchemy import select
-from sqlalchemy import text as sql
 
 with warnings.catch_warnings():
     # starlette 1.x nudges towards "httpx2" on import; the TestClient works fine with httpx 0.28.
@@ -47,6 +46,7 @@ from fulfilment.state_machine import State
 from fulfilment.steps import quote
 from models import Purchase, RejectedRequest
 from tests.support import factories, servers
+from tests.support.console import oldest_waiting, transitions_since
 from tests.support.factories import reload
 from tests.support.sandbox import Sandbox
 
@@ -484,13 +484,7 @@ def test_the_rates_page_draws_what_the_database_holds(alice: tuple[TestClient, s
     shown = {state: int(n) for state, n in re.findall(r'data-state="([a-z_]+)">(\d+)<', page.text)}
     oldest = dict(re.findall(r'<tr><td><span class="state state-([a-z_]+)">[a-z_]+</span></td><td><a href="/purchases/'
                              r'([0-9a-f-]{36})"', page.text))
-    with session_scope() as session:
-        counted = dict(session.execute(sql(
-            "SELECT to_state, count(*) FROM purchase_transitions WHERE created_at >= :since AND kind = 'transition' "
-            "GROUP BY to_state"), {"since": since}).all())
-        first = dict(session.execute(sql(
-            "SELECT DISTINCT ON (state) state, id::text FROM purchases WHERE state = ANY(:states) "
-            "ORDER BY state, state_changed_at, id"), {"states": list(oldest)}).all())
+    counted, first = transitions_since(since), oldest_waiting(oldest)
     assert shown and shown == counted and shown["stalled"] >= 2
     assert oldest and oldest == first
     assert browser.get("/rates", params={"minutes": "0"}).status_code == 400
