@@ -324,6 +324,23 @@ def test_lists_page_filter_and_a_bulk_retry_confirms_then_reports_each(
     assert [rows.nth(i).locator("a").first.inner_text() for i in range(3)] == [str(i) for i in reversed(ids)]
     page.screenshot(path=str(screenshots() / "list.png"), full_page=True)
 
+    # Keyset pages: 52 on another day are 50, then 2 behind the Next link, none twice.
+    other_day = "2101-02-04"
+    many = [stalled_in_db() for _ in range(52)]
+    with session_scope() as session:
+        for i, purchase_id in enumerate(many):
+            session.execute(update(Purchase).where(Purchase.id == purchase_id).values(created_at=dt_at(other_day, i)))
+    page.goto(f"{console}/purchases?state=stalled&from={other_day}&to={other_day}")
+    first_page = [a.inner_text() for a in page.locator("table.purchases tbody tr td:first-child a").all()]
+    page.click("#next")
+    second_page = [a.inner_text() for a in page.locator("table.purchases tbody tr td:first-child a").all()]
+    assert first_page + second_page == [str(i) for i in reversed(many)] and page.locator("#next").count() == 0
+    for purchase_id in many:  # not left waiting for a person
+        with session_scope() as session:
+            state_machine.transition(session, session.get_one(Purchase, purchase_id, with_for_update=True), State.FAILED,
+                                     reason="test over", changes={"failure_code": "TEST", "failure_message": "test over"})
+
+    page.goto(f"{console}/purchases?state=stalled&from={day}&to={day}")
     page.click("#bulk-retry")
     assert page.locator("h1").inner_text() == "Retry 3 purchases?"
     assert all(reload(i).state == "stalled" for i in ids)  # confirming is a separate step
