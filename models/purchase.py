@@ -53,6 +53,8 @@ class Purchase(Base):
         Index("ix_purchases_state_created_id", "state", "created_at", "id"),
         Index("ix_purchases_created_id", "created_at", "id"),
         Index("ix_purchases_delivery_deadline", "delivery_deadline"),
+        # The console's rates: the purchase waiting longest in each state.
+        Index("ix_purchases_state_changed", "state", "state_changed_at"),
         # The console's prefix search (LIKE 'prefix%' whatever the collation).
         *(Index(f"ix_purchases_{column}_prefix", column, postgresql_ops={column: "text_pattern_ops"})
           for column in ("request_id", "order_id", "event_id")),

@@ -306,13 +306,20 @@ class PasswordGate:
     def __init__(self, concurrent: int = 2, queued: int = 16) -> None:
         self.concurrent = concurrent
         self.queued = queued
-        self._semaphore = asyncio.Semaphore(concurrent)
+        self._semaphores: dict[int, asyncio.Semaphore] = {}  # per event loop (one under uvicorn)
         self._admitted: dict[str, int] = {}
         self.peak = 0  # most checks admitted at once (running and waiting)
 
     @property
     def admitted(self) -> int:
         return sum(self._admitted.values())
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        """The running loop's semaphore (an asyncio.Semaphore must not be shared between loops)."""
+        loop = id(asyncio.get_running_loop())
+        if loop not in self._semaphores:
+            self._semaphores = {loop: asyncio.Semaphore(self.concurrent)}
+        return self._semaphores[loop]
 
     async def run(self, address: str, check: Callable[[], T]) -> T:
         """`check()` in the thread pool once a slot is free; Busy at once if the address or the queue is full."""
@@ -325,7 +332,7 @@ class PasswordGate:
         self._admitted[address] = 1
         self.peak = max(self.peak, self.admitted)
         try:
-            async with self._semaphore:
+            async with self._semaphore():
                 return await run_in_threadpool(check)
         finally:
             del self._admitted[address]

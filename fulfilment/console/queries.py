@@ -101,10 +101,11 @@ RATES_SQL = text(
 
 OLDEST_SQL = text(
     """
-    SELECT DISTINCT ON (state) state, id, state_changed_at
-      FROM purchases
-     WHERE state = ANY(:states)
-     ORDER BY state, state_changed_at, id
+    SELECT s.state, o.id, o.state_changed_at
+      FROM unnest(CAST(:states AS text[])) AS s(state)
+     CROSS JOIN LATERAL (SELECT id, state_changed_at FROM purchases
+                          WHERE purchases.state = s.state
+                          ORDER BY state_changed_at, id LIMIT 1) AS o
     """
 )
 

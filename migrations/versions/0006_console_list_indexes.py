@@ -5,7 +5,8 @@ The console's lists page by keyset, newest first: (state, created_at, id) replac
 (created_at, id) serves the list of every state.  Prefix search on request, order and event
 ids uses text_pattern_ops indexes (a LIKE 'prefix%' range scan whatever the collation); a
 purchase id prefix is a range on the primary key.  delivery_deadline is indexed for the
-deadline window filter, and the history's created_at for the rates page (the last minutes only).
+deadline window filter; (state, state_changed_at) finds the purchase waiting longest in each state,
+and the history's created_at the rates page's last minutes.
 
 Revision ID: 0006
 Revises: 0005
@@ -34,11 +35,13 @@ def upgrade() -> None:
     op.create_index('ix_purchases_delivery_deadline', 'purchases', ['delivery_deadline'], unique=False)
     for column, name in PATTERN.items():
         op.create_index(name, 'purchases', [column], unique=False, postgresql_ops={column: 'text_pattern_ops'})
+    op.create_index('ix_purchases_state_changed', 'purchases', ['state', 'state_changed_at'], unique=False)
     op.create_index('ix_purchase_transitions_created_at', 'purchase_transitions', ['created_at'], unique=False)
 
 
 def downgrade() -> None:
     op.drop_index('ix_purchase_transitions_created_at', table_name='purchase_transitions')
+    op.drop_index('ix_purchases_state_changed', table_name='purchases')
     for name in PATTERN.values():
         op.drop_index(name, table_name='purchases')
     op.drop_index('ix_purchases_delivery_deadline', table_name='purchases')
