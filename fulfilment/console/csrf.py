@@ -196,7 +196,7 @@ def input_problem(scope: Scope) -> str | None:
 
 
 class SecurityHeadersMiddleware:
-    """No framing, no sniffing, no referrer, no inline script, and no caching of any page."""
+    """No framing, no sniffing, no referrer to other sites, no inline script, and no caching of any page."""
 
     HEADERS = (
         (b"content-security-policy",

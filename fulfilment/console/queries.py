@@ -24,7 +24,6 @@ from models import DeadlineFlag, OrphanOrder, OutboxEvent, PartnerQuote, Purchas
 
 # How far back the dashboard counts finished purchases (by creation, index-backed).
 FINISHED_WINDOW_HOURS = 24
-LIST_LIMIT = 200
 PARTNER_NAME = re.compile(r"^[a-z0-9_-]{1,40}$")
 
 FINISHED_COUNTS_SQL = text(
@@ -303,12 +302,6 @@ def purchase_page(selected: ListFilter, after: Cursor | None = None, *, size: in
     return PurchasePage(rows, Cursor(last.created_at, last.id) if last else None, count, now)
 
 
-def purchases_in(state: State, *, limit: int | None = None) -> tuple[list[Purchase], int]:
-    """The newest purchases in one state, and how many there are in it (up to COUNT_CAP + 1)."""
-    page = purchase_page(ListFilter(state=state), size=limit)
-    return page.rows, page.count
-
-
 def matching_ids(selected: ListFilter, *, limit: int) -> list[uuid.UUID]:
     """The ids a bulk action would act on: the filter's purchases, newest first, at most `limit`."""
     with session_scope() as session:
@@ -430,6 +423,21 @@ def purchase_detail(purchase_id: uuid.UUID) -> PurchaseDetail | None:
                                          .order_by(OrphanOrder.found_at))),
             now=session.execute(text("SELECT now()")).scalar_one(),
         )
+
+
+def rejected_page(*, request_id: str | None, before: int | None, size: int | None = None
+                  ) -> tuple[list[RejectedRequest], int | None]:
+    """One page of rejected requests, newest first, by keyset on id (below `before`); and the next page's
+    `before`, None on the last page."""
+    size = size or PAGE_SIZE
+    with session_scope() as session:
+        query = select(RejectedRequest).order_by(RejectedRequest.id.desc()).limit(size + 1)
+        if request_id is not None:
+            query = query.where(RejectedRequest.request_id == request_id)
+        if before is not None:
+            query = query.where(RejectedRequest.id < before)
+        rows = list(session.scalars(query))
+    return rows[:size], rows[size - 1].id if len(rows) > size else None
 
 
 def rejections_for(request_id: str) -> list[RejectedRequest]:

@@ -571,11 +571,15 @@ async def purge(request: Request) -> Response:
 
 
 async def rejected_list(request: Request) -> Response:
-    from fulfilment.steps.operator import rejected_requests
-
     request_id = request.query_params.get("request_id") or None
-    rows = await _db(request, rejected_requests, limit=queries.LIST_LIMIT, request_id=request_id)
-    return render(request, "rejected.html", rows=rows, request_id=request_id)
+    raw_before = request.query_params.get("before")
+    if raw_before is not None and not (raw_before.isdigit() and len(raw_before) <= 18):
+        raise BadInput("before: not a page position from this console (follow the Next link)")
+    before = int(raw_before) if raw_before else None
+    rows, next_before = await _db(request, queries.rejected_page, request_id=request_id, before=before)
+    query = urlencode({"request_id": request_id} if request_id else {})
+    return render(request, "rejected.html", rows=rows, request_id=request_id, next_before=next_before, query=query,
+                  first=before is None)
 
 
 async def rejected_page(request: Request) -> Response:

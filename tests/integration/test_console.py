@@ -315,7 +315,7 @@ GET_ROUTES = [
     "/rejected?request_id={v}", "/rejected/{v}", "/login?next={v}", "/{v}", "/purchases/{v}/history",
     "/purchases?state=all&partner={v}", "/purchases?after={v}", "/purchases?from={v}&to={v}",
     "/purchases?deadline_within={v}", "/purchases/bulk/retry?state={v}", "/purchases/bulk/retry?state=stalled&to={v}",
-    "/dead-letters?actor={v}", "/dead-letters/bulk/replay?actor={v}", "/rates?minutes={v}",
+    "/dead-letters?actor={v}", "/dead-letters/bulk/replay?actor={v}", "/rates?minutes={v}", "/rejected?before={v}",
 ]
 POST_ROUTES = [
     ("/purchases/{v}/retry", {}), ("/purchases/{v}/cancel", {"reason": "{v}"}),
@@ -533,6 +533,7 @@ def test_a_list_pages_by_keyset_through_every_row_even_as_new_ones_arrive(
     assert "7 matches" in first.text and "(a later page)" not in first.text
     seen: list[str] = []
     while url:
+        assert len(seen) < 100, "the Next links never end"
         page = browser.get(url)
         assert page.status_code == 200, page.text
         seen += listed_ids(page.text)
@@ -592,6 +593,28 @@ def test_search_by_prefix_of_request_purchase_order_and_event_ids(alice: tuple[T
     # LIKE's wildcards are literal characters in a search.
     assert browser.get("/search", params={"q": f"pfx-{tag}%"}).status_code == 404
     assert browser.get("/search", params={"q": f"pfx_{tag}-"}).status_code == 404
+
+
+def test_rejected_requests_page_by_keyset(alice: tuple[TestClient, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    browser, _ = alice
+    monkeypatch.setattr(queries, "PAGE_SIZE", 2)
+    request_id = f"console-rejected-{uuid.uuid4().hex[:8]}"
+    with session_scope() as session:
+        rows = [RejectedRequest(request_id=request_id, reason_code="INVALID_REQUEST", reason=f"number {i}",
+                                raw_body="{}") for i in range(5)]
+        session.add_all(rows)
+        session.flush()
+        ids = [str(r.id) for r in rows]
+    url: str | None = f"/rejected?request_id={request_id}"
+    seen: list[str] = []
+    while url:
+        assert len(seen) < 100, "the Next links never end"
+        page = browser.get(url)
+        assert page.status_code == 200, page.text
+        seen += re.findall(r'<td><a href="/rejected/(\d+)">', page.text)
+        url = next_link(page.text)
+    assert seen == list(reversed(ids))
+    assert browser.get("/rejected?before=x").status_code == 400
 
 
 def test_bulk_retry_confirms_the_count_then_retries_each_in_the_operators_name(
