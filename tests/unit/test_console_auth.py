@@ -3,6 +3,7 @@ without users or a session secret (no servers needed)."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -313,3 +314,18 @@ def test_hash_password_makes_a_hash_or_a_whole_entry(env: dict[str, str]) -> Non
     assert (user.name, user.role) == ("erin", Role.OPERATOR) and verify_password("erin-password", user.password_hash)
     short = CliRunner().invoke(app, ["console", "hash-password", "--stdin"], input="short\n")
     assert short.exit_code == EXIT_USAGE and "at least 8" in short.stderr
+
+
+# ---- charts (the rates page) ------------------------------------------------------------------------
+
+
+def test_charts_escape_every_label_and_scale_to_the_largest_value() -> None:
+    from fulfilment.console import charts
+
+    drawn = charts.columns([0, 2, 4], ["<a>", "b", "c"], width=300, height=40, name='x" onload="y')
+    assert "<a>" not in drawn and "&lt;a&gt;" in drawn and 'onload="y' not in drawn
+    assert [float(v) for v in re.findall(r'data-value="([^"]+)"', drawn)] == [0, 2, 4]
+    heights = [float(h) for h in re.findall(r' height="([\d.]+)" fill', drawn)]
+    assert heights[0] == 0 and heights[2] == 38 and heights[1] == 19  # scaled to the largest, empty stays empty
+    bars = charts.bars([("<script>alert(1)</script>", 3.0), ("b", 0)], unit=" <i>")
+    assert "<script>" not in bars and "&lt;script&gt;" in bars and "<i>" not in bars
