@@ -335,6 +335,18 @@ class ConsoleSettings(_FromEnvironment):
     console_secure_cookies: bool = Field(
         default=False, description="mark cookies Secure (set when the console is served over HTTPS)"
     )
+    console_login_concurrency: int = Field(
+        default=2, ge=1, le=16,
+        description="password checks run at once (each scrypt check takes about 32 MiB); more wait, up to "
+                    "CONSOLE_LOGIN_QUEUE, and one per client address at a time",
+    )
+    console_login_queue: int = Field(
+        default=16, ge=0, le=1000, description="logins that may wait for a password check; more are answered 503"
+    )
+    console_login_failures_per_address: int = Field(
+        default=30, ge=1, le=10_000,
+        description="failed logins from one client address in 5 minutes before it must wait (whatever the names)",
+    )
 
 
 class Settings(DatabaseSettings, BrokerSettings, PartnerSettings, PolicySettings):

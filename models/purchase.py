@@ -49,8 +49,15 @@ class Purchase(Base):
         CheckConstraint(f"order_evidence IN ({', '.join(repr(e) for e in EVIDENCE_VALUES)})", name="order_evidence_known"),
         # The scheduler's re-drive and due-check scans: only live rows are indexed.
         Index("ix_purchases_next_action_at", "next_action_at", postgresql_where=text("next_action_at IS NOT NULL")),
-        # `fulfil list --state …`, newest first.
-        Index("ix_purchases_state_created_at", "state", "created_at"),
+        # `fulfil list --state …` and the console's lists, newest first (keyset pagination: created_at, id).
+        Index("ix_purchases_state_created_id", "state", "created_at", "id"),
+        Index("ix_purchases_created_id", "created_at", "id"),
+        Index("ix_purchases_delivery_deadline", "delivery_deadline"),
+        # The console's rates: the purchase waiting longest in each state.
+        Index("ix_purchases_state_changed", "state", "state_changed_at"),
+        # The console's prefix search (LIKE 'prefix%' whatever the collation).
+        *(Index(f"ix_purchases_{column}_prefix", column, postgresql_ops={column: "text_pattern_ops"})
+          for column in ("request_id", "order_id", "event_id")),
         # The scheduler's deadline-warning scan (fulfilment/deadlines.py: the ordered states).
         Index(
             "ix_purchases_awaiting_deadline",

@@ -53,13 +53,13 @@ def _broker_call(call):  # type: ignore[no-untyped-def]
 
 
 def _letter_view(d: Any) -> dict[str, Any]:
-    return {"queue": d.queue, "message_id": d.message_id, "actor": d.actor, "purchase_id": d.purchase_id,
+    return {"queue": d.queue, "key": d.key, "message_id": d.message_id, "actor": d.actor, "purchase_id": d.purchase_id,
             "request_id": d.request_id, "error": d.error, "retries": d.retries, "age_seconds": d.age_seconds}
 
 
 @dlq.command("list")
 def dlq_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Dead messages: queue, message id, actor, purchase, error, retries, age."""
+    """Dead messages: queue, message id (an undecodable one's key, raw-...), actor, purchase, error, retries, age."""
     from fulfilment.rabbitmq.dead_letters import list_dead_letters, raw_preview
 
     broker_url = broker().broker_url
@@ -70,17 +70,17 @@ def dlq_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-reada
     for d in letters:
         subject = d.purchase_id or (f"request {d.request_id}" if d.request_id else "")
         what = f"{d.actor or '?'} {subject}" if d.body is not None else f"undecodable: {raw_preview(d)}"
-        typer.echo(f"{d.queue:<20} {d.message_id or '-':<36} {what}  retries={d.retries} "
+        typer.echo(f"{d.queue:<20} {d.key:<36} {what}  retries={d.retries} "
                    f"age={_age(d.age_seconds)}  {d.error or ''}")
     typer.echo(f"{len(letters)} dead message(s)")
 
 
 @dlq.command("show")
 def dlq_show(
-    message_id: str,
+    message_id: Annotated[str, typer.Argument(help="A message id, or an undecodable message's key (raw-...).")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """One dead message in full (its body, with the traceback of its last failure); exit 1 if gone."""
+    """One dead message in full (its body, with the traceback of its last failure, or its raw bytes); exit 1 if gone."""
     from fulfilment.rabbitmq.dead_letters import find, raw_preview
 
     broker_url = broker().broker_url
@@ -97,7 +97,7 @@ def dlq_show(
 
 def _selection(message_id: str | None, actor: str | None, everything: bool) -> dict[str, Any]:
     if sum(bool(x) for x in (message_id, actor, everything)) != 1:
-        fail("choose exactly one: a MESSAGE_ID, --actor NAME or --all")
+        fail("choose exactly one: a MESSAGE_ID (or --id ID), --actor NAME or --all")
     return {"message_id": message_id, "actor": actor, "all": everything}
 
 
@@ -143,18 +143,28 @@ def dlq_replay(
 
 @dlq.command("purge")
 def dlq_purge(
-    message_id: Annotated[Optional[str], typer.Argument()] = None,
+    message_id: Annotated[Optional[str], typer.Argument(help="A message id or key (as --id).")] = None,
+    ident: Annotated[Optional[str], typer.Option(
+        "--id", help="One dead message: its id, or an undecodable one's key (raw-..., from `fulfil dlq list`).")] = None,
     actor: Annotated[Optional[Actor], typer.Option()] = None,
     everything: Annotated[bool, typer.Option("--all")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
 ) -> None:
-    """Delete dead messages for good (asks first).  Their purchases stay as they are in Postgres."""
+    """Delete dead messages for good (asks first).  Their purchases stay as they are in Postgres.
+
+    Exit 1 if nothing matched.
+    """
     from fulfilment.rabbitmq.dead_letters import purge
 
-    selection = _selection(message_id, actor, everything)
-    what = message_id or (f"every dead {actor} message" if actor else "EVERY dead message")
+    if message_id and ident:
+        fail("give the message either as an argument or with --id, not both")
+    one = message_id or ident
+    selection = _selection(one, actor, everything)
+    what = one or (f"every dead {actor} message" if actor else "EVERY dead message")
     broker_url = broker().broker_url
     if not yes and not typer.confirm(f"Delete {what}? This cannot be undone", default=False):
         fail("nothing purged", code=EXIT_NOT_FOUND)
     count = _broker_call(lambda: purge(broker_url, **selection))
     typer.echo(f"purged {count} dead message(s)")
+    if one and not count:
+        fail(f"no dead message {one} (replayed, purged, or expired after 7 days)", code=EXIT_NOT_FOUND)

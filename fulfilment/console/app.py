@@ -20,8 +20,10 @@ from urllib.parse import quote
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -31,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from fulfilment.console import views
 from fulfilment.console.auth import Authenticator
 from fulfilment.console.config import ConsoleConfig
-from fulfilment.console.csrf import CSRFMiddleware, SecurityHeadersMiddleware, refusal
+from fulfilment.console.csrf import CSRFMiddleware, InputGuardMiddleware, SecurityHeadersMiddleware, refusal
 from fulfilment.logging_setup import redact
 from fulfilment.settings import SettingsError
 
@@ -76,6 +78,12 @@ class AuthMiddleware:
                 scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+async def server_error(request: Request, error: Exception) -> Any:
+    """A bug, not an input: logged with its traceback, answered with a page in the console's style (no detail)."""
+    log.error("console: %s %s failed", request.method, request.url.path, exc_info=error)
+    return refusal(500, "The console failed on this request; the error is in its log.")
 
 
 # ---- templates -------------------------------------------------------------------------------------
@@ -123,7 +131,11 @@ def templates() -> Jinja2Templates:
 def create_app(config: ConsoleConfig) -> Starlette:
     if not config.users:
         raise SettingsError("invalid configuration:\n  CONSOLE_USERS: no console users configured")
-    authenticator = Authenticator(config.users, max_age_seconds=config.settings.console_session_max_age_seconds)
+    settings = config.settings
+    authenticator = Authenticator(config.users, max_age_seconds=settings.console_session_max_age_seconds,
+                                  login_concurrency=settings.console_login_concurrency,
+                                  login_queue=settings.console_login_queue,
+                                  failures_per_address=settings.console_login_failures_per_address)
     routes = [
         Route("/login", views.login_page, methods=["GET"]),
         Route("/login", views.login, methods=["POST"]),
@@ -131,12 +143,17 @@ def create_app(config: ConsoleConfig) -> Starlette:
         Route("/healthz", views.healthz, methods=["GET"]),
         Route("/", views.dashboard, methods=["GET"]),
         Route("/search", views.search, methods=["GET"]),
+        Route("/rates", views.rates, methods=["GET"]),
         Route("/purchases", views.purchase_list, methods=["GET"]),
+        Route("/purchases/bulk/retry", views.bulk_retry_confirm, methods=["GET"]),
+        Route("/purchases/bulk/retry", views.bulk_retry, methods=["POST"]),
         Route("/purchases/{ident}", views.purchase_page, methods=["GET"]),
         Route("/purchases/{ident}/retry", views.retry, methods=["POST"]),
         Route("/purchases/{ident}/cancel", views.cancel, methods=["POST"]),
         Route("/purchases/{ident}/resolve", views.resolve, methods=["POST"]),
         Route("/dead-letters", views.dead_letter_list, methods=["GET"]),
+        Route("/dead-letters/bulk/replay", views.bulk_replay_confirm, methods=["GET"]),
+        Route("/dead-letters/bulk/replay", views.bulk_replay, methods=["POST"]),
         Route("/dead-letters/{message_id}", views.dead_letter_page, methods=["GET"]),
         Route("/dead-letters/{message_id}/replay", views.replay, methods=["POST"]),
         Route("/dead-letters/{message_id}/purge", views.purge, methods=["POST"]),
@@ -144,17 +161,18 @@ def create_app(config: ConsoleConfig) -> Starlette:
         Route("/rejected/{rejection_id:int}", views.rejected_page, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    settings = config.settings
     middleware = [
         Middleware(SessionMiddleware, secret_key=settings.console_session_secret.get_secret_value(),
                    session_cookie=SESSION_COOKIE, max_age=settings.console_session_max_age_seconds,
                    same_site="lax", https_only=settings.console_secure_cookies),
         Middleware(SecurityHeadersMiddleware),
+        Middleware(InputGuardMiddleware),
         Middleware(CSRFMiddleware),
         Middleware(AuthMiddleware, authenticator=authenticator),
     ]
-    app = Starlette(routes=routes, middleware=middleware,
-                    exception_handlers={views.Unavailable: views.unavailable})  # type: ignore[dict-item]
+    handlers: dict[Any, Any] = {views.Unavailable: views.unavailable, views.BadInput: views.bad_input,
+                                HTTPException: views.http_error, Exception: server_error}
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
     app.state.config = config
     app.state.authenticator = authenticator
     app.state.templates = templates()

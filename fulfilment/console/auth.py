@@ -15,6 +15,7 @@ configuration on every request, never from the cookie.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -22,11 +23,12 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, MutableMapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fulfilment.settings import ConsoleSettings, SettingsError
 
@@ -38,6 +40,8 @@ _SALT_BYTES = 16
 _KEY_BYTES = 32
 # What a configured hash may ask for (a hostile or mistyped entry must not exhaust memory).
 _MAX_R, _MAX_P, _MAX_MEMORY = 32, 16, 256 * 2**20
+
+T = TypeVar("T")
 
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
@@ -206,47 +210,144 @@ class Revocations:
             return self._until.get(session_id, 0) > time.time()
 
 
-class LoginThrottle:
-    """At most `limit` failed logins per user name in `window` seconds; then wait for the window to pass."""
+class _Failures:
+    """Failure times per key within a window, for at most `capacity` keys (least recently failed dropped).
 
-    def __init__(self, limit: int = 5, window: float = 300.0) -> None:
-        self.limit = limit
+    Keys that never repeat (random user names, many addresses) cannot grow it without bound.
+    """
+
+    def __init__(self, window: float, capacity: int) -> None:
         self.window = window
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
+        self.capacity = capacity
+        self._times: OrderedDict[Any, list[float]] = OrderedDict()
 
-    def _recent(self, name: str, now: float) -> list[float]:
-        recent = [t for t in self._failures.get(name, []) if now - t < self.window]
+    def recent(self, key: Any, now: float) -> list[float]:
+        recent = [t for t in self._times.get(key, []) if now - t < self.window]
         if recent:
-            self._failures[name] = recent
+            self._times[key] = recent
         else:
-            self._failures.pop(name, None)
+            self._times.pop(key, None)
         return recent
 
-    def wait_seconds(self, name: str) -> float:
+    def add(self, key: Any, now: float) -> None:
+        times = self.recent(key, now)
+        times.append(now)
+        self._times[key] = times
+        self._times.move_to_end(key)
+        while len(self._times) > self.capacity:
+            self._times.popitem(last=False)
+
+    def forget(self, key: Any) -> None:
+        self._times.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+
+class LoginThrottle:
+    """Failed logins are counted per (client address, user name) and per client address, never per name alone.
+
+    - `limit` failures for one name from one address in `window` seconds: that address waits before trying
+      that name again (other addresses, the operator's own, are not affected: nobody can lock an operator
+      out by knowing their name);
+    - `per_address` failures from one address, whatever the names: that address waits for every name.
+
+    Both stores are bounded (`capacity` keys each).  A success clears its (address, name) record only.
+    """
+
+    def __init__(self, limit: int = 5, window: float = 300.0, *, per_address: int = 30,
+                 capacity: int = 10_000) -> None:
+        self.limit = limit
+        self.per_address = per_address
+        self.window = window
+        self._pairs = _Failures(window, capacity)
+        self._addresses = _Failures(window, capacity)
+        self._lock = threading.Lock()
+
+    def wait_seconds(self, name: str, address: str = "-") -> float:
         """0 if a login may be tried now, else how long until one may."""
         with self._lock:
             now = time.time()
-            recent = self._recent(name, now)
-            return 0.0 if len(recent) < self.limit else max(1.0, self.window - (now - recent[0]))
+            waits = [self._wait(self._pairs.recent((address, name), now), self.limit, now),
+                     self._wait(self._addresses.recent(address, now), self.per_address, now)]
+            return max(waits)
 
-    def failed(self, name: str) -> None:
-        with self._lock:
-            self._failures.setdefault(name, []).append(time.time())
+    def _wait(self, recent: list[float], limit: int, now: float) -> float:
+        return 0.0 if len(recent) < limit else max(1.0, self.window - (now - recent[-limit]))
 
-    def succeeded(self, name: str) -> None:
+    def failed(self, name: str, address: str = "-") -> None:
         with self._lock:
-            self._failures.pop(name, None)
+            now = time.time()
+            self._pairs.add((address, name), now)
+            self._addresses.add(address, now)
+
+    def succeeded(self, name: str, address: str = "-") -> None:
+        with self._lock:
+            self._pairs.forget((address, name))
+
+    @property
+    def size(self) -> int:
+        """Keys held (both stores): bounded by twice the capacity."""
+        return len(self._pairs) + len(self._addresses)
+
+
+class Busy(Exception):
+    """A password check was refused without being tried: too many are running or waiting."""
+
+
+class PasswordGate:
+    """Bounds the memory and CPU of password checks (each scrypt check takes about 32 MiB).
+
+    At most `concurrent` checks run at once, at most `queued` more wait, and each client address has
+    at most one check running or waiting: a flood of logins from one address costs one check at a
+    time, and everyone else's login still gets a turn.  Used from the event loop only.
+    """
+
+    def __init__(self, concurrent: int = 2, queued: int = 16) -> None:
+        self.concurrent = concurrent
+        self.queued = queued
+        self._semaphores: dict[int, asyncio.Semaphore] = {}  # per event loop (one under uvicorn)
+        self._admitted: dict[str, int] = {}
+        self.peak = 0  # most checks admitted at once (running and waiting)
+
+    @property
+    def admitted(self) -> int:
+        return sum(self._admitted.values())
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        """The running loop's semaphore (an asyncio.Semaphore must not be shared between loops)."""
+        loop = id(asyncio.get_running_loop())
+        if loop not in self._semaphores:
+            self._semaphores = {loop: asyncio.Semaphore(self.concurrent)}
+        return self._semaphores[loop]
+
+    async def run(self, address: str, check: Callable[[], T]) -> T:
+        """`check()` in the thread pool once a slot is free; Busy at once if the address or the queue is full."""
+        from starlette.concurrency import run_in_threadpool
+
+        if self._admitted.get(address):
+            raise Busy("a login from your address is already being checked: wait for its answer")
+        if self.admitted >= self.concurrent + self.queued:
+            raise Busy("too many logins are being checked right now: try again in a few seconds")
+        self._admitted[address] = 1
+        self.peak = max(self.peak, self.admitted)
+        try:
+            async with self._semaphore():
+                return await run_in_threadpool(check)
+        finally:
+            del self._admitted[address]
 
 
 class Authenticator:
     """Checks passwords and reads a request's session against the configured users."""
 
-    def __init__(self, users: dict[str, User], *, max_age_seconds: int) -> None:
+    def __init__(self, users: dict[str, User], *, max_age_seconds: int, login_concurrency: int = 2,
+                 login_queue: int = 16, failures_per_address: int = 30) -> None:
         self.users = users
         self.max_age_seconds = max_age_seconds
         self.revocations = Revocations()
-        self.throttle = LoginThrottle()
+        self.throttle = LoginThrottle(per_address=failures_per_address)
+        self.gate = PasswordGate(login_concurrency, login_queue)
 
     def authenticate(self, name: str, password: str) -> User | None:
         user = self.users.get(name)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -24,17 +25,23 @@ from fulfilment.console.auth import Authenticator, User, new_csrf_token
 from fulfilment.console.config import ConsoleConfig
 from fulfilment.console.csrf import FIELD, FORM_KEY
 from fulfilment.dependencies import database_unavailable, location
-from fulfilment.state_machine import State
+from fulfilment.state_machine import HELD_FOR_OPERATOR, State
 
 log = logging.getLogger("fulfilment.console")
 
 T = TypeVar("T")
 MAX_FLASH_CHARS = 1200
+MAX_SEARCH_CHARS = 200
+RAW_LIMIT = 2000  # bytes of an undecodable dead letter shown
 VIA = "web console"
 
 
 class Unavailable(Exception):
     """The database could not be used: the page says so in one line (503)."""
+
+
+class BadInput(Exception):
+    """The database refused a value from the request (the guards should have caught it first): 400."""
 
 
 # ---- plumbing --------------------------------------------------------------------------------------
@@ -66,6 +73,9 @@ async def _db(request: Request, call: Callable[..., T], *args: Any, **kwargs: An
             if isinstance(error, exc.ProgrammingError) and type(error.orig).__name__ == "UndefinedTable":
                 raise Unavailable(f"database at {location(_config(request).database_url)} has no fulfilment "
                                   "schema: run `fulfil migrate`") from None
+            if isinstance(error, exc.DataError) or (isinstance(error, ValueError) and "NUL" in str(error)):
+                raise BadInput("a value in the request cannot be looked up (a NUL byte or a number out of range)") \
+                    from None
             raise
         raise Unavailable(str(outage)) from None
 
@@ -107,6 +117,29 @@ async def unavailable(request: Request, error: Exception) -> Response:
     return render(request, "error.html", status_code=503, title="Unavailable", message=str(error))
 
 
+async def bad_input(request: Request, error: Exception) -> Response:
+    log.warning("console: bad input on %s: %s", request.url.path, error)
+    return render(request, "error.html", status_code=400, title="Bad request", message=str(error))
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own 404 and 405 (an unknown address, a wrong method), in the console's style."""
+    from starlette.exceptions import HTTPException
+
+    status = error.status_code if isinstance(error, HTTPException) else 500
+    if status == 404:
+        title, message = "Not found", "There is no such page in the console."
+    elif status == 405:
+        title, message = "Not allowed", f"{request.method} is not allowed here."
+    else:
+        title, message = f"Error {status}", "The request could not be served."
+    if request.scope.get("user") is None or "session" not in request.scope:
+        from fulfilment.console.csrf import refusal
+
+        return refusal(status, message)
+    return render(request, "error.html", status_code=status, title=title, message=message)
+
+
 async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
@@ -120,24 +153,38 @@ async def login_page(request: Request) -> Response:
     return render(request, "login.html", next=_safe_next(request.query_params.get("next")), error=None)
 
 
+def client_address(request: Request) -> str:
+    """The peer's address as the server saw it (proxy headers are not trusted: `fulfil console` sets none)."""
+    return request.client.host if request.client else "-"
+
+
 async def login(request: Request) -> Response:
+    from fulfilment.console.auth import Busy
+
     form = _form(request)
     authenticator: Authenticator = request.app.state.authenticator
     name, password = form.get("username", "").strip(), form.get("password", "")
     target = _safe_next(form.get("next"))
-    wait = authenticator.throttle.wait_seconds(name)
+    address = client_address(request)
+    wait = authenticator.throttle.wait_seconds(name, address)
     if wait:
-        log.warning("console: login of %r refused: too many failed attempts", name)
+        log.warning("console: login of %r from %s refused: too many failed attempts", name[:64], address)
         return render(request, "login.html", status_code=429, next=target,
-                      error=f"Too many failed logins for this name: try again in {wait:.0f} s.")
-    user = await run_in_threadpool(authenticator.authenticate, name, password) if name and password else None
+                      error=f"Too many failed logins from your address: try again in {wait:.0f} s.")
+    user = None
+    if name and password:
+        try:
+            user = await authenticator.gate.run(address, lambda: authenticator.authenticate(name, password))
+        except Busy as error:
+            log.warning("console: login of %r from %s not checked: %s", name[:64], address, error)
+            return render(request, "login.html", status_code=503, next=target, error=f"Not checked: {error}.")
     if user is None:
-        authenticator.throttle.failed(name)
-        log.warning("console: failed login for %r", name)
+        authenticator.throttle.failed(name, address)
+        log.warning("console: failed login for %r from %s", name[:64], address)
         return render(request, "login.html", status_code=401, next=target, error="Wrong user name or password.")
-    authenticator.throttle.succeeded(name)
+    authenticator.throttle.succeeded(name, address)
     authenticator.start_session(request.session, user)
-    log.info("console: %s logged in (%s)", user.name, user.role)
+    log.info("console: %s logged in (%s) from %s", user.name, user.role, address)
     return back_to(target)
 
 
@@ -161,25 +208,157 @@ async def dashboard(request: Request) -> Response:
                   finished_hours=queries.FINISHED_WINDOW_HOURS, lease=config.policy.scheduler_leader_lease_seconds)
 
 
+async def rates(request: Request) -> Response:
+    """Rates from Postgres and the broker, drawn as SVG: purchases per minute by state, partner trouble,
+    queue depths, the oldest purchase waiting in each state."""
+    from fulfilment.console import charts
+
+    raw = request.query_params.get("minutes", "60")
+    if not raw.isdigit() or len(raw) > 4 or not 5 <= int(raw) <= 1440:
+        raise BadInput("minutes: a window of 5 to 1440 minutes")
+    config = _config(request)
+    data = await _db(request, queries.rates, int(raw))
+    broker = await run_in_threadpool(queries.broker_status, config.broker_url)
+    return render(request, "rates.html", r=data, broker=broker, charts=charts, window=int(raw),
+                  labels=[m.strftime("%H:%M UTC") for m in data.minutes], trouble=queries.TROUBLE_STATES,
+                  oldest_minutes=[(o.state, round(o.age_seconds / 60, 1)) for o in data.oldest])
+
+
 async def search(request: Request) -> Response:
+    """Exactly a purchase id, request id or order id: its page.  Else a prefix of a request, purchase, order or
+    event id: the one match's page, or the list of matches."""
     query = request.query_params.get("q", "").strip()
     if not query:
         return back_to("/")
+    if len(query) > MAX_SEARCH_CHARS:
+        raise BadInput(f"a search is at most {MAX_SEARCH_CHARS} characters")
     found = await _db(request, queries.search, query)
     if found is not None:
         return back_to(f"/purchases/{found}")
+    matches = await _db(request, queries.search_prefix, query)
+    if len(matches) == 1:
+        return back_to(f"/purchases/{matches[0].id}")
+    if matches:
+        return render(request, "search.html", query=query, rows=matches, limit=queries.SEARCH_LIMIT)
     rejections = await _db(request, queries.rejections_for, query)
     return render(request, "not_found.html", status_code=404, query=query, rejections=rejections)
 
 
-async def purchase_list(request: Request) -> Response:
+def _list_filter(request: Request, default_state: State | None = State.STALLED) -> queries.ListFilter:
     try:
-        state = State(request.query_params.get("state", State.STALLED.value))
-    except ValueError:
-        return render(request, "error.html", status_code=404, title="No such state",
-                      message=f"States are: {', '.join(s.value for s in State)}.")
-    rows, total = await _db(request, queries.purchases_in, state)
-    return render(request, "purchases.html", state=state, rows=rows, total=total, limit=queries.LIST_LIMIT)
+        return queries.parse_filter(request.query_params, default_state=default_state)
+    except queries.BadFilter as error:
+        raise BadInput(str(error)) from None
+
+
+async def purchase_list(request: Request) -> Response:
+    selected = _list_filter(request)
+    raw_after = request.query_params.get("after")
+    try:
+        after = queries.Cursor.parse(raw_after) if raw_after else None
+    except queries.BadFilter as error:
+        raise BadInput(str(error)) from None
+    page = await _db(request, queries.purchase_page, selected, after)
+    return render(request, "purchases.html", f=selected, page=page, rows=page.rows, first=after is None,
+                  query=selected.query(), bulk_retry=selected.state in RETRYABLE, partners=PARTNERS)
+
+
+# ---- bulk actions -------------------------------------------------------------------------------
+
+BULK_LIMIT = 200
+RETRYABLE = frozenset({*HELD_FOR_OPERATOR, State.PAUSED})
+PARTNERS = ("tbb", "ticketmaster")  # the filter's choices (any other name may be typed in the URL)
+
+
+async def bulk_retry_confirm(request: Request) -> Response:
+    """The confirmation page of a bulk retry: the filter, how many, and which (at most BULK_LIMIT)."""
+    selected = _list_filter(request, default_state=None)
+    if selected.state not in RETRYABLE:
+        raise BadInput("a bulk retry needs a state filter of stalled, needs_attention or paused")
+    ids = await _db(request, queries.matching_ids, selected, limit=BULK_LIMIT + 1)
+    return render(request, "bulk.html", action="retry", f=selected, items=[str(i) for i in ids[:BULK_LIMIT]],
+                  more=len(ids) > BULK_LIMIT, limit=BULK_LIMIT, back="/purchases?" + urlencode(selected.query()),
+                  post="/purchases/bulk/retry")
+
+
+def _bulk_items(request: Request) -> list[str]:
+    items = [item for item in _form(request).get("items", "").split() if item]
+    if not items:
+        raise BadInput("nothing selected")
+    if len(items) > BULK_LIMIT or len(set(items)) != len(items):
+        raise BadInput(f"at most {BULK_LIMIT} distinct items at once")
+    return items
+
+
+async def bulk_retry(request: Request) -> Response:
+    """Retry exactly the purchases the confirmation page showed; the result of each, in the operator's name."""
+    from fulfilment.steps import operator as actions
+
+    config, user, items = _config(request), _user(request), _bulk_items(request)
+    for item in items:
+        try:
+            uuid.UUID(item)
+        except ValueError:
+            raise BadInput(f"{item[:40]!r} is not a purchase id") from None
+    via = f"{VIA}, bulk retry of {len(items)}"
+    results = []
+    for item in items:
+        try:
+            retried = await _db(request, actions.retry, item, operator=user.name, settings=config.policy,
+                                broker_url=config.broker_url, via=via)
+        except actions.OperatorActionError as error:
+            results.append((item, "error", f"not retried: {error}"))
+            continue
+        resumed = retried.resumed
+        what = f"{resumed.from_state} → {resumed.to_state}" if resumed.changed else f"already {resumed.to_state}"
+        sent = f"sent {resumed.step}" if retried.send_error is None else "the scheduler sends its step"
+        results.append((item, "ok", f"retried: {what}; {sent}"))
+    done = sum(1 for _, level, _ in results if level == "ok")
+    log.info("console: %s bulk-retried %d purchase(s): %d retried, %d refused", user.name, len(items), done,
+             len(items) - done)
+    return render(request, "bulk_done.html", action="retry", results=results, done=done, link="/purchases/")
+
+
+async def bulk_replay_confirm(request: Request) -> Response:
+    """The confirmation page of a bulk replay: the dead letters of the filter (actor, purchase) that can be replayed."""
+    from fulfilment.rabbitmq.dead_letters import list_dead_letters
+
+    config = _config(request)
+    letters = await _broker(request, list_dead_letters, config.broker_url)
+    chosen = [d for d in _letter_filter(request, letters) if d.body is not None]
+    return render(request, "bulk.html", action="replay", f=None, items=[d.key for d in chosen[:BULK_LIMIT]],
+                  more=len(chosen) > BULK_LIMIT, limit=BULK_LIMIT, back="/dead-letters?" + urlencode(
+                      {k: v for k, v in request.query_params.items() if k in ("actor", "purchase")}),
+                  post="/dead-letters/bulk/replay")
+
+
+async def bulk_replay(request: Request) -> Response:
+    """Replay exactly the dead letters the confirmation page showed, each resuming its purchase in the operator's name."""
+    from fulfilment.steps.operator import replay_dead_letters
+
+    config, user, items = _config(request), _user(request), _bulk_items(request)
+    via = f"{VIA}, bulk replay of {len(items)}"
+    results = []
+    for item in items:
+        try:
+            report = await _db(request, replay_dead_letters, config.broker_url, settings=config.policy,
+                               operator=user.name, via=via, message_id=item)
+        except Unavailable:
+            raise
+        except Exception as error:  # noqa: BLE001  RabbitMQ out of reach: one line per item
+            results.append((item, "error", f"not replayed: {_broker_problem(error, config.broker_url)}"))
+            continue
+        if report.replayed:
+            letter = report.replayed[0]
+            results.append((item, "ok", f"replayed ({letter.actor}) to {letter.queue}"
+                                        + (f"; purchase {letter.purchase_id} resumed" if letter.purchase_id else "")))
+        elif report.skipped:
+            results.append((item, "error", f"not replayed: {report.skipped[0][1]}"))
+        else:
+            results.append((item, "error", "not replayed: no longer there (replayed, purged or expired)"))
+    done = sum(1 for _, level, _ in results if level == "ok")
+    log.info("console: %s bulk-replayed %d dead message(s): %d replayed", user.name, len(items), done)
+    return render(request, "bulk_done.html", action="replay", results=results, done=done, link="/dead-letters/")
 
 
 async def purchase_page(request: Request) -> Response:
@@ -199,6 +378,12 @@ async def purchase_page(request: Request) -> Response:
 
 
 # ---- purchase actions ------------------------------------------------------------------------------
+
+
+def _as_console(user: User) -> str:
+    """The operator as the history names a console action: "alice (web console)" (retry and replay pass
+    `via` to say the same)."""
+    return f"{user.name} ({VIA})"
 
 
 def _purchase_ident(request: Request) -> str:
@@ -232,7 +417,7 @@ async def cancel(request: Request) -> Response:
 
     user, ident, form = _user(request), _purchase_ident(request), _form(request)
     try:
-        done = await _db(request, actions.cancel, ident, reason=form.get("reason", ""), operator=user.name,
+        done = await _db(request, actions.cancel, ident, reason=form.get("reason", ""), operator=_as_console(user),
                          no_order_confirmed=form.get("no_order_confirmed") == "yes")
     except (actions.OperatorActionError, ValueError) as error:
         flash(request, "error", f"Not given up: {error}")
@@ -257,7 +442,7 @@ async def resolve(request: Request) -> Response:
     def call() -> actions.Done:
         client = build_tbb(partner)
         try:
-            return actions.resolve(ident, order_id=form.get("order_id", ""), operator=user.name, partner=client,
+            return actions.resolve(ident, order_id=form.get("order_id", ""), operator=_as_console(user), partner=client,
                                    settings=config.policy, note=form.get("note") or None)
         finally:
             client.close()
@@ -288,23 +473,39 @@ def _broker_problem(error: Exception, broker_url: str) -> str:
     return str(known) if known else f"RabbitMQ at {location(broker_url)}: {reason(error)}"
 
 
+async def _broker(request: Request, call: Callable[..., T], *args: Any) -> T:
+    """Blocking RabbitMQ work in the thread pool; RabbitMQ out of reach is a 503 page in one line."""
+    try:
+        return await run_in_threadpool(call, *args)
+    except Exception as error:  # noqa: BLE001  shown as one line
+        raise Unavailable(_broker_problem(error, _config(request).broker_url)) from None
+
+
+def _letter_filter(request: Request, letters: Sequence[Any]) -> list[Any]:
+    """The dead letters of the page's filter: ?purchase= (its id) and ?actor= (its name)."""
+    purchase, actor = request.query_params.get("purchase"), request.query_params.get("actor")
+    return [d for d in letters if (not purchase or d.purchase_id == purchase) and (not actor or d.actor == actor)]
+
+
 async def dead_letter_list(request: Request) -> Response:
     from fulfilment.rabbitmq.dead_letters import list_dead_letters
 
     config = _config(request)
-    purchase = request.query_params.get("purchase") or None
+    purchase, actor = request.query_params.get("purchase") or None, request.query_params.get("actor") or None
     try:
         letters = await run_in_threadpool(list_dead_letters, config.broker_url)
     except Exception as error:  # noqa: BLE001  shown as one line
         return render(request, "dead_letters.html", letters=[], error=_broker_problem(error, config.broker_url),
-                      purchase=purchase)
-    if purchase:
-        letters = [d for d in letters if d.purchase_id == purchase]
-    return render(request, "dead_letters.html", letters=letters, error=None, purchase=purchase)
+                      purchase=purchase, actor=actor, actors=[], query="")
+    actors = sorted({d.actor for d in letters if d.actor})
+    chosen = _letter_filter(request, letters)
+    query = urlencode({k: v for k, v in (("purchase", purchase), ("actor", actor)) if v})
+    return render(request, "dead_letters.html", letters=chosen, error=None, purchase=purchase, actor=actor,
+                  actors=actors, query=query)
 
 
 async def dead_letter_page(request: Request) -> Response:
-    from fulfilment.rabbitmq.dead_letters import find, raw_preview
+    from fulfilment.rabbitmq.dead_letters import decode_problem, find, raw_preview
 
     config, message_id = _config(request), request.path_params["message_id"]
     try:
@@ -317,8 +518,9 @@ async def dead_letter_page(request: Request) -> Response:
                       message=f"No dead message {message_id}: it was replayed or purged, or it expired "
                               "(dead messages are kept 7 days).")
     traceback = (letter.body or {}).get("options", {}).get("traceback")
-    return render(request, "dead_letter.html", letter=letter, traceback=traceback,
-                  raw=None if letter.body is not None else raw_preview(letter, 2000))
+    return render(request, "dead_letter.html", letter=letter, traceback=traceback, raw_limit=RAW_LIMIT,
+                  raw=None if letter.body is not None else raw_preview(letter, RAW_LIMIT),
+                  problem=None if letter.body is not None else decode_problem(letter.raw))
 
 
 async def replay(request: Request) -> Response:
@@ -337,7 +539,7 @@ async def replay(request: Request) -> Response:
         flash(request, "ok", f"Replayed {letter.message_id} ({letter.actor}) to {letter.queue}"
                              + (f"; purchase {letter.purchase_id} resumed" if letter.purchase_id else "") + ".")
     for letter, why in report.skipped:
-        flash(request, "error", f"Not replayed {letter.message_id or '(undecodable)'}: {why}")
+        flash(request, "error", f"Not replayed {letter.key}: {why}")
     if not report.replayed and not report.skipped:
         flash(request, "error", f"No dead message {message_id} (replayed, purged or expired).")
     log.info("console: %s replayed dead message %s: %d replayed, %d skipped", user.name, message_id,
@@ -369,18 +571,22 @@ async def purge(request: Request) -> Response:
 
 
 async def rejected_list(request: Request) -> Response:
-    from fulfilment.steps.operator import rejected_requests
-
     request_id = request.query_params.get("request_id") or None
-    rows = await _db(request, rejected_requests, limit=queries.LIST_LIMIT, request_id=request_id)
-    return render(request, "rejected.html", rows=rows, request_id=request_id)
+    raw_before = request.query_params.get("before")
+    if raw_before is not None and not (raw_before.isdigit() and len(raw_before) <= 18):
+        raise BadInput("before: not a page position from this console (follow the Next link)")
+    before = int(raw_before) if raw_before else None
+    rows, next_before = await _db(request, queries.rejected_page, request_id=request_id, before=before)
+    query = urlencode({"request_id": request_id} if request_id else {})
+    return render(request, "rejected.html", rows=rows, request_id=request_id, next_before=next_before, query=query,
+                  first=before is None)
 
 
 async def rejected_page(request: Request) -> Response:
     from fulfilment.steps.operator import rejected_request
 
     rejection_id = request.path_params["rejection_id"]
-    found = await _db(request, rejected_request, rejection_id)
+    found = await _db(request, rejected_request, rejection_id) if 0 < rejection_id < 2**63 else None
     if found is None:
         return render(request, "error.html", status_code=404, title="No such rejected request",
                       message=f"No rejected request {rejection_id}.")

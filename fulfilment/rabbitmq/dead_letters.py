@@ -16,13 +16,16 @@ put it back to work, without ever losing a message:
 * Anything not selected is simply never acked, and goes back when the channel closes.
 
 Bodies that are not dramatiq messages at all (garbage from a foreign publisher) are
-listed with their raw bytes, refused by replay with a reason, and removed by purge.
+listed with their raw bytes, refused by replay with a reason, and removed by purge.  Each
+has a key of its own (`DeadLetter.key`: `raw-` and a digest of its queue and bytes), which
+selects it wherever a message id does (`fulfil dlq show|purge`, the console's page for it).
 
 Broker URLs may carry a password: it never appears in an exception or log line here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -78,6 +81,18 @@ class DeadLetter:
     def decodable(self) -> bool:
         return self.body is not None
 
+    @property
+    def key(self) -> str:
+        """What selects this message: its message_id if it is a dramatiq message, else `raw-` and 16 hex
+        digits of the SHA-256 of its queue and raw body (identical garbage in one queue shares a key)."""
+        if self.body is not None and self.message_id:
+            return self.message_id
+        return raw_key(self.queue, self.raw)
+
+
+def raw_key(queue: str, raw: bytes) -> str:
+    return "raw-" + hashlib.sha256(queue.encode() + b"\0" + raw).hexdigest()[:16]
+
 
 @dataclass
 class ReplayReport:
@@ -100,8 +115,12 @@ def list_dead_letters(broker_url: str, queues: Iterable[str] = QUEUES) -> list[D
 
 
 def find(broker_url: str, message_id: str, queues: Iterable[str] = QUEUES) -> DeadLetter | None:
-    """The dead message with this id, if it is still in an XQ (they expire after 7 days)."""
-    return next((letter for letter in list_dead_letters(broker_url, queues) if letter.message_id == message_id), None)
+    """The dead message with this id or key (`DeadLetter.key`), if it is still in an XQ (they expire after 7 days)."""
+    return next((letter for letter in list_dead_letters(broker_url, queues) if _is(letter, message_id)), None)
+
+
+def _is(letter: DeadLetter, ident: str) -> bool:
+    return letter.message_id == ident or letter.key == ident
 
 
 def replay(
@@ -154,7 +173,7 @@ def purge(
 ) -> int:
     """Delete the selected dead messages for good; returns how many were removed.
 
-    Undecodable bodies have no id or actor, so only `all=True` removes them.
+    `message_id` is a message id or a key (`DeadLetter.key`): an undecodable body is removed by its key.
     """
     selected = _selector(message_id=message_id, actor=actor, everything=all)
     removed = 0
@@ -206,7 +225,7 @@ def _selector(*, message_id: str | None, actor: str | None, everything: bool) ->
             + (f"(got {' and '.join(given)})" if given else "(got none)")
         )
     if message_id:
-        return lambda letter: letter.message_id == message_id
+        return lambda letter: _is(letter, message_id)
     if actor:
         return lambda letter: letter.actor == actor
     return lambda letter: True
@@ -215,7 +234,7 @@ def _selector(*, message_id: str | None, actor: str | None, everything: bool) ->
 def _refusal(letter: DeadLetter, replayed_ids: set[str]) -> str | None:
     """Why this dead message must not be replayed, or None."""
     if letter.body is None:
-        return f"undecodable body ({_decode_problem(letter.raw)}): {raw_preview(letter)}"
+        return f"undecodable body ({decode_problem(letter.raw)}): {raw_preview(letter)}"
     if letter.message_id in replayed_ids:
         return "another dead copy of this message was already replayed in this run; this copy is left in place"
     return None
@@ -384,7 +403,7 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
     return decoded if isinstance(decoded, dict) else None
 
 
-def _decode_problem(raw: bytes) -> str:
+def decode_problem(raw: bytes) -> str:
     fields = _json_object(raw)
     if fields is None:
         return "not a JSON object"

@@ -9,6 +9,7 @@ real process in a real browser.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import re
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 import pika
 import pytest
+from sqlalchemy import select
 
 with warnings.catch_warnings():
     # starlette 1.x nudges towards "httpx2" on import; the TestClient works fine with httpx 0.28.
@@ -27,6 +29,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from fulfilment import state_machine
+from fulfilment.console import queries
 from fulfilment.console.app import SESSION_COOKIE, create_app
 from fulfilment.console.auth import hash_password, load_users
 from fulfilment.console.config import ConsoleConfig
@@ -43,6 +46,7 @@ from fulfilment.state_machine import State
 from fulfilment.steps import quote
 from models import Purchase, RejectedRequest
 from tests.support import factories, servers
+from tests.support.console import oldest_waiting, transitions_since
 from tests.support.factories import reload
 from tests.support.sandbox import Sandbox
 
@@ -80,7 +84,8 @@ def app(configured: dict[str, str], broker_url: str) -> Any:
 
 
 def client(app: Any) -> TestClient:
-    return TestClient(app, follow_redirects=False)
+    """A browser on the console's own pages: its POSTs carry the console's origin, as a browser's do."""
+    return TestClient(app, follow_redirects=False, headers={"Origin": "http://testserver"})
 
 
 def token(html: str) -> str:
@@ -150,6 +155,16 @@ def stalled_purchase() -> uuid.UUID:
 def history_reasons(purchase_id: uuid.UUID) -> list[str]:
     with session_scope() as session:
         return [t.reason for t in state_machine.history(session, purchase_id)]
+
+
+def event_reasons(purchase_id: uuid.UUID) -> list[str]:
+    """The reasons in the purchase's events (outbox), oldest first."""
+    from models import OutboxEvent
+
+    with session_scope() as session:
+        events = session.scalars(select(OutboxEvent).where(OutboxEvent.purchase_id == purchase_id)
+                                 .order_by(OutboxEvent.created_at, OutboxEvent.transition_id))
+        return [event.payload["reason"] for event in events]
 
 
 # ---- login and sessions -------------------------------------------------------------------------------
@@ -244,6 +259,119 @@ def test_a_post_without_or_with_a_wrong_csrf_token_is_refused_and_changes_nothin
         assert response.status_code == 403 and "security token" in response.text
     as_json = browser.post(f"/purchases/{purchase_id}/cancel", json={"reason": "forged", "csrf_token": csrf})
     assert as_json.status_code == 403
+    assert reload(purchase_id).state == "received"
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},
+    {"Origin": "http://testserver.evil.example"},
+    {"Origin": "http://testserver:8443"},
+    {"Origin": "ftp://testserver"},
+    {"Origin": "", "Referer": "https://evil.example/page"},
+    {"Origin": "", "Referer": "http://testserver@evil.example/"},
+    {"Origin": ""},  # neither header: refused (OWASP's recommendation; browsers always send Origin on a POST)
+])
+def test_a_post_from_another_origin_is_refused_even_with_the_token(
+    alice: tuple[TestClient, str], headers: dict[str, str]
+) -> None:
+    browser, csrf = alice
+    purchase_id = stored_purchase()
+    sent = {name: value for name, value in headers.items() if value}
+    request = browser.build_request("POST", f"/purchases/{purchase_id}/cancel",
+                                    data={"csrf_token": csrf, "reason": "forged"})
+    for name in ("origin", "referer"):
+        request.headers.pop(name, None)
+    request.headers.update(sent)
+    response = browser.send(request)
+    assert response.status_code == 403 and ("another site" in response.text or "neither an Origin" in response.text)
+    assert reload(purchase_id).state == "received"
+
+
+def test_a_post_with_this_sites_origin_or_only_its_referer_is_accepted(alice: tuple[TestClient, str]) -> None:
+    browser, csrf = alice
+    for headers in ({"Origin": "http://testserver"}, {"Origin": "https://testserver:443"},
+                    {"Referer": "http://testserver/purchases?state=stalled"}):
+        purchase_id = stored_purchase()
+        request = browser.build_request("POST", f"/purchases/{purchase_id}/cancel",
+                                        data={"csrf_token": csrf, "reason": "same site"})
+        request.headers.pop("origin", None)
+        request.headers.update(headers)
+        response = browser.send(request)
+        assert response.status_code == 303, (headers, response.text)
+        assert reload(purchase_id).state == "failed"
+
+
+# Values no page means: NUL and other controls, overlong numbers, bad or odd encodings, huge values,
+# markup and SQL.  Written as they go on the wire (percent-encoded).
+HOSTILE = [
+    "%00", "a%00b", "%01", "%7F", "%0d%0aX-Injected:%201", "99999999999999999999", "-1", "0", "1e400",
+    "%ff%fe", "%C0%AF", "%ED%A0%80", "%E2%80%AE", "%F0%9F%92%A9", "..%2F..%2Fetc%2Fpasswd", "%2F%2Fevil.example",
+    "x" * 5000, "%25" * 400, "'%3B%20DROP%20TABLE%20purchases%3B--", "%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+    "%20", "%", "%zz", "00000000-0000-0000-0000-000000000000", "{{7*7}}",
+]
+GET_ROUTES = [
+    "/search?q={v}", "/purchases?state={v}", "/purchases/{v}", "/dead-letters?purchase={v}", "/dead-letters/{v}",
+    "/rejected?request_id={v}", "/rejected/{v}", "/login?next={v}", "/{v}", "/purchases/{v}/history",
+    "/purchases?state=all&partner={v}", "/purchases?after={v}", "/purchases?from={v}&to={v}",
+    "/purchases?deadline_within={v}", "/purchases/bulk/retry?state={v}", "/purchases/bulk/retry?state=stalled&to={v}",
+    "/dead-letters?actor={v}", "/dead-letters/bulk/replay?actor={v}", "/rates?minutes={v}", "/rejected?before={v}",
+]
+POST_ROUTES = [
+    ("/purchases/{v}/retry", {}), ("/purchases/{v}/cancel", {"reason": "{v}"}),
+    ("/purchases/{v}/resolve", {"order_id": "{v}", "note": "{v}"}), ("/dead-letters/{v}/replay", {}),
+    ("/dead-letters/{v}/purge", {"confirm": "yes"}), ("/login", {"username": "{v}", "password": "{v}"}),
+    ("/purchases/bulk/retry", {"items": "{v}"}), ("/dead-letters/bulk/replay", {"items": "{v}"}),
+]
+
+
+def assert_own_page(response: Any, what: str) -> None:
+    assert response.status_code < 500, (what, response.status_code, response.text[:300])
+    if response.status_code >= 400:
+        assert "/static/console.css" in response.text, (what, response.text[:300])
+        assert "Traceback" not in response.text and "psycopg" not in response.text, what
+
+
+def test_no_hostile_value_gets_a_500_on_any_route(alice: tuple[TestClient, str]) -> None:
+    browser, csrf = alice
+    for value in HOSTILE:
+        for route in GET_ROUTES:
+            url = route.format(v=value)
+            assert_own_page(browser.get(url), url)
+        for route, fields in POST_ROUTES:
+            if route == "/login":
+                continue  # logging in as a hostile name would end alice's session
+            url = route.format(v=value)
+            body = "&".join([f"csrf_token={csrf}", *(f"{name}={template.format(v=value)}"
+                                                     for name, template in fields.items())])
+            response = browser.post(url, content=body.encode(),
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert_own_page(response, url)
+    assert browser.get("/").status_code == 200  # still logged in, nothing crashed
+
+
+def test_hostile_logins_and_an_unknown_address_get_the_consoles_own_page(app: Any) -> None:
+    browser = client(app)
+    for value in HOSTILE[:12]:
+        csrf = token(browser.get("/login").text)
+        body = f"csrf_token={csrf}&username={value}&password={value}&next={value}"
+        response = browser.post("/login", content=body.encode(),
+                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert_own_page(response, f"login {value}")
+    alice_browser, _ = log_in(app, "alice")
+    missing = alice_browser.get("/no/such/page")
+    assert missing.status_code == 404 and "There is no such page in the console." in missing.text
+    assert "fulfil console" in missing.text and "Log out" in missing.text  # the console's own layout
+    wrong_method = alice_browser.get(f"/purchases/{uuid.uuid4()}/retry")
+    assert wrong_method.status_code == 405 and "/static/console.css" in wrong_method.text
+
+
+def test_a_nul_in_a_give_up_reason_is_a_clear_400_and_changes_nothing(alice: tuple[TestClient, str]) -> None:
+    browser, csrf = alice
+    purchase_id = stored_purchase()
+    response = browser.post(f"/purchases/{purchase_id}/cancel", content=f"csrf_token={csrf}&reason=a%00b".encode(),
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400 and "NUL" in response.text
     assert reload(purchase_id).state == "received"
 
 
@@ -343,7 +471,176 @@ def test_lists_of_held_purchases(alice: tuple[TestClient, str]) -> None:
     page = browser.get("/purchases", params={"state": "needs_attention"})
     assert str(attention) in page.text and str(stalled) not in page.text
     assert browser.get("/purchases", params={"state": "paused"}).status_code == 200
-    assert browser.get("/purchases", params={"state": "bogus"}).status_code == 404
+    assert browser.get("/purchases", params={"state": "bogus"}).status_code == 400
+
+
+def test_the_rates_page_draws_what_the_database_holds(alice: tuple[TestClient, str]) -> None:
+    browser, _ = alice
+    stalled_purchase(), stalled_purchase()
+    page = browser.get("/rates", params={"minutes": "15"})
+    assert page.status_code == 200, page.text
+    assert page.text.count("<svg") >= 3 and "<script" not in page.text
+    since = dt.datetime.fromisoformat(re.search(r'id="since" datetime="([^"]+)"', page.text).group(1))  # type: ignore[union-attr]
+    shown = {state: int(n) for state, n in re.findall(r'data-state="([a-z_]+)">(\d+)<', page.text)}
+    oldest = dict(re.findall(r'<tr><td><span class="state state-([a-z_]+)">[a-z_]+</span></td><td><a href="/purchases/'
+                             r'([0-9a-f-]{36})"', page.text))
+    counted, first = transitions_since(since), oldest_waiting(oldest)
+    assert shown and shown == counted and shown["stalled"] >= 2
+    assert oldest and oldest == first
+    assert browser.get("/rates", params={"minutes": "0"}).status_code == 400
+
+
+# ---- lists that scale --------------------------------------------------------------------------------
+
+
+def on_day(purchase_ids: list[uuid.UUID], day: dt.date, **columns: Any) -> None:
+    """Test setup: give purchases creation times one second apart on a day of their own (newest last), so a
+    date filter isolates them in the shared database; and any other column values given."""
+    from sqlalchemy import update
+
+    with session_scope() as session:
+        for i, purchase_id in enumerate(purchase_ids):
+            created = dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.UTC) + dt.timedelta(seconds=i)
+            session.execute(update(Purchase).where(Purchase.id == purchase_id).values(created_at=created, **columns))
+
+
+def a_day() -> dt.date:
+    """A day no other test uses (the list filters accept years 2000-2999)."""
+    return dt.date(2100, 1, 1) + dt.timedelta(days=uuid.uuid4().int % 300_000)
+
+
+def listed_ids(html: str) -> list[str]:
+    table = html.split('<table class="purchases">', 1)[-1].split("</table>", 1)[0]
+    return list(dict.fromkeys(re.findall(r'href="/purchases/([0-9a-f-]{36})"', table)))
+
+
+def next_link(html: str) -> str | None:
+    match = re.search(r'id="next" href="([^"]+)"', html)
+    return match.group(1).replace("&amp;", "&") if match else None
+
+
+def test_a_list_pages_by_keyset_through_every_row_even_as_new_ones_arrive(
+    alice: tuple[TestClient, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser, _ = alice
+    monkeypatch.setattr(queries, "PAGE_SIZE", 3)
+    day = a_day()
+    ids = [stalled_purchase() for _ in range(7)]
+    on_day(ids, day)
+    newest_first = [str(i) for i in reversed(ids)]
+    url: str | None = f"/purchases?state=stalled&from={day}&to={day}"
+    first = browser.get(url)
+    assert "7 matches" in first.text and "(a later page)" not in first.text
+    seen: list[str] = []
+    while url:
+        assert len(seen) < 100, "the Next links never end"
+        page = browser.get(url)
+        assert page.status_code == 200, page.text
+        seen += listed_ids(page.text)
+        if len(seen) == 3:  # a purchase arriving after the first page does not shift the next ones
+            late = stalled_purchase()
+            on_day([*ids, late], day)
+        url = next_link(page.text)
+    assert seen == newest_first
+    bad = browser.get("/purchases?state=stalled&after=not-a-cursor")
+    assert bad.status_code == 400 and "page position" in bad.text
+
+
+def test_lists_filter_by_partner_dates_and_deadline_window_and_show_those_columns(alice: tuple[TestClient, str]) -> None:
+    browser, _ = alice
+    day = a_day()
+    soon, later, tm = stalled_purchase(), stalled_purchase(), stalled_purchase()
+    now = dt.datetime.now(dt.UTC)
+    on_day([soon, later, tm], day)
+    on_day([soon], day, delivery_deadline=now + dt.timedelta(hours=5))
+    on_day([later], day, delivery_deadline=now + dt.timedelta(hours=100))
+    on_day([tm], day, delivery_deadline=now + dt.timedelta(hours=100), partner="ticketmaster")
+    on_day([soon, later, tm], day)  # creation order again
+
+    base = f"/purchases?state=all&from={day}&to={day}"
+    page = browser.get(base).text
+    assert listed_ids(page) == [str(tm), str(later), str(soon)]
+    assert "<th>partner</th>" in page and "<th>deadline</th>" in page and ">ticketmaster<" in page
+    assert listed_ids(browser.get(f"{base}&partner=ticketmaster").text) == [str(tm)]
+    assert listed_ids(browser.get(f"{base}&partner=tbb").text) == [str(later), str(soon)]
+    assert listed_ids(browser.get(f"{base}&deadline_within=24").text) == [str(soon)]
+    assert listed_ids(browser.get(f"{base}&deadline_within=200&partner=tbb").text) == [str(later), str(soon)]
+    next_day = day + dt.timedelta(days=1)
+    assert listed_ids(browser.get(f"/purchases?state=all&from={next_day}&to={next_day}").text) == []
+    assert listed_ids(browser.get(f"/purchases?state=received&from={day}&to={day}").text) == []
+    for bad in ("from=2024-13-01", "to=yesterday", "deadline_within=-3", "deadline_within=99999999", "partner=%3Cb%3E"):
+        response = browser.get(f"/purchases?{bad}")
+        assert response.status_code == 400 and "/static/console.css" in response.text, bad
+
+
+def test_search_by_prefix_of_request_purchase_order_and_event_ids(alice: tuple[TestClient, str]) -> None:
+    from sqlalchemy import update
+
+    browser, _ = alice
+    tag = uuid.uuid4().hex[:10]
+    one = stored_purchase(request_id=f"pfx-{tag}-one")
+    two = stored_purchase(request_id=f"pfx-{tag}-two")
+    with session_scope() as session:
+        session.execute(update(Purchase).where(Purchase.id == one).values(order_id=f"ORD{tag}-1", event_id=f"EV{tag}"))
+    both = browser.get("/search", params={"q": f"pfx-{tag}-"})
+    assert both.status_code == 200 and set(listed_ids(both.text)) == {str(one), str(two)}
+    for query, expected in ((f"pfx-{tag}-tw", two), (f"ORD{tag}", one), (f"EV{tag}", one), (str(two)[:13], two)):
+        response = browser.get("/search", params={"q": query})
+        if response.status_code == 303:
+            assert response.headers["location"] == f"/purchases/{expected}", query
+        else:  # a short purchase id prefix may match other purchases too
+            assert str(expected) in listed_ids(response.text), query
+    # LIKE's wildcards are literal characters in a search.
+    assert browser.get("/search", params={"q": f"pfx-{tag}%"}).status_code == 404
+    assert browser.get("/search", params={"q": f"pfx_{tag}-"}).status_code == 404
+
+
+def test_rejected_requests_page_by_keyset(alice: tuple[TestClient, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    browser, _ = alice
+    monkeypatch.setattr(queries, "PAGE_SIZE", 2)
+    request_id = f"console-rejected-{uuid.uuid4().hex[:8]}"
+    with session_scope() as session:
+        rows = [RejectedRequest(request_id=request_id, reason_code="INVALID_REQUEST", reason=f"number {i}",
+                                raw_body="{}") for i in range(5)]
+        session.add_all(rows)
+        session.flush()
+        ids = [str(r.id) for r in rows]
+    url: str | None = f"/rejected?request_id={request_id}"
+    seen: list[str] = []
+    while url:
+        assert len(seen) < 100, "the Next links never end"
+        page = browser.get(url)
+        assert page.status_code == 200, page.text
+        seen += re.findall(r'<td><a href="/rejected/(\d+)">', page.text)
+        url = next_link(page.text)
+    assert seen == list(reversed(ids))
+    assert browser.get("/rejected?before=x").status_code == 400
+
+
+def test_bulk_retry_confirms_the_count_then_retries_each_in_the_operators_name(
+    alice: tuple[TestClient, str], victor: tuple[TestClient, str]
+) -> None:
+    browser, csrf = alice
+    day = a_day()
+    ids = [stalled_purchase() for _ in range(3)]
+    on_day(ids, day)
+    confirm = browser.get(f"/purchases/bulk/retry?state=stalled&from={day}&to={day}")
+    assert confirm.status_code == 200 and "Retry 3 purchases?" in confirm.text
+    items = re.search(r'name="items" value="([^"]+)"', confirm.text).group(1)  # type: ignore[union-attr]
+    assert sorted(items.split()) == sorted(str(i) for i in ids)
+    assert reload(ids[0]).state == "stalled"  # the confirmation page changed nothing
+    assert victor[0].post("/purchases/bulk/retry", data={"csrf_token": victor[1], "items": items}).status_code == 403
+    move(ids[0], State.FAILED, failure_code="TEST", failure_message="moved on since the confirmation")
+
+    done = browser.post("/purchases/bulk/retry", data={"csrf_token": csrf, "items": items})
+    assert done.status_code == 200 and "Retry: 2 of 3 done" in done.text
+    assert done.text.count("retried: stalled → received") == 2 and "not retried" in done.text
+    for purchase_id in ids[1:]:
+        assert reload(purchase_id).state == "received"
+        assert history_reasons(purchase_id)[-1].startswith("resumed by operator alice (web console, bulk retry of 3)")
+        assert event_reasons(purchase_id)[-1].startswith("resumed by operator alice (web console, bulk retry of 3)")
+    assert browser.get("/purchases/bulk/retry?state=received").status_code == 400  # only held states
+    assert browser.post("/purchases/bulk/retry", data={"csrf_token": csrf, "items": "x " * 201}).status_code == 400
 
 
 # ---- actions ----------------------------------------------------------------------------------------
@@ -358,6 +655,7 @@ def test_retry_resumes_a_stalled_purchase_in_the_operators_name(alice: tuple[Tes
     assert "Retried: stalled → received; sent quote_purchase." in page.text
     assert reload(purchase_id).state == "received"
     assert "resumed by operator alice (web console)" in history_reasons(purchase_id)[-1]
+    assert "resumed by operator alice (web console)" in event_reasons(purchase_id)[-1]
     sent = [json.loads(raw) for raw in contents(broker_url, "purchases.quote")]
     assert any(m["actor_name"] == "quote_purchase" and m["args"] == [str(purchase_id)] for m in sent)
     again = browser.get(f"/purchases/{purchase_id}")
@@ -373,7 +671,8 @@ def test_give_up_needs_a_reason_and_writes_it_with_the_operator(alice: tuple[Tes
     assert "Given up: received → failed" in browser.get(done.headers["location"]).text
     purchase = reload(purchase_id)
     assert purchase.state == "failed" and purchase.failure_code == "CANCELLED_BY_OPERATOR"
-    assert history_reasons(purchase_id)[-1] == "cancelled by operator alice: customer withdrew"
+    assert history_reasons(purchase_id)[-1] == "cancelled by operator alice (web console): customer withdrew"
+    assert event_reasons(purchase_id)[-1] == "cancelled by operator alice (web console): customer withdrew"
 
     ordering = stored_purchase()
     move(ordering, State.QUOTED, State.ORDERING, State.STALLED)
@@ -400,7 +699,8 @@ def test_record_a_found_order_fetches_it_and_names_the_operator(
     assert "Recorded: needs_attention → awaiting_transfer" in browser.get(done.headers["location"]).text
     purchase = reload(purchase_id)
     assert purchase.state == "awaiting_transfer" and purchase.order_id == order.order_id
-    assert "recorded by operator alice: seen in the portal" in history_reasons(purchase_id)[-1]
+    assert "recorded by operator alice (web console): seen in the portal" in history_reasons(purchase_id)[-1]
+    assert "recorded by operator alice (web console): seen in the portal" in event_reasons(purchase_id)[-1]
     page = browser.get(f"/purchases/{purchase_id}")
     assert order.order_id in page.text and (order.transfer_email or "") in page.text
 
@@ -415,7 +715,7 @@ def test_record_a_found_order_fetches_it_and_names_the_operator(
 # ---- dead letters -----------------------------------------------------------------------------------
 
 
-def kill(broker_url: str, queue: str, body: dict[str, Any]) -> None:
+def kill(broker_url: str, queue: str, body: dict[str, Any] | bytes) -> None:
     """Put a message into `<queue>.XQ`, where RabbitMQ leaves what a worker gave up on (the queues declared
     by dramatiq itself, as the workers do)."""
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -427,8 +727,8 @@ def kill(broker_url: str, queue: str, body: dict[str, Any]) -> None:
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        channel.basic_publish("", f"{queue}.XQ", json.dumps(body).encode(), pika.BasicProperties(delivery_mode=2),
-                              mandatory=True)
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        channel.basic_publish("", f"{queue}.XQ", raw, pika.BasicProperties(delivery_mode=2), mandatory=True)
     finally:
         connection.close()
 
@@ -473,6 +773,61 @@ def test_dead_letters_listed_shown_replayed_and_purged_in_the_operators_name(
     assert browser.get(f"/dead-letters/{to_purge['message_id']}").status_code == 404
     replayed = contents(broker_url, "purchases.quote")
     assert [json.loads(raw)["message_id"] for raw in replayed][-1:] == [to_replay["message_id"]]
+
+
+def test_an_undecodable_dead_letter_has_a_page_with_its_raw_bytes_and_is_purged_alone(
+    alice: tuple[TestClient, str], broker_url: str
+) -> None:
+    from fulfilment.rabbitmq.dead_letters import raw_key
+
+    browser, csrf = alice
+    garbage = b"\x00\xfe<script>alert(1)</script> not a message " + b"z" * 3000
+    good = dead_quote_message(stalled_purchase())
+    kill(broker_url, "purchases.quote", garbage)
+    kill(broker_url, "purchases.quote", good)
+    key = raw_key("purchases.quote", garbage)
+
+    listed = browser.get("/dead-letters").text
+    assert f'href="/dead-letters/{key}"' in listed and "undecodable" in listed
+    page = browser.get(f"/dead-letters/{key}")
+    assert page.status_code == 200, page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script>alert" not in page.text
+    assert "\\x00\\xfe" in page.text  # the bytes, escaped
+    assert "3042 bytes, the first 2000 shown" in page.text and "z" * 2100 not in page.text
+    assert "cannot be replayed" in page.text and f"/dead-letters/{key}/replay" not in page.text
+    refused = browser.post(f"/dead-letters/{key}/replay", data={"csrf_token": csrf})
+    assert "undecodable body (not a JSON object)" in browser.get(refused.headers["location"]).text
+
+    purged = browser.post(f"/dead-letters/{key}/purge", data={"csrf_token": csrf, "confirm": "yes"})
+    assert f"Purged dead message {key} (1 copy)" in browser.get(purged.headers["location"]).text
+    left = contents(broker_url, "purchases.quote.XQ")
+    assert garbage not in left and json.dumps(good).encode() in left  # the good letter stays
+    assert browser.get(f"/dead-letters/{key}").status_code == 404
+
+
+def test_bulk_replay_of_an_actors_dead_letters_with_a_result_each(
+    alice: tuple[TestClient, str], broker_url: str
+) -> None:
+    from fulfilment.rabbitmq.dead_letters import raw_key
+
+    browser, csrf = alice
+    purchases = [stalled_purchase(), stalled_purchase()]
+    letters = [dead_quote_message(p) for p in purchases]
+    for letter in letters:
+        kill(broker_url, "purchases.quote", letter)
+    kill(broker_url, "purchases.quote", b"\x00undecodable, never in a bulk replay")
+    confirm = browser.get("/dead-letters/bulk/replay", params={"actor": "quote_purchase"})
+    assert confirm.status_code == 200, confirm.text
+    items = re.search(r'name="items" value="([^"]+)"', confirm.text).group(1).split()  # type: ignore[union-attr]
+    assert {letter["message_id"] for letter in letters} <= set(items) and not any(i.startswith("raw-") for i in items)
+    done = browser.post("/dead-letters/bulk/replay", data={"csrf_token": csrf, "items": " ".join(items)})
+    assert done.status_code == 200 and f"Replay: {len(items)} of {len(items)} done" in done.text, done.text
+    for purchase_id, letter in zip(purchases, letters, strict=True):
+        assert reload(purchase_id).state == "received"
+        assert (f"resumed by dead-letter replay of message {letter['message_id']} by operator alice "
+                f"(web console, bulk replay of {len(items)})") == history_reasons(purchase_id)[-1]
+    junk = raw_key("purchases.quote", b"\x00undecodable, never in a bulk replay")
+    assert browser.post(f"/dead-letters/{junk}/purge", data={"csrf_token": csrf, "confirm": "yes"}).status_code == 303
 
 
 def contents(broker_url: str, queue: str) -> list[bytes]:

@@ -333,6 +333,64 @@ def test_an_undecodable_body_is_listed_refused_by_replay_and_removed_by_purge_al
     assert ids_in(vhost.url, quote_q) == [good["message_id"]]
 
 
+def test_an_undecodable_body_is_selected_by_its_key_alone(vhost: servers.TestVhost, queues: tuple[str, ...]) -> None:
+    quote_q = queues[1]
+    first, second = b"\x00garbage one", b'{"hello": "garbage two"}'
+    kill(vhost.url, quote_q, first)
+    kill(vhost.url, quote_q, second)
+    good = kill_message(vhost.url, exhausted(quote_q, "quote_purchase", [str(uuid.uuid4())]))
+    listed = dead_letters.list_dead_letters(vhost.url, queues)
+    keys = [d.key for d in listed]
+    assert keys[2] == good["message_id"] and keys[0].startswith("raw-") and keys[0] != keys[1]
+    assert keys[0] == dead_letters.raw_key(quote_q, first)  # stable: the same bytes, the same key
+    found = dead_letters.find(vhost.url, keys[0], queues)
+    assert found is not None and found.raw == first
+
+    assert dead_letters.purge(vhost.url, message_id=keys[0], queues=queues) == 1
+    assert [d.raw for d in dead_letters.list_dead_letters(vhost.url, queues)] == [second, json.dumps(good).encode()]
+    assert dead_letters.purge(vhost.url, message_id=keys[0], queues=queues) == 0
+
+
+def test_fulfil_dlq_purge_by_id_removes_one_undecodable_message(
+    local_servers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from fulfilment.cli import app
+    from fulfilment.settings import get_settings
+
+    vhost = servers.create_vhost("fulfil_dlq_cli")  # the real queue names, in a vhost of this test's own
+    declaring = RabbitmqBroker(url=vhost.url, confirm_delivery=True, middleware=[])
+    declaring.declare_queue("purchases.quote", ensure=True)
+    declaring.close()
+    try:
+        _purge_by_id_through_the_cli(vhost, monkeypatch, app, get_settings, CliRunner)
+    finally:
+        servers.delete_vhost(vhost)
+
+
+def _purge_by_id_through_the_cli(vhost: servers.TestVhost, monkeypatch: pytest.MonkeyPatch, app: Any,
+                                 get_settings: Any, CliRunner: Any) -> None:
+    kill(vhost.url, "purchases.quote", b"\xffjunk")
+    kill(vhost.url, "purchases.quote", b"\xffother junk")
+    monkeypatch.setenv("BROKER_URL", vhost.url)
+    get_settings.cache_clear()
+    try:
+        listed = CliRunner().invoke(app, ["dlq", "list"])
+        key = dead_letters.raw_key("purchases.quote", b"\xffjunk")
+        assert listed.exit_code == 0 and key in listed.output, listed.output
+        shown = CliRunner().invoke(app, ["dlq", "show", key])
+        assert shown.exit_code == 0 and "\\xffjunk" in shown.output, shown.output
+        purged = CliRunner().invoke(app, ["dlq", "purge", "--id", key, "--yes"])
+        assert purged.exit_code == 0 and "purged 1 dead message(s)" in purged.output, purged.output
+        again = CliRunner().invoke(app, ["dlq", "purge", "--id", key, "--yes"])
+        assert again.exit_code == 1 and f"no dead message {key}" in again.output
+    finally:
+        get_settings.cache_clear()
+    assert [d.raw for d in dead_letters.list_dead_letters(vhost.url)
+            if d.queue == "purchases.quote"] == [b"\xffother junk"]
+
+
 def test_purge_by_id_and_by_actor(vhost: servers.TestVhost, queues: tuple[str, ...]) -> None:
     order_q = queues[2]
     a, b = (kill_message(vhost.url, exhausted(order_q, "place_order", [str(uuid.uuid4())])) for _ in range(2))

@@ -3,6 +3,7 @@ without users or a session secret (no servers needed)."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,14 +154,67 @@ def test_a_changed_password_or_a_removed_user_ends_their_sessions(authenticator:
     assert authenticator.user_of({"user": "alice", "sid": "x", "login_at": "now", "pwv": "y"}) is None
 
 
-def test_failed_logins_are_throttled_per_name() -> None:
-    throttle = LoginThrottle(limit=3, window=60)
+def test_failed_logins_are_throttled_per_address_and_name_never_per_name_alone() -> None:
+    throttle = LoginThrottle(limit=3, window=60, per_address=100)
     for _ in range(3):
-        assert throttle.wait_seconds("alice") == 0
-        throttle.failed("alice")
-    assert throttle.wait_seconds("alice") > 0 and throttle.wait_seconds("bob") == 0
-    throttle.succeeded("alice")
-    assert throttle.wait_seconds("alice") == 0
+        assert throttle.wait_seconds("alice", "10.0.0.9") == 0
+        throttle.failed("alice", "10.0.0.9")
+    assert throttle.wait_seconds("alice", "10.0.0.9") > 0
+    # The attacker's failures do not lock alice out from her own address, nor other names from theirs.
+    assert throttle.wait_seconds("alice", "10.0.0.1") == 0 and throttle.wait_seconds("bob", "10.0.0.9") == 0
+    throttle.succeeded("alice", "10.0.0.9")
+    assert throttle.wait_seconds("alice", "10.0.0.9") == 0
+
+
+def test_one_address_trying_many_names_is_throttled_for_every_name() -> None:
+    throttle = LoginThrottle(limit=5, window=60, per_address=10)
+    for i in range(10):
+        throttle.failed(f"random-{i}", "10.0.0.9")
+    assert throttle.wait_seconds("alice", "10.0.0.9") > 0 and throttle.wait_seconds("never-seen", "10.0.0.9") > 0
+    assert throttle.wait_seconds("alice", "10.0.0.1") == 0
+
+
+def test_the_throttles_store_stays_bounded_under_names_and_addresses_that_never_repeat() -> None:
+    throttle = LoginThrottle(limit=5, window=300, per_address=10**6, capacity=500)
+    for i in range(20_000):
+        throttle.failed(f"name-{i}", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+    assert throttle.size <= 1000
+    throttle.failed("alice", "10.9.9.9")
+    assert throttle.size <= 1000
+
+
+def test_the_password_gate_runs_few_checks_one_per_address_and_refuses_the_rest_at_once() -> None:
+    import asyncio
+    import threading
+
+    from fulfilment.console.auth import Busy, PasswordGate
+
+    gate = PasswordGate(concurrent=2, queued=3)
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def check() -> str:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return "checked"
+
+    async def flood() -> list[object]:
+        same_address = [gate.run("10.0.0.9", check) for _ in range(20)]
+        many_addresses = [gate.run(f"10.0.1.{i}", check) for i in range(20)]
+        return await asyncio.gather(*same_address, *many_addresses, return_exceptions=True)
+
+    results = asyncio.run(flood())
+    checked = [r for r in results if r == "checked"]
+    refused = [r for r in results if isinstance(r, Busy)]
+    assert len(checked) + len(refused) == 40
+    assert results[0] == "checked" and all(isinstance(r, Busy) for r in results[1:20])  # one per address
+    assert len(checked) == 5 and most <= 2 and gate.peak <= 5 and gate.admitted == 0
 
 
 # ---- CSRF -------------------------------------------------------------------------------------------
@@ -174,11 +228,46 @@ def test_csrf_tokens_match_only_exactly() -> None:
     assert not token_matches(None, None) and not token_matches("", "")
 
 
+@pytest.mark.parametrize(("headers", "allowed"), [
+    ({"origin": "http://console.local:8090"}, True),
+    ({"origin": "https://console.local:8090"}, True),  # a TLS proxy in front
+    ({"referer": "http://console.local:8090/purchases/x"}, True),
+    ({"origin": "http://console.local:8091"}, False),
+    ({"origin": "http://evil.example"}, False),
+    ({"origin": "null"}, False),
+    ({"origin": "http://evil.example", "referer": "http://console.local:8090/"}, False),  # Origin decides
+    ({"referer": "http://console.local:8090.evil.example/"}, False),
+    ({"referer": "not a url"}, False),
+    ({}, False),
+])
+def test_a_post_must_come_from_this_site(headers: dict[str, str], allowed: bool) -> None:
+    from fulfilment.console.csrf import origin_problem
+
+    raw = [(b"host", b"console.local:8090"), *((k.encode(), v.encode()) for k, v in headers.items())]
+    scope = {"type": "http", "scheme": "http", "headers": raw}
+    assert (origin_problem(scope) is None) is allowed
+
+
+@pytest.mark.parametrize(("path", "query", "bad"), [
+    ("/purchases/abc", b"", False), ("/search", b"q=caf%C3%A9", False), ("/purchases/\x00", b"", True),
+    ("/search", b"q=%00", True), ("/search", b"q=a%0Ab", True), ("/search", b"q=%ff", True),
+    ("/x" * 600, b"", True), ("/search", b"q=" + b"a" * 5000, True),
+])
+def test_paths_and_queries_no_page_could_mean_are_refused(path: str, query: bytes, bad: bool) -> None:
+    from fulfilment.console.csrf import input_problem
+
+    assert (input_problem({"path": path, "query_string": query}) is not None) is bad
+
+
 def test_forms_are_parsed_first_value_wins() -> None:
     assert parse_form(b"csrf_token=a&reason=two+words&reason=ignored&empty=") == {
         "csrf_token": "a", "reason": "two words", "empty": ""}
     with pytest.raises(ValueError):
         parse_form(b"\xff\xfe")
+    with pytest.raises(ValueError, match="NUL"):
+        parse_form(b"reason=a%00b")
+    with pytest.raises(ValueError):
+        parse_form(b"reason=%ff")
 
 
 # ---- `fulfil console` -------------------------------------------------------------------------------
@@ -225,3 +314,18 @@ def test_hash_password_makes_a_hash_or_a_whole_entry(env: dict[str, str]) -> Non
     assert (user.name, user.role) == ("erin", Role.OPERATOR) and verify_password("erin-password", user.password_hash)
     short = CliRunner().invoke(app, ["console", "hash-password", "--stdin"], input="short\n")
     assert short.exit_code == EXIT_USAGE and "at least 8" in short.stderr
+
+
+# ---- charts (the rates page) ------------------------------------------------------------------------
+
+
+def test_charts_escape_every_label_and_scale_to_the_largest_value() -> None:
+    from fulfilment.console import charts
+
+    drawn = charts.columns([0, 2, 4], ["<a>", "b", "c"], width=300, height=40, name='x" onload="y')
+    assert "<a>" not in drawn and "&lt;a&gt;" in drawn and 'onload="y' not in drawn
+    assert [float(v) for v in re.findall(r'data-value="([^"]+)"', drawn)] == [0, 2, 4]
+    heights = [float(h) for h in re.findall(r' height="([\d.]+)" fill', drawn)]
+    assert heights[0] == 0 and heights[2] == 38 and heights[1] == 19  # scaled to the largest, empty stays empty
+    bars = charts.bars([("<script>alert(1)</script>", 3.0), ("b", 0)], unit=" <i>")
+    assert "<script>" not in bars and "&lt;script&gt;" in bars and "<i>" not in bars
