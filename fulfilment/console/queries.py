@@ -397,8 +397,9 @@ class PurchaseDetail:
     def can_resolve(self) -> bool:
         from fulfilment.steps.operator import ORDER_PATH, RESOLVABLE
 
-        if self.purchase.order_id:
-            return False
+        if self.purchase.order_id and not (self.purchase.partner == "ticketmaster"
+                                           and not (self.purchase.partner_data or {}).get("order_token")):
+            return False  # (a TM order known without its token may still have its token recorded)
         return self.state in RESOLVABLE or (
             self.state is State.STALLED and self.purchase.stalled_from in {s.value for s in ORDER_PATH})
 

@@ -374,7 +374,8 @@ async def purchase_page(request: Request) -> Response:
     if detail is None:
         return render(request, "not_found.html", status_code=404, query=ident, rejections=[])
     return render(request, "purchase.html", d=detail, p=detail.purchase, payload=queries.event_payload,
-                  partner_configured=_config(request).partner is not None)
+                  partner_configured=_config(request).partner is not None,
+                  ticket_key_configured=_ticket_key(request) is not None)
 
 
 # ---- purchase actions ------------------------------------------------------------------------------
@@ -428,11 +429,18 @@ async def cancel(request: Request) -> Response:
     return back_to(f"/purchases/{done.purchase_id}")
 
 
+def _ticket_key(request: Request) -> Any:
+    partner = _config(request).partner
+    return partner.ticket_key if partner is not None else None
+
+
 async def resolve(request: Request) -> Response:
     from fulfilment.partners.registry import build_tbb
     from fulfilment.steps import operator as actions
 
     config, user, ident, form = _config(request), _user(request), _purchase_ident(request), _form(request)
+    if form.get("order_token") is not None:
+        return await _resolve_with_token(request, ident, form)
     if config.partner is None:
         flash(request, "error", "Not recorded: the console has no partner settings (TBB_BASE_URL, TBB_CLIENT_ID, "
                                 "TBB_CLIENT_SECRET), which it needs to fetch the order first.")
@@ -460,6 +468,35 @@ async def resolve(request: Request) -> Response:
         return back_to(f"/purchases/{ident}")
     flash(request, "ok", f"Recorded: {done.from_state} → {done.to_state}; {done.reason}")
     log.info("console: %s recorded an order for purchase %s", user.name, done.purchase_id)
+    return back_to(f"/purchases/{done.purchase_id}")
+
+
+async def _resolve_with_token(request: Request, ident: str, form: Any) -> Response:
+    """Ticketmaster: the order number and token support gave (the token sealed, never shown again)."""
+    from pydantic import SecretStr
+
+    from fulfilment.steps import operator as actions
+
+    user, key = _user(request), _ticket_key(request)
+    if key is None:
+        flash(request, "error", "Not recorded: the console has no TICKET_KEY, which seals the token before it is "
+                                "stored. Use `fulfil resolve --order-token-file` where it is set.")
+        return back_to(f"/purchases/{ident}")
+
+    def call() -> actions.Done:
+        return actions.resolve_with_token(ident, order_id=form.get("order_id", ""),
+                                          order_token=SecretStr(form.get("order_token", "")),
+                                          operator=_as_console(user), ticket_key=key, note=form.get("note") or None,
+                                          via=None)
+
+    try:
+        done = await _db(request, call)
+    except (actions.OperatorActionError, ValueError) as error:
+        flash(request, "error", f"Not recorded: {error}")
+        log.info("console: resolve of %s by %s refused: %s", ident, user.name, error)
+        return back_to(f"/purchases/{ident}")
+    flash(request, "ok", f"Recorded: {done.from_state} → {done.to_state}; {done.reason}")
+    log.info("console: %s recorded a Ticketmaster order for purchase %s", user.name, done.purchase_id)
     return back_to(f"/purchases/{done.purchase_id}")
 
 

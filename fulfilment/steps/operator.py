@@ -348,7 +348,7 @@ TOKEN_PATTERN = re.compile(r"^[\x21-\x7e]{1,4096}$")  # printable, no spaces: wh
 
 
 def resolve_with_token(ident: str, *, order_id: str, order_token: SecretStr, operator: str, ticket_key: SecretStr,
-                       note: str | None = None, via: str = "fulfil resolve") -> Done:
+                       note: str | None = None, via: str | None = "fulfil resolve") -> Done:
     """Ticketmaster: record an order a person found through support, with its order token (TM has no
     "get order" call by number; the token is what order management needs).  The token is sealed
     with the ticket key before it is stored; the purchase then awaits its tickets, which the
@@ -384,7 +384,7 @@ def resolve_with_token(ident: str, *, order_id: str, order_token: SecretStr, ope
             raise Refused(f"order {order_id} is already recorded for purchase {owner}")
         data = {key: value for key, value in (current.partner_data or {}).items() if key not in ("pending", "cart")}
         history = (f"Ticketmaster order {order_id} found through support and recorded with its token by operator "
-                   f"{operator} ({via})" + (f": {' '.join(note.split())}" if note and note.strip() else ""))
+                   f"{operator}" + (f" ({via})" if via else "") + (f": {' '.join(note.split())}" if note and note.strip() else ""))
         state_machine.transition(
             session, current, State.AWAITING_TICKETS, reason=history, next_action_in=0.0,
             changes={"order_id": order_id, "order_status": "recorded by operator",

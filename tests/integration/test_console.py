@@ -712,6 +712,32 @@ def test_record_a_found_order_fetches_it_and_names_the_operator(
     assert "no partner settings" in browser2.get(response.headers["location"]).text
 
 
+def test_record_a_ticketmaster_order_found_through_support_with_its_token(alice: tuple[TestClient, str]) -> None:
+    from fulfilment import ticket_crypto
+    from fulfilment.steps import intake
+
+    browser, csrf = alice
+    purchase_id = intake.accept(factories.tm_request(), settings=get_settings())
+    assert purchase_id is not None
+    CREATED.append(purchase_id)
+    move(purchase_id, State.NEEDS_ATTENTION, failure_code="ORDER_TOKEN_UNKNOWN", failure_message="ask support")
+    page = browser.get(f"/purchases/{purchase_id}")
+    assert "Record order and token" in page.text
+    done = browser.post(f"/purchases/{purchase_id}/resolve", data={
+        "csrf_token": csrf, "order_id": "35-49135/LA1", "order_token": "tm-order-token-from-support", "note": "case 7"})
+    assert "Recorded: needs_attention → awaiting_tickets" in browser.get(done.headers["location"]).text
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.order_id) == ("awaiting_tickets", "35-49135/LA1")
+    key = get_settings().ticket_key
+    assert key is not None
+    assert ticket_crypto.decrypt(key, purchase.partner_data["order_token"]).get_secret_value() == (
+        "tm-order-token-from-support")
+    assert "tm-order-token-from-support" not in str(purchase.partner_data)
+    assert "tm-order-token-from-support" not in browser.get(f"/purchases/{purchase_id}").text
+    assert "recorded with its token by operator alice (web console): case 7" in history_reasons(purchase_id)[-1]
+    assert not any("tm-order-token-from-support" in reason for reason in event_reasons(purchase_id))
+
+
 # ---- dead letters -----------------------------------------------------------------------------------
 
 
