@@ -403,3 +403,44 @@ def test_an_order_answer_whose_database_connection_broke_is_written_on_a_fresh_o
     issued_once(tm, purchase_id, purchase)
     assert [h.to_state for h in history(purchase_id) if h.kind == "transition"][:4] == [
         "received", "quoted", "ordering", "awaiting_tickets"]
+
+
+# ---- carts are deleted on every path that ends a purchase before its order ------------------------------
+
+def test_a_purchase_failed_for_its_delivery_deadline_deletes_its_paid_cart(tm: TMSandboxProcess) -> None:
+    settings = get_settings().model_copy(update={"order_after_quote_inline": False})
+    built = build_partners(settings)
+    try:
+        driver = Driver(built, settings)
+        purchase_id = driver.take_in(tm_request())
+        assert reload(purchase_id).state == State.QUOTED
+        driver.queue.clear()  # the order step's message comes after the deadline has come too close
+        late = settings.model_copy(update={"min_delivery_lead_seconds": 10 * 86400.0})
+        runner.run_step(StepName.ORDER, purchase_id, partner=built, settings=late, message_id="late-order",
+                        send=lambda following, pid: None)
+    finally:
+        built.close()
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.failure_code) == (State.FAILED, "DELIVERY_DEADLINE_TOO_CLOSE")
+    assert [cart["state"] for cart in tm.admin.carts()] == ["deleted"]
+    assert tm.admin.orders() == [] and tm.admin.counts()["leaked_carts"] == 0
+
+
+def test_fulfil_cancel_deletes_the_cancelled_purchases_cart(tm: TMSandboxProcess, configured: dict[str, str]) -> None:
+    import subprocess
+    import sys
+
+    settings = get_settings().model_copy(update={"order_after_quote_inline": False})
+    built = build_partners(settings)
+    try:
+        purchase_id = Driver(built, settings).take_in(tm_request())
+    finally:
+        built.close()
+    assert reload(purchase_id).state == State.QUOTED
+    done = subprocess.run([sys.executable, "-m", "fulfilment.cli", "cancel", str(purchase_id), "--reason",
+                           "the buyer changed their mind", "--operator", "alice"],
+                          env=configured, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert reload(purchase_id).state == State.FAILED
+    assert [cart["state"] for cart in tm.admin.carts()] == ["deleted"]
+    assert tm.admin.counts()["leaked_carts"] == 0
