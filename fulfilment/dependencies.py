@@ -7,7 +7,7 @@ are named, and the reason is the innermost error's text, redacted.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from fulfilment.logging_setup import redact
 
@@ -69,11 +69,16 @@ def describe_database_error(error: BaseException) -> str:
 
 
 def location(url: str) -> str:
-    """host:port of a URL (or of each of several separated by ';'), never its credentials."""
+    """host:port of a URL (or of each of several separated by ';', or of each `host=` of a
+    multi-host database URL), never its credentials."""
     places = []
     for one in str(url).split(";"):
         try:
             split = urlsplit(one.strip())
+            hosts = [value for key, value in parse_qsl(split.query) if key == "host"]
+            if hosts and not split.hostname:
+                places.extend(hosts)
+                continue
             scheme = split.scheme.split("+", 1)[0]
             port = split.port or DEFAULT_PORTS.get(scheme)
             host = split.hostname or "localhost"

@@ -43,6 +43,7 @@ from sqlalchemy import func, select, update
 
 from fulfilment import ticket_crypto
 from fulfilment.db import session_scope
+from fulfilment.rabbitmq.broker import node_parameters
 from fulfilment.rabbitmq.queues import EXCHANGE, UNROUTED
 from models import OutboxEvent
 
@@ -65,7 +66,7 @@ class EventPublisher:
     """One confirmed channel to the events exchange, reconnected on demand."""
 
     def __init__(self, broker_url: str) -> None:
-        self._parameters = pika.URLParameters(broker_url)
+        self._parameters = node_parameters(broker_url)  # every node of a cluster, tried in turn
         self._connection: pika.BlockingConnection | None = None
         self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
         self._unrouted_keys: set[str] = set()  # routing keys already warned about
