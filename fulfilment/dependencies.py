@@ -14,6 +14,12 @@ from fulfilment.logging_setup import redact
 DEFAULT_PORTS = {"postgresql": 5432, "amqp": 5672, "amqps": 5671, "http": 80, "https": 443}
 
 
+# read_only_sql_transaction: the connection's server is (now) a standby, e.g. an old primary that
+# Patroni demoted.  The connection is replaced (fulfilment/db.py); libpq's target_session_attrs=
+# read-write then connects to the new primary.
+NOT_PRIMARY_SQLSTATES = frozenset({"25006"})
+
+
 class DependencyUnavailable(Exception):
     """A dependency could not be reached or refused us.  str() is the one line to show."""
 
@@ -55,6 +61,8 @@ def is_database_unavailable(error: BaseException) -> bool:
             return True  # TimeoutError: no pooled connection came free (sessions hung on a dead server)
         if isinstance(seen, (psycopg.OperationalError, psycopg.InterfaceError)):
             return True
+        if isinstance(seen, psycopg.Error) and seen.sqlstate in NOT_PRIMARY_SQLSTATES:
+            return True  # a server that became a standby (failover): the next connection finds the primary
         seen = seen.orig if isinstance(seen, exc.DBAPIError) and seen.orig is not None else seen.__cause__
     return False
 

@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import Engine, event, make_url, text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from fulfilment import metrics
 from fulfilment.db import session_scope
@@ -133,8 +133,10 @@ def _one_line(error: BaseException) -> str:
 def lock_connection_params(settings: Settings) -> dict[str, Any]:
     """psycopg.connect() arguments of the lock's session: every way of going silent ends it within the lease."""
     lease = settings.scheduler_leader_lease_seconds
-    url = make_url(settings.database_url).set(drivername="postgresql")
-    params: dict[str, Any] = conninfo_to_dict(url.render_as_string(hide_password=False))
+    # The dialect's own translation, which keeps a multi-host URL's hosts and ports (libpq lists):
+    # rendering the URL back to a string would keep only its last `host=`.
+    _, params = PGDialect_psycopg().create_connect_args(make_url(settings.database_url))
+    params = {key: str(value) if key == "port" else value for key, value in params.items()}
     keepalive_idle, keepalive_interval, keepalive_count = max(1, int(lease / 4)), max(1, int(lease / 8)), 3
     server = {
         # A stopped or cut-off leader sends nothing: its idle session, and with it the lock, ends.

@@ -1,0 +1,159 @@
+"""Lose any one server, lose nothing (design invariant 11), on the real HA stack.
+
+Purchases are submitted all along, one every SUBMIT_EVERY seconds, while the harness:
+kills the RabbitMQ node leading `purchases.intake` (kill -9), brings it back, kills the Postgres
+primary (Patroni and postgres, kill -9: Patroni promotes the synchronous standby), brings the old
+primary back (it rejoins as a standby).  Pass: every purchase submitted reaches a final state,
+none twice ordered at the partner.  The pause after each fault (the longest time without a state
+change anywhere) is printed and must stay under PAUSE_LIMIT seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from fulfilment.db import session_scope
+from models import PurchaseTransition
+from tests.conftest import FAST_SETTINGS, environment
+from tests.ha.conftest import ha
+from tests.support import factories
+from tests.support.pipeline import Pipeline, in_states, partner_orders, start_pipeline, wait_until
+from tests.support.sandbox import PARTNER_A, Sandbox
+
+FINAL = ("transfer_complete", "transfer_expired", "cancelled", "failed")
+SUBMIT_EVERY = 1.0
+PAUSE_LIMIT = 60.0  # the issue's goal is 30 s on this machine; the test fails beyond twice that
+SETTLE = 20.0  # seconds of normal work between faults
+
+
+@pytest.fixture
+def ha_env(ha_stack: dict[str, str], ha_database: str, sandbox: Sandbox, log_dir: Path) -> Iterator[dict[str, str]]:
+    client_id, secret = PARTNER_A
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "BROKER_", "TBB_", "TM_"))},
+        **FAST_SETTINGS,
+        "DATABASE_URL": ha_database, "BROKER_URL": ha_stack["BROKER_URL"],
+        "BROKER_QUEUE_TYPE": "quorum", "SYNC_STANDBY_POLICY": "warn",
+        "TBB_BASE_URL": sandbox.url, "TBB_CLIENT_ID": client_id, "TBB_CLIENT_SECRET": secret,
+        "METRICS_PORT": "0", "dramatiq_prom_host": "127.0.0.1", "dramatiq_prom_port": "31990",
+    }
+    with environment(env):
+        yield env
+
+
+class Submitter(threading.Thread):
+    """Submits a purchase every SUBMIT_EVERY seconds; a refused submission (exit 3 in the CLI) is
+    retried with the same request_id, as the README tells requesting services to do."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        super().__init__(daemon=True)
+        self.pipeline = pipeline
+        self.ids: list[uuid.UUID] = []
+        self.refusals = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            body = factories.request()
+            while not self.stop.is_set():
+                try:
+                    self.ids.append(self.pipeline.submit(body))
+                    break
+                except Exception:  # noqa: BLE001  the broker refused: retry the same request_id
+                    self.refusals += 1
+                    time.sleep(0.5)
+            self.stop.wait(SUBMIT_EVERY)
+
+
+def transition_times(ids: list[uuid.UUID]) -> list[dt.datetime]:
+    with session_scope() as session:
+        return sorted(session.scalars(select(PurchaseTransition.created_at)
+                                      .where(PurchaseTransition.purchase_id.in_(ids))))
+
+
+def pauses(times: list[dt.datetime], faults: dict[str, dt.datetime], tail: float = 90.0) -> dict[str, float]:
+    """For each fault, the longest time without a state change anywhere, from the last change
+    before the fault, among the gaps that end before the next fault (or `tail` s after the last)."""
+    moments = sorted(faults.items(), key=lambda item: item[1])
+    ends = [at for _, at in moments[1:]] + [moments[-1][1] + dt.timedelta(seconds=tail)]
+    result = {}
+    for (name, fault), end in zip(moments, ends, strict=True):
+        longest = 0.0
+        for before, after in zip(times, times[1:], strict=False):
+            if fault <= after <= end:
+                longest = max(longest, (after - before).total_seconds())
+        result[name] = longest
+    return result
+
+
+def now() -> dt.datetime:
+    """The clock of the history's created_at (Postgres on this machine)."""
+    return dt.datetime.now(dt.UTC)
+
+
+def test_killing_a_rabbitmq_node_and_the_postgres_primary_loses_nothing(
+    ha_env: dict[str, str], sandbox: Sandbox, log_dir: Path,
+) -> None:
+    pipeline = start_pipeline(ha_env, log_dir, processes=2, threads=4, name="ha")
+    submitter = Submitter(pipeline)
+    faults: dict[str, dt.datetime] = {}
+    try:
+        submitter.start()
+        time.sleep(SETTLE)
+
+        leader = ha("leader-rabbit", "purchases.intake").strip()
+        faults[f"kill RabbitMQ node {leader} (intake leader)"] = now()
+        ha("kill-rabbit", leader)
+        time.sleep(SETTLE)
+        faults[f"RabbitMQ node {leader} back"] = now()
+        ha("start-rabbit", leader)
+        time.sleep(SETTLE)
+
+        primary = ha("primary").strip()
+        faults[f"kill -9 Postgres primary pg{primary}"] = now()
+        ha("failover")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if ha("primary").strip() not in ("", primary):
+                    break
+            except RuntimeError:
+                pass
+            time.sleep(1)
+        time.sleep(SETTLE)
+        faults[f"pg{primary} back as standby"] = now()
+        ha("start-pg", primary)
+        time.sleep(SETTLE)
+    finally:
+        submitter.stop.set()
+        submitter.join(timeout=30)
+
+    try:
+        ids = list(submitter.ids)
+        assert len(ids) >= 60, f"only {len(ids)} submitted"
+        done = wait_until(ids, in_states(*FINAL), timeout=240, pipeline=pipeline)
+        twice = {str(i): len(orders) for i in ids if len(orders := partner_orders(sandbox, i)) > 1}
+        assert twice == {}, f"purchases ordered more than once: {twice}"
+        ordered = [p for p in done.values() if p.state != "failed"]
+        assert all(len(partner_orders(sandbox, p.id)) == 1 for p in ordered)
+
+        times = transition_times(ids)
+        measured = pauses(times, faults)
+        report = "\n".join(f"  {name:<40} pause {seconds:5.1f} s" for name, seconds in measured.items())
+        print(f"\nHA stack: {len(ids)} purchases, 0 lost, 0 ordered twice, "
+              f"{submitter.refusals} submission(s) retried\n{report}")
+        (log_dir / "ha-pauses.txt").write_text(report + "\n")
+        assert max(measured.values()) <= PAUSE_LIMIT, report
+    finally:
+        pipeline.stop()
+        subprocess.run(["bash", str(Path(__file__).parents[2] / "scripts" / "ha.sh"), "status"], check=False)
