@@ -506,6 +506,7 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
     metrics.SCHEDULER_LAG.set(live.lag_seconds)
     metrics.OUTBOX_BACKLOG.set(live.outbox_backlog)
     metrics.OUTBOX_OLDEST_AGE.set(live.outbox_oldest_age_seconds)
+    _replication_gauges(settings)
     if queue_depths is None:
         return 0
     try:
@@ -523,6 +524,22 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
     else:
         metrics.UNROUTED_EVENTS.clear()
     return 0
+
+
+def _replication_gauges(settings: Settings) -> None:
+    """Role, synchronous standbys and lag of the database the purchases are written to."""
+    from fulfilment.replication import replication_state
+
+    with session_scope() as session:
+        state = replication_state(session.connection())
+    metrics.POSTGRES_PRIMARY.set(0 if state.in_recovery else 1)
+    metrics.SYNCHRONOUS_STANDBYS.set(len(state.synchronous_standbys) if state.durable else 0)
+    metrics.SYNC_STANDBY_REQUIRED.set(1 if settings.sync_standby_policy == "require" else 0)
+    lag = state.max_replay_lag_seconds
+    if lag is None:
+        metrics.REPLICATION_LAG.clear()
+    else:
+        metrics.REPLICATION_LAG.set(lag)
 
 
 # The scheduler leader's lock session, in this database (advisory locks are per database).

@@ -117,3 +117,13 @@ def test_a_scheduler_that_steps_down_exports_no_purchase_or_queue_gauges() -> No
     for g in metrics.SCHEDULER_GAUGES.gauges:
         if g is not metrics.SCHEDULER_LEADER:
             assert list(g.family().samples) == [], g.name
+
+
+def test_replication_gauges_say_the_local_database_is_a_primary_without_a_synchronous_standby() -> None:
+    """The test Postgres is a lone primary: no standby confirms its commits (FulfilNoSynchronousStandby
+    would page if the policy required one).  tests/ha reads the same on the Patroni pair."""
+    update_gauges(get_settings())
+    assert gauge(metrics.POSTGRES_PRIMARY) == 1
+    assert gauge(metrics.SYNCHRONOUS_STANDBYS) == 0
+    assert gauge(metrics.SYNC_STANDBY_REQUIRED) == (1 if get_settings().sync_standby_policy == "require" else 0)
+    assert list(metrics.REPLICATION_LAG.family().samples) == []  # no standby, no lag reported
