@@ -49,6 +49,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from fulfilment import metrics
 from fulfilment.db import session_scope
+from fulfilment.outages import BROKER
 from fulfilment.settings import Settings, SettingsError
 from fulfilment.state_machine import NEXT_STEP
 from fulfilment.step_names import StepName
@@ -98,11 +99,23 @@ def redrive_due(settings: Settings, send: Send) -> int:
             continue
         try:
             send(step, purchase_id)
-        except Exception:
-            log.warning("could not send %s for purchase %s", step, purchase_id, exc_info=True)
-            continue
+        except Exception as error:
+            if not _broker_outage(error):
+                log.warning("could not send %s for purchase %s", step, purchase_id, exc_info=True)
+                continue
+            # The broker is out of reach: the rest of the batch would fail the same way.  One line
+            # for the outage (fulfilment/outages.py), none per purchase; they are re-driven once it is back.
+            BROKER.failed(f"re-drive of {len(rows) - sent} due purchase(s) waits: {_one_line(error)}")
+            break
         sent += 1
     return sent
+
+
+def _broker_outage(error: BaseException) -> bool:
+    import pika.exceptions
+    from dramatiq.errors import ConnectionError as BrokerConnectionError
+
+    return isinstance(error, (BrokerConnectionError, pika.exceptions.AMQPError, OSError))
 
 
 @dataclass
@@ -514,9 +527,10 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
     except (pika.exceptions.AMQPError, OSError) as error:
         for gauge in metrics.BROKER_GAUGES:
             gauge.clear()
-        log.warning("scheduler gauges: cannot read queue depths from RabbitMQ (%s); "
-                    "dead-letter, queue and unrouted gauges dropped until it answers", _one_line(error))
+        BROKER.failed(f"scheduler gauges: cannot read queue depths ({_one_line(error)}); "
+                      "dead-letter, queue and unrouted gauges dropped until it answers")
         return 0
+    BROKER.recovered()
     metrics.DEAD_LETTERS.replace({(q,): depths[q] for q in DEAD_LETTER_QUEUES if q in depths})
     metrics.QUEUE_MESSAGES.replace({(q,): depths[q] for q in QUEUES if q in depths})
     if UNROUTED in depths:

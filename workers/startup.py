@@ -17,6 +17,7 @@ import logging
 import sys
 
 import dramatiq.errors
+import pika.exceptions
 
 from fulfilment.rabbitmq.broker import FulfilmentBroker, QueueMismatch
 from fulfilment.settings import Settings
@@ -30,7 +31,8 @@ def check_at_start(broker: FulfilmentBroker, settings: Settings) -> None:
     except QueueMismatch as error:
         print(f"ticket-fulfilment worker cannot start: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    except dramatiq.errors.ConnectionError as error:
+    except (dramatiq.errors.ConnectionError, pika.exceptions.AMQPError, OSError) as error:
+        # OSError: a host name that does not resolve (pika lets socket.gaierror through).
         log.warning("broker unreachable at start; the consumers will declare their queues once it is back (%s)",
                     type(error).__name__)
     finally:

@@ -30,6 +30,8 @@ import pika.exceptions
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.common import dq_name, q_name, xq_name
 
+from fulfilment.outages import BROKER
+
 QUEUE_TYPES = ("classic", "quorum")
 MIGRATE_COMMAND = "fulfil queues migrate"
 
@@ -112,6 +114,16 @@ class FulfilmentBroker(RabbitmqBroker):
                 raise
             del self.channel  # closed by the broker: the next caller opens another
             raise QueueMismatch(name, error.reply_text, self.queue_type) from None
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        consumer = super().consume(queue_name, prefetch, timeout)
+        BROKER.recovered()  # a consumer connected: the "back" line of an outage (fulfilment/outages.py)
+        return consumer
+
+    def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
+        sent = super().enqueue(message, delay=delay)
+        BROKER.recovered()
+        return sent
 
     def ensure_declared(self) -> None:
         """Declare every queue of this broker's actors now (a worker at start): raises QueueMismatch

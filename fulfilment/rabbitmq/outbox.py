@@ -43,6 +43,7 @@ from sqlalchemy import func, select, update
 
 from fulfilment import ticket_crypto
 from fulfilment.db import session_scope
+from fulfilment.outages import BROKER
 from fulfilment.rabbitmq.broker import node_parameters
 from fulfilment.rabbitmq.queues import EXCHANGE, UNROUTED
 from models import OutboxEvent
@@ -158,10 +159,11 @@ def relay_outbox(publisher: EventPublisher, *, batch_size: int, ticket_key: Secr
                 publisher.publish(event.id, event.routing_key, payload)
             except (pika.exceptions.AMQPError, OSError) as error:
                 # Keep what was confirmed; the rest waits for the next tick.
-                log.warning("outbox: publishing event %s failed (%s); will retry", event.id, error)
+                BROKER.failed(f"outbox: events wait unpublished ({type(error).__name__}: {error})")
                 publisher.close()
                 break
             sent.append(event.id)
+            BROKER.recovered()
         if sent:
             session.execute(update(OutboxEvent).where(OutboxEvent.id.in_(sent)).values(published_at=func.now()))
     return len(sent)

@@ -85,12 +85,21 @@ def test_queue_gauges_come_from_rabbitmq_and_go_absent_when_it_is_out_of_reach(
     def unreachable() -> dict[str, int]:
         raise pika.exceptions.AMQPConnectionError("connection refused")
 
-    with caplog.at_level(logging.WARNING, logger="fulfilment.scheduler"):
+    from fulfilment.outages import BROKER
+
+    BROKER.recovered()  # no outage left over from another test
+    with caplog.at_level(logging.WARNING, logger="fulfilment.outage"):
         update_gauges(settings, unreachable)
+        update_gauges(settings, unreachable)  # still down: counted, not logged again
     for g in metrics.BROKER_GAUGES:
         assert list(g.family().samples) == [], f"{g.name} is stale"
     assert metrics.STALLED.get() is not None  # the database's gauges are still there
-    assert "cannot read queue depths from RabbitMQ" in caplog.text
+    assert caplog.text.count("cannot read queue depths") == 1, caplog.text
+    assert "broker (RabbitMQ) down: scheduler gauges" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fulfilment.outage"):
+        update_gauges(settings, lambda: depths)
+    assert "broker (RabbitMQ) back after" in caplog.text and "(2 failed attempts)" in caplog.text
 
 
 def test_queue_depths_counts_ready_messages_over_one_connection(configured: dict[str, str]) -> None:
