@@ -69,13 +69,14 @@ BROKER = Outage("broker (RabbitMQ)")
 # consumer every 3 s: counted as attempts, not logged.
 _CONSUMER_CONNECTION = "Consumer encountered a connection error"
 _CONSUMER_RESTART = "Restarting consumer in"
+_CHANNEL_CLOSED = "Channel.Close"
 
 
 class QuietOutageLogs(logging.Filter):
     """Drops the per-attempt lines of a broker outage and counts them on `BROKER` instead.
 
-    - pika's warnings and errors (connection attempts failed, connections lost): every one is a
-      connection problem; the first makes the one "down" line.
+    - pika's warnings and errors about connections (attempts failed, connections lost); a channel
+      closed by the broker (a passive declare's 404) is not an outage and is logged as before.
     - dramatiq's consumer threads: "encountered a connection error" and, while the broker is down,
       "Restarting consumer".  A restart after an unexpected error stays, with its traceback.
     """
@@ -83,7 +84,10 @@ class QuietOutageLogs(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         name = record.name
         if name.startswith("pika") and record.levelno >= logging.WARNING:
-            BROKER.failed(_first_line(record))
+            line = _first_line(record)
+            if _CHANNEL_CLOSED in line:  # a channel refused (404, 406): not an outage, logged as before
+                return True
+            BROKER.failed(line)
             return False
         if name.startswith("dramatiq.worker.ConsumerThread"):
             message = record.getMessage()

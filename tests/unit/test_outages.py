@@ -49,3 +49,7 @@ def test_the_filter_drops_pika_errors_and_consumer_restarts_and_counts_them(monk
     assert quiet.filter(record("fulfilment.steps.quote", logging.WARNING, "anything else"))
     assert quiet.filter(record("pika.channel", logging.INFO, "pika's own info is not an outage"))
     assert broker.down
+    broker.recovered()
+    assert quiet.filter(record("pika.channel", logging.WARNING,
+                               "Received remote Channel.Close (404): \"NOT_FOUND - no queue 'x'\""))
+    assert not broker.down
