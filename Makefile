@@ -74,7 +74,8 @@ ha-status:
 	@bash scripts/ha.sh status
 
 ha-demo: ha-up
-	@DEMO_SERVERS=scripts/ha.sh bash scripts/demo.sh
+	@DEMO_SERVERS=scripts/ha.sh DEMO_SANDBOX_PORT=31980 DEMO_TM_SANDBOX_PORT=31981 dramatiq_prom_port=31982 \
+	  METRICS_PORT=31983 bash scripts/demo.sh
 
 # Kills nodes of the HA stack under load (tests/ha); the local servers serve the sandbox's tests' fixtures.
 chaos-ha: services ha-up
