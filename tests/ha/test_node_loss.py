@@ -1,17 +1,20 @@
 """Lose any one server, lose nothing (design invariant 11), on the real HA stack.
 
-Purchases are submitted all along, one every SUBMIT_EVERY seconds, while the harness:
-kills the RabbitMQ node leading `purchases.intake` (kill -9), brings it back, kills the Postgres
-primary (Patroni and postgres, kill -9: Patroni promotes the synchronous standby), brings the old
-primary back (it rejoins as a standby).  Pass: every purchase submitted reaches a final state,
-none twice ordered at the partner.  The pause after each fault (the longest time without a state
-change anywhere) is printed and must stay under PAUSE_LIMIT seconds.
+Purchases of both partners (every TM_EVERY-th one through the Ticketmaster sandbox) are submitted
+all along, one every SUBMIT_EVERY seconds, while the harness: kills the RabbitMQ node leading
+`purchases.intake` (kill -9), brings it back, kills the Postgres primary (Patroni and postgres,
+kill -9: Patroni promotes the synchronous standby), brings the old primary back (it rejoins as a
+standby), SIGKILLs every worker process and starts them again.  Pass: every purchase submitted
+reaches a final state, none is ordered twice at its partner, no Ticketmaster commit on an expired
+cart.  The pause after each fault (the longest time without a state change anywhere) is printed
+and must stay under PAUSE_LIMIT seconds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -24,24 +27,27 @@ from sqlalchemy import select
 
 from fulfilment.db import session_scope
 from models import PurchaseTransition
-from tests.conftest import FAST_SETTINGS, environment
+from tests.conftest import FAST_SETTINGS, TM_TEST_SETTINGS, environment
 from tests.ha.conftest import ha
 from tests.support import factories
-from tests.support.pipeline import Pipeline, in_states, partner_orders, start_pipeline, wait_until
+from tests.support.pipeline import Pipeline, in_states, partner_orders, restart_workers, start_pipeline, wait_until
 from tests.support.sandbox import PARTNER_A, Sandbox
+from tests.support.tm_sandbox import TMSandboxProcess
 
-FINAL = ("transfer_complete", "transfer_expired", "cancelled", "failed")
+FINAL = ("transfer_complete", "transfer_expired", "cancelled", "failed", "tickets_issued")
 SUBMIT_EVERY = 1.0
+TM_EVERY = 5
 PAUSE_LIMIT = 60.0  # the issue's goal is 30 s on this machine; the test fails beyond twice that
 SETTLE = 20.0  # seconds of normal work between faults
 
 
 @pytest.fixture
-def ha_env(ha_stack: dict[str, str], ha_database: str, sandbox: Sandbox, log_dir: Path) -> Iterator[dict[str, str]]:
+def ha_env(ha_stack: dict[str, str], ha_database: str, sandbox: Sandbox, tm_sandbox: TMSandboxProcess,
+           log_dir: Path) -> Iterator[dict[str, str]]:
     client_id, secret = PARTNER_A
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "BROKER_", "TBB_", "TM_"))},
-        **FAST_SETTINGS,
+        **FAST_SETTINGS, **TM_TEST_SETTINGS, "TM_BASE_URL": f"{tm_sandbox.url}/partners/v1",
         "DATABASE_URL": ha_database, "BROKER_URL": ha_stack["BROKER_URL"],
         "BROKER_QUEUE_TYPE": "quorum", "SYNC_STANDBY_POLICY": "warn",
         "TBB_BASE_URL": sandbox.url, "TBB_CLIENT_ID": client_id, "TBB_CLIENT_SECRET": secret,
@@ -59,15 +65,20 @@ class Submitter(threading.Thread):
         super().__init__(daemon=True)
         self.pipeline = pipeline
         self.ids: list[uuid.UUID] = []
+        self.tm_ids: list[uuid.UUID] = []
         self.refusals = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            body = factories.request()
+            tm = len(self.ids) % TM_EVERY == TM_EVERY - 1
+            body = factories.tm_request() if tm else factories.request()
             while not self.stop.is_set():
                 try:
-                    self.ids.append(self.pipeline.submit(body))
+                    purchase_id = self.pipeline.submit(body)
+                    self.ids.append(purchase_id)
+                    if tm:
+                        self.tm_ids.append(purchase_id)
                     break
                 except Exception:  # noqa: BLE001  the broker refused: retry the same request_id
                     self.refusals += 1
@@ -102,8 +113,10 @@ def now() -> dt.datetime:
 
 
 def test_killing_a_rabbitmq_node_and_the_postgres_primary_loses_nothing(
-    ha_env: dict[str, str], sandbox: Sandbox, log_dir: Path,
+    ha_env: dict[str, str], sandbox: Sandbox, tm_sandbox: TMSandboxProcess, log_dir: Path,
 ) -> None:
+    from fulfilment.partners.ticketmaster.flow import source_account_id
+
     pipeline = start_pipeline(ha_env, log_dir, processes=2, threads=4, name="ha")
     submitter = Submitter(pipeline)
     faults: dict[str, dt.datetime] = {}
@@ -134,6 +147,12 @@ def test_killing_a_rabbitmq_node_and_the_postgres_primary_loses_nothing(
         faults[f"pg{primary} back as standby"] = now()
         ha("start-pg", primary)
         time.sleep(SETTLE)
+
+        faults["SIGKILL every worker, start them again"] = now()
+        os.killpg(pipeline.workers.pid, signal.SIGKILL)
+        pipeline.workers.process.wait(10)  # type: ignore[union-attr]
+        restart_workers(pipeline, log_dir)
+        time.sleep(SETTLE)
     finally:
         submitter.stop.set()
         submitter.join(timeout=30)
@@ -142,15 +161,20 @@ def test_killing_a_rabbitmq_node_and_the_postgres_primary_loses_nothing(
         ids = list(submitter.ids)
         assert len(ids) >= 60, f"only {len(ids)} submitted"
         done = wait_until(ids, in_states(*FINAL), timeout=240, pipeline=pipeline)
-        twice = {str(i): len(orders) for i in ids if len(orders := partner_orders(sandbox, i)) > 1}
-        assert twice == {}, f"purchases ordered more than once: {twice}"
-        ordered = [p for p in done.values() if p.state != "failed"]
-        assert all(len(partner_orders(sandbox, p.id)) == 1 for p in ordered)
+        tbb_ids = [i for i in ids if i not in set(submitter.tm_ids)]
+        twice = {str(i): len(orders) for i in tbb_ids if len(orders := partner_orders(sandbox, i)) > 1}
+        assert twice == {}, f"TBB purchases ordered more than once: {twice}"
+        assert all(len(partner_orders(sandbox, i)) == 1 for i in tbb_ids if done[i].state != "failed")
+        counts = tm_sandbox.admin.counts()
+        tm_orders = {i: counts["orders_per_source_account"].get(source_account_id(i), 0) for i in submitter.tm_ids}
+        assert {str(i): n for i, n in tm_orders.items() if n > 1} == {}, "Ticketmaster purchases ordered twice"
+        assert all(tm_orders[i] == 1 for i in submitter.tm_ids if done[i].state == "tickets_issued")
+        assert counts["commits_on_expired_carts"] == 0
 
         times = transition_times(ids)
         measured = pauses(times, faults)
         report = "\n".join(f"  {name:<40} pause {seconds:5.1f} s" for name, seconds in measured.items())
-        print(f"\nHA stack: {len(ids)} purchases, 0 lost, 0 ordered twice, "
+        print(f"\nHA stack: {len(ids)} purchases ({len(submitter.tm_ids)} Ticketmaster), 0 lost, 0 ordered twice, "
               f"{submitter.refusals} submission(s) retried\n{report}")
         (log_dir / "ha-pauses.txt").write_text(report + "\n")
         assert max(measured.values()) <= PAUSE_LIMIT, report
