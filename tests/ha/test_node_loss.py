@@ -6,8 +6,9 @@ all along, one every SUBMIT_EVERY seconds, while the harness: kills the RabbitMQ
 kill -9: Patroni promotes the synchronous standby), brings the old primary back (it rejoins as a
 standby), SIGKILLs every worker process and starts them again.  Pass: every purchase submitted
 reaches a final state, none is ordered twice at its partner, no Ticketmaster commit on an expired
-cart.  The pause after each fault (the longest time without a state change anywhere) is printed
-and must stay under PAUSE_LIMIT seconds.
+cart, and every event recorded for them is received by a consumer's quorum queue.  The pause after
+each fault (the longest time without a state change anywhere) is printed and must stay under
+PAUSE_LIMIT seconds.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ import pytest
 from sqlalchemy import select
 
 from fulfilment.db import session_scope
-from models import PurchaseTransition
+from models import OutboxEvent, PurchaseTransition
 from tests.conftest import FAST_SETTINGS, TM_TEST_SETTINGS, environment
 from tests.ha.conftest import ha
 from tests.support import factories
+from tests.support.events import EventListener
 from tests.support.pipeline import Pipeline, in_states, partner_orders, restart_workers, start_pipeline, wait_until
 from tests.support.sandbox import PARTNER_A, Sandbox
 from tests.support.tm_sandbox import TMSandboxProcess
@@ -92,6 +94,19 @@ def transition_times(ids: list[uuid.UUID]) -> list[dt.datetime]:
                                       .where(PurchaseTransition.purchase_id.in_(ids))))
 
 
+def event_ids(ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Every event recorded for these purchases, once the relay has published them all."""
+    deadline = time.monotonic() + 60
+    while True:
+        with session_scope() as session:
+            rows = session.execute(select(OutboxEvent.id, OutboxEvent.published_at)
+                                   .where(OutboxEvent.purchase_id.in_(ids))).all()
+        if all(published is not None for _, published in rows) or time.monotonic() > deadline:
+            assert all(published is not None for _, published in rows), "events left unpublished"
+            return {event_id for event_id, _ in rows}
+        time.sleep(1)
+
+
 def pauses(times: list[dt.datetime], faults: dict[str, dt.datetime], tail: float = 90.0) -> dict[str, float]:
     """For each fault, the longest time without a state change anywhere, from the last change
     before the fault, among the gaps that end before the next fault (or `tail` s after the last)."""
@@ -117,6 +132,7 @@ def test_killing_a_rabbitmq_node_and_the_postgres_primary_loses_nothing(
 ) -> None:
     from fulfilment.partners.ticketmaster.flow import source_account_id
 
+    listener = EventListener(ha_env["BROKER_URL"], "purchase.#", durable=True, quorum=True)
     pipeline = start_pipeline(ha_env, log_dir, processes=2, threads=4, name="ha")
     submitter = Submitter(pipeline)
     faults: dict[str, dt.datetime] = {}
@@ -171,13 +187,24 @@ def test_killing_a_rabbitmq_node_and_the_postgres_primary_loses_nothing(
         assert all(tm_orders[i] == 1 for i in submitter.tm_ids if done[i].state == "tickets_issued")
         assert counts["commits_on_expired_carts"] == 0
 
+        recorded = event_ids(ids)
+        wait_for_events = time.monotonic() + 60
+        while time.monotonic() < wait_for_events:
+            got = {uuid.UUID(e["message_id"]) for e in listener.drain(timeout=2) if e["message_id"]}
+            if recorded <= got:
+                break
+        missing = recorded - {uuid.UUID(e["message_id"]) for e in listener.received if e["message_id"]}
+        assert not missing, f"{len(missing)} of {len(recorded)} events never received"
+
         times = transition_times(ids)
         measured = pauses(times, faults)
         report = "\n".join(f"  {name:<40} pause {seconds:5.1f} s" for name, seconds in measured.items())
         print(f"\nHA stack: {len(ids)} purchases ({len(submitter.tm_ids)} Ticketmaster), 0 lost, 0 ordered twice, "
+              f"{len(recorded)} events all received, "
               f"{submitter.refusals} submission(s) retried\n{report}")
         (log_dir / "ha-pauses.txt").write_text(report + "\n")
         assert max(measured.values()) <= PAUSE_LIMIT, report
     finally:
+        listener.close()
         pipeline.stop()
         subprocess.run(["bash", str(Path(__file__).parents[2] / "scripts" / "ha.sh"), "status"], check=False)
