@@ -45,8 +45,8 @@ def intake_message(request: AnyPurchaseRequest) -> dramatiq.Message[Any]:
 class Publisher:
     """Keeps one confirmed-delivery broker connection for many submissions."""
 
-    def __init__(self, broker_url: str) -> None:
-        self._broker = confirmed_broker(broker_url)
+    def __init__(self, broker_url: str, queues: QueueSettings | None = None) -> None:
+        self._broker = confirmed_broker(broker_url, queues)
 
     def submit(self, request: AnyPurchaseRequest | dict[str, Any]) -> uuid.UUID:
         parsed = request if isinstance(request, (PurchaseRequest, TicketmasterRequest)) else parse_request(request)
