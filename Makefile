@@ -7,7 +7,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap services services-stop status lint test test-unit fuzz chaos bench demo demo-stop migrate schema screenshots clean
+.PHONY: help bootstrap services services-stop status lint test test-unit fuzz chaos bench demo demo-stop migrate schema screenshots clean ha-up ha-down ha-status ha-demo chaos-ha
 
 help:
 	@echo "make demo        install, start servers, run sandbox + workers + scheduler, submit sample purchases"
@@ -17,6 +17,9 @@ help:
 	@echo "make chaos       1,000 purchases under kills, server restarts and partner faults; prints a table"
 	@echo "make bench       throughput vs raw dramatiq and the floor, latency, scheduler cost, worker memory; prints a table"
 	@echo "make services    start the local Postgres and RabbitMQ;  make services-stop  stops them"
+	@echo "make ha-up       the HA stack: 3-node RabbitMQ cluster + Patroni pair with a synchronous standby (scripts/ha.sh)"
+	@echo "make chaos-ha    kill a RabbitMQ node and the Postgres primary under load; async vs sync standby (tests/ha)"
+	@echo "make ha-demo     the demo on the HA stack;  make ha-down  stops it"
 	@echo "make schema      regenerate docs/schemas/purchase-request.schema.json"
 	@echo "make screenshots regenerate the console screenshots in docs/screenshots/ (headless Chromium)"
 
@@ -59,6 +62,24 @@ demo: services
 
 demo-stop:
 	@bash scripts/demo.sh stop
+
+# The HA stack (README "Operations"): installs patroni and etcd when missing (as root), ports 31xxx.
+ha-up: bootstrap
+	@bash scripts/ha.sh up
+
+ha-down:
+	@bash scripts/ha.sh down
+
+ha-status:
+	@bash scripts/ha.sh status
+
+ha-demo: ha-up
+	@DEMO_SERVERS=scripts/ha.sh DEMO_SANDBOX_PORT=31980 DEMO_TM_SANDBOX_PORT=31981 dramatiq_prom_port=31982 \
+	  METRICS_PORT=31983 bash scripts/demo.sh
+
+# Kills nodes of the HA stack under load (tests/ha); the local servers serve the sandbox's tests' fixtures.
+chaos-ha: services ha-up
+	FULFIL_HA=1 $(PY) -m pytest tests/ha -s $(PYTEST_ARGS)
 
 migrate: services
 	@eval "$$(bash scripts/services.sh env)" && $(VENV)/bin/fulfil migrate

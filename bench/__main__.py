@@ -11,7 +11,8 @@
   --latency-fractions F   rates of (f), as fractions of the maximum (default 0.5,0.25)
   --latency-max-rate R    the maximum for (f), purchases/s (default: the median of (b) in this run)
   --parts a,b,d,e,f,g     run only some parts (g: the floor, the raw chain plus the two partner
-                          calls, alternated with a and b)
+                          calls, alternated with a and b; h: the pipeline and its open-loop p99 on the
+                          HA stack, `make ha-up` first, next to b and f: not in the default parts)
 """
 
 from __future__ import annotations
@@ -67,8 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, value)
     args.sizes = [int(s.replace("_", "")) for s in str(args.sizes).split(",") if s.strip()]
     args.parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    if not args.parts <= {"a", "b", "c", "d", "e", "f", "g"}:
-        parser.error("--parts takes a comma-separated subset of a,b,d,e,f,g")
+    if not args.parts <= {"a", "b", "c", "d", "e", "f", "g", "h"}:
+        parser.error("--parts takes a comma-separated subset of a,b,d,e,f,g,h")
+    if "h" in args.parts and not {"b", "f"} <= args.parts:
+        parser.error("part h compares with the single node: it needs parts b and f")
     try:
         args.latency_fractions = [float(f) for f in str(args.latency_fractions).split(",") if f.strip()]
     except ValueError:
@@ -177,6 +180,22 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 results["errors"]["(f) open-loop latency"] = "no maximum: (b) measured nothing"
             save()
+        if "h" in args.parts:
+            from bench import ha
+
+            on_ha: dict[str, Any] = {}
+            found = part("(h) HA stack: pipeline", lambda: pipeline.run(
+                purchases=args.purchases, warmup=args.warmup, log_dir=log_dir / "h",
+                settle_seconds=0, target=ha.target, **workers))
+            if found:
+                on_ha["throughput"] = found
+                fraction = args.latency_fractions[0]
+                on_ha["latency"] = part("(h) HA stack: open-loop latency", lambda: latency.run(
+                    max_per_s=found["per_s"], fractions=[fraction], seconds=args.latency_seconds,
+                    warmup=args.warmup, log_dir=log_dir / "h-latency", target=ha.target, **workers))
+            results["ha"] = on_ha
+            on_ha["ratios"] = ha.ratios(results, on_ha)
+            save()
         if "d" in args.parts:
             part("(d) scheduler tick cost", lambda: scheduler_cost.run(sizes=args.sizes, ticks=args.ticks),
                  key="scheduler")
@@ -189,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         results["errors"]["interrupted"] = "stopped by Ctrl-C / SIGTERM; everything started was cleaned up"
     save()
     print(report.render(results))
+    if "ha" in results:
+        from bench import ha
+
+        print("\n" + ha.render(results["ha"]))
     print(f"\nJSON: {out}   logs: {log_dir}")
     return 130 if interrupted else (1 if results["errors"] else 0)
 

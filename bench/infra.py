@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 
@@ -73,7 +74,28 @@ def stop_on_exit(stack: contextlib.ExitStack, process: ManagedProcess) -> Manage
     return process
 
 
-def app_env(database: servers.TestDatabase, vhost: servers.TestVhost, sandbox_url: str, log_dir: Path,
+class DatabaseLike(Protocol):
+    """A run's database: the local test server's (servers.TestDatabase) or the HA stack's (bench/ha.py)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def dsn(self) -> str: ...
+
+
+class VhostLike(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+
+def app_env(database: DatabaseLike, vhost: VhostLike, sandbox_url: str, log_dir: Path,
             settings: dict[str, str]) -> dict[str, str]:
     """The environment of a worker / the scheduler, built as tests/conftest.py builds `app_env`."""
     client_id, secret = PARTNER_A

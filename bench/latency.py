@@ -93,8 +93,8 @@ def level(pipe: Any, *, fraction: float, max_per_s: float, seconds: float) -> di
 
 
 def run(*, max_per_s: float, fractions: list[float], seconds: float, warmup: int, processes: int, threads: int,
-        log_dir: Path) -> dict[str, Any]:
-    with running_pipeline("lat", processes=processes, threads=threads, log_dir=log_dir) as pipe:
+        log_dir: Path, target: Any = None) -> dict[str, Any]:
+    with running_pipeline("lat", processes=processes, threads=threads, log_dir=log_dir, target=target) as pipe:
         if warmup:
             pipe.submit("warm", warmup)
             pipe.wait_awaiting("warm", warmup, timeout=180)

@@ -25,6 +25,8 @@ from bench import costs, procfs, stats
 from bench.infra import (
     PIPELINE_SETTINGS,
     BenchError,
+    DatabaseLike,
+    VhostLike,
     alive_check,
     app_env,
     db_now,
@@ -36,9 +38,12 @@ from bench.infra import (
     stop_on_exit,
 )
 from fulfilment.publish import Publisher
+from fulfilment.settings import QueueSettings
 from tests.support.processes import WORKER_QUEUES, ManagedProcess, start_scheduler, start_workers
 from tests.support.sandbox import Sandbox
-from tests.support.servers import TestDatabase, TestVhost
+
+# Where a run's database and vhost live, and the settings that go with them (bench/ha.py).
+Target = Callable[[contextlib.ExitStack, str], tuple[Any, Any, dict[str, str]]]
 
 # States a purchase must not reach in a fault-free run: the benchmark stops and says so.
 BAD_STATES = ("failed", "paused", "stalled", "needs_attention", "order_unknown", "cancelled", "transfer_expired")
@@ -52,8 +57,8 @@ class RunningPipeline:
     workers: ManagedProcess
     scheduler: ManagedProcess
     publisher: Publisher
-    database: TestDatabase
-    vhost: TestVhost
+    database: DatabaseLike
+    vhost: VhostLike
 
     def alive(self) -> None:
         alive_check(self.workers, self.scheduler)()
@@ -150,27 +155,35 @@ def redriven(scheduler_log: Path) -> int:
 
 
 @contextlib.contextmanager
-def running_pipeline(name: str, *, processes: int, threads: int, log_dir: Path) -> Iterator[RunningPipeline]:
-    """A fresh database, vhost and sandbox, with workers and the scheduler running; all torn down after."""
+def running_pipeline(name: str, *, processes: int, threads: int, log_dir: Path,
+                     target: Target | None = None) -> Iterator[RunningPipeline]:
+    """A fresh database, vhost and sandbox, with workers and the scheduler running; all torn down after.
+    `target` puts the database and vhost elsewhere (bench/ha.py: the HA stack), with settings of its own."""
     log_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        database = fresh_database(stack, f"fulfil_bench_{name}")
-        vhost = fresh_vhost(stack, f"fulfil_bench_{name}")
+        extra: dict[str, str] = {}
+        if target is None:
+            database, vhost = fresh_database(stack, f"fulfil_bench_{name}"), fresh_vhost(stack, f"fulfil_bench_{name}")
+        else:
+            database, vhost, extra = target(stack, name)
         sandbox = start_sandbox(stack, log_dir)
-        env = app_env(database, vhost, sandbox.url, log_dir, PIPELINE_SETTINGS)
+        env = app_env(database, vhost, sandbox.url, log_dir, {**PIPELINE_SETTINGS, **extra})
         scheduler = stop_on_exit(stack, start_scheduler(env, log_dir, name=f"{name}-scheduler"))
         workers = start_consuming(stack, lambda again: start_workers(
             env, log_dir, processes=processes, threads=threads, name=f"{name}-workers{again}"),
             vhost.url, WORKER_QUEUES, expected=processes)
         conn = stack.enter_context(costs.connect(database.dsn))
-        publisher = Publisher(vhost.url)
+        # Queues declared as the run's workers declare them (quorum on the HA stack).
+        queues = QueueSettings.model_validate({key.lower(): value for key, value in env.items()
+                                               if key in ("BROKER_QUEUE_TYPE", "BROKER_DELIVERY_LIMIT")})
+        publisher = Publisher(vhost.url, queues=queues)
         stack.callback(publisher.close)
         yield RunningPipeline(env, conn, sandbox, workers, scheduler, publisher, database, vhost)
 
 
 def run(*, purchases: int, warmup: int, processes: int, threads: int, log_dir: Path,
-        settle_seconds: float = costs.SETTLE_SECONDS) -> dict[str, Any]:
-    with running_pipeline("pipe", processes=processes, threads=threads, log_dir=log_dir) as pipe:
+        settle_seconds: float = costs.SETTLE_SECONDS, target: Target | None = None) -> dict[str, Any]:
+    with running_pipeline("pipe", processes=processes, threads=threads, log_dir=log_dir, target=target) as pipe:
         if warmup:
             pipe.submit("warm", warmup)
             pipe.wait_awaiting("warm", warmup, timeout=180)

@@ -33,7 +33,7 @@ class SchedulerWiring:
 
 def scheduler_jobs(settings: Settings) -> SchedulerWiring:
     """The scheduler's jobs, each a bounded batch per tick, and the connections they hold."""
-    broker = confirmed_broker(settings.broker_url)  # steps are sent without importing the workers
+    broker = confirmed_broker(settings.broker_url, settings)  # steps are sent without importing the workers
     publisher = EventPublisher(settings.broker_url, unrouted_max_length=settings.events_unrouted_max_length,
                                unrouted_ttl_seconds=settings.events_unrouted_ttl_seconds)
 

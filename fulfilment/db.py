@@ -23,7 +23,24 @@ def engine_for(url: str) -> Engine:
     # connections) fails a connection attempt in seconds and a dead peer in under a minute.
     engine = create_engine(url, pool_size=10, max_overflow=10, future=True, connect_args=CONNECT_ARGS)
     _ping_when_idle(engine)
+    _replace_when_not_primary(engine)
     return engine
+
+
+def _replace_when_not_primary(engine: Engine) -> None:
+    """A server that answers "read-only transaction" was demoted (a failover): treat it as a lost
+    connection, so the pool replaces its connections and the next ones find the new primary."""
+
+    @event.listens_for(engine, "handle_error")
+    def not_primary(context: Any) -> None:
+        if not_primary_error(context.original_exception):
+            context.is_disconnect = True
+
+
+def not_primary_error(error: BaseException | None) -> bool:
+    from fulfilment.dependencies import NOT_PRIMARY_SQLSTATES
+
+    return isinstance(error, psycopg.Error) and error.sqlstate in NOT_PRIMARY_SQLSTATES
 
 
 # A pooled connection idle for longer than this is pinged before it is handed out.
@@ -104,8 +121,8 @@ def autocommit() -> Iterator[psycopg.Connection[Any]]:
     connection = _thread_connection()
     try:
         yield connection
-    except psycopg.Error:
-        if connection.broken or connection.closed:
+    except psycopg.Error as error:
+        if connection.broken or connection.closed or not_primary_error(error):
             _drop_thread_connection()
             get_engine().dispose(close=False)  # the pooled ones were probably dropped too
         raise

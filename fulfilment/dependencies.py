@@ -7,11 +7,17 @@ are named, and the reason is the innermost error's text, redacted.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from fulfilment.logging_setup import redact
 
 DEFAULT_PORTS = {"postgresql": 5432, "amqp": 5672, "amqps": 5671, "http": 80, "https": 443}
+
+
+# read_only_sql_transaction: the connection's server is (now) a standby, e.g. an old primary that
+# Patroni demoted.  The connection is replaced (fulfilment/db.py); libpq's target_session_attrs=
+# read-write then connects to the new primary.
+NOT_PRIMARY_SQLSTATES = frozenset({"25006"})
 
 
 class DependencyUnavailable(Exception):
@@ -55,6 +61,8 @@ def is_database_unavailable(error: BaseException) -> bool:
             return True  # TimeoutError: no pooled connection came free (sessions hung on a dead server)
         if isinstance(seen, (psycopg.OperationalError, psycopg.InterfaceError)):
             return True
+        if isinstance(seen, psycopg.Error) and seen.sqlstate in NOT_PRIMARY_SQLSTATES:
+            return True  # a server that became a standby (failover): the next connection finds the primary
         seen = seen.orig if isinstance(seen, exc.DBAPIError) and seen.orig is not None else seen.__cause__
     return False
 
@@ -69,11 +77,16 @@ def describe_database_error(error: BaseException) -> str:
 
 
 def location(url: str) -> str:
-    """host:port of a URL (or of each of several separated by ';'), never its credentials."""
+    """host:port of a URL (or of each of several separated by ';', or of each `host=` of a
+    multi-host database URL), never its credentials."""
     places = []
     for one in str(url).split(";"):
         try:
             split = urlsplit(one.strip())
+            hosts = [value for key, value in parse_qsl(split.query) if key == "host"]
+            if hosts and not split.hostname:
+                places.extend(hosts)
+                continue
             scheme = split.scheme.split("+", 1)[0]
             port = split.port or DEFAULT_PORTS.get(scheme)
             host = split.hostname or "localhost"

@@ -63,25 +63,58 @@ class PartnerDown(Exception):
 
 
 def check_broker(settings: Settings) -> str:
+    """Each node named in BROKER_URL on its own: healthy while one answers (the processes
+    reconnect to a surviving node); the nodes down are named."""
     import pika
 
     from fulfilment.dependencies import broker_unavailable, location
 
-    try:
-        parameters = pika.URLParameters(settings.broker_url)
-        parameters.socket_timeout = 5
-        parameters.blocked_connection_timeout = 5
-        connection = pika.BlockingConnection(parameters)
+    up, down = [], []
+    for url in settings.broker_url.split(";"):
         try:
-            connection.channel()
-        finally:
-            connection.close()
+            parameters = pika.URLParameters(url)
+            parameters.socket_timeout = 5
+            parameters.blocked_connection_timeout = 5
+            parameters.connection_attempts = 1
+            connection = pika.BlockingConnection(parameters)
+            try:
+                connection.channel()
+            finally:
+                connection.close()
+            up.append(location(url))
+        except Exception as error:
+            unavailable = broker_unavailable(error, url)
+            if unavailable is None:
+                raise
+            down.append(f"{unavailable.where}: {unavailable.reason}")
+    if not up:
+        raise BrokerDown(f"unreachable at {'; '.join(down)}")
+    nodes = f"{len(up)}/{len(up) + len(down)} nodes up" + (f", down: {'; '.join(down)}" if down else "")
+    return f"reachable at {', '.join(up)} ({nodes}; queues {settings.broker_queue_type})"
+
+
+class NotDurable(Exception):
+    """SYNC_STANDBY_POLICY=require and order intents are not on a synchronous standby."""
+
+
+def check_replication(settings: Settings) -> str:
+    """Postgres role, synchronous standby and lag (fulfilment/replication.py), judged by SYNC_STANDBY_POLICY."""
+    from fulfilment.replication import DurabilityRefused, judge, read_state
+
+    try:
+        state = read_state(settings)
     except Exception as error:
-        down = broker_unavailable(error, settings.broker_url)
-        if down is None:
+        from fulfilment.dependencies import database_unavailable
+
+        if database_unavailable(error, settings.database_url) is None:
             raise
-        raise BrokerDown(f"unreachable at {down.where}: {down.reason}") from None
-    return f"reachable at {location(settings.broker_url)}"
+        raise DatabaseDown("not checked: database unreachable") from None
+    try:
+        line = judge(state, settings.sync_standby_policy)
+    except DurabilityRefused as error:
+        raise NotDurable(str(error)) from None
+    warning = "" if state.durable or settings.sync_standby_policy == "ignore" else "WARNING: "
+    return f"{warning}{line}"
 
 
 def check_tbb(settings: Settings) -> str:
@@ -123,6 +156,7 @@ def check_ticketmaster(settings: Settings) -> str:
 CHECKS: list[tuple[str, Callable[[Settings], str]]] = [
     ("database", check_database),
     ("broker", check_broker),
+    ("replication", check_replication),
 ]
 # One check per enabled partner, named after it.
 PARTNER_CHECKS: dict[str, Callable[[Settings], str]] = {"tbb": check_tbb, "ticketmaster": check_ticketmaster}

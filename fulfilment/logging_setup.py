@@ -64,8 +64,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO") -> None:
+    from fulfilment.outages import QuietOutageLogs
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(QuietOutageLogs())  # a broker outage: one line down, a summary a minute, one back
     logging.Formatter.converter = __import__("time").gmtime
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -151,6 +151,16 @@ UNROUTED_EVENTS = SCHEDULER_GAUGES.add(SchedulerGauge(
 UNROUTED_EVENTS_LIMIT = SCHEDULER_GAUGES.add(SchedulerGauge(
     "fulfil_unrouted_events_limit", "The max length fulfilment.events.unrouted was declared with "
     "(EVENTS_UNROUTED_MAX_LENGTH: beyond it the oldest events are dropped); 0: none, or the queue predates it"))
+# Postgres replication, read from the primary (fulfilment/replication.py) by the leader's gauges job.
+POSTGRES_PRIMARY = SCHEDULER_GAUGES.add(SchedulerGauge(
+    "fulfil_postgres_primary", "1 when the database the scheduler writes to is a primary (not in recovery)"))
+SYNCHRONOUS_STANDBYS = SCHEDULER_GAUGES.add(SchedulerGauge(
+    "fulfil_postgres_synchronous_standbys",
+    "Standbys streaming as sync/quorum with commits waiting for them (0: order intents on one server)"))
+SYNC_STANDBY_REQUIRED = SCHEDULER_GAUGES.add(SchedulerGauge(
+    "fulfil_postgres_sync_standby_required", "1 when SYNC_STANDBY_POLICY=require"))
+REPLICATION_LAG = SCHEDULER_GAUGES.add(SchedulerGauge(
+    "fulfil_postgres_replication_lag_seconds", "Largest replay lag of a standby, as the primary sees it"))
 REGISTRY.register(SCHEDULER_GAUGES)
 
 # Gauges computed from RabbitMQ: dropped (absent, never stale) when it cannot be read.

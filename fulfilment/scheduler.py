@@ -44,11 +44,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import Engine, event, make_url, text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from fulfilment import metrics
 from fulfilment.db import session_scope
+from fulfilment.outages import BROKER
 from fulfilment.settings import Settings, SettingsError
 from fulfilment.state_machine import NEXT_STEP
 from fulfilment.step_names import StepName
@@ -98,11 +99,23 @@ def redrive_due(settings: Settings, send: Send) -> int:
             continue
         try:
             send(step, purchase_id)
-        except Exception:
-            log.warning("could not send %s for purchase %s", step, purchase_id, exc_info=True)
-            continue
+        except Exception as error:
+            if not _broker_outage(error):
+                log.warning("could not send %s for purchase %s", step, purchase_id, exc_info=True)
+                continue
+            # The broker is out of reach: the rest of the batch would fail the same way.  One line
+            # for the outage (fulfilment/outages.py), none per purchase; they are re-driven once it is back.
+            BROKER.failed(f"re-drive of {len(rows) - sent} due purchase(s) waits: {_one_line(error)}")
+            break
         sent += 1
     return sent
+
+
+def _broker_outage(error: BaseException) -> bool:
+    import pika.exceptions
+    from dramatiq.errors import ConnectionError as BrokerConnectionError
+
+    return isinstance(error, (BrokerConnectionError, pika.exceptions.AMQPError, OSError))
 
 
 @dataclass
@@ -133,8 +146,10 @@ def _one_line(error: BaseException) -> str:
 def lock_connection_params(settings: Settings) -> dict[str, Any]:
     """psycopg.connect() arguments of the lock's session: every way of going silent ends it within the lease."""
     lease = settings.scheduler_leader_lease_seconds
-    url = make_url(settings.database_url).set(drivername="postgresql")
-    params: dict[str, Any] = conninfo_to_dict(url.render_as_string(hide_password=False))
+    # The dialect's own translation, which keeps a multi-host URL's hosts and ports (libpq lists):
+    # rendering the URL back to a string would keep only its last `host=`.
+    _, params = PGDialect_psycopg().create_connect_args(make_url(settings.database_url))
+    params = {key: str(value) if key == "port" else value for key, value in params.items()}
     keepalive_idle, keepalive_interval, keepalive_count = max(1, int(lease / 4)), max(1, int(lease / 8)), 3
     server = {
         # A stopped or cut-off leader sends nothing: its idle session, and with it the lock, ends.
@@ -506,6 +521,7 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
     metrics.SCHEDULER_LAG.set(live.lag_seconds)
     metrics.OUTBOX_BACKLOG.set(live.outbox_backlog)
     metrics.OUTBOX_OLDEST_AGE.set(live.outbox_oldest_age_seconds)
+    _replication_gauges(settings)
     if queue_depths is None:
         return 0
     try:
@@ -513,9 +529,10 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
     except (pika.exceptions.AMQPError, OSError) as error:
         for gauge in metrics.BROKER_GAUGES:
             gauge.clear()
-        log.warning("scheduler gauges: cannot read queue depths from RabbitMQ (%s); "
-                    "dead-letter, queue and unrouted gauges dropped until it answers", _one_line(error))
+        BROKER.failed(f"scheduler gauges: cannot read queue depths ({_one_line(error)}); "
+                      "dead-letter, queue and unrouted gauges dropped until it answers")
         return 0
+    BROKER.recovered()
     metrics.DEAD_LETTERS.replace({(q,): depths[q] for q in DEAD_LETTER_QUEUES if q in depths})
     metrics.QUEUE_MESSAGES.replace({(q,): depths[q] for q in QUEUES if q in depths})
     if UNROUTED in depths:
@@ -528,6 +545,22 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
     else:
         metrics.UNROUTED_EVENTS_LIMIT.set(limit)
     return 0
+
+
+def _replication_gauges(settings: Settings) -> None:
+    """Role, synchronous standbys and lag of the database the purchases are written to."""
+    from fulfilment.replication import replication_state
+
+    with session_scope() as session:
+        state = replication_state(session.connection())
+    metrics.POSTGRES_PRIMARY.set(0 if state.in_recovery else 1)
+    metrics.SYNCHRONOUS_STANDBYS.set(len(state.synchronous_standbys) if state.durable else 0)
+    metrics.SYNC_STANDBY_REQUIRED.set(1 if settings.sync_standby_policy == "require" else 0)
+    lag = state.max_replay_lag_seconds
+    if lag is None:
+        metrics.REPLICATION_LAG.clear()
+    else:
+        metrics.REPLICATION_LAG.set(lag)
 
 
 # The scheduler leader's lock session, in this database (advisory locks are per database).

@@ -39,7 +39,13 @@ class _FromEnvironment(BaseSettings):
 class DatabaseSettings(_FromEnvironment):
     """Where state lives."""
 
-    database_url: str = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host:5432/db")
+    database_url: str = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host:5432/db; "
+                              "several hosts (libpq): user:pw@h1:5432,h2:5432/db?target_session_attrs=read-write")
+    # What the workers do when Postgres does not confirm commits on a synchronous standby
+    # (fulfilment/replication.py; README "Operations"): an order intent on the primary alone is
+    # lost by a failover to an asynchronous standby, and that purchase could be ordered twice.
+    sync_standby_policy: Literal["ignore", "warn", "require"] = Field(
+        default="warn", description="ignore | warn (one line at start, health says so) | require (refuse to start)")
 
     @field_validator("database_url")
     @classmethod
@@ -47,20 +53,52 @@ class DatabaseSettings(_FromEnvironment):
         if not value.startswith(("postgresql://", "postgresql+psycopg://")):
             raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
         # psycopg 3 is the driver we ship; normalise the plain scheme to it.
-        return value.replace("postgresql://", "postgresql+psycopg://", 1)
+        return multihost_to_query(value.replace("postgresql://", "postgresql+psycopg://", 1))
 
 
-class BrokerSettings(_FromEnvironment):
+def multihost_to_query(url: str) -> str:
+    """libpq's multi-host form (`user:pw@h1:5432,h2:5433/db`) in SQLAlchemy's (`user:pw@/db?host=h1:5432&host=h2:5433`).
+
+    SQLAlchemy cannot parse commas in a URL's netloc; its psycopg dialect passes repeated
+    `host` query parameters to libpq as the same host list.  A one-host URL is returned as it is.
+    """
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    credentials, at, hosts = netloc.rpartition("@")
+    if "," not in hosts:
+        return url
+    path, question, query = tail.partition("?")
+    host_params = "&".join(f"host={host}" for host in hosts.split(",") if host)
+    query = f"{host_params}&{query}" if query else host_params
+    return f"{scheme}{sep}{credentials}{at}/{path}?{query}"
+
+
+class QueueSettings(_FromEnvironment):
+    """How the pipeline's queues are declared (fulfilment/rabbitmq/broker.py); read by every process
+    that declares them: workers, the scheduler, `fulfil submit`, `fulfil dlq replay`."""
+
+    # classic by default: one development node gains nothing from quorum queues, and an existing
+    # installation's classic queues keep working on upgrade (`fulfil queues migrate` moves them).
+    broker_queue_type: Literal["classic", "quorum"] = Field(
+        default="classic", description="classic | quorum (a RabbitMQ cluster: replicated, Raft)")
+    broker_delivery_limit: int = Field(
+        default=20, ge=1, le=1000,
+        description="quorum queues: a message delivered this many times without an ack is dead-lettered")
+
+
+class BrokerSettings(QueueSettings):
     """How work moves."""
 
-    broker_url: str = Field(description="AMQP URL of RabbitMQ, e.g. amqp://user:pw@host:5672/%2F")
+    broker_url: str = Field(description="AMQP URL of RabbitMQ, e.g. amqp://user:pw@host:5672/%2F; "
+                            "several nodes of a cluster separated by ';'")
 
     @field_validator("broker_url")
     @classmethod
     def _amqp_only(cls, value: str) -> str:
-        if not value.startswith(("amqp://", "amqps://")):
-            raise ValueError("must be an amqp:// or amqps:// URL")
-        return value
+        urls = [url.strip() for url in value.split(";")]
+        if not all(url.startswith(("amqp://", "amqps://")) for url in urls):
+            raise ValueError("must be an amqp:// or amqps:// URL (several separated by ';')")
+        return ";".join(urls)
 
 
 class PartnerSettings(_FromEnvironment):
@@ -386,7 +424,7 @@ def get_settings() -> Settings:
     raise SettingsError(report)
 
 
-_Part = TypeVar("_Part", DatabaseSettings, BrokerSettings, PartnerSettings, PolicySettings)
+_Part = TypeVar("_Part", DatabaseSettings, QueueSettings, BrokerSettings, PartnerSettings, PolicySettings)
 
 
 def _part(part: type[_Part]) -> _Part:
@@ -412,6 +450,10 @@ def get_database_settings() -> DatabaseSettings:
 
 def get_broker_settings() -> BrokerSettings:
     return _part(BrokerSettings)
+
+
+def get_queue_settings() -> QueueSettings:
+    return _part(QueueSettings)
 
 
 def get_partner_settings() -> PartnerSettings:

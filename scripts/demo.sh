@@ -35,7 +35,8 @@ stop_all() {
 if [[ "${1:-}" == "stop" ]]; then stop_all; echo "demo: stopped"; exit 0; fi
 stop_all  # a previous demo's leftovers
 
-eval "$(bash scripts/services.sh env)"
+# DEMO_SERVERS=scripts/ha.sh (make ha-demo): the HA stack's URLs, every node named, quorum queues.
+eval "$(bash "${DEMO_SERVERS:-scripts/services.sh}" env)"
 export DATABASE_URL BROKER_URL
 export TBB_BASE_URL="http://127.0.0.1:$SANDBOX_PORT" TBB_CLIENT_ID=partner-a TBB_CLIENT_SECRET=sandbox-secret-a
 # Demo timings: a purchase's whole life in seconds rather than hours.

@@ -32,6 +32,9 @@
 #   FULFIL_LOCAL_DIR=.local         where the servers keep their state; another directory
 #                                   (with other ports) runs a second, independent pair,
 #                                   e.g. for chaos runs that restart their servers
+#   FULFIL_RABBIT_NODENAME=fulfil@localhost   the Erlang node name (scripts/ha.sh runs three)
+#   FULFIL_RABBIT_CONF_EXTRA=       lines appended to rabbitmq.conf (ha.sh: cluster formation)
+#   FULFIL_RABBIT_ERL_ARGS=         extra emulator flags (ha.sh: fewer schedulers)
 #
 # Two checkouts on one machine share the default ports: give one of them other
 # FULFIL_*_PORT values. A port already taken by something else is reported.
@@ -63,7 +66,7 @@ PG_LOG="$PG_DIR/log"
 RMQ_BIN=/usr/lib/rabbitmq/bin   # the real scripts; /usr/sbin/* are Debian wrappers that
                                 # `su` to rabbitmq and reset HOME (losing our cookie dir)
 RMQ_DIR="$LOCAL/rabbitmq"
-RMQ_NODENAME="fulfil@localhost"
+RMQ_NODENAME="${FULFIL_RABBIT_NODENAME:-fulfil@localhost}"
 RMQ_PID_FILE="$RMQ_DIR/rabbitmq.pid"
 RMQ_HOME="$RMQ_DIR/home"        # HOME of the node and of the CLI: holds .erlang.cookie
 RMQ_LOG_DIR="$RMQ_DIR/log"
@@ -304,7 +307,7 @@ pg_status() {
 # Environment for the node and for every CLI call against it. `env -i` so nothing
 # from the caller (e.g. a system RABBITMQ_* or another checkout's HOME) leaks in.
 rmq_env() {  # rmq_env CMD ARGS...: run CMD as the rabbitmq service user with our env
-    local dist_if="-kernel inet_dist_use_interface {127,0,0,1}"
+    local dist_if="-kernel inet_dist_use_interface {127,0,0,1} ${FULFIL_RABBIT_ERL_ARGS:-}"
     as_user "$(rmq_user)" "$RMQ_DIR" env -i \
         PATH="$RMQ_BIN:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" \
         HOME="$RMQ_HOME" \
@@ -394,6 +397,7 @@ default_permissions.write = .*
 log.file.level = ${FULFIL_RABBIT_LOG_LEVEL:-info}
 log.console = false
 EOF
+    if [[ -n "${FULFIL_RABBIT_CONF_EXTRA:-}" ]]; then printf '%s\n' "$FULFIL_RABBIT_CONF_EXTRA" >>"$RMQ_DIR/rabbitmq.conf"; fi
     if [[ "$MGMT" == 1 ]]; then
         cat >>"$RMQ_DIR/rabbitmq.conf" <<EOF
 management.tcp.ip = 127.0.0.1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -151,23 +152,33 @@ def app_env(database: servers.TestDatabase, vhost: servers.TestVhost, sandbox: S
     }
 
 
-@pytest.fixture(scope="session")
-def configured(app_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """Point this test process's settings at the test servers too."""
+@contextmanager
+def environment(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """This test process's settings (and partners) read from `env` for the block."""
     from fulfilment.partners.registry import get_partner, get_partners
     from fulfilment.settings import get_settings
 
+    def forget() -> None:
+        get_settings.cache_clear()
+        get_partner.cache_clear()
+        get_partners.cache_clear()
+
     saved = dict(os.environ)
-    os.environ.update(app_env)
-    get_settings.cache_clear()
-    get_partner.cache_clear()
-    get_partners.cache_clear()
-    yield app_env
-    os.environ.clear()
-    os.environ.update(saved)
-    get_settings.cache_clear()
-    get_partner.cache_clear()
-    get_partners.cache_clear()
+    os.environ.update(env)
+    forget()
+    try:
+        yield env
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        forget()
+
+
+@pytest.fixture(scope="session")
+def configured(app_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """Point this test process's settings at the test servers too."""
+    with environment(app_env):
+        yield app_env
 
 
 @pytest.fixture

@@ -45,5 +45,11 @@ from workers.broker import broker  # noqa: E402  (settings first: a bad config m
 
 # isort: split
 from workers import intake, order, quote, tickets, transfer  # noqa: E402,F401  (declares the actors)
+from workers.startup import check_at_start  # noqa: E402
+
+# A queue of the other type (BROKER_QUEUE_TYPE) or a primary without a synchronous standby
+# (SYNC_STANDBY_POLICY=require) stops the worker here with one line; an unreachable broker or
+# database does not (the worker waits for them as it always has).
+check_at_start(broker, _settings)
 
 __all__ = ["broker"]

@@ -10,7 +10,7 @@ Exit codes (fulfilment/cli/common.py, `fulfil --help`): 0 done, 1 not found or n
 from fulfilment.cli import purchases  # noqa: F401  (registers the commands)
 
 # isort: split
-from fulfilment.cli import console, dlq, operator, service, tickets  # noqa: F401
+from fulfilment.cli import console, dlq, operator, queues, service, tickets  # noqa: F401
 from fulfilment.cli.common import REPO_ROOT, app
 from fulfilment.cli.service import request_schema
 

@@ -70,6 +70,8 @@ class FulfilGroup(TyperGroup):
         except Exception as error:
             if type(error).__name__ == "CommandError" and type(error).__module__.startswith("alembic"):
                 fail(f"migrations: {error}", EXIT_USAGE)  # e.g. an unknown revision
+            if type(error).__name__ == "QueueMismatch":  # fulfilment/rabbitmq/broker.py: names the command
+                fail(str(error), EXIT_USAGE)
             known = _unavailable(error)
             if known is None:
                 raise  # a bug: the traceback is wanted

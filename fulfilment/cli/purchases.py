@@ -211,8 +211,9 @@ def _not_recorded(session: Any, ident: str) -> str:
     except ValueError:
         purchase_id = str(purchase_id_for(ident))
     lines = [f"no purchase recorded yet for {ident!r} (purchase id {purchase_id}).",
-             f"A submitted request becomes a purchase once the intake workers store it; until then it waits "
-             f"in {INTAKE_QUEUE}."]
+             f"If `fulfil submit` accepted it (it printed this id, exit 0), it waits in {INTAKE_QUEUE} until "
+             f"the intake workers store it; a submission that failed (exit 3: no broker node reachable) was "
+             f"never queued."]
     try:
         broker_url = get_broker_settings().broker_url
         depths = queue_depths(broker_url, (INTAKE_QUEUE, dq_name(INTAKE_QUEUE), xq_name(INTAKE_QUEUE)))

@@ -333,11 +333,12 @@ def _declare_like_dramatiq(channel: BlockingChannel, queue: str) -> None:
     PRECONDITION_FAILED that closes the channel), and a missing queue gets created, so
     the publish cannot be dropped as unroutable.
     """
-    channel.queue_declare(
-        queue=queue,
-        durable=True,
-        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": xq_name(queue)},
-    )
+    from fulfilment.rabbitmq.broker import queue_arguments
+    from fulfilment.settings import get_queue_settings
+
+    shape = get_queue_settings()  # the workers' queue type (BROKER_QUEUE_TYPE), as they declare it
+    channel.queue_declare(queue=queue, durable=True, arguments=queue_arguments(
+        queue, queue_type=shape.broker_queue_type, delivery_limit=shape.broker_delivery_limit))
 
 
 # --------------------------------------------------------------------------- reading the XQ
@@ -476,8 +477,10 @@ def _connection(broker_url: str) -> Iterator[BlockingConnection]:
 
 
 def _parameters(broker_url: str) -> list[pika.URLParameters]:
+    from fulfilment.rabbitmq.broker import node_parameters
+
     try:
-        return [pika.URLParameters(url) for url in broker_url.split(";")]
+        return node_parameters(broker_url)
     except Exception:  # noqa: BLE001  pika's parse errors may quote the URL, password and all
         raise BrokerUnavailable(f"invalid broker URL: {redact_url(broker_url)}") from None
 

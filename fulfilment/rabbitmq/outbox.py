@@ -53,6 +53,8 @@ from sqlalchemy import func, select, update
 
 from fulfilment import ticket_crypto
 from fulfilment.db import session_scope
+from fulfilment.outages import BROKER
+from fulfilment.rabbitmq.broker import node_parameters
 from fulfilment.rabbitmq.queues import EXCHANGE, UNROUTED
 from models import OutboxEvent
 
@@ -98,7 +100,7 @@ class EventPublisher:
 
     def __init__(self, broker_url: str, *, unrouted_max_length: int = DEFAULT_UNROUTED_MAX_LENGTH,
                  unrouted_ttl_seconds: float = DEFAULT_UNROUTED_TTL_SECONDS) -> None:
-        self._parameters = pika.URLParameters(broker_url)
+        self._parameters = node_parameters(broker_url)  # every node of a cluster, tried in turn
         self._connection: pika.BlockingConnection | None = None
         self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
         self._unrouted_arguments = unrouted_arguments(unrouted_max_length, unrouted_ttl_seconds)
@@ -242,10 +244,11 @@ def relay_outbox(publisher: EventPublisher, *, batch_size: int, ticket_key: Secr
                 publisher.publish(event.id, event.routing_key, payload)
             except (pika.exceptions.AMQPError, OSError) as error:
                 # Keep what was confirmed; the rest waits for the next tick.
-                log.warning("outbox: publishing event %s failed (%s); will retry", event.id, error)
+                BROKER.failed(f"outbox: events wait unpublished ({type(error).__name__}: {error})")
                 publisher.close()
                 break
             sent.append(event.id)
+            BROKER.recovered()
         if sent:
             session.execute(update(OutboxEvent).where(OutboxEvent.id.in_(sent)).values(published_at=func.now()))
     return len(sent)

@@ -20,10 +20,11 @@ import uuid
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from fulfilment.rabbitmq.broker import FulfilmentBroker
 from fulfilment.rabbitmq.queues import INTAKE_ACTOR, INTAKE_QUEUE, REFRESH_ACTOR, REFRESH_QUEUE, STEP_QUEUES
 from fulfilment.requests import AnyPurchaseRequest, PurchaseRequest, TicketmasterRequest, parse_request
+from fulfilment.settings import QueueSettings, get_queue_settings
 from fulfilment.step_names import StepName
 
 
@@ -47,8 +48,8 @@ def intake_message(request: AnyPurchaseRequest) -> dramatiq.Message[Any]:
 class Publisher:
     """Keeps one confirmed-delivery broker connection for many submissions."""
 
-    def __init__(self, broker_url: str) -> None:
-        self._broker = confirmed_broker(broker_url)
+    def __init__(self, broker_url: str, queues: QueueSettings | None = None) -> None:
+        self._broker = confirmed_broker(broker_url, queues)
 
     def submit(self, request: AnyPurchaseRequest | dict[str, Any]) -> uuid.UUID:
         parsed = request if isinstance(request, (PurchaseRequest, TicketmasterRequest)) else parse_request(request)
@@ -109,10 +110,13 @@ def request_ticket_refresh(purchase_id: uuid.UUID | str, *, broker_url: str,
         broker.close()
 
 
-def confirmed_broker(broker_url: str) -> RabbitmqBroker:
+def confirmed_broker(broker_url: str, queues: QueueSettings | None = None) -> FulfilmentBroker:
     """A broker for a process that only publishes (no actors, no middleware), with publisher
-    confirms: a send returns once RabbitMQ has the message."""
-    return RabbitmqBroker(url=broker_url, confirm_delivery=True, middleware=[])
+    confirms: a send returns once RabbitMQ has the message.  Its queues are declared as the
+    workers declare them: `queues`, or BROKER_QUEUE_TYPE / BROKER_DELIVERY_LIMIT."""
+    shape = queues or get_queue_settings()
+    return FulfilmentBroker(url=broker_url, queue_type=shape.broker_queue_type,
+                            delivery_limit=shape.broker_delivery_limit, confirm_delivery=True, middleware=[])
 
 
 def send_step_once(step: StepName, purchase_id: uuid.UUID, *, broker_url: str) -> str:

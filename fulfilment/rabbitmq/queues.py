@@ -6,6 +6,7 @@ import pika
 import pika.exceptions
 from dramatiq.common import xq_name
 
+from fulfilment.rabbitmq.broker import node_parameters
 from fulfilment.step_names import StepName
 
 # The events (fulfilment/rabbitmq/outbox.py): a topic exchange, and where events that no queue
@@ -40,7 +41,7 @@ def queue_depths(broker_url: str, queues: tuple[str, ...] = GAUGED_QUEUES) -> di
     A queue that does not exist yet (no worker ever declared it) counts as empty.
     """
     depths: dict[str, int] = {}
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    connection = pika.BlockingConnection(node_parameters(broker_url))  # any node of a cluster
     try:
         for queue in queues:
             channel = connection.channel()

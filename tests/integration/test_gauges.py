@@ -85,12 +85,21 @@ def test_queue_gauges_come_from_rabbitmq_and_go_absent_when_it_is_out_of_reach(
     def unreachable() -> dict[str, int]:
         raise pika.exceptions.AMQPConnectionError("connection refused")
 
-    with caplog.at_level(logging.WARNING, logger="fulfilment.scheduler"):
+    from fulfilment.outages import BROKER
+
+    BROKER.recovered()  # no outage left over from another test
+    with caplog.at_level(logging.WARNING, logger="fulfilment.outage"):
         update_gauges(settings, unreachable)
+        update_gauges(settings, unreachable)  # still down: counted, not logged again
     for g in metrics.BROKER_GAUGES:
         assert list(g.family().samples) == [], f"{g.name} is stale"
     assert metrics.STALLED.get() is not None  # the database's gauges are still there
-    assert "cannot read queue depths from RabbitMQ" in caplog.text
+    assert caplog.text.count("cannot read queue depths") == 1, caplog.text
+    assert "broker (RabbitMQ) down: scheduler gauges" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fulfilment.outage"):
+        update_gauges(settings, lambda: depths)
+    assert "broker (RabbitMQ) back after" in caplog.text and "(2 failed attempts)" in caplog.text
 
 
 def test_queue_depths_counts_ready_messages_over_one_connection(configured: dict[str, str]) -> None:
@@ -117,3 +126,13 @@ def test_a_scheduler_that_steps_down_exports_no_purchase_or_queue_gauges() -> No
     for g in metrics.SCHEDULER_GAUGES.gauges:
         if g is not metrics.SCHEDULER_LEADER:
             assert list(g.family().samples) == [], g.name
+
+
+def test_replication_gauges_say_the_local_database_is_a_primary_without_a_synchronous_standby() -> None:
+    """The test Postgres is a lone primary: no standby confirms its commits (FulfilNoSynchronousStandby
+    would page if the policy required one).  tests/ha reads the same on the Patroni pair."""
+    update_gauges(get_settings())
+    assert gauge(metrics.POSTGRES_PRIMARY) == 1
+    assert gauge(metrics.SYNCHRONOUS_STANDBYS) == 0
+    assert gauge(metrics.SYNC_STANDBY_REQUIRED) == (1 if get_settings().sync_standby_policy == "require" else 0)
+    assert list(metrics.REPLICATION_LAG.family().samples) == []  # no standby, no lag reported

@@ -101,3 +101,22 @@ def test_a_threads_autocommit_connection_whose_server_went_away_is_replaced(
     with db.session_scope() as session:  # the pool's connections still run transactions
         assert session.execute(text("SELECT 1")).scalar_one() == 1
         assert not session.connection().connection.driver_connection.autocommit
+
+
+def test_a_connection_to_a_server_that_became_read_only_is_replaced(engine: Engine) -> None:
+    """A failover demotes the old primary: its connections answer 25006 (read-only transaction).
+    That is an outage (the step waits and retries), and the pool replaces its connections, so the
+    next write goes wherever libpq's target_session_attrs=read-write finds the primary."""
+    from sqlalchemy import exc
+
+    from fulfilment.dependencies import is_database_unavailable
+
+    with engine.connect() as connection:
+        demoted = int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        connection.execute(text("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"))
+        connection.commit()
+    with pytest.raises(exc.DBAPIError) as refused, engine.connect() as connection:
+        assert int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one()) == demoted
+        connection.execute(text("CREATE TEMPORARY TABLE written (x int)"))
+    assert refused.value.connection_invalidated and is_database_unavailable(refused.value)
+    assert backend_pid(engine) != demoted

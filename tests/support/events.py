@@ -15,21 +15,28 @@ from fulfilment.rabbitmq.outbox import EXCHANGE
 
 
 class EventListener:
-    """durable=True: a durable queue that outlives broker restarts (reconnects on demand)."""
+    """durable=True: a durable queue that outlives broker restarts (reconnects on demand);
+    quorum=True (with durable): a quorum queue, replicated on a RabbitMQ cluster, that outlives a
+    node's loss.  The URL may name several nodes (';')."""
 
-    def __init__(self, broker_url: str, binding: str = "purchase.#", *, durable: bool = False) -> None:
+    def __init__(self, broker_url: str, binding: str = "purchase.#", *, durable: bool = False,
+                 quorum: bool = False) -> None:
         self.broker_url = broker_url
         self.binding = binding
         self.durable = durable
+        self.arguments = {"x-queue-type": "quorum"} if quorum else None
         self.queue = f"test-events-{uuid.uuid4().hex[:8]}"
         self.received: list[dict[str, Any]] = []
         self._connect()
 
     def _connect(self) -> None:
-        self.connection = pika.BlockingConnection(pika.URLParameters(self.broker_url))
+        from fulfilment.rabbitmq.broker import node_parameters
+
+        self.connection = pika.BlockingConnection(node_parameters(self.broker_url))
         self.channel = self.connection.channel()
         self.channel.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
-        self.channel.queue_declare(self.queue, durable=self.durable, exclusive=not self.durable)
+        self.channel.queue_declare(self.queue, durable=self.durable, exclusive=not self.durable,
+                                   arguments=self.arguments)
         self.channel.queue_bind(self.queue, EXCHANGE, routing_key=self.binding)
 
     def drain(self, *, until: int | Callable[[list[dict[str, Any]]], bool] | None = None,

@@ -76,7 +76,9 @@ def start_scheduler(env: dict[str, str], log_dir: Path, name: str = "scheduler")
 
 
 def consumers(broker_url: str, queue: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    from fulfilment.rabbitmq.broker import node_parameters
+
+    connection = pika.BlockingConnection(node_parameters(broker_url))  # any node of a cluster
     try:
         channel = connection.channel()
         try:

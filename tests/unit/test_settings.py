@@ -106,3 +106,36 @@ def test_a_delivery_lead_shorter_than_the_step_deadline_is_refused(env: pytest.M
     env.setenv("MIN_DELIVERY_LEAD_SECONDS", "60")
     get_settings.cache_clear()
     assert get_settings().min_delivery_lead_seconds == 60
+
+
+def test_a_multi_host_database_url_becomes_sqlalchemys_host_list_and_is_named_without_password() -> None:
+    from sqlalchemy.engine import make_url
+
+    from fulfilment.dependencies import location
+    from fulfilment.settings import DatabaseSettings
+
+    settings = DatabaseSettings(database_url="postgresql://fulfil:pw@10.0.0.1:5432,10.0.0.2:5433/fulfil"
+                                             "?target_session_attrs=read-write")
+    url = make_url(settings.database_url)
+    assert url.drivername == "postgresql+psycopg" and url.database == "fulfil" and url.password == "pw"
+    assert url.query["host"] == ("10.0.0.1:5432", "10.0.0.2:5433")
+    assert url.query["target_session_attrs"] == "read-write"
+    assert location(settings.database_url) == "10.0.0.1:5432, 10.0.0.2:5433"
+    one = "postgresql+psycopg://fulfil:pw@10.0.0.1:5432/fulfil"
+    assert DatabaseSettings(database_url=one).database_url == one
+
+
+def test_broker_url_may_name_several_nodes_and_queue_settings_are_checked() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from fulfilment.settings import BrokerSettings
+
+    nodes = "amqp://u:p@h1:5672/%2F; amqp://u:p@h2:5672/%2F"
+    settings = BrokerSettings(broker_url=nodes)
+    assert settings.broker_url == "amqp://u:p@h1:5672/%2F;amqp://u:p@h2:5672/%2F"
+    assert settings.broker_queue_type == "classic"
+    with pytest.raises(ValidationError, match="amqp"):
+        BrokerSettings(broker_url="amqp://u:p@h1/%2F;http://h2")
+    with pytest.raises(ValidationError, match="broker_queue_type"):
+        BrokerSettings(broker_url=nodes, broker_queue_type="mirrored")
