@@ -108,3 +108,44 @@ def test_a_commit_answered_after_its_lease_is_held_with_its_order_never_bought_t
     [held] = wait_until([purchase_id], in_states("needs_attention"), pipeline=pipeline, timeout=120).values()
     assert held.failure_code == "ORDER_TOKEN_UNKNOWN" and held.order_evidence == "exists"
     assert orders(tm, purchase_id) == 1 and tm.admin.counts()["requests"]["commit"] == 1
+
+
+def test_safetix_delays_shown_by_one_signal_only_are_never_issued_without_tokens(
+        pipeline: Pipeline, tm: TMSandboxProcess) -> None:
+    from sqlalchemy import text
+
+    from fulfilment.db import session_scope
+    from tests.support.tm_pipeline import tickets
+
+    ids = []
+    for signal in ("service_level", "date"):
+        tm.admin.delay_safetix(signal, until=tm.admin.now() + dt.timedelta(hours=2))
+        purchase_id = pipeline.submit(tm_request(quantity=2))
+        wait_until([purchase_id], lambda p: p.state == "awaiting_tickets" and bool(
+            (p.partner_data or {}).get("delay_notified") or "without a token" in (p.last_error or "")),
+            pipeline=pipeline, timeout=90)
+        assert tickets(purchase_id) == []  # nothing issued as final without its tokens
+        ids.append(purchase_id)
+    tm.admin.advance(3 * 3600)  # the delay ends on TM's clock; ours cannot be moved: the waits end now
+    with session_scope() as session:
+        session.execute(text("UPDATE purchases SET next_action_at = now() WHERE id = ANY(:ids)"), {"ids": ids})
+    issued_at = wait_until(ids, in_states("tickets_issued"), pipeline=pipeline, timeout=90)
+    assert len(issued_at) == 2 and all(t.token_encrypted for pid in ids for t in tickets(pid))
+    assert [orders(tm, purchase_id) for purchase_id in ids] == [1, 1]
+
+
+def test_an_unredeemed_list_that_refuses_or_never_lists_proves_nothing(pipeline: Pipeline,
+                                                                         tm: TMSandboxProcess) -> None:
+    # The commit is made and its answer dropped (the token never sent): only the list could show it.
+    tm.admin.set_faults({"commit": {"drop_next": 1}, "unredeemed": {"status": 403, "status_rate": 1.0}})
+    refused = pipeline.submit(tm_request())
+    [held] = wait_until([refused], in_states("needs_attention"), pipeline=pipeline, timeout=180).values()
+    assert held.failure_code == "ORDER_OUTCOME_UNKNOWN" and held.order_evidence == "may_exist"
+    tm.admin.clear_faults()
+    tm.admin.hide_from_unredeemed(1.0)
+    tm.admin.set_faults({"commit": {"drop_next": 1}})
+    hidden = pipeline.submit(tm_request())
+    [held] = wait_until([hidden], in_states("needs_attention"), pipeline=pipeline, timeout=180).values()
+    assert held.failure_code == "ORDER_OUTCOME_UNKNOWN"
+    assert [orders(tm, refused), orders(tm, hidden)] == [1, 1]  # held, never bought again
+    assert tm.admin.counts()["requests"]["commit"] == 2
