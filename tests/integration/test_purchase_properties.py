@@ -42,7 +42,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from sqlalchemy import select, text
 
 from fulfilment import state_machine
-from fulfilment.db import get_engine, session_scope
+from fulfilment.db import autocommit, get_engine, session_scope
 from fulfilment.requests import purchase_id_for
 from fulfilment.scheduler import redrive_due
 from fulfilment.settings import Settings, get_settings
@@ -54,7 +54,7 @@ from fulfilment.steps.stall import stall_after_exhausted_retries
 from models import Purchase
 from tests.support.factories import request
 from tests.support.fake_partner import BEHAVIOURS, MEDIUM_TTL, Clock, FakeOrder, FakePartner, SimulatedCrash
-from tests.support.machines import event, guarded, note
+from tests.support.machines import event, guarded, live_claim, note
 
 # The partner may answer an *order* with PAYMENT_NOT_CONFIGURED too.  With this on, hypothesis
 # found a double order (see test_a_refused_retry_of_an_unknown_order_stays_unknown_...), fixed
@@ -353,7 +353,12 @@ class PurchaseMachine(RuleBasedStateMachine):
 
     def _tick(self) -> None:
         ours = set(self.purchases)
-        redrive_due(self.settings, lambda step, pid: self.queue.append((step, pid)) if pid in ours else None)
+        redriven: list[uuid.UUID] = []
+        redrive_due(self.settings, lambda step, pid: (self.queue.append((step, pid)), redriven.append(pid))
+                    if pid in ours else None)
+        # The scheduler never re-drives a purchase whose claim a worker still holds (M6, issue 20).
+        held = [pid for pid in redriven if live_claim(self.reader, pid)]
+        assert not held, f"the scheduler re-drove {held} while a worker's claim on it was live"
 
     def _stall(self, purchase_id: uuid.UUID, step: str = "resolve_order") -> State | None:
         """What StallOnExhaustedRetries does when dramatiq gives up on a purchase's message."""
@@ -366,8 +371,7 @@ class PurchaseMachine(RuleBasedStateMachine):
         return stalled_from
 
     def _claim_live(self, purchase_id: uuid.UUID) -> bool:
-        return bool(self.reader.execute(text("SELECT coalesce(claimed_until > now(), false) FROM purchases "
-                                             "WHERE id = :id"), {"id": purchase_id}).scalar())
+        return live_claim(self.reader, purchase_id)
 
     def _resume(self, purchase_id: uuid.UUID) -> None:
         """`fulfil retry`: resume the purchase, then send the step it names."""
@@ -1012,3 +1016,49 @@ def test_a_stall_never_takes_a_purchase_from_a_live_claim(machine: PurchaseMachi
     assert _step(machine, "place_order", *_orders_sent("pause_before")) is State.NEEDS_ATTENTION
     assert stalls == [None, State.ORDERING]
     assert [k for k in _kinds(purchase_id) if k[0] == "orphan_order"] == [("orphan_order", "stalled", "stalled")]
+
+
+# ---- issue 20: the hand-made mutant M4 ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("refusal", ["account", "quote_expired"])
+def test_m4_a_refused_resend_within_the_order_step_proves_nothing(machine: PurchaseMachine, refusal: str) -> None:
+    """M4 (`first_attempt and sent == 1` -> `first_attempt` in steps/order.py): the first send of
+    the order step commits but its answer is lost (5xx); the step sends the same quote again and
+    that re-send is refused (PAYMENT_NOT_CONFIGURED, or QUOTE_EXPIRED from a partner that checks
+    expiry first).  The refusal answers the re-send, not the first request: the purchase stays
+    ORDER_UNKNOWN and finds the one order -- never paused or re-quoted while the partner holds it."""
+    purchase_id = _quoted(machine, expiry_first=refusal == "quote_expired")
+    quote_id = machine._get(purchase_id).quote_id
+    assert quote_id is not None
+    if refusal == "quote_expired":
+        # The partner expires the quote while the step pauses between its sends.
+        machine_pause = order.pause
+        order.pause = lambda seconds: (machine_pause(seconds), machine.partner.expire_early(quote_id))
+        faults = _orders_sent("unknown_after")
+    else:
+        faults = _orders_sent("unknown_after", "account")
+    assert _step(machine, "place_order", *faults) is State.ORDER_UNKNOWN
+    [the_order] = _orders_of(machine)
+    assert len(machine.partner.order_calls) == 2 and len(machine.partner.quotes) == 1
+    machine._lease_passes()
+    assert _step(machine, "resolve_order") is State.AWAITING_TRANSFER
+    assert machine._get(purchase_id).order_id == the_order.order_id
+    assert _orders_of(machine) == [the_order] and len(machine.partner.quotes) == 1
+
+
+def test_the_scheduler_never_redrives_a_purchase_whose_claim_is_live(machine: PurchaseMachine) -> None:
+    """M6 (issue 20): a worker holds the purchase (its lease is live) and the purchase's next action
+    is due: the scheduler leaves it to that worker, and re-drives it once the lease has passed."""
+    purchase_id = _quoted(machine)
+    with autocommit() as db:
+        assert state_machine.claim(db, purchase_id, [State.QUOTED], lease_seconds=LEASE) is not None
+    with session_scope() as session:  # due now, and never nudged
+        session.execute(text("UPDATE purchases SET next_action_at = now() - interval '1 minute', nudged_at = NULL "
+                             "WHERE id = :id"), {"id": purchase_id})
+    machine.queue.clear()
+    machine._tick()
+    assert machine.queue == []
+    machine._lease_passes()
+    machine._tick()
+    assert machine.queue == [("place_order", purchase_id)]

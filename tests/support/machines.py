@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import functools
+import uuid
 
 from hypothesis import event as _event
 from hypothesis import note as _note
 from hypothesis.errors import InvalidArgument
+from sqlalchemy import Connection, text
+
+LIVE_CLAIM_SQL = text("SELECT coalesce(claimed_until > now(), false) FROM purchases WHERE id = :id")
 
 
 def event(text: str) -> None:
@@ -33,3 +37,8 @@ def guarded(function):  # type: ignore[no-untyped-def]
         self.healthy = True
 
     return wrapper
+
+
+def live_claim(reader: Connection, purchase_id: uuid.UUID) -> bool:
+    """Does a worker hold a live claim (lease) on the purchase now?"""
+    return bool(reader.execute(LIVE_CLAIM_SQL, {"id": purchase_id}).scalar())
