@@ -75,7 +75,7 @@ from fulfilment.steps.stall import stall_after_exhausted_retries
 from models import Purchase
 from tests.support.factories import tm_request
 from tests.support.fake_partner import Clock
-from tests.support.machines import event, guarded, live_claim, note
+from tests.support.machines import event, guarded, live_claim, note, replay
 
 # ---- switch: polling URLs TM forgets -----------------------------------------------------------
 # A polling URL TM no longer knows, for a reserve or an order-management call.  The flow used to keep
@@ -500,6 +500,12 @@ class TmPurchaseMachine(RuleBasedStateMachine):
         # 1. What our code sent TM: no commit of an expired, deleted or unpaid cart, none (and no
         #    reserve) for a purchase once an order exists for it or TM holds a commit of it.
         assert not fake.violations, f"the client did what it must never do: {fake.violations}"
+        #    ... and no commit of a cart whose hold ends within the safety margin (issue 20).
+        for call in fake.calls_of("commit"):
+            cart = fake.carts.get(call.cart_id or "")
+            assert cart is None or (cart.hold_until - call.at).total_seconds() > MARGIN, \
+                f"commit of cart {call.cart_id} at {call.at}, within the {MARGIN:g} s safety margin of its hold's " \
+                f"end ({cart.hold_until})"
 
         snapshot = self.reader.execute(SNAPSHOT_SQL, {"ids": self.purchases}).one()
         purchases: dict[str, dict[str, Any]] = {p["id"]: p for p in snapshot.purchases}
@@ -916,3 +922,28 @@ def test_m12_a_commit_answered_202_whose_poll_fails_never_reserves_again(machine
     assert State(purchase.state) in (State.TICKETS_ISSUED, State.NEEDS_ATTENTION)
     if State(purchase.state) is State.NEEDS_ATTENTION:
         assert purchase.order_evidence == "exists"
+
+
+def drawn(operation: str, kind: str, *, wait: float = 4.0, repeats: int = 0) -> Drawn:
+    """The FAULTS draw that plans `kind` for `operation` (as `trouble_ahead` reads it)."""
+    kinds = WEIGHTED[operation]
+    index = -(-kinds.index(kind) * SPREAD // len(kinds))  # the first draw that lands on it
+    assert kinds[index * len(kinds) // SPREAD] == kind
+    return (0, index, wait, repeats, 30.0, 1)
+
+
+def test_m12_replayed_example() -> None:
+    """M12 as a fixed example of the machine itself (its rules, invariants and liveness run): the
+    commit is answered 202, then TM forgets the polling URL (404)."""
+    replay(TmPurchaseMachine(), [
+        ("first_purchase", {"hold": 3600.0, "lag": 0.0, "numbers": False, "extension": 0.0,
+                            "zone": "America/Los_Angeles", "price": None, "deadline_soon": False}),
+        ("deliver", {"index": 0, "stale": None, "fault": None}),  # reserved and paid: quoted
+        ("trouble_ahead", {"operation": "commit", "fault": drawn("commit", "polling"), "times": 1}),
+        ("deliver", {"index": 0, "stale": None, "fault": None}),  # commit: 202
+        ("time_passes", {"how": "lease"}),
+        ("trouble_ahead", {"operation": "poll_commit", "fault": drawn("poll_commit", "gone"), "times": 1}),
+        ("deliver", {"index": 0, "stale": None, "fault": None}),  # its poll: the URL is gone
+        ("time_passes", {"how": "lease"}),
+        ("broker", {"messages": 2, "position": 0, "how": "deliver", "fault": None}),
+    ])

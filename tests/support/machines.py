@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 from hypothesis import event as _event
 from hypothesis import note as _note
@@ -42,3 +44,22 @@ def guarded(function):  # type: ignore[no-untyped-def]
 def live_claim(reader: Connection, purchase_id: uuid.UUID) -> bool:
     """Does a worker hold a live claim (lease) on the purchase now?"""
     return bool(reader.execute(LIVE_CLAIM_SQL, {"id": purchase_id}).scalar())
+
+
+def replay(machine: Any, steps: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Run one fixed example of a hypothesis state machine: its rules in this order with these
+    arguments, every invariant after each, then its teardown (the liveness run).  Hypothesis has no
+    `@example` for stateful tests; this is one, written as hypothesis prints a failing example."""
+    invariants = [name for name in dir(type(machine))
+                  if getattr(getattr(type(machine), name), "hypothesis_stateful_invariant", None) is not None]
+    try:
+        for invariant_name in invariants:
+            getattr(machine, invariant_name)()
+        for rule, arguments in steps:
+            getattr(machine, rule)(**arguments)
+            for invariant_name in invariants:
+                getattr(machine, invariant_name)()
+    except BaseException:
+        machine.close()
+        raise
+    machine.teardown()
