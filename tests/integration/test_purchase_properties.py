@@ -1245,3 +1245,16 @@ def test_a_worker_whose_claim_was_taken_over_only_records_late_answers(machine: 
         reasons = [t.reason for t in state_machine.history(session, purchase_id)
                    if (t.from_state, t.to_state) == ("order_unknown", "awaiting_transfer")]
     assert len(reasons) == 1 and "a late answer" in reasons[0], reasons
+
+
+def test_a_purchase_nobody_holds_is_stalled_with_the_message_that_gave_up(machine: PurchaseMachine) -> None:
+    """The middleware's stall of a purchase no worker holds (its claim released): STALLED from where it
+    was, the history naming the message whose retries ran out."""
+    purchase_id = _quoted(machine)
+    assert machine._get(purchase_id).claimed_until is None
+    assert stall_after_exhausted_retries(purchase_id, step="place_order", retries=8, error="RetryLater: 503",
+                                         message_id="msg-gave-up") is State.QUOTED
+    with session_scope() as session:
+        [stalled] = [t for t in state_machine.history(session, purchase_id) if t.to_state == "stalled"]
+    assert stalled.message_id == "msg-gave-up" and "place_order gave up after 8 retries" in stalled.reason
+    assert machine._get(purchase_id).last_error == "RetryLater: 503"
