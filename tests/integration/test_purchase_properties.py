@@ -1252,9 +1252,10 @@ def test_a_purchase_nobody_holds_is_stalled_with_the_message_that_gave_up(machin
     was, the history naming the message whose retries ran out."""
     purchase_id = _quoted(machine)
     assert machine._get(purchase_id).claimed_until is None
-    assert stall_after_exhausted_retries(purchase_id, step="place_order", retries=8, error="RetryLater: 503",
+    error = "RetryLater: 503 " + "x" * 3000  # kept to its first 2,000 characters
+    assert stall_after_exhausted_retries(purchase_id, step="place_order", retries=8, error=error,
                                          message_id="msg-gave-up") is State.QUOTED
     with session_scope() as session:
         [stalled] = [t for t in state_machine.history(session, purchase_id) if t.to_state == "stalled"]
     assert stalled.message_id == "msg-gave-up" and "place_order gave up after 8 retries" in stalled.reason
-    assert machine._get(purchase_id).last_error == "RetryLater: 503"
+    assert machine._get(purchase_id).last_error == error[:2000]
