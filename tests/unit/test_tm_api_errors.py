@@ -239,3 +239,12 @@ def test_a_cart_id_the_error_carries_is_never_replaced() -> None:
 
 def test_an_error_of_another_partner_proves_no_commit_refusal() -> None:
     assert is_commit_definite(PartnerError("SOLD_OUT", "no", status=400)) is False
+
+
+def test_a_reserve_that_may_have_been_processed_is_unknown_with_the_answers_details() -> None:
+    answer = TmTransientError("504", "Gateway timeout", status=504)
+    answer.tm_code = 10098
+    unknown = for_cart_call(answer, operation="reserve", commit=False, cart_id="C3")
+    assert isinstance(unknown, TmOutcomeUnknown)
+    assert (unknown.code, unknown.status, unknown.tm_code, unknown.cart_id) == ("504", 504, 10098, "C3")
+    assert unknown.message == "reserve failed after it may have been processed: Gateway timeout"
