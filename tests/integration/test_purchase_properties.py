@@ -1259,3 +1259,30 @@ def test_a_purchase_nobody_holds_is_stalled_with_the_message_that_gave_up(machin
         [stalled] = [t for t in state_machine.history(session, purchase_id) if t.to_state == "stalled"]
     assert stalled.message_id == "msg-gave-up" and "place_order gave up after 8 retries" in stalled.reason
     assert machine._get(purchase_id).last_error == error[:2000]
+
+
+@pytest.mark.parametrize("refusal", ["quote_expired", "account", "permanent"])
+def test_a_definite_refusal_of_the_first_order_leaves_the_order_path(machine: PurchaseMachine, refusal: str) -> None:
+    """The one request sent under the worker's own claim, refused definitely, proves no order: an
+    expired quote is quoted again (and the quote step is sent), a missing payment method pauses,
+    a permanent refusal fails -- each clearing the order evidence and keeping the partner's error."""
+    purchase_id = _quoted(machine, quote_fault="refuse_orders" if refusal == "permanent" else None)
+    if refusal == "quote_expired":
+        quote_id = machine._get(purchase_id).quote_id
+        assert quote_id is not None
+        machine.partner.expire_early(quote_id)
+    machine.queue.clear()
+    state = _step(machine, "place_order", *(_orders_sent("account") if refusal == "account" else []))
+    purchase = machine._get(purchase_id)
+    assert len(machine.partner.order_calls) == 1 and _orders_of(machine) == []
+    assert purchase.order_evidence is None
+    with session_scope() as session:
+        last = state_machine.history(session, purchase_id)[-1]
+    assert last.from_state == "ordering" and last.message_id is not None
+    if refusal == "quote_expired":
+        assert state is State.RECEIVED and "QUOTE_EXPIRED" in (purchase.last_error or "")
+        assert machine.queue == [("quote_purchase", purchase_id)]
+    elif refusal == "account":
+        assert state is State.PAUSED and "PAYMENT_NOT_CONFIGURED" in (purchase.last_error or "")
+    else:
+        assert state is State.FAILED and purchase.failure_code == "INVALID_DELIVERY_DEADLINE"
