@@ -947,3 +947,18 @@ def test_m12_replayed_example() -> None:
         ("time_passes", {"how": "lease"}),
         ("broker", {"messages": 2, "position": 0, "how": "deliver", "fault": None}),
     ])
+
+
+@pytest.mark.parametrize(("refusal", "then"), [("sold_out", State.FAILED), ("payment_refused", State.PAUSED),
+                                               ("cart_invalid", State.RECEIVED), ("rate_limited", State.RECEIVED)])
+def test_a_definite_refusal_of_the_one_commit_leaves_the_order_path(machine: TmPurchaseMachine, refusal: str,
+                                                                    then: State) -> None:
+    """The one commit of the cart, refused definitely (assumed.COMMIT_DEFINITE_CODES, or a 429), bought
+    nothing: sold out fails, a refused payment pauses, an invalid cart or a quota reserves again -- the
+    order evidence cleared, the partner's error kept.  (No focused test had it: mutation testing.)"""
+    purchase_id = _quoted(machine)
+    assert _step(machine, "place_order", ("commit", refusal)) is then
+    purchase = machine._get(purchase_id)
+    assert _order_of(machine) == [] and len(machine.fake.calls_of("commit")) == 1
+    assert purchase.order_evidence is None
+    assert (purchase.failure_code if then is State.FAILED else purchase.last_error)
