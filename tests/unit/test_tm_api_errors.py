@@ -247,4 +247,5 @@ def test_a_reserve_that_may_have_been_processed_is_unknown_with_the_answers_deta
     unknown = for_cart_call(answer, operation="reserve", commit=False, cart_id="C3")
     assert isinstance(unknown, TmOutcomeUnknown)
     assert (unknown.code, unknown.status, unknown.tm_code, unknown.cart_id) == ("504", 504, 10098, "C3")
+    assert unknown.operation == "reserve"
     assert unknown.message == "reserve failed after it may have been processed: Gateway timeout"
