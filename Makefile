@@ -7,13 +7,14 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap services services-stop status lint test test-unit fuzz chaos bench demo demo-stop migrate schema screenshots clean ha-up ha-down ha-status ha-demo chaos-ha
+.PHONY: help bootstrap services services-stop status lint test test-unit fuzz mutate chaos bench demo demo-stop migrate schema screenshots clean ha-up ha-down ha-status ha-demo chaos-ha
 
 help:
 	@echo "make demo        install, start servers, run sandbox + workers + scheduler, submit sample purchases"
 	@echo "make test        install, start servers, run the whole test suite (unit, integration, e2e)"
 	@echo "make test-unit   unit tests only (no servers needed);  make lint  ruff + mypy"
 	@echo "make fuzz        the hypothesis tests with random, many more examples (FUZZ_EXAMPLES, default 1000)"
+	@echo "make mutate      mutation testing of the money modules (mutmut, incremental; MUTATE_MAX_SECONDS caps it)"
 	@echo "make chaos       1,000 purchases under kills, server restarts and partner faults; prints a table"
 	@echo "make bench       throughput vs raw dramatiq and the floor, latency, scheduler cost, worker memory; prints a table"
 	@echo "make services    start the local Postgres and RabbitMQ;  make services-stop  stops them"
@@ -49,6 +50,11 @@ test-unit: bootstrap
 # random examples, FUZZ_EXAMPLES of them per test; `make test` runs them derandomized ("ci").
 fuzz: services
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -m hypothesis --hypothesis-show-statistics --timeout=3600 $(PYTEST_ARGS)
+
+# Mutation testing of the money modules (scripts/mutate.sh, README "Mutation testing"): the hand-made
+# mutants, then mutmut's, incremental (mutants/ keeps every verdict), niced, capped by MUTATE_MAX_SECONDS.
+mutate: services
+	@bash scripts/mutate.sh
 
 # Its own pair of servers (.local/chaos, other ports): it restarts them mid-run.
 chaos: bootstrap

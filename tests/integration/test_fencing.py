@@ -110,12 +110,14 @@ def test_a_late_confirmation_of_the_recorded_order_is_noted_not_applied_twice(
         lease_lapses(purchase_id)
         order.resolve_order(purchase_id, partner=tbb, settings=settings)  # finds the order by lookup
 
-    order.place_order(purchase_id, partner=Frozen(tbb, "create_order", another_worker_resolves), settings=settings)
+    order.place_order(purchase_id, partner=Frozen(tbb, "create_order", another_worker_resolves), settings=settings,
+                      message_id="msg-late-worker")
     purchase = reload(purchase_id)
     assert purchase.state == State.AWAITING_TRANSFER
     assert len(sandbox_orders(sandbox_, purchase_id)) == 1
     [late] = history(purchase_id, "late_answer")
-    assert f"order {purchase.order_id} created, already recorded" in late.reason
+    assert f"late answer from order, not applied: order {purchase.order_id} created, already recorded" in late.reason
+    assert late.message_id == "msg-late-worker"  # which delivery it came from
 
 
 def test_a_late_quote_expired_never_requotes_a_purchase_ordering_with_another_quote(

@@ -42,7 +42,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from sqlalchemy import select, text
 
 from fulfilment import state_machine
-from fulfilment.db import get_engine, session_scope
+from fulfilment.db import autocommit, get_engine, session_scope
 from fulfilment.requests import purchase_id_for
 from fulfilment.scheduler import redrive_due
 from fulfilment.settings import Settings, get_settings
@@ -54,7 +54,7 @@ from fulfilment.steps.stall import stall_after_exhausted_retries
 from models import Purchase
 from tests.support.factories import request
 from tests.support.fake_partner import BEHAVIOURS, MEDIUM_TTL, Clock, FakeOrder, FakePartner, SimulatedCrash
-from tests.support.machines import event, guarded, note
+from tests.support.machines import event, guarded, live_claim, note, replay
 
 # The partner may answer an *order* with PAYMENT_NOT_CONFIGURED too.  With this on, hypothesis
 # found a double order (see test_a_refused_retry_of_an_unknown_order_stays_unknown_...), fixed
@@ -242,6 +242,15 @@ class PurchaseMachine(RuleBasedStateMachine):
         # Messages whose claim was taken over while their partner call hung -> the last history
         # row by then: whatever that message writes afterwards must be a late answer.
         self.taken_over: dict[str, int] = {}
+        # With ORDER_ABSENCE_GRACE_SECONDS (AbsencePolicyMachine): the purchases the policy sent back
+        # to quoting (the operator accepted that a lookup lagging past the grace may cost a second
+        # order), those the partner told their quote was consumed since (evidence "exists": the
+        # policy must never apply to them), and the last history row judged for it.
+        self.policy_requoted: set[str] = set()
+        self.given_up_quotes: set[str] = set()  # the quotes those purchases were re-quoted from
+        self.exists_seen: set[str] = set()
+        self.last_quote: dict[str, str | None] = {}
+        self.policy_judged = 0
         self.healthy = True  # False once a rule or a check raised: teardown then leaves it alone
 
     # ---- helpers ---------------------------------------------------------------------
@@ -353,7 +362,12 @@ class PurchaseMachine(RuleBasedStateMachine):
 
     def _tick(self) -> None:
         ours = set(self.purchases)
-        redrive_due(self.settings, lambda step, pid: self.queue.append((step, pid)) if pid in ours else None)
+        redriven: list[uuid.UUID] = []
+        redrive_due(self.settings, lambda step, pid: (self.queue.append((step, pid)), redriven.append(pid))
+                    if pid in ours else None)
+        # The scheduler never re-drives a purchase whose claim a worker still holds (M6, issue 20).
+        held = [pid for pid in redriven if live_claim(self.reader, pid)]
+        assert not held, f"the scheduler re-drove {held} while a worker's claim on it was live"
 
     def _stall(self, purchase_id: uuid.UUID, step: str = "resolve_order") -> State | None:
         """What StallOnExhaustedRetries does when dramatiq gives up on a purchase's message."""
@@ -366,8 +380,7 @@ class PurchaseMachine(RuleBasedStateMachine):
         return stalled_from
 
     def _claim_live(self, purchase_id: uuid.UUID) -> bool:
-        return bool(self.reader.execute(text("SELECT coalesce(claimed_until > now(), false) FROM purchases "
-                                             "WHERE id = :id"), {"id": purchase_id}).scalar())
+        return live_claim(self.reader, purchase_id)
 
     def _resume(self, purchase_id: uuid.UUID) -> None:
         """`fulfil retry`: resume the purchase, then send the step it names."""
@@ -559,6 +572,8 @@ class PurchaseMachine(RuleBasedStateMachine):
         quote_owner: dict[str, str] = dict(snapshot.quotes)
         orphans: dict[str, list[Any]] = {row[0]: row for row in snapshot.orphans}  # order id -> [order, purchase, quote]
         slots = [str(pid) for pid in self.purchases]  # purchase i asked for quantity i + 1
+        self._judge_absence_policy(purchases, history)
+        accepted = self.policy_requoted  # see _judge_absence_policy
 
         # 1. At most one partner order per purchase, over every quote it ever got: counted by
         #    the partner (each purchase asks for its own quantity) and through partner_quotes.
@@ -569,7 +584,9 @@ class PurchaseMachine(RuleBasedStateMachine):
             assert quote_owner[o.quote_id] == slots[o.quantity - 1], f"order {o.order_id}: quotes mixed up"
             orders[quote_owner[o.quote_id]].append(o)
         for pid, held in orders.items():
-            assert len(held) <= 1, f"purchase {pid} has {len(held)} partner orders: {held}"
+            assert len(held) <= 1 or pid in accepted, f"purchase {pid} has {len(held)} partner orders: {held}"
+            if len(held) > 1:
+                event("two orders after an absence-policy re-quote (the risk the operator accepted)")
 
         # 2. No order on a quote expired at that moment (by the partner's clock, early expiry
         #    included), and no order call on a quote we had been told was expired.
@@ -582,6 +599,16 @@ class PurchaseMachine(RuleBasedStateMachine):
             assert call.delivery_deadline is None or \
                 (call.delivery_deadline - call.at).total_seconds() > LEAD, \
                 f"order sent on quote {call.quote_id} at {call.at}, deadline {call.delivery_deadline} is too close"
+        # ... and a quote is first ordered only while it has more than the safety margin left (a
+        # re-send while resolving an unknown outcome may use it until it expires).
+        first_sends: dict[str, Any] = {}
+        for call in self.partner.order_calls:
+            first_sends.setdefault(call.quote_id, call)
+        for call in first_sends.values():
+            assert call.advertised_expires_at is None or \
+                (call.advertised_expires_at - call.at).total_seconds() > MARGIN, \
+                f"first order on quote {call.quote_id} at {call.at}, within the {MARGIN:g} s safety margin of its " \
+                f"expiry ({call.advertised_expires_at})"
 
         # 3. Each history row (transitions, late answers, orphan orders...) has exactly one
         #    outbox event, of its kind; each purchase's chain is consistent; a row that changes
@@ -614,6 +641,9 @@ class PurchaseMachine(RuleBasedStateMachine):
                 previous = State(to_state)
                 if previous is State.ORDER_UNKNOWN and unknown_since is None:
                     unknown_since = row_id
+                if from_state == State.ORDER_UNKNOWN and previous is State.RECEIVED and \
+                        self.settings.order_absence_grace_seconds is not None:
+                    unknown_since = None  # the operator's absence policy (judged in _judge_absence_policy)
                 if unknown_since is not None:
                     assert previous not in NEVER_AFTER_UNKNOWN, \
                         f"{pid}: {previous} (row {row_id}) after its order outcome was unknown (row {unknown_since})"
@@ -625,6 +655,10 @@ class PurchaseMachine(RuleBasedStateMachine):
         for pid, purchase in purchases.items():
             state = State(purchase["state"])
             held = orders.get(pid, [])
+            if pid in accepted:
+                # Sent back to quoting by the policy: the order of a quote it gave up on, if the lookup
+                # hid it past the grace, is the accepted risk; judge the orders of its other quotes.
+                held = [o for o in held if o.quote_id not in self.given_up_quotes]
             if state is State.ORDERING:
                 assert purchase["order_evidence"] is not None, f"{pid} is ordering without order evidence"
             if purchase["order_id"] is not None:
@@ -649,6 +683,8 @@ class PurchaseMachine(RuleBasedStateMachine):
             pid = quote_owner[o.quote_id]
             purchase = purchases[pid]
             named = purchase["order_id"] == o.order_id
+            if o.quote_id in self.given_up_quotes:
+                continue  # the accepted risk of the absence policy (above)
             if o.order_id in orphans:
                 assert orphans[o.order_id][1:] == [pid, o.quote_id], f"orphan {orphans[o.order_id]} is not {o}"
             elif not named:
@@ -670,6 +706,32 @@ class PurchaseMachine(RuleBasedStateMachine):
             assert purchase["has_next_action"] == state_machine.is_live(State(purchase["state"])), \
                 f"{pid} is {purchase['state']}, has_next_action={purchase['has_next_action']}"
         self.healthy = True
+
+    def _judge_absence_policy(self, purchases: dict[str, dict[str, Any]], history: list[list[Any]]) -> None:
+        """ORDER_UNKNOWN -> RECEIVED is the absence policy's alone (ORDER_ABSENCE_GRACE_SECONDS set), and
+        never for a purchase the partner told, since its last re-quote, that its quote was consumed
+        (evidence "exists": an order exists, whatever the lookup says).  Judged for every new history
+        row against the evidence the purchase had at the previous check."""
+        for row_id, pid, kind, from_state, to_state, _, _ in history:
+            if row_id <= self.policy_judged:
+                continue
+            self.policy_judged = row_id
+            if kind == "transition" and (from_state, to_state) == (State.ORDER_UNKNOWN, State.RECEIVED):
+                assert self.settings.order_absence_grace_seconds is not None, \
+                    f"{pid}: order_unknown -> received (row {row_id}) without the absence policy"
+                assert pid not in self.exists_seen, \
+                    f"{pid}: re-quoted under the absence policy (row {row_id}) although the partner said its " \
+                    "quote was consumed (evidence exists): an order exists"
+                self.policy_requoted.add(pid)
+                self.given_up_quotes.update(q for q in (self.last_quote.get(pid), purchases[pid]["quote_id"]
+                                                        if purchases[pid]["state"] == State.RECEIVED else None) if q)
+                event("re-quoted under the absence policy")
+        for pid, purchase in purchases.items():
+            self.last_quote[pid] = purchase["quote_id"]
+            if purchase["order_evidence"] == "exists":
+                self.exists_seen.add(pid)
+            elif purchase["order_evidence"] is None:
+                self.exists_seen.discard(pid)
 
     def close(self) -> None:
         """Put the real clock back; leave nothing live for a later test's scheduler (the
@@ -733,7 +795,7 @@ class PurchaseMachine(RuleBasedStateMachine):
             for o in held:
                 # Every order the partner holds is named or kept as an orphan — or its purchase
                 # waits for a person, knowing that an order may exist (its id was never told).
-                if o.order_id not in named and o.order_id not in orphaned:
+                if o.order_id not in named and o.order_id not in orphaned and o.quote_id not in self.given_up_quotes:
                     assert state in HELD_FOR_OPERATOR and purchase.order_evidence is not None, \
                         f"order {o.order_id} of {pid} is neither named nor kept, and {pid} is {state}"
                     event(f"ended {state} with an order never told of")
@@ -777,6 +839,35 @@ class InlineIntakeMachine(PurchaseMachine):
 
 TestPurchasesIntakeInline = InlineIntakeMachine.TestCase
 TestPurchasesIntakeInline.settings = TestPurchases.settings
+
+# The operator's absence policy in the absence-policy machine: shorter than most lookup lags
+# (LOOKUP_LAGS), so that the policy meets lookups that still hide an order; and quotes that live a
+# few leases at most, so that the policy's time comes within an example.
+ABSENCE_GRACE = 30.0
+SHORT_QUOTE_TTLS = st.sampled_from([300.0, 150.0])
+
+
+class AbsencePolicyMachine(PurchaseMachine):
+    """The same machine with ORDER_ABSENCE_GRACE_SECONDS set: a complete, empty lookup that long after
+    the quote expired sends an unknown order back to quoting.  The policy must never apply once the
+    partner said the quote was consumed (evidence "exists", `_judge_absence_policy`); a second order
+    it causes when a lookup hides an order past the grace is the risk the operator accepted (README),
+    and the only one allowed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settings = self.settings.model_copy(update={"order_absence_grace_seconds": ABSENCE_GRACE})
+
+    @initialize(expiry_first=st.booleans(), price=PRICES, lookup_lag=LOOKUP_LAGS, deadline_soon=DEADLINE_SOON,
+                quote_ttl=SHORT_QUOTE_TTLS)
+    def first_purchase(self, expiry_first: bool, price: str | None, lookup_lag: float = 0.0,
+                       deadline_soon: bool = False, quote_ttl: float = 3600.0) -> None:
+        super().first_purchase(expiry_first=expiry_first, price=price, lookup_lag=lookup_lag,
+                               deadline_soon=deadline_soon, quote_ttl=quote_ttl)
+
+
+TestPurchasesAbsencePolicy = AbsencePolicyMachine.TestCase
+TestPurchasesAbsencePolicy.settings = TestPurchases.settings
 
 
 # ---- scripted regressions ------------------------------------------------------------------
@@ -1005,3 +1096,186 @@ def test_a_stall_never_takes_a_purchase_from_a_live_claim(machine: PurchaseMachi
     assert stalls == [None, State.ORDERING]
     assert ("transition", "stalled", "awaiting_transfer") in _kinds(purchase_id)
     assert [k for k in _kinds(purchase_id) if k[0] == "orphan_order"] == []
+
+
+# ---- issue 20: the hand-made mutant M4 ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("refusal", ["account", "quote_expired"])
+def test_m4_a_refused_resend_within_the_order_step_proves_nothing(machine: PurchaseMachine, refusal: str) -> None:
+    """M4 (`first_attempt and sent == 1` -> `first_attempt` in steps/order.py): the first send of
+    the order step commits but its answer is lost (5xx); the step sends the same quote again and
+    that re-send is refused (PAYMENT_NOT_CONFIGURED, or QUOTE_EXPIRED from a partner that checks
+    expiry first).  The refusal answers the re-send, not the first request: the purchase stays
+    ORDER_UNKNOWN and finds the one order -- never paused or re-quoted while the partner holds it."""
+    purchase_id = _quoted(machine, expiry_first=refusal == "quote_expired")
+    quote_id = machine._get(purchase_id).quote_id
+    assert quote_id is not None
+    if refusal == "quote_expired":
+        # The partner expires the quote while the step pauses between its sends.
+        machine_pause = order.pause
+        order.pause = lambda seconds: (machine_pause(seconds), machine.partner.expire_early(quote_id))
+        faults = _orders_sent("unknown_after")
+    else:
+        faults = _orders_sent("unknown_after", "account")
+    assert _step(machine, "place_order", *faults) is State.ORDER_UNKNOWN
+    [the_order] = _orders_of(machine)
+    assert len(machine.partner.order_calls) == 2 and len(machine.partner.quotes) == 1
+    machine._lease_passes()
+    assert _step(machine, "resolve_order") is State.AWAITING_TRANSFER
+    assert machine._get(purchase_id).order_id == the_order.order_id
+    assert _orders_of(machine) == [the_order] and len(machine.partner.quotes) == 1
+
+
+def test_the_scheduler_never_redrives_a_purchase_whose_claim_is_live(machine: PurchaseMachine) -> None:
+    """M6 (issue 20): a worker holds the purchase (its lease is live) and the purchase's next action
+    is due: the scheduler leaves it to that worker, and re-drives it once the lease has passed."""
+    purchase_id = _quoted(machine)
+    with autocommit() as db:
+        assert state_machine.claim(db, purchase_id, [State.QUOTED], lease_seconds=LEASE) is not None
+    with session_scope() as session:  # due now, and never nudged
+        session.execute(text("UPDATE purchases SET next_action_at = now() - interval '1 minute', nudged_at = NULL "
+                             "WHERE id = :id"), {"id": purchase_id})
+    machine.queue.clear()
+    machine._tick()
+    assert machine.queue == []
+    machine._lease_passes()
+    machine._tick()
+    assert machine.queue == [("place_order", purchase_id)]
+
+
+# ---- issue 20: the absence policy (M3) and the safety margin (M7) ---------------------------------
+
+
+@pytest.fixture
+def absence_machine() -> Iterator[AbsencePolicyMachine]:
+    machine = AbsencePolicyMachine()
+    yield machine
+    machine.close()
+
+
+def test_absence_policy_never_requotes_once_the_quote_was_consumed(absence_machine: AbsencePolicyMachine) -> None:
+    """M3 (the policy ignoring evidence "exists"): the order commits, its answer is lost, the same quote
+    sent again is QUOTE_ALREADY_CONSUMED; the lookup lags longer than the grace.  Long after the quote
+    expired, the empty lookup still proves nothing: the partner said an order exists."""
+    machine = absence_machine
+    purchase_id = _quoted(machine, lookup_lag=1000.0, quote_fault="medium_ttl")
+    assert _step(machine, "place_order", *_orders_sent("unknown_after")) is State.ORDER_UNKNOWN
+    assert machine._get(purchase_id).order_evidence == "exists"
+    [the_order] = _orders_of(machine)
+    machine.clock.advance(MEDIUM_TTL + ABSENCE_GRACE + 1)  # the quote expired more than the grace ago
+    machine._lease_passes()
+    assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN  # the lookup lags: empty, proves nothing
+    assert len(machine.partner.quotes) == 1
+    machine.clock.advance(1000.0)
+    machine._lease_passes()
+    assert _step(machine, "resolve_order") is State.AWAITING_TRANSFER
+    assert _orders_of(machine) == [the_order] and machine._get(purchase_id).order_id == the_order.order_id
+
+
+def test_absence_policy_requotes_an_unknown_order_the_lookup_proves_absent(
+        absence_machine: AbsencePolicyMachine) -> None:
+    """The policy itself: the order request timed out before the partner processed it (no order); long
+    after the quote expired the complete lookup is empty: the purchase quotes again and buys once."""
+    machine = absence_machine
+    purchase_id = _quoted(machine, quote_fault="medium_ttl")
+    assert _step(machine, "place_order", *_orders_sent(*["unknown_before"] * SENDS_PER_STEP)) is State.ORDER_UNKNOWN
+    machine.clock.advance(MEDIUM_TTL + ABSENCE_GRACE + 1)
+    machine._lease_passes()
+    assert _step(machine, "resolve_order") is State.RECEIVED
+    assert _step(machine, "quote_purchase") is State.QUOTED
+    assert _step(machine, "place_order") is State.AWAITING_TRANSFER
+    [the_order] = _orders_of(machine)
+    assert machine._get(purchase_id).order_id == the_order.order_id and len(machine.partner.quotes) == 2
+
+
+def test_no_order_inside_the_safety_margin(machine: PurchaseMachine) -> None:
+    """M7: a quote that expires within QUOTE_SAFETY_MARGIN_SECONDS is quoted again, never ordered."""
+    purchase_id = _quoted(machine, quote_fault="medium_ttl")
+    machine.clock.advance(MEDIUM_TTL - MARGIN + 1)  # still valid, inside the margin
+    assert _step(machine, "place_order") is State.RECEIVED
+    assert machine.partner.order_calls == []
+    assert _step(machine, "quote_purchase") is State.QUOTED
+    assert _step(machine, "place_order") is State.AWAITING_TRANSFER
+    assert machine._get(purchase_id).order_id == _orders_of(machine)[0].order_id
+
+
+def _behaviours(**chosen: str) -> dict[str, str]:
+    """A draw of BEHAVIOUR_PER_OPERATION: `chosen` for these operations, no fault for the others."""
+    return {operation: chosen.get(operation, "") for operation in sorted(FAULT_WEIGHTS)}
+
+
+def test_m4_replayed_example() -> None:
+    """M4 as a fixed example of the machine itself (its rules, its invariants, its liveness run): the
+    order's first send commits and its answer is lost, the re-send within the step is refused with
+    PAYMENT_NOT_CONFIGURED."""
+    replay(PurchaseMachine(), [
+        ("first_purchase", {"expiry_first": False, "price": None, "lookup_lag": 0.0, "deadline_soon": False,
+                            "quote_ttl": 3600.0}),
+        ("deliver", {"index": 0, "stale": None, "fault": None}),  # quoted
+        ("order_trouble_ahead", {"operation": "create_order", "times": 1,
+                                 "fault": (_behaviours(create_order="unknown_after"), 0, "another_worker")}),
+        ("order_trouble_ahead", {"operation": "create_order", "times": 1,
+                                 "fault": (_behaviours(create_order="account"), 0, "another_worker")}),
+        ("deliver", {"index": 0, "stale": None, "fault": None}),  # the order step: sent twice
+        ("time_passes", {"lease": True, "partner_catches_up": False}),
+        ("broker", {"messages": 2, "position": 0, "duplicate": False, "fault": None}),
+    ])
+
+
+def test_a_worker_whose_claim_was_taken_over_only_records_late_answers(machine: PurchaseMachine) -> None:
+    """The token fence (F1): worker A re-sends an unknown order's quote while resolving and its answer
+    (201) hangs past its lease; worker B claims the purchase, finds the quote consumed and parks it --
+    same state, same quote, only the claim token differs.  A's late 201 is applied as a late answer
+    (the purchase still resolves that quote), never written as if A still held the claim."""
+    purchase_id = _quoted(machine, lookup_lag=400.0)
+    assert _step(machine, "place_order", *_orders_sent(*["unknown_before"] * SENDS_PER_STEP)) is State.ORDER_UNKNOWN
+    machine._lease_passes()
+    assert _step(machine, "resolve_order", *_orders_sent("pause_after:another_worker")) is State.AWAITING_TRANSFER
+    [the_order] = _orders_of(machine)
+    assert machine._get(purchase_id).order_id == the_order.order_id
+    with session_scope() as session:
+        reasons = [t.reason for t in state_machine.history(session, purchase_id)
+                   if (t.from_state, t.to_state) == ("order_unknown", "awaiting_transfer")]
+    assert len(reasons) == 1 and "a late answer" in reasons[0], reasons
+
+
+def test_a_purchase_nobody_holds_is_stalled_with_the_message_that_gave_up(machine: PurchaseMachine) -> None:
+    """The middleware's stall of a purchase no worker holds (its claim released): STALLED from where it
+    was, the history naming the message whose retries ran out."""
+    purchase_id = _quoted(machine)
+    assert machine._get(purchase_id).claimed_until is None
+    error = "RetryLater: 503 " + "x" * 3000  # kept to its first 2,000 characters
+    assert stall_after_exhausted_retries(purchase_id, step="place_order", retries=8, error=error,
+                                         message_id="msg-gave-up") is State.QUOTED
+    with session_scope() as session:
+        [stalled] = [t for t in state_machine.history(session, purchase_id) if t.to_state == "stalled"]
+    assert stalled.message_id == "msg-gave-up" and "place_order gave up after 8 retries" in stalled.reason
+    assert machine._get(purchase_id).last_error == error[:2000]
+
+
+@pytest.mark.parametrize("refusal", ["quote_expired", "account", "permanent"])
+def test_a_definite_refusal_of_the_first_order_leaves_the_order_path(machine: PurchaseMachine, refusal: str) -> None:
+    """The one request sent under the worker's own claim, refused definitely, proves no order: an
+    expired quote is quoted again (and the quote step is sent), a missing payment method pauses,
+    a permanent refusal fails -- each clearing the order evidence and keeping the partner's error."""
+    purchase_id = _quoted(machine, quote_fault="refuse_orders" if refusal == "permanent" else None)
+    if refusal == "quote_expired":
+        quote_id = machine._get(purchase_id).quote_id
+        assert quote_id is not None
+        machine.partner.expire_early(quote_id)
+    machine.queue.clear()
+    state = _step(machine, "place_order", *(_orders_sent("account") if refusal == "account" else []))
+    purchase = machine._get(purchase_id)
+    assert len(machine.partner.order_calls) == 1 and _orders_of(machine) == []
+    assert purchase.order_evidence is None
+    with session_scope() as session:
+        last = state_machine.history(session, purchase_id)[-1]
+    assert last.from_state == "ordering" and last.message_id is not None
+    if refusal == "quote_expired":
+        assert state is State.RECEIVED and "QUOTE_EXPIRED" in (purchase.last_error or "")
+        assert machine.queue == [("quote_purchase", purchase_id)]
+    elif refusal == "account":
+        assert state is State.PAUSED and "PAYMENT_NOT_CONFIGURED" in (purchase.last_error or "")
+    else:
+        assert state is State.FAILED and purchase.failure_code == "INVALID_DELIVERY_DEADLINE"

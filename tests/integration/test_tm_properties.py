@@ -60,9 +60,9 @@ from sqlalchemy import select, text
 
 from fulfilment.db import get_engine, session_scope
 from fulfilment.partners.ticketmaster import flow as tm_flow
-from fulfilment.partners.ticketmaster.errors import CartInvalid, is_commit_definite
+from fulfilment.partners.ticketmaster.errors import CartInvalid, is_commit_definite, unknown
 from fulfilment.partners.ticketmaster.flow import TicketmasterFlow, TmConfig
-from fulfilment.partners.ticketmaster.payloads import Cart, ReserveRequest, ReserveTicket
+from fulfilment.partners.ticketmaster.payloads import Cart, Operation, ReserveRequest, ReserveTicket
 from fulfilment.partners.ticketmaster.testing import FakeOrder, FakeTicketmaster, Fault, FreshNonces, SimulatedCrash
 from fulfilment.requests import purchase_id_for
 from fulfilment.scheduler import redrive_due
@@ -76,7 +76,7 @@ from fulfilment.steps.stall import stall_after_exhausted_retries
 from models import Purchase
 from tests.support.factories import tm_request
 from tests.support.fake_partner import Clock
-from tests.support.machines import event, guarded, note
+from tests.support.machines import event, guarded, live_claim, note, replay
 
 # ---- switch: polling URLs TM forgets -----------------------------------------------------------
 # A polling URL TM no longer knows, for a reserve or an order-management call.  The flow used to keep
@@ -349,7 +349,12 @@ class TmPurchaseMachine(RuleBasedStateMachine):
 
     def _tick(self) -> None:
         ours = set(self.purchases)
-        redrive_due(self.settings, lambda step, pid: self.queue.append((step, pid)) if pid in ours else None)
+        redriven: list[uuid.UUID] = []
+        redrive_due(self.settings, lambda step, pid: (self.queue.append((step, pid)), redriven.append(pid))
+                    if pid in ours else None)
+        # The scheduler never re-drives a purchase whose claim a worker still holds (M6, issue 20).
+        held = [pid for pid in redriven if live_claim(self.reader, pid)]
+        assert not held, f"the scheduler re-drove {held} while a worker's claim on it was live"
 
     def _stall(self, purchase_id: uuid.UUID, step: str = "resolve_order") -> State | None:
         """What StallOnExhaustedRetries does when dramatiq gives up on a purchase's message."""
@@ -498,6 +503,12 @@ class TmPurchaseMachine(RuleBasedStateMachine):
         # 1. What our code sent TM: no commit of an expired, deleted or unpaid cart, none (and no
         #    reserve) for a purchase once an order exists for it or TM holds a commit of it.
         assert not fake.violations, f"the client did what it must never do: {fake.violations}"
+        #    ... and no commit of a cart whose hold ends within the safety margin (issue 20).
+        for call in fake.calls_of("commit"):
+            cart = fake.carts.get(call.cart_id or "")
+            assert cart is None or (cart.hold_until - call.at).total_seconds() > MARGIN, \
+                f"commit of cart {call.cart_id} at {call.at}, within the {MARGIN:g} s safety margin of its hold's " \
+                f"end ({cart.hold_until})"
 
         snapshot = self.reader.execute(SNAPSHOT_SQL, {"ids": self.purchases}).one()
         purchases: dict[str, dict[str, Any]] = {p["id"]: p for p in snapshot.purchases}
@@ -815,13 +826,15 @@ def test_a_commit_refused_by_its_polled_answer_reserves_again_once(machine: TmPu
     assert _step(machine, "place_order", ("commit", "polling_refused")) is State.ORDER_UNKNOWN
     assert _order_of(machine) == []
     machine._time_passes(LEASE + 1)
-    assert _step(machine, "resolve_order") in (State.RECEIVED, State.FAILED, State.NEEDS_ATTENTION)
+    assert _step(machine, "resolve_order") is State.RECEIVED  # the refusal proves no order: reserve again
+    assert len(machine.fake.calls_of("reserve")) == 1  # not yet: the quote step reserves
     machine._settle()
     purchase = machine._get(purchase_id)
-    orders = _order_of(machine)
-    assert len(orders) <= 1
-    if State(purchase.state) is State.TICKETS_ISSUED:
-        assert purchase.order_id == orders[0].order_number
+    [the_order] = _order_of(machine)
+    # Once: one more reserve and one more commit, which bought the one order.
+    assert len(machine.fake.calls_of("reserve")) == 2 and len(machine.fake.calls_of("commit")) == 2
+    assert State(purchase.state) is State.TICKETS_ISSUED and purchase.order_id == the_order.order_number
+    assert the_order.cart_id == machine.fake.calls_of("commit")[1].cart_id
 
 
 @pytest.mark.parametrize("refusal", [Fault("not_found"), Fault("rate_limited"), Fault("maintenance")])
@@ -868,3 +881,87 @@ def test_a_polling_url_tm_forgot_is_given_up(machine: TmPurchaseMachine, operati
     polls = machine.fake.calls_of(f"poll_{operation}")
     assert len(polls) < 3, f"the dead polling URL was polled {len(polls)} times"
     assert machine._state(machine.purchases[0]) in (State.QUOTED, State.TICKETS_ISSUED)
+
+
+# ---- issue 20: the hand-made mutant M12 -----------------------------------------------------------
+
+
+def _poll_commit_fails(machine: TmPurchaseMachine, status: int) -> None:
+    """The next poll of a commit fails as the real client reports it (api.py: a commit's poll whose
+    URL is gone, 404/410, or answered 5xx is TmOutcomeUnknown); TM's own state is untouched."""
+    real_poll = machine.fake.poll
+
+    def poll(url: str, **kwargs: Any) -> Any:
+        machine.fake.poll = real_poll  # type: ignore[method-assign]  # once
+        if kwargs["expect"] is Operation.COMMIT:
+            raise unknown(str(status), f"poll_commit: HTTP {status}", operation="commit", status=status,
+                          cart_id=kwargs.get("cart_id"))
+        return real_poll(url, **kwargs)
+
+    machine.fake.poll = poll  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("failure", ["gone", "410", "502", "504"])
+def test_m12_a_commit_answered_202_whose_poll_fails_never_reserves_again(machine: TmPurchaseMachine,
+                                                                         failure: str) -> None:
+    """M12 (a TmOutcomeUnknown raised while polling a commit taken for the commit's refusal, in
+    TicketmasterFlow.resolve): the commit is answered 202 (TM made the order), then its poll fails
+    with 404/410 (the URL is gone) or a 5xx.  Neither says anything about the commit: exactly one
+    commit, the purchase never reserves again, and it ends with that order's tickets or held for a
+    person with the evidence -- whether the flow polls the URL again or looks among unredeemed orders."""
+    purchase_id = _quoted(machine)
+    assert _step(machine, "place_order", ("commit", "polling")) is State.ORDER_UNKNOWN
+    [the_order] = _order_of(machine)
+    machine._time_passes(LEASE + 1)
+    if failure == "gone":
+        machine.fake.plan("poll_commit", "gone")
+    else:
+        _poll_commit_fails(machine, int(failure))
+    assert _step(machine, "resolve_order") in MAY_HOLD_ORDER
+    machine._settle()
+    purchase = machine._get(purchase_id)
+    assert _order_of(machine) == [the_order]
+    assert len(machine.fake.calls_of("commit")) == 1 and len(machine.fake.calls_of("reserve")) == 1
+    assert State(purchase.state) in (State.TICKETS_ISSUED, State.NEEDS_ATTENTION)
+    if State(purchase.state) is State.NEEDS_ATTENTION:
+        assert purchase.order_evidence == "exists"
+
+
+def drawn(operation: str, kind: str, *, wait: float = 4.0, repeats: int = 0) -> Drawn:
+    """The FAULTS draw that plans `kind` for `operation` (as `trouble_ahead` reads it)."""
+    kinds = WEIGHTED[operation]
+    index = -(-kinds.index(kind) * SPREAD // len(kinds))  # the first draw that lands on it
+    assert kinds[index * len(kinds) // SPREAD] == kind
+    return (0, index, wait, repeats, 30.0, 1)
+
+
+def test_m12_replayed_example() -> None:
+    """M12 as a fixed example of the machine itself (its rules, invariants and liveness run): the
+    commit is answered 202, then TM forgets the polling URL (404)."""
+    replay(TmPurchaseMachine(), [
+        ("first_purchase", {"hold": 3600.0, "lag": 0.0, "numbers": False, "extension": 0.0,
+                            "zone": "America/Los_Angeles", "price": None, "deadline_soon": False}),
+        ("deliver", {"index": 0, "stale": None, "fault": None}),  # reserved and paid: quoted
+        ("trouble_ahead", {"operation": "commit", "fault": drawn("commit", "polling"), "times": 1}),
+        ("deliver", {"index": 0, "stale": None, "fault": None}),  # commit: 202
+        ("time_passes", {"how": "lease"}),
+        ("trouble_ahead", {"operation": "poll_commit", "fault": drawn("poll_commit", "gone"), "times": 1}),
+        ("deliver", {"index": 0, "stale": None, "fault": None}),  # its poll: the URL is gone
+        ("time_passes", {"how": "lease"}),
+        ("broker", {"messages": 2, "position": 0, "how": "deliver", "fault": None}),
+    ])
+
+
+@pytest.mark.parametrize(("refusal", "then"), [("sold_out", State.FAILED), ("payment_refused", State.PAUSED),
+                                               ("cart_invalid", State.RECEIVED), ("rate_limited", State.RECEIVED)])
+def test_a_definite_refusal_of_the_one_commit_leaves_the_order_path(machine: TmPurchaseMachine, refusal: str,
+                                                                    then: State) -> None:
+    """The one commit of the cart, refused definitely (assumed.COMMIT_DEFINITE_CODES, or a 429), bought
+    nothing: sold out fails, a refused payment pauses, an invalid cart or a quota reserves again -- the
+    order evidence cleared, the partner's error kept.  (No focused test had it: mutation testing.)"""
+    purchase_id = _quoted(machine)
+    assert _step(machine, "place_order", ("commit", refusal)) is then
+    purchase = machine._get(purchase_id)
+    assert _order_of(machine) == [] and len(machine.fake.calls_of("commit")) == 1
+    assert purchase.order_evidence is None
+    assert (purchase.failure_code if then is State.FAILED else purchase.last_error)

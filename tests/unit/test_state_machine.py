@@ -18,8 +18,42 @@ from fulfilment.state_machine import (
 )
 from models.purchase import STATE_VALUES
 
-LEGAL = {(src, dst) for src, targets in ALLOWED.items() for dst in targets}
+# The transitions the design allows, written out by hand (not derived from ALLOWED, so that a wrong
+# entry in the code's table fails here): source -> targets, with why.
+DESIGN: dict[str | None, set[str]] = {
+    None: {"received"},  # born received only
+    # quote path: a quote; a permanent refusal, an account problem, retries exhausted; an order that
+    # turned up unexpected
+    "received": {"quoted", "failed", "paused", "stalled", "needs_attention"},
+    "paused": {"quoted", "failed", "paused", "stalled", "needs_attention"},
+    # the intent; re-quote (margin, no call); deadline too close; stall; orphan
+    "quoted": {"ordering", "received", "failed", "stalled", "needs_attention"},
+    # only the definite answer to the one request leads away from the order path
+    "ordering": {"awaiting_transfer", "awaiting_tickets", "order_unknown", "received", "failed", "paused",
+                 "needs_attention", "stalled"},
+    # found, held, or re-quoted under ORDER_ABSENCE_GRACE_SECONDS only; never failed or paused
+    "order_unknown": {"awaiting_transfer", "awaiting_tickets", "received", "needs_attention", "stalled"},
+    "awaiting_transfer": {"transfer_complete", "transfer_expired", "cancelled", "needs_attention", "stalled"},
+    "awaiting_tickets": {"tickets_issued", "needs_attention", "stalled"},
+    # an operator resumes into resolution (never straight back to quoting), records an order, or gives up
+    "needs_attention": {"order_unknown", "awaiting_transfer", "awaiting_tickets", "failed"},
+    "stalled": {"received", "quoted", "order_unknown", "awaiting_transfer", "awaiting_tickets", "paused",
+                "needs_attention", "failed"},
+    "transfer_complete": set(),
+    "transfer_expired": set(),
+    "cancelled": set(),
+    "failed": set(),
+    "tickets_issued": set(),
+}
+LEGAL = {(None if src is None else State(src), State(dst)) for src, targets in DESIGN.items() for dst in targets}
 ALL_PAIRS = list(itertools.product([None, *State], State))
+
+
+def test_the_code_allows_exactly_the_designed_transitions() -> None:
+    code = {(src, dst) for src, targets in ALLOWED.items() for dst in targets}
+    assert set(DESIGN) == {None, *(s.value for s in State)}
+    assert code - LEGAL == set(), "allowed by the code, not by the design"
+    assert LEGAL - code == set(), "allowed by the design, not by the code"
 
 
 def test_every_state_has_a_row_in_the_table() -> None:
@@ -49,6 +83,9 @@ def test_terminal_states_have_no_way_out() -> None:
 
 def test_a_purchase_is_born_received_only() -> None:
     assert ALLOWED[None] == {State.RECEIVED}
+    check_transition(None, State.RECEIVED)
+    with pytest.raises(IllegalTransition):
+        check_transition(None, State.QUOTED)
 
 
 def test_once_an_order_may_exist_there_is_no_path_back_to_ordering_afresh() -> None:

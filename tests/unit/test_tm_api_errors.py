@@ -215,3 +215,37 @@ def test_5xx_to_other_cart_calls_is_unknown(operation: str, status: int) -> None
 def test_documented_refusals_of_other_cart_calls_keep_their_kind(response: httpx.Response, kind: type) -> None:
     error: PartnerError = for_cart_call(error_from_response(response), operation="reserve", commit=False, cart_id=None)
     assert type(error) is kind
+
+
+# ---- issue 20: what mutation testing found untested ---------------------------------------------
+
+
+def test_a_commit_without_proof_of_refusal_keeps_the_answers_code_message_and_tm_code() -> None:
+    answer = TmTransientError("502", "Bad gateway", status=502)
+    answer.tm_code = 10099
+    unknown = for_cart_call(answer, operation="commit", commit=True, cart_id="C1")
+    assert isinstance(unknown, TmOutcomeUnknown)
+    assert (unknown.code, unknown.status, unknown.tm_code, unknown.cart_id) == ("502", 502, 10099, "C1")
+    assert unknown.message == "commit answered without proof of refusal: Bad gateway"
+
+
+def test_a_cart_id_the_error_carries_is_never_replaced() -> None:
+    refused = CartInvalid("90003", "Invalid cart", status=400)
+    refused.cart_id = "C-from-the-answer"
+    assert for_cart_call(refused, operation="add_payment", commit=False, cart_id=None).cart_id == "C-from-the-answer"
+    unnamed = CartInvalid("90003", "Invalid cart", status=400)
+    assert for_cart_call(unnamed, operation="add_payment", commit=False, cart_id="C2").cart_id == "C2"
+
+
+def test_an_error_of_another_partner_proves_no_commit_refusal() -> None:
+    assert is_commit_definite(PartnerError("SOLD_OUT", "no", status=400)) is False
+
+
+def test_a_reserve_that_may_have_been_processed_is_unknown_with_the_answers_details() -> None:
+    answer = TmTransientError("504", "Gateway timeout", status=504)
+    answer.tm_code = 10098
+    unknown = for_cart_call(answer, operation="reserve", commit=False, cart_id="C3")
+    assert isinstance(unknown, TmOutcomeUnknown)
+    assert (unknown.code, unknown.status, unknown.tm_code, unknown.cart_id) == ("504", 504, 10098, "C3")
+    assert unknown.operation == "reserve"
+    assert unknown.message == "reserve failed after it may have been processed: Gateway timeout"

@@ -269,7 +269,15 @@ def test_invalid_new_rules_are_rejected(sandbox: Sandbox, rules) -> None:
 
 
 def test_defaults_are_accepted_on_any_endpoint(sandbox: Sandbox) -> None:
+    """A create_order/list_orders field set to its default is no misplaced fault: accepted on any
+    endpoint, stored as the default rule, and the endpoint then answers as without a rule."""
     _set_faults(sandbox, {"get_event": {"expiry_checked_first": False, "lookup_miss_rate": 0, "stall_ms": 0}})
+    assert sandbox.client.get("/admin/faults").json()["rules"] == {"get_event": FaultRule().to_json()}
+    started = time.monotonic()
+    r = sandbox.get("/v1/events/5496123")
+    assert r.status_code == 200 and r.json()["data"]["event_id"] in (5496123, "5496123"), r.text
+    assert time.monotonic() - started < 1.0  # no stall
+    assert _counters(sandbox, "get_event") == {}
 
 
 def test_delete_and_reset_clear_the_new_faults(make_sandbox) -> None:

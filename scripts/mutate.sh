@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `make mutate`: mutation testing of the money modules with mutmut (README "Mutation testing").
+#
+#   1. the hand-made mutants (tests/support/mutants.py) against their focused tests
+#      (tests/integration/test_mutants.py, also part of `make test`);
+#   2. mutmut's mutants of the money modules ([tool.mutmut] in pyproject.toml), each run against the
+#      focused tests that cover the function it changes, niced and capped in time; mutmut keeps each
+#      verdict in mutants/ (git-ignored), so the next run checks only what is new or changed;
+#   3. the report: kill rate per module, each survivor not judged equivalent
+#      (tests/mutation/equivalent.txt), exit 1 if one is left.
+#
+# Env: MUTATE_SCOPE    mutant name globs (default: the money functions below; "all": every mutant of
+#                      [tool.mutmut] only_mutate)
+#      MUTATE_MAX_SECONDS  cap of mutmut's run (default 3600); what is left is checked by the next run
+#      MUTATE_CHILDREN     parallel mutants (default 1: the machine is shared)
+#      MUTATE_SKIP_HANDMADE=1  skip step 1
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY=.venv/bin/python
+
+# The functions that guard "never two orders, never a lost order" (mutmut's names: module.x_function,
+# module.xǁClassǁmethod).  The log and history texts around them are left to the focused tests.
+DEFAULT_SCOPE=(
+  'fulfilment.statements.*'
+  'fulfilment.state_machine.x_check_transition*' 'fulfilment.state_machine.x_is_live*'
+  'fulfilment.state_machine.x_claim*' 'fulfilment.state_machine.x_lease_held*'
+  'fulfilment.steps.order.*'
+  'fulfilment.steps.stall.*'
+  'fulfilment.partners.tbb.errors.*'
+  'fulfilment.partners.ticketmaster.errors.x_is_commit_definite*' 'fulfilment.partners.ticketmaster.errors.x_for_cart_call*'
+  'fulfilment.partners.ticketmaster.flow.xǁTicketmasterFlowǁorder*'
+  'fulfilment.partners.ticketmaster.flow.xǁTicketmasterFlowǁresolve*'
+  'fulfilment.partners.ticketmaster.flow.xǁTicketmasterFlowǁ_commit_failed*'
+  'fulfilment.partners.ticketmaster.flow.xǁTicketmasterFlowǁ_commit_answer*'
+  'fulfilment.partners.ticketmaster.flow.xǁTicketmasterFlowǁ_look_up*'
+)
+if [[ "${MUTATE_SCOPE:-}" == all ]]; then
+  SCOPE=('*')
+elif [[ -n "${MUTATE_SCOPE:-}" ]]; then
+  read -r -a SCOPE <<< "$MUTATE_SCOPE"
+else
+  SCOPE=("${DEFAULT_SCOPE[@]}")
+fi
+
+"$PY" -c 'import mutmut' 2>/dev/null || .venv/bin/pip install -q -e '.[mutate]'
+
+if [[ "${MUTATE_SKIP_HANDMADE:-0}" != 1 ]]; then
+  echo "mutate: the hand-made mutants (tests/integration/test_mutants.py)"
+  nice -n 10 "$PY" -m pytest tests/integration/test_mutants.py -q -p no:cacheprovider
+fi
+
+# mutmut runs the tests in its copy, mutants/: they find the local servers' state through it.
+mkdir -p mutants .local && ln -sfn ../.local mutants/.local
+echo "mutate: mutmut on ${SCOPE[*]} (at most ${MUTATE_MAX_SECONDS:-3600} s, ${MUTATE_CHILDREN:-1} at a time)"
+status=0
+nice -n 10 timeout --signal=INT --kill-after=60 "${MUTATE_MAX_SECONDS:-3600}" \
+  .venv/bin/mutmut run --max-children "${MUTATE_CHILDREN:-1}" "${SCOPE[@]}" > .local/mutmut-run.log 2>&1 || status=$?
+if [[ $status -ne 0 ]]; then
+  echo "mutate: mutmut stopped (exit $status: 124/130 is the time cap; the next run goes on; log: .local/mutmut-run.log)"
+fi
+exec "$PY" scripts/mutation_report.py --brief --only "${SCOPE[@]}"
