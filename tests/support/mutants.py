@@ -31,6 +31,7 @@ ENV = "FULFIL_MUTANT"
 
 PROPS = "tests/integration/test_purchase_properties.py"
 TM_PROPS = "tests/integration/test_tm_properties.py"
+UNKIND = "tests/integration/test_tm_unkind.py"
 FENCING = "tests/integration/test_fencing.py"
 STATES = "tests/unit/test_state_machine.py"
 
@@ -100,6 +101,28 @@ MUTANTS: tuple[Mutant, ...] = (
         "Ticketmaster commits a cart whose hold ends within the safety margin",
         (f"{TM_PROPS}::test_a_cart_expiring_before_its_commit_is_reserved_again_never_committed",),
     ),
+    # Issue 16: what Ticketmaster told us about an order is never dropped.
+    Mutant(
+        "K1", "fulfilment.partners.ticketmaster.flow",
+        "                if not polling_url_gone(error):\n",
+        "                if False:\n",
+        "a commit's poll that stalls or answers 5xx forgets the polling URL (the order token is lost)",
+        (f"{UNKIND}::test_a_commit_poll_answering_5xx_keeps_its_url_and_issues_the_tickets",),
+    ),
+    Mutant(
+        "K2", "fulfilment.steps.common",
+        "    for attempt in Retrying(retry=retry_if_exception(_connection_failed), reraise=True,\n",
+        "    return write()\n    for attempt in Retrying(retry=retry_if_exception(_connection_failed), reraise=True,\n",
+        "an order answer whose database write loses its connection is not written again on a fresh one",
+        (f"{UNKIND}::test_an_order_answer_whose_database_connection_broke_is_written_on_a_fresh_one",),
+    ),
+    Mutant(
+        "K3", "fulfilment.steps.order",
+        "    if ended:\n        if flow is not None:\n            flow.release(purchase, settings)\n        return None\n",
+        "    if ended:\n        return None\n",
+        "a Ticketmaster purchase failed for its delivery deadline leaves its paid cart to lapse",
+        (f"{UNKIND}::test_a_purchase_failed_for_its_delivery_deadline_deletes_its_paid_cart",),
+    ),
     Mutant(
         "F1", "fulfilment.statements",
         "       AND claim_token IS NOT DISTINCT FROM CAST(%(f_token)s AS uuid)\n",
@@ -141,8 +164,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "P4", "fulfilment.steps.order",
-        "    except StaleTransition:\n        late_order(purchase, order, settings, message_id, how=how)\n",
-        "    except StaleTransition:\n        pass\n",
+        "        except StaleTransition:\n            late_order(purchase, order, settings, message_id, how=how)\n",
+        "        except StaleTransition:\n            pass\n",
         "an order confirmation that comes after its claim passed on is dropped",
         (f"{PROPS}::test_issue_7_c_a_late_order_confirmation_is_applied_or_kept_never_dropped",),
     ),
