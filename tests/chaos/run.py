@@ -596,9 +596,11 @@ def table(result: ChaosResult) -> str:
                               f"{result.tm_counts.get('late_commits_failed', 0)} failed"),
         ("  TM orders", f"{v['tm_orders']} ({v['tm_duplicates']} purchases with >1, {v['tm_orders_unaccounted']} "
                         "not accounted for)"),
-        ("  TM ORDER_TOKEN_UNKNOWN", f"{v['tm_token_unknown']} (commits whose answer was dropped, token never sent: "
-                                     f"{result.tm_faults_injected.get('drop_after_commit', 0)}; answered late: "
-                                     f"{result.tm_counts.get('late_answers', 0)})"),
+        ("  TM ORDER_TOKEN_UNKNOWN", f"{v['tm_token_unknown']} (token never sent: "
+                                     f"{result.tm_faults_injected.get('drop_after_commit', 0)} answers dropped + "
+                                     f"{result.tm_faults_injected.get('late_commit', 0)} answered 5xx then processed; "
+                                     f"answered 4 s late: {sum((result.tm_counts.get('late_answers') or {}).values())}, "
+                                     "lost only if its worker was SIGKILLed while waiting)"),
         ("  TM commits on expired carts", v["tm_commits_on_expired_carts"]),
         ("  TM concurrent cart calls", v["tm_concurrent_calls"]),
         ("  TM carts left to lapse", f"{v['tm_leaked_carts']} (never deleted: a worker killed between reserve "
