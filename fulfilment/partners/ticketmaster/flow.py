@@ -1,11 +1,14 @@
 """How a purchase goes through Ticketmaster: the partner part of each step (steps/flow.py).
 
-    quote    RECEIVED/PAUSED: event details (cached) -> reserve -> price check -> payment -> QUOTED
-             (quote_id = the cart id; quote_expires_at = when the reserve was SENT + the latest
-             hold time)
+    quote    RECEIVED/PAUSED: the event's start and zone (the request's, else event details, cached,
+             never failing the purchase) -> reserve (named seats: accept_best_available false) ->
+             price and seat checks -> payment with one nonce per payment (payment.py) -> QUOTED
+             (quote_id = the cart id; quote_expires_at = when the last answer's call was SENT + that
+             answer's hold_time)
     order    QUOTED: the intent (ORDERING, order evidence may_exist) -> commit, with
              source_account_id = a stable hash of the purchase id -> AWAITING_TICKETS
-    resolve  ORDER_UNKNOWN: continue the commit's stored polling URL, else look for the order in
+    resolve  ORDER_UNKNOWN: continue the commit's stored polling URL (kept through stalls, resets and
+             5xx; forgotten only on a definite answer or 404/410), else look for the order in
              the unredeemed orders by source_account_id; absence proves nothing -> NEEDS_ATTENTION
              once the lookups are used up.  Never a second commit or reserve while an order may exist.
     deliver  AWAITING_TICKETS: order management -> tickets stored (tokens encrypted) ->
@@ -112,9 +115,8 @@ NAME = "ticketmaster"
 EVENT_CACHE_SECONDS = 600.0
 # Niterun ends at this event-local hour (contract: 00:00-02:00); a purchase parked for it wakes then.
 NITERUN_END_HOUR = 2
-# When TM gave no Ratelimit-Expiry / the time zone is unknown: how long a parked purchase waits.
+# When TM gave no Ratelimit-Expiry: how long a parked purchase waits.
 QUOTA_FALLBACK_SECONDS = 60.0
-NITERUN_FALLBACK_SECONDS = 900.0
 # A SafeTix ticket is refreshed this long before its event starts (seed 003).
 REFRESH_BEFORE_START = dt.timedelta(hours=20)
 CENT = Decimal("0.01")
@@ -182,10 +184,16 @@ class TmConfig:
 class TmData:
     """partner_data of a TM purchase (a JSON object), read and written by this flow only.
 
-    delivery, ticket_type_id, price_level_id, third_party_account_id, event_start: from the request
-    event: {"start": ISO or None, "timezone": name or None}, from event details
-    cart: {"id", "reserved_at" (ISO: when the reserve was sent), "hold_seconds", "paid", "grand", "currency"}
-    pending: {"operation", "url" (never with the apikey), "not_before" (ISO), "sent_at" (ISO)}
+    delivery, ticket_type_id, price_level_id, third_party_account_id, event_start, event_timezone,
+    device (the fan's, or None): from the request
+    payment_nonce: the request's nonce, sealed (ticket_crypto); removed once a payment used it, and
+    payment_nonce_used set instead (payment.py)
+    event: {"start": ISO or None, "timezone": name or None, "source"}: from the request, else event details
+    cart: {"id", "reserved_at" (ISO: when the reserve was sent), "hold_seconds", "expires_at" (the last
+    answer's call sent + its hold_time), "paid", "grand", "currency", "seats"}
+    pending: {"operation", "url" (never with the apikey), "not_before" (ISO), "sent_at" (ISO)}: dropped
+    only on a definite answer or a gone URL (404/410)
+    commit_sent_at: when the commit was sent (whether the unredeemed list can still show its order)
     abandoned: [cart ids still to delete]
     order_token: the commit's order token, encrypted (ticket_crypto)
     delay_date / delay_notified: the SafeTix delivery delay date, and whether the buyer was told
