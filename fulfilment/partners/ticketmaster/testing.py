@@ -53,6 +53,32 @@ operation takes; `operation` is the client's metric name: "reserve", "add_paymen
                      `Fault.delay_days` days ahead (event-local date), for every later call too
   crash_before ..... SimulatedCrash before anything is sent: the worker process died
   crash_after ...... the call did its work, then the worker died before reading the answer
+  unavailable ...... 503 20001 outside niterun ("system down/unavailable"): Maintenance, refused
+                     unprocessed (a commit refused so leaves its cart held and paid)
+  stalled .......... a poll (or a read) hung past the client's read timeout: what the client raises
+                     for a timeout (TmOutcomeUnknown for a cart call's poll, else TmTransientError);
+                     nothing changes, the polling URL answers the next poll as before
+  answer_late ...... commit: processed at once, its answer arrives after the client gave up
+                     (TmOutcomeUnknown, the order made): "an answer after the lease"
+  forbidden ........ event_details, unredeemed_orders: 403 (deprecated call, not allow-listed),
+                     raised as the client raises the sandbox's 403 envelope
+
+Polls also take `unknown`/`transient` (a poll answered 5xx: the URL stays alive).
+
+The sandbox's other unkind modes are options of the fake (all off by default, like the sandbox):
+
+- `one_time_nonces`: a payment nonce (`card.number`) that paid once is refused (PaymentRefused
+  20122) afterwards; refused payments consume nothing;
+- `unredeemed_hidden`: committed orders never appear in the unredeemed list;
+- `delay_signal` ("error" | "service_level" | "date") for the `delayed` fault: the catalogue's
+  withheld tokens with an error and a date, or only `service_level` SAFETIX with null tokens, or
+  only a future delivery delay date;
+- `empty_barcodes`: tickets come with `barcode: ""` beside a token (seed 003); SecureRender then
+  refuses them (missing.barcode.attribute) and order management refreshes the token;
+- `best_available_swaps`: a reserve naming a section with `accept_best_available` not false gets
+  another section/row; with false it gets the section named;
+- holds count down from each answer (the cart's end is the answer's time + its `hold_time`) and a
+  payment extends them by `payment_extension_seconds`.
 
 What our code sent is recorded, for the invariants of a test: `calls` (every call, in order, with
 a global sequence number shared with carts and orders), `carts`, `orders` (`revealed` once a
@@ -83,6 +109,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NoReturn
 
+import httpx
 from pydantic import SecretStr
 
 from fulfilment.partners.base import PartnerError
@@ -99,6 +126,7 @@ from fulfilment.partners.ticketmaster.errors import (
     TmPermanentError,
     TmTransientError,
     _with,
+    error_from_response,
     for_cart_call,
     is_commit_definite,
     unknown,
@@ -133,20 +161,22 @@ BASE_URL = "https://tm.fake.test/partners/v1"
 UNIT_PRICE = Decimal("54.41")  # the sandbox's FAQ event: one ticket at price level 1, all in
 SAFETIX = "rotating_symbology"
 DELAY_ERROR_CODE = 425  # as the sandbox (sandbox/assumed.py DELAYED_TOKEN_ERROR_CODE, itself ASSUMED)
+DELAY_SIGNALS = ("error", "service_level", "date")
 
 # Which fault kinds each operation takes ("" = none, answered normally).
-_ANY = ("not_sent", "rate_limited", "maintenance", "crash_before", "crash_after")
-_POLLS = ("again", "gone", "not_sent", "rate_limited", "maintenance", "crash_before", "crash_after")
+_ANY = ("not_sent", "rate_limited", "maintenance", "unavailable", "crash_before", "crash_after")
+_POLLS = ("again", "gone", "stalled", "unknown", "transient", "not_sent", "rate_limited", "maintenance", "unavailable",
+          "crash_before", "crash_after")
 FAULTS: dict[str, tuple[str, ...]] = {
-    "event_details": (*_ANY, "transient", "not_found"),
+    "event_details": (*_ANY, "transient", "stalled", "not_found", "forbidden"),
     "availability": (*_ANY, "transient", "polling"),
     "reserve": (*_ANY, "unknown", "lost", "polling", "sold_out", "cart_invalid", "short_hold"),
     "add_payment": (*_ANY, "unknown", "lost", "polling", "payment_refused", "cart_invalid"),
-    "commit": (*_ANY, "unknown", "lost", "deferred", "crash_deferred", "polling", "polling_refused", "cart_invalid",
+    "commit": (*_ANY, "unknown", "lost", "answer_late", "deferred", "crash_deferred", "polling", "polling_refused", "cart_invalid",
                "sold_out", "payment_refused"),
     "delete_cart": (*_ANY, "unknown", "lost", "polling"),
-    "unredeemed_orders": (*_ANY, "transient", "polling"),
-    "order_tickets": (*_ANY, "transient", "polling", "delayed", "not_found"),
+    "unredeemed_orders": (*_ANY, "transient", "stalled", "polling", "forbidden"),
+    "order_tickets": (*_ANY, "transient", "stalled", "polling", "delayed", "not_found"),
     "secure_render": (*_ANY, "transient"),
     **{f"poll_{operation}": _POLLS for operation in ("reserve", "add_payment", "commit", "delete_cart",
                                                       "unredeemed_orders", "order_tickets")},
@@ -200,6 +230,8 @@ class FakeCart:
     state: str = "held"  # held | paid | committed | deleted (expired: see `state_at`)
     third_party_account_id: str | None = None
     order_number: str | None = None
+    section: str = "101"
+    row: str = "A"
 
     def state_at(self, at: dt.datetime) -> str:
         if self.state in ("held", "paid") and at >= self.hold_until:
@@ -318,6 +350,11 @@ class FakeTicketmaster(TicketmasterApi):
         event_start: dt.datetime | None = None,
         owner_of: Callable[[str, ReserveRequest], str | None] | None = None,
         base_url: str = BASE_URL,
+        one_time_nonces: bool = False,
+        unredeemed_hidden: bool = False,
+        delay_signal: str = "error",
+        empty_barcodes: bool = False,
+        best_available_swaps: bool = False,
     ) -> None:
         # No super().__init__(): no HTTP client, no apikey; every public method is replaced below.
         self.clock = clock
@@ -331,6 +368,14 @@ class FakeTicketmaster(TicketmasterApi):
         self.event_start = event_start or (clock() + dt.timedelta(days=30))
         self.owner_of = owner_of
         self.base_url = base_url.rstrip("/")
+        if delay_signal not in DELAY_SIGNALS:
+            raise ValueError(f"delay_signal must be one of {DELAY_SIGNALS}")
+        self.one_time_nonces = one_time_nonces
+        self.unredeemed_hidden = unredeemed_hidden
+        self.delay_signal = delay_signal
+        self.empty_barcodes = empty_barcodes
+        self.best_available_swaps = best_available_swaps
+        self.used_nonces: set[str] = set()  # nonces that paid (one_time_nonces)
         self.carts: dict[str, FakeCart] = {}
         self.orders: dict[str, FakeOrder] = {}  # by order number
         self.deferred: list[DeferredCommit] = []  # commits TM holds, not processed yet
@@ -404,6 +449,8 @@ class FakeTicketmaster(TicketmasterApi):
         self._refuse_unprocessed("event_details", fault)
         if fault.kind == "not_found":
             self._raise(_tm(TmNotFound("404", f"event {event_id} not found", status=404), "event_details"))
+        if fault.kind == "forbidden":
+            self._raise(_forbidden("event_details"))
         details = EventDetails(
             event_id=event_id, name="In-memory event", api_transactable=True, start_utc=self.event_start,
             start_date=None, timezone=self.event_timezone, currency=self.currency, ticket_limit=8, areas=(),
@@ -421,6 +468,8 @@ class FakeTicketmaster(TicketmasterApi):
                           deadline: float) -> tuple[UnredeemedOrder, ...] | Polling:
         fault = self._enter("unredeemed_orders")
         self._refuse_unprocessed("unredeemed_orders", fault)
+        if fault.kind == "forbidden":
+            self._raise(_forbidden("unredeemed_orders"))
         now = self.clock()
         listed = tuple(
             UnredeemedOrder(
@@ -430,7 +479,7 @@ class FakeTicketmaster(TicketmasterApi):
                 purchase_email="tickets@example.com",
             )
             for order in sorted(self.orders.values(), key=lambda o: o.seq)
-            if not order.redeemed
+            if not order.redeemed and not self.unredeemed_hidden
             and (now - order.created_at).total_seconds() >= self.unredeemed_lag_seconds
             and order.created_at >= now - dt.timedelta(days=days_from_purchase)
         )
@@ -460,6 +509,10 @@ class FakeTicketmaster(TicketmasterApi):
         known = {t.barcode: (o, t) for o in self.orders.values() for t in o.tickets}
         rendered = []
         for wanted in tickets:
+            if not wanted.barcode:
+                rendered.append(RenderedTicket(wanted.event_id, wanted.section, wanted.row, wanted.seat, wanted.barcode,
+                                               None, None, None, TicketError(400, "missing.barcode.attribute")))
+                continue
             found = known.get(wanted.barcode)
             if found is None or found[0].third_party_account_id != user_id:
                 rendered.append(RenderedTicket(wanted.event_id, wanted.section, wanted.row, wanted.seat, wanted.barcode,
@@ -489,7 +542,10 @@ class FakeTicketmaster(TicketmasterApi):
         hold = fault.hold_seconds if fault.kind == "short_hold" else self.hold_seconds
         cart = FakeCart(cart_id=f"cart-{next(self._ids):04d}-{uuid.uuid4().hex[:12]}", event_id=event_id, owner=owner,
                         quantity=quantity, reserved_at=now, hold_until=now + dt.timedelta(seconds=hold),
-                        grand=self.unit_price * quantity, currency=self.currency, seq=next(self._seq))
+                        grand=self.unit_price * quantity, currency=self.currency, seq=next(self._seq),
+                        section=request.section or "101", row=request.row or "A")
+        if self.best_available_swaps and request.section and request.accept_best_available is not False:
+            cart.section, cart.row = ("201" if request.section != "201" else "101"), "B"  # best available: elsewhere
         self.carts[cart.cart_id] = cart
         return self._cart_call_answer("reserve", fault, lambda: self._cart_view(cart), cart_id=None)
 
@@ -507,6 +563,10 @@ class FakeTicketmaster(TicketmasterApi):
             cart = self.carts.get(cart_id)
             if cart is None or cart.event_id != event_id or not cart.live(now):
                 raise _cart_invalid("add_payment", cart_id)
+            nonce = payment.card.number.get_secret_value()
+            if self.one_time_nonces and nonce in self.used_nonces:
+                raise _payment_refused("add_payment", cart_id)
+            self.used_nonces.add(nonce)
             if payment.amount != cart.grand or payment.currency != cart.currency:
                 self.violations.append(f"payment of {payment.amount} {payment.currency} for cart {cart_id}, whose "
                                        f"total is {cart.grand} {cart.currency}")
@@ -659,6 +719,15 @@ class FakeTicketmaster(TicketmasterApi):
         elif fault.kind == "maintenance":
             error = _tm(Maintenance("20001", "The ticketing system is down for maintenance (niterun)", status=503), op,
                         tm_code=20001, cart_id=cart_id)
+        elif fault.kind == "unavailable":
+            error = _tm(Maintenance("20001", "Ticketing system is down/unavailable/niterun", status=503), op,
+                        tm_code=20001, cart_id=cart_id)
+        elif fault.kind == "stalled" and cart:
+            error = unknown("NETWORK_ERROR", f"{operation}: ReadTimeout after the request may have been sent",
+                            operation=op, cart_id=cart_id)
+        elif fault.kind == "stalled":
+            error = _tm(TmTransientError("NETWORK_ERROR", f"{operation}: ReadTimeout after the request may have been "
+                                         "sent"), op)
         elif fault.kind == "transient" or (fault.kind == "unknown" and not cart):
             error = _tm(TmTransientError("502", f"{operation}: HTTP 502 from the gateway", status=502), op)
         elif fault.kind == "unknown":
@@ -675,8 +744,8 @@ class FakeTicketmaster(TicketmasterApi):
             outcome = error
         if fault.kind in ("polling", "polling_refused"):
             return self._polling(operation, fault, outcome, cart_id)
-        if fault.kind == "lost":
-            self._note_outcome("lost")
+        if fault.kind in ("lost", "answer_late"):
+            self._note_outcome(fault.kind)
             answered = getattr(outcome, "cart_id", None) if operation != "reserve" else None
             raise _sent_then_failed(operation, cart_id or answered, "the connection was reset before the answer")
         if fault.kind == "crash_after":
@@ -748,7 +817,7 @@ class FakeTicketmaster(TicketmasterApi):
             cart_id=cart_id, event_id=event_id, source_account_id=source_account_id,
             third_party_account_id=cart.third_party_account_id, owner=cart.owner, created_at=now, seq=next(self._seq),
             how=how, grand=cart.grand, currency=cart.currency,
-            tickets=[FakeTicket(barcode=f"{n:06d}{seat:04d}{uuid.uuid4().int % 10**6:06d}", section="101", row="A",
+            tickets=[FakeTicket(barcode=f"{n:06d}{seat:04d}{uuid.uuid4().int % 10**6:06d}", section=cart.section, row=cart.row,
                                 seat=str(seat + 1), token=f"tok-{uuid.uuid4().hex}") for seat in range(cart.quantity)],
         )
         cart.state = "committed"
@@ -778,7 +847,7 @@ class FakeTicketmaster(TicketmasterApi):
         totals = CartTotals(currency=cart.currency, grand=cart.grand, fee=Decimal("0.00"), merchandise=cart.grand,
                             delivery=Decimal("0.00"), tax=Decimal("0.00"),
                             unpaid=Decimal("0.00") if cart.state == "paid" else cart.grand)
-        item = CartItem(type="ticket", event_id=cart.event_id, section="101", row="A", start_seat="1",
+        item = CartItem(type="ticket", event_id=cart.event_id, section=cart.section, row=cart.row, start_seat="1",
                         end_seat=str(cart.quantity), num_seats=cart.quantity, tickets=(), totals=totals)
         payments = (CartPayment("1", "CC", cart.grand),) if cart.state == "paid" else ()
         hold = max(0, int((cart.hold_until - now).total_seconds()))
@@ -787,19 +856,26 @@ class FakeTicketmaster(TicketmasterApi):
 
     def _order_view(self, order: FakeOrder) -> OrderTickets:
         withheld = order.tokens_from is not None and self.clock() < order.tokens_from
+        signal = self.delay_signal if order.tokens_from is not None else "error"
+        if self.empty_barcodes and not withheld:
+            for ticket in order.tickets:  # no barcode to refresh by: order management issues new tokens
+                ticket.token = f"tok-{uuid.uuid4().hex}"
         tickets = tuple(
             OrderTicket(
-                order_number=order.order_number, event_id=order.event_id, barcode=ticket.barcode, section=ticket.section,
+                order_number=order.order_number, event_id=order.event_id,
+                barcode="" if self.empty_barcodes else ticket.barcode, section=ticket.section,
                 row=ticket.row, seat=ticket.seat, seat_id=ticket.barcode[-8:], voided=False,
                 secure_entry=SecureEntry(
                     token=None if withheld else SecretStr(ticket.token), render_type=SAFETIX, segment_type=None,
                     error=TicketError(DELAY_ERROR_CODE, f"SafeTix token not retrievable before {order.delay_date}")
-                    if withheld else None),
+                    if withheld and signal == "error" else None),
             )
             for ticket in order.tickets
         )
-        return OrderTickets(customer_email="tickets@example.com", service_level="ETICKET", carrier="TICKETMASTER",
-                            voided=False, tickets=tickets, delivery_delay_date=order.delay_date,
+        return OrderTickets(customer_email="tickets@example.com",
+                            service_level="SAFETIX" if signal == "service_level" else "ETICKET",
+                            carrier="TICKETMASTER", voided=False, tickets=tickets,
+                            delivery_delay_date=None if signal == "service_level" else order.delay_date,
                             third_party_account_id=order.third_party_account_id)
 
 
@@ -818,6 +894,14 @@ def _sold_out(operation: str, cart_id: str | None) -> SoldOut:
     error: SoldOut = _tm(SoldOut("20052", "No inventory found to match request", status=400), operation,
                          tm_code=20052, cart_id=cart_id)
     return error
+
+
+def _forbidden(operation: str) -> PartnerError:
+    """What the client raises for the sandbox's 403 envelope (ACCESS_DENIED): read by the client's own
+    error table, so the fake and the client cannot disagree."""
+    body = {"error": {"message": "Access denied: this apikey or client IP is not allowed to call this endpoint",
+                      "code": 10003, "http_code": 403, "severity": "ERROR"}}
+    return error_from_response(httpx.Response(403, json=body), operation=operation)
 
 
 def _payment_refused(operation: str, cart_id: str | None) -> PaymentRefused:

@@ -118,8 +118,16 @@ def test_an_expired_polling_url_answers_410_and_a_forgotten_one_404(tm: InProces
 
 def test_poll_fault_rules_are_validated(tm: InProcess) -> None:
     for rules in ({"poll_commit": {"stall_next": 1, "stall_ms": 0}}, {"poll_payment": {"stall_next": 1}},
-                  {"poll": {"stall_next": -1}}):
+                  {"poll": {"stall_next": -1}}, {"poll": {"status_next": 1}}, {"poll_commit": {"status_rate": 1}}):
         refused = tm.admin.client.put("/admin/faults", json=rules)
         assert refused.status_code == 400, rules
     assert tm.admin.faults()["rules"] == {}
     assert tm.admin.client.patch("/admin/config", json={"polling_ttl_seconds": -1}).status_code == 400
+
+
+def test_a_wildcard_status_rule_never_answers_a_poll(tm: InProcess) -> None:
+    _, url = _polled_commit(tm.partner)
+    tm.admin.advance(5)
+    tm.admin.set_faults({"*": {"status_rate": 1.0, "status": 404}})
+    assert tm.partner.call("GET", f"/partners/v1/events/{TEST_EVENT}").status_code == 404
+    assert tm.partner.poll(url).status_code == 200  # a 404 there would say the URL is gone

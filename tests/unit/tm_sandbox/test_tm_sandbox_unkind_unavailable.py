@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from fulfilment.partners.ticketmaster.sandbox import SandboxConfig
 from tests.support.tm_sandbox import T0, TEST_EVENT, InProcess, payment_body
 
 UNAVAILABLE = {"error": {"message": "Ticketing system is down/unavailable/niterun", "code": 20001, "http_code": 503,
@@ -62,3 +63,19 @@ def test_a_wildcard_makes_every_endpoint_unavailable_even_outside_events(tm: InP
 def test_unavailable_rules_are_validated(tm: InProcess) -> None:
     for rule in ({"unavailable_next": -1}, {"unavailable_seconds": -5}, {"unavailable_seconds": "10"}):
         assert tm.admin.client.put("/admin/faults", json={"commit": rule}).status_code == 400, rule
+
+
+def test_unkind_fault_rules_come_from_env_at_start_and_back_after_a_reset() -> None:
+    env = {"TM_SANDBOX_FAULTS": '{"reserve": {"unavailable_seconds": 60}, "poll_commit": {"stall_next": 1, '
+                                '"stall_ms": 10}, "commit": {"answer_after_next": 1, "answer_after_ms": 10}}'}
+    tm = InProcess(SandboxConfig.from_env(env))
+    try:
+        for _ in range(2):
+            assert tm.partner.reserve(TEST_EVENT).status_code == 503
+            tm.admin.advance(60)
+            assert tm.partner.reserve(TEST_EVENT).status_code == 200
+            rules = tm.admin.faults()["rules"]
+            assert rules["poll_commit"]["stall_next"] == 1 and rules["commit"]["answer_after_next"] == 1
+            tm.admin.reset()  # the start-up rules again, the span starting afresh
+    finally:
+        tm.close()

@@ -12,7 +12,9 @@ Modules (one concept each):
 
 - ``assumed``     every open choice: apikey, hold times, quotas, polling, error codes, nonces, shapes
 - ``catalogue``   seeded events (ids, timezones, start times), price levels, ticket types, seats
-- ``config``      SandboxConfig (start-up, ``from_env``) and RuntimeSettings (admin-patchable)
+- ``config``      SandboxConfig (start-up, ``from_env``) and RuntimeSettings (admin-patchable), with
+                  the unkind settings: one-time nonces, polling URL TTL, hidden unredeemed orders,
+                  quiet SafeTix delays, empty barcodes, hold variance, best-available swaps
 - ``timeutil``    the adjustable sandbox clock and time formatting
 - ``inventory``   seat occupancy and contiguous-block allocation
 - ``models``      cart and order records, pricing and their contract-shaped views
@@ -23,7 +25,9 @@ Modules (one concept each):
 - ``quota``       per-apikey hourly quotas and the Ratelimit-* headers
 - ``niterun``     the 00:00-02:00 event-local maintenance window and its admin override
 - ``inflight``    in-flight calls per cart (no concurrent calls on one cart)
-- ``faults``      injected latency / 5xx, commit-then-drop and late commits (5xx, processed anyway)
+- ``faults``      injected latency / 5xx, commit-then-drop and late commits (5xx, processed anyway),
+                  and the unkind modes of issue 16: stalled polls (per operation polled), answers
+                  sent after the work (``answer_after_*``), 403/404 refusals, 20001 at any hour
 - ``late``        commits made now or, after a late-commit fault's 5xx, later (asyncio tasks)
 - ``counts``      what the admin API counts
 - ``state``       everything one instance owns, behind ONE lock

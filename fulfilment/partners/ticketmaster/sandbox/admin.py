@@ -32,7 +32,9 @@ with 400/403/404.
   GET    /admin/polling                    polling jobs
   DELETE /admin/polling/{poll_id}          forget a polling URL: it answers 404 from now on
   GET    /admin/counts                     see ``counts`` (+ faults counters, quota; late commits:
-                                           ``commits_processed_late``, ``late_commits_failed``)
+                                           ``commits_processed_late``, ``late_commits_failed``; the
+                                           unkind modes: ``late_answers``, ``nonces_reused``,
+                                           ``unavailable_refusals``, ``best_available_swaps``)
   GET    /admin/catalogue                  seeded events with live seat states
 """
 

@@ -189,8 +189,8 @@ CARD_NONCE_ERRORS: Final = {
 # Accepted nonces: any other non-empty ``card.number`` that is not a plain PAN, e.g. Braintree's
 # ``fake-valid-visa-nonce`` (seed 003), ``fake-valid-nonce`` or ``fake-valid-nonce-<anything>``.
 # DOCUMENTED (contract, review of the public reference): a Braintree payment-method nonce is
-# one-time. With ``one_time_nonces`` (config, default off; the chaos and integration runs turn it
-# on) a nonce that already paid for a cart (a SUCCESSFUL add-payment, on any cart, this one
+# one-time. With ``one_time_nonces`` (config, default off; meant for the chaos and integration
+# runs) a nonce that already paid for a cart (a SUCCESSFUL add-payment, on any cart, this one
 # included) is refused with NONCE_REUSED; refused payments consume nothing. ASSUMED: the refusal is
 # the 20122 "not accepted" family with Braintree's own text (its error 93107); the cart keeps any
 # payment it had. Used nonces are kept (only their SHA-256) until an admin reset.

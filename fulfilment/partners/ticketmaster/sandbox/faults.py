@@ -44,7 +44,9 @@ Rule fields (all optional)::
                             ``event_details`` (deprecated since Oct 2016, per-IP quota) 404 or 403,
                             ``unredeemed`` 403 (the apikey/IP is not allow-listed), or any endpoint
     status_rate      0..1   share of calls answered that way
-    status           int    403 or 404 (default 404); envelopes ``assumed.STATUS_FAULTS``
+    status           int    403 or 404 (default 404); envelopes ``assumed.STATUS_FAULTS``. Never on
+                            polls (a 404/410 there proves the URL is gone: use ``polling_ttl_seconds``
+                            or ``DELETE /admin/polling/{id}``); a ``*`` rule's status skips polls
     unavailable_next int    the next N calls answer 503 20001 "Ticketing system is down/unavailable"
                             whatever the time (not niterun: at noon too); nothing done, so a
                             commit refused that way leaves its cart held (and paid)
@@ -184,6 +186,9 @@ class FaultRule:
             if not isinstance(raw["gateway_body"], bool):
                 raise ValueError(f"{endpoint}.gateway_body must be true or false")
             rule.gateway_body = raw["gateway_body"]
+        if _is_poll(endpoint) and (rule.status_next or rule.status_rate):
+            raise ValueError(f"{endpoint}: status_next/status_rate never apply to polls (a 404/410 there means the "
+                             "URL is gone: use polling_ttl_seconds or DELETE /admin/polling/{id})")
         if endpoint not in DROP_ENDPOINTS and (rule.drop_next or rule.drop_rate):
             raise ValueError("drop_next/drop_rate only apply to commit (or '*')")
         if endpoint not in DROP_ENDPOINTS and (rule.late_next or rule.late_rate or rule.late_ms):
@@ -192,6 +197,10 @@ class FaultRule:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _is_poll(endpoint: str) -> bool:
+    return endpoint == "poll" or endpoint in POLL_ENDPOINTS
 
 
 def parse_rules(raw: Any) -> dict[str, FaultRule]:
@@ -296,6 +305,8 @@ class FaultBook(TrickleFaults):
 
     def refusal(self, endpoint: str) -> int | None:
         """The 403/404 this call answers instead of being handled (uses up status_next), or None."""
+        if _is_poll(endpoint):
+            return None
         with self._lock:
             rule = self._meets(endpoint, "status")
             if rule is None:
