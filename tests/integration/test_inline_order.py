@@ -249,30 +249,16 @@ def test_an_order_confirmation_whose_write_loses_its_connection_is_written_on_a_
     lock and that very connection is cut (a reset, a failover mid-write).  The confirmation is written
     again on a fresh connection: awaiting_transfer with the order, never resolved as unknown."""
     import threading
-    import time
 
-    from fulfilment.db import get_engine
+    from tests.support.database import cut_the_write_of, wait_for_state
 
     clean_sandbox.set_faults({"create_order": {"respond_after_commit_ms": 2000}})
     purchase_id = stored_purchase()
     worker = threading.Thread(target=after_intake, args=(purchase_id, tbb),
                               kwargs={"quote_inline": True, "order_inline": True})
     worker.start()
-    deadline = time.monotonic() + 30
-    while reload(purchase_id).state != State.ORDERING:
-        assert time.monotonic() < deadline, "never reached ordering"
-        time.sleep(0.05)
-    with get_engine().connect() as locker:  # hold the row: the worker's write of the confirmation waits on it
-        locker.execute(text("SELECT 1 FROM purchases WHERE id = :id FOR UPDATE"), {"id": purchase_id})
-        waiting = None
-        while waiting is None:
-            assert time.monotonic() < deadline + 30, "the confirmation's write never came"
-            waiting = locker.execute(text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
-                "AND pid <> pg_backend_pid()")).scalar()
-            time.sleep(0.02)
-        locker.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": waiting})
-        locker.rollback()
+    wait_for_state(purchase_id, State.ORDERING)
+    cut_the_write_of(purchase_id)  # the worker's write of the confirmation, mid-write
     worker.join(40)
     assert not worker.is_alive()
     purchase = reload(purchase_id)

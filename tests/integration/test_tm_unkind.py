@@ -379,27 +379,14 @@ def test_an_order_answer_whose_database_connection_broke_is_written_on_a_fresh_o
     settings = get_settings()
     driver = Driver(partners, settings)
     raw = tm_request()
-    from fulfilment.db import get_engine
     from fulfilment.requests import purchase_id_for
+    from tests.support.database import cut_the_write_of, wait_for_state
 
     purchase_id = purchase_id_for(raw["request_id"])
     first = threading.Thread(target=driver.take_in, args=(raw,))
     first.start()
-    deadline = time.monotonic() + 30
-    while not (_exists(purchase_id) and reload(purchase_id).state == State.ORDERING):
-        assert time.monotonic() < deadline, "never reached ordering"
-        time.sleep(0.05)
-    with get_engine().connect() as locker:  # hold the row: the worker's write of the answer waits on it
-        locker.execute(text("SELECT 1 FROM purchases WHERE id = :id FOR UPDATE"), {"id": purchase_id})
-        waiting = None
-        while waiting is None:
-            assert time.monotonic() < deadline + 30, "the answer's write never came"
-            waiting = locker.execute(text(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
-                "AND pid <> pg_backend_pid()")).scalar()
-            time.sleep(0.02)
-        locker.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": waiting})
-        locker.rollback()
+    wait_for_state(purchase_id, State.ORDERING)
+    cut_the_write_of(purchase_id)  # the worker's write of the answer, mid-write
     first.join(40)
     assert not first.is_alive()
     purchase = driver.until(purchase_id, finished, timeout=60)
