@@ -22,6 +22,7 @@ from fulfilment.step_names import StepName
 from fulfilment.steps import runner
 from fulfilment.steps.common import Next
 from fulfilment.steps.flow import Partners
+from tests.support.database import wait_for_state
 from tests.support.factories import reload, tm_request
 from tests.support.tm_pipeline import Driver, finished, history, orders_of, tickets
 from tests.support.tm_sandbox import TMSandboxProcess, fresh_nonce
@@ -140,10 +141,7 @@ def _late_answer_taken_over(tm: TMSandboxProcess) -> uuid.UUID:
 
         first = threading.Thread(target=first_worker)
         first.start()
-        deadline = time.monotonic() + 30
-        while not (_exists(purchase_id) and reload(purchase_id).state == State.ORDERING):
-            assert time.monotonic() < deadline, "never reached ordering"
-            time.sleep(0.05)
+        wait_for_state(purchase_id, State.ORDERING)
         time.sleep(0.5)  # the commit is in flight, answered in 4 s
         with session_scope() as session:  # its lease passes (a pause, a slow network): another worker steps in
             session.execute(text("UPDATE purchases SET claimed_until = now() - interval '1 second', "
@@ -160,11 +158,6 @@ def _late_answer_taken_over(tm: TMSandboxProcess) -> uuid.UUID:
     issued_once(tm, purchase_id, purchase)
     assert tm.admin.counts()["requests"]["commit"] == 1
     return purchase_id
-
-
-def _exists(purchase_id: uuid.UUID) -> bool:
-    with session_scope() as session:
-        return session.execute(text("SELECT 1 FROM purchases WHERE id = :id"), {"id": purchase_id}).first() is not None
 
 
 def test_a_commit_answered_after_the_steps_deadline_is_found_and_held_with_its_order_number(
