@@ -373,7 +373,7 @@ def test_an_order_answer_whose_database_connection_broke_is_written_on_a_fresh_o
     driver = Driver(partners, settings)
     raw = tm_request()
     from fulfilment.requests import purchase_id_for
-    from tests.support.database import cut_the_write_of, wait_for_state
+    from tests.support.database import cut_the_write_of
 
     purchase_id = purchase_id_for(raw["request_id"])
     first = threading.Thread(target=driver.take_in, args=(raw,))
