@@ -435,31 +435,46 @@ def _ticket_key(request: Request) -> Any:
 
 
 async def resolve(request: Request) -> Response:
+    """Record an order found at the partner: TBB's fetched first (needs its settings); a Ticketmaster
+    order with the token support gave (sealed with TICKET_KEY, never shown again)."""
+    from pydantic import SecretStr
+
     from fulfilment.partners.registry import build_tbb
     from fulfilment.steps import operator as actions
 
     config, user, ident, form = _config(request), _user(request), _purchase_ident(request), _form(request)
+    partner, key = config.partner, _ticket_key(request)
+    call: Callable[[], actions.Done]
     if form.get("order_token") is not None:
-        return await _resolve_with_token(request, ident, form)
-    if config.partner is None:
+        if key is None:
+            flash(request, "error", "Not recorded: the console has no TICKET_KEY, which seals the token before it "
+                                    "is stored. Use `fulfil resolve --order-token-file` where it is set.")
+            return back_to(f"/purchases/{ident}")
+
+        def call() -> actions.Done:
+            return actions.resolve_with_token(ident, order_id=form.get("order_id", ""),
+                                              order_token=SecretStr(form.get("order_token", "")),
+                                              operator=_as_console(user), ticket_key=key,
+                                              note=form.get("note") or None, via=None)
+    elif partner is None:
         flash(request, "error", "Not recorded: the console has no partner settings (TBB_BASE_URL, TBB_CLIENT_ID, "
                                 "TBB_CLIENT_SECRET), which it needs to fetch the order first.")
         return back_to(f"/purchases/{ident}")
-    partner = config.partner
-
-    def call() -> actions.Done:
-        client = build_tbb(partner)
-        try:
-            return actions.resolve(ident, order_id=form.get("order_id", ""), operator=_as_console(user), partner=client,
-                                   settings=config.policy, note=form.get("note") or None)
-        finally:
-            client.close()
+    else:
+        def call() -> actions.Done:
+            client = build_tbb(partner)
+            try:
+                return actions.resolve(ident, order_id=form.get("order_id", ""), operator=_as_console(user),
+                                       partner=client, settings=config.policy, note=form.get("note") or None)
+            finally:
+                client.close()
 
     try:
         done = await _db(request, call)
     except actions.PartnerUnreachable as error:
         from fulfilment.dependencies import partner_unavailable
 
+        assert partner is not None  # only the TBB fetch raises it
         flash(request, "error", f"Not recorded: {partner_unavailable(error.error, str(partner.tbb_base_url))}")
         return back_to(f"/purchases/{ident}")
     except (actions.OperatorActionError, ValueError) as error:
@@ -468,35 +483,6 @@ async def resolve(request: Request) -> Response:
         return back_to(f"/purchases/{ident}")
     flash(request, "ok", f"Recorded: {done.from_state} → {done.to_state}; {done.reason}")
     log.info("console: %s recorded an order for purchase %s", user.name, done.purchase_id)
-    return back_to(f"/purchases/{done.purchase_id}")
-
-
-async def _resolve_with_token(request: Request, ident: str, form: Any) -> Response:
-    """Ticketmaster: the order number and token support gave (the token sealed, never shown again)."""
-    from pydantic import SecretStr
-
-    from fulfilment.steps import operator as actions
-
-    user, key = _user(request), _ticket_key(request)
-    if key is None:
-        flash(request, "error", "Not recorded: the console has no TICKET_KEY, which seals the token before it is "
-                                "stored. Use `fulfil resolve --order-token-file` where it is set.")
-        return back_to(f"/purchases/{ident}")
-
-    def call() -> actions.Done:
-        return actions.resolve_with_token(ident, order_id=form.get("order_id", ""),
-                                          order_token=SecretStr(form.get("order_token", "")),
-                                          operator=_as_console(user), ticket_key=key, note=form.get("note") or None,
-                                          via=None)
-
-    try:
-        done = await _db(request, call)
-    except (actions.OperatorActionError, ValueError) as error:
-        flash(request, "error", f"Not recorded: {error}")
-        log.info("console: resolve of %s by %s refused: %s", ident, user.name, error)
-        return back_to(f"/purchases/{ident}")
-    flash(request, "ok", f"Recorded: {done.from_state} → {done.to_state}; {done.reason}")
-    log.info("console: %s recorded a Ticketmaster order for purchase %s", user.name, done.purchase_id)
     return back_to(f"/purchases/{done.purchase_id}")
 
 
