@@ -334,12 +334,7 @@ def resolve(
             changes={**order_columns(current, order), **_quote_columns(current, order, quotes.get(order.quote_id)),
                      "stalled_from": None},
         )
-        session.execute(
-            update(OrphanOrder)
-            .where(OrphanOrder.order_id == order.order_id, OrphanOrder.resolved_at.is_(None))
-            .values(resolved_at=func.now(),
-                    resolution=f"recorded as the order of purchase {current.id} by operator {operator}")
-        )
+        _orphans_resolved(session, order.order_id, current.id, operator)
         return Done(current.id, state, State.AWAITING_TRANSFER, history)
 
 
@@ -391,12 +386,18 @@ def resolve_with_token(ident: str, *, order_id: str, order_token: SecretStr, ope
                      "partner_data": {**data, "order_token": sealed}, "order_evidence": "exists",
                      "failure_code": None, "failure_message": None, "last_error": None, "stalled_from": None},
         )
-        session.execute(
-            update(OrphanOrder)
-            .where(OrphanOrder.order_id == order_id, OrphanOrder.resolved_at.is_(None))
-            .values(resolved_at=func.now(), resolution=f"recorded as the order of purchase {pid} by operator {operator}")
-        )
+        _orphans_resolved(session, order_id, pid, operator)
         return Done(pid, state, State.AWAITING_TICKETS, history)
+
+
+def _orphans_resolved(session: Session, order_id: str, purchase_id: uuid.UUID, operator: str) -> None:
+    """An orphan order recorded as a purchase's own is resolved with it."""
+    session.execute(
+        update(OrphanOrder)
+        .where(OrphanOrder.order_id == order_id, OrphanOrder.resolved_at.is_(None))
+        .values(resolved_at=func.now(), resolution=f"recorded as the order of purchase {purchase_id} by operator "
+                f"{operator}")
+    )
 
 
 def _check_resolvable(session: Session, purchase: Purchase, order_id: str) -> None:
