@@ -135,7 +135,10 @@ def fault_rules(config: ChaosConfig, *, stall_tokens: int = 0) -> dict[str, Any]
         "create_order": {**common, "latency_ms": 20, "drop_after_commit_rate": 0.1, "expiry_checked_first": True},
         "list_orders": {**common, "lookup_lag_seconds": config.lookup_lag,
                         # A miss can only hide an order that exists (few do: drops), hence the higher rate.
-                        "lookup_miss_rate": 0.1, "lookup_has_more_rate": 0.03, "lookup_malformed_rate": 0.03},
+                        "lookup_miss_rate": 0.1, "lookup_has_more_rate": 0.03, "lookup_malformed_rate": 0.03,
+                        # Lookups are few (only unknown outcomes need one): the first one surely announces
+                        # another page, so every run meets an unreliable lookup, not only a lucky draw.
+                        "lookup_has_more_next": 1},
         "auth_token": {**common, "stall_ms": TOKEN_STALL_MS},
     }
     if stall_tokens:

@@ -104,6 +104,17 @@ def test_lookup_has_more_announces_another_page(sandbox: Sandbox) -> None:
     assert _found(sandbox, quote_id) == [order_id]
 
 
+def test_lookup_has_more_next_announces_another_page_exactly_n_times(sandbox: Sandbox) -> None:
+    quote_id, order_id = _ordered_quote(sandbox)
+    _set_faults(sandbox, {"list_orders": {"lookup_has_more_next": 2}})
+    pages = [_lookup(sandbox, quote_id).json() for _ in range(3)]
+    assert [page["pagination"]["has_more"] for page in pages] == [True, True, False]
+    assert [page["data"] for page in pages[:2]] == [[], []]
+    assert [order["order_id"] for order in pages[2]["data"]] == [order_id]
+    assert _counters(sandbox, "list_orders") == {"lookup_has_more": 2}
+    assert sandbox.client.get("/admin/faults").json()["rules"]["list_orders"]["lookup_has_more_next"] == 0
+
+
 @pytest.mark.parametrize("kind", MALFORMED_KINDS)
 def test_lookup_malformed_bodies(sandbox: Sandbox, kind: str) -> None:
     quote_id, order_id = _ordered_quote(sandbox)
@@ -252,6 +263,9 @@ def test_every_new_field_round_trips_on_the_wildcard(sandbox: Sandbox) -> None:
         {"list_orders": {"lookup_lag_seconds": -1}},
         {"list_orders": {"lookup_miss_rate": 2}},
         {"list_orders": {"lookup_has_more_rate": -0.1}},
+        {"list_orders": {"lookup_has_more_next": -1}},
+        {"list_orders": {"lookup_has_more_next": 1.5}},
+        {"get_order": {"lookup_has_more_next": 1}},
         {"list_orders": {"lookup_malformed_rate": "often"}},
         {"list_orders": {"lookup_malformed_kinds": []}},
         {"list_orders": {"lookup_malformed_kinds": ["truncated"]}},

@@ -36,6 +36,8 @@ Rule fields (all optional)::
                                    (also from pagination.total: the answer looks like "no order")
     lookup_has_more_rate    0..1   list_orders only: answer an empty page with has_more=true and
                                    total > offset (the order "is on another page": outcome unknown)
+    lookup_has_more_next    int    list_orders only: the next N answers are such a has_more page
+                                   (deterministic, counted down before the rate is drawn)
     lookup_malformed_rate   0..1   list_orders only: a 200 whose body violates the envelope
     lookup_malformed_kinds  list   subset of the malformed bodies (default all): ``not_json`` (200
                                    text/html page), ``success_missing``, ``data_not_list`` (data is
@@ -58,8 +60,8 @@ never trickled): a trickled create_order has committed its order before the firs
 The lookup faults make that resolution itself unreliable. They are decided inside list_orders after
 the token and the query were accepted: lagging orders and missed orders (one draw per order) are
 removed before pagination; then the answer is malformed (one draw per request), else an empty
-has_more page (one draw per request), else the normal page. With lag or misses, a well-formed empty
-lookup is not proof that no order exists.
+has_more page (``lookup_has_more_next`` first, then one draw per request), else the normal page.
+With lag or misses, a well-formed empty lookup is not proof that no order exists.
 
 Counters (per endpoint): ``latency``, ``stall``, ``trickle``, ``fail_next``, ``rate_limited``, ``error``,
 ``error_<status>``, ``plain_body``, ``drop_after_commit``, ``respond_after_commit``,
@@ -102,8 +104,8 @@ MALFORMED_KINDS: tuple[str, ...] = (
 )
 # Fields that only make sense on one endpoint (refused elsewhere unless left at their default).
 _CREATE_ORDER_FIELDS = ("drop_after_commit_rate", "drop_next", "respond_after_commit_ms", "expiry_checked_first")
-_LOOKUP_FIELDS = ("lookup_lag_seconds", "lookup_miss_rate", "lookup_has_more_rate", "lookup_malformed_rate",
-                  "lookup_malformed_kinds")
+_LOOKUP_FIELDS = ("lookup_lag_seconds", "lookup_miss_rate", "lookup_has_more_rate", "lookup_has_more_next",
+                  "lookup_malformed_rate", "lookup_malformed_kinds")
 _RATE_FIELDS = ("error_rate", "plain_body_rate", "rate_limit_rate", "drop_after_commit_rate",
                 "lookup_miss_rate", "lookup_has_more_rate", "lookup_malformed_rate")
 
@@ -128,6 +130,7 @@ class FaultRule:
     lookup_lag_seconds: float = 0.0
     lookup_miss_rate: float = 0.0
     lookup_has_more_rate: float = 0.0
+    lookup_has_more_next: int = 0
     lookup_malformed_rate: float = 0.0
     lookup_malformed_kinds: list[str] = field(default_factory=lambda: list(MALFORMED_KINDS))
 
@@ -156,7 +159,7 @@ class FaultRule:
             if not isinstance(raw["expiry_checked_first"], bool):
                 raise ValueError(f"{endpoint}.expiry_checked_first must be true or false")
             rule.expiry_checked_first = raw["expiry_checked_first"]
-        for key in ("fail_next", "drop_next", "stall_next"):
+        for key in ("fail_next", "drop_next", "stall_next", "lookup_has_more_next"):
             if key in raw:
                 value = raw[key]
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -336,6 +339,10 @@ class FaultInjector(TrickleFaults):
                 kind = self._rng.choice(rule.lookup_malformed_kinds)
                 self._count(endpoint, "lookup_malformed", f"malformed_{kind}")
                 return LookupPlan(plan.lag_seconds, plan.miss_rate, malformed=kind)
+            if rule.lookup_has_more_next > 0:
+                rule.lookup_has_more_next -= 1
+                self._count(endpoint, "lookup_has_more")
+                return LookupPlan(plan.lag_seconds, plan.miss_rate, has_more=True)
             if rule.lookup_has_more_rate > 0 and self._rng.random() < rule.lookup_has_more_rate:
                 self._count(endpoint, "lookup_has_more")
                 return LookupPlan(plan.lag_seconds, plan.miss_rate, has_more=True)
