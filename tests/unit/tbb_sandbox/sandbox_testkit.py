@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from fulfilment.partners.tbb.sandbox.timeutil import truncate_ms
+from fulfilment.partners.sandbox_kit.clock import truncate_ms
 
 SECRETS = {
     "partner-a": "sandbox-secret-a",

@@ -9,8 +9,8 @@ import uuid
 import pytest
 from sandbox_testkit import Sandbox, assert_error
 
+from fulfilment.partners.sandbox_kit.clock import parse_iso_utc
 from fulfilment.partners.tbb.sandbox import SandboxConfig
-from fulfilment.partners.tbb.sandbox.timeutil import parse_iso_utc
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$")
 

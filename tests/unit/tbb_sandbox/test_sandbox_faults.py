@@ -7,7 +7,8 @@ import time
 import pytest
 from sandbox_testkit import Sandbox, assert_error
 
-from fulfilment.partners.tbb.sandbox.faults import ConnectionDropped, FaultRule
+from fulfilment.partners.sandbox_kit.faults import ConnectionDropped
+from fulfilment.partners.tbb.sandbox.faults import FaultRule
 
 
 def _set_faults(sandbox: Sandbox, rules: dict) -> dict:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sandbox_testkit import Sandbox
 
+from fulfilment.partners.sandbox_kit.clock import parse_iso_utc
 from fulfilment.partners.tbb.sandbox.lifecycle import draw_outcome, due_transition, normalise_policy
-from fulfilment.partners.tbb.sandbox.timeutil import parse_iso_utc
 
 
 def _status(sandbox: Sandbox, order_id: str) -> dict:

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sandbox_testkit import Sandbox, assert_error
 
+from fulfilment.partners.sandbox_kit.clock import parse_iso_utc
 from fulfilment.partners.tbb.sandbox.accounts import DEFAULT_PARTNERS
 from fulfilment.partners.tbb.sandbox.store import OrderRequest
-from fulfilment.partners.tbb.sandbox.timeutil import parse_iso_utc
 
 
 def test_order_success_matches_seed_001(sandbox: Sandbox) -> None:

@@ -7,7 +7,7 @@ import re
 import pytest
 from sandbox_testkit import Sandbox, assert_error
 
-from fulfilment.partners.tbb.sandbox.timeutil import parse_iso_utc
+from fulfilment.partners.sandbox_kit.clock import parse_iso_utc
 
 
 def test_quote_success_matches_seed_002(sandbox: Sandbox) -> None:

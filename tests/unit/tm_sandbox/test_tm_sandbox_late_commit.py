@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from fulfilment.partners.sandbox_kit.faults import ConnectionDropped
 from fulfilment.partners.ticketmaster.sandbox import SandboxConfig
-from fulfilment.partners.ticketmaster.sandbox.faults import ConnectionDropped
 from tests.support.tm_sandbox import T0, TEST_EVENT, InProcess, Partner, TMSandboxProcess, payment_body
 
 UNREDEEMED = "/partners/v1/orders/unredeemed"

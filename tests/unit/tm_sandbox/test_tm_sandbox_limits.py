@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from fulfilment.partners.sandbox_kit.faults import ConnectionDropped
 from fulfilment.partners.ticketmaster.sandbox import SandboxConfig
-from fulfilment.partners.ticketmaster.sandbox.faults import ConnectionDropped
 from tests.support.tm_sandbox import (
     APIKEY,
     DELAY_EVENT,

@@ -20,50 +20,27 @@ Plain JSON (no partner envelope) so test code can read it without unwrapping. Er
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from fulfilment.partners.sandbox_kit.admin import BadBody, read_json
+from fulfilment.partners.sandbox_kit.admin import fail as _fail
+
 from .catalogue import PAST_EVENT_ID, SEED_EVENT_ID, TINY_EVENT_ID
 from .lifecycle import ALL_STATUSES
 from .state import SandboxState
-
-_LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost", "testclient"}
-
-AdminHandler = Callable[[Request], Awaitable[Response]]
 
 
 def _sandbox(request: Request) -> SandboxState:
     return request.app.state.sandbox
 
 
-def _fail(status: int, reason: str) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status)
-
-
-def loopback_only(handler: AdminHandler) -> AdminHandler:
-    """Refuse non-loopback peers: the admin API can rewrite state and must not be exposed."""
-
-    async def checked(request: Request) -> Response:
-        client = request.client
-        if _sandbox(request).config.admin_loopback_only and client is not None:
-            host = client.host
-            if host not in _LOOPBACK_HOSTS and not host.startswith("127."):
-                return _fail(403, "the admin API only answers loopback clients")
-        return await handler(request)
-
-    checked.__name__ = handler.__name__
-    return checked
-
-
 async def _body(request: Request) -> Any:
-    raw = await request.body()
     try:
-        return json.loads(raw) if raw else None
-    except ValueError:
+        return await read_json(request)
+    except BadBody:
         return _INVALID
 
 

@@ -13,13 +13,14 @@ from datetime import datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fulfilment.partners.trickle import trickled
+from fulfilment.partners.sandbox_kit.faults import DropConnectionResponse
+from fulfilment.partners.sandbox_kit.trickle import trickled
 
 from . import envelope
 from .accounts import PartnerAccount
 from .discovery import EventFilters, search
 from .errors import ApiError
-from .faults import DropConnectionResponse, render_fault, render_lookup
+from .faults import render_fault, render_lookup
 from .state import SandboxState
 from .store import OrderRequest, QuoteRequest
 from .validation import FieldErrors, json_object, pagination, query_date
@@ -51,7 +52,7 @@ def guarded(endpoint: str, handler: Handler) -> Handler:
             if hold > 0:
                 await asyncio.sleep(hold)  # committed already: other requests see the order meanwhile
             if sandbox.faults.should_drop(endpoint):
-                return DropConnectionResponse(response)
+                return DropConnectionResponse(response, "the order was committed")
         return trickled(response, sandbox.faults.trickle(endpoint))
 
     endpoint_with_faults.__name__ = endpoint

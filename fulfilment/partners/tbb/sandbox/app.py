@@ -15,13 +15,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fulfilment.partners.sandbox_kit.admin import loopback_only
+from fulfilment.partners.sandbox_kit.clock import Clock
+from fulfilment.partners.sandbox_kit.faults import ConnectionDropped
+from fulfilment.partners.sandbox_kit.middleware import AccessLogMiddleware
+
 from . import admin, api, envelope
 from .config import SandboxConfig
 from .errors import ERROR_CODES, ApiError
-from .faults import ConnectionDropped
-from .middleware import RequestContextMiddleware
 from .state import SandboxState
-from .timeutil import Clock
 
 logger = logging.getLogger("fulfilment.partners.tbb.sandbox")
 
@@ -76,7 +78,7 @@ def _routes() -> list[Route]:
     routes = [Route("/healthz", healthz, methods=["GET"])]
     routes += [Route(path, api.guarded(name, handler), methods=[method], name=name)
                for path, method, name, handler in partner]
-    routes += [Route(path, admin.loopback_only(handler), methods=methods) for path, methods, handler in admin_routes]
+    routes += [Route(path, loopback_only(handler), methods=methods) for path, methods, handler in admin_routes]
     return routes
 
 
@@ -84,7 +86,7 @@ def create_app(config: SandboxConfig | None = None, *, clock: Clock | None = Non
     """Build a fresh sandbox; all state lives in ``app.state.sandbox`` (a ``SandboxState``)."""
     app = Starlette(
         routes=_routes(),
-        middleware=[Middleware(RequestContextMiddleware)],
+        middleware=[Middleware(AccessLogMiddleware, logger="fulfilment.partners.tbb.sandbox", request_ids=True)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
     )
     app.state.sandbox = SandboxState(config or SandboxConfig(), clock)

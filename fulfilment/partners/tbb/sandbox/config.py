@@ -26,8 +26,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
+
+from fulfilment.partners.sandbox_kit.config import Overridable, check_patch
 
 from .accounts import DEFAULT_PARTNERS, PartnerAccount, partners_from_json
 from .lifecycle import OutcomePolicy, normalise_policy
@@ -36,7 +38,7 @@ PAYMENT_ERROR_CODES = ("PAYMENT_NOT_CONFIGURED", "PAYOUT_METHOD_NOT_CONFIGURED")
 
 
 @dataclass(frozen=True)
-class SandboxConfig:
+class SandboxConfig(Overridable):
     partners: tuple[PartnerAccount, ...] = DEFAULT_PARTNERS
     token_ttl_seconds: float = 3600.0
     quote_ttl_seconds: float = 3600.0
@@ -94,9 +96,6 @@ class SandboxConfig:
         values.update(overrides)
         return cls(**values)
 
-    def with_overrides(self, **overrides: Any) -> SandboxConfig:
-        return replace(self, **overrides)
-
 
 @dataclass
 class RuntimeSettings:
@@ -130,10 +129,7 @@ class RuntimeSettings:
 
     def patched(self, patch: Mapping[str, Any]) -> RuntimeSettings:
         """Return a validated copy with ``patch`` applied; ValueError names the offending key."""
-        allowed = set(self.to_json())
-        unknown = set(patch) - allowed
-        if unknown:
-            raise ValueError(f"unknown config keys: {sorted(unknown)}; allowed: {sorted(allowed)}")
+        check_patch(patch, self.to_json())
         updated = RuntimeSettings(**self.to_json())
         for key in ("quote_ttl_seconds", "token_ttl_seconds"):
             if key in patch:

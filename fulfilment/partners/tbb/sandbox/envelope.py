@@ -5,7 +5,8 @@ list:    the same plus ``"pagination": {"total", "limit", "offset", "has_more"}`
 error:   ``{"success": false, "error": {"code", "message", "details"}, "meta": {...}}``
 
 ``meta.request_id`` is the request's ``X-Request-ID`` (or a generated uuid4), placed on the request
-state by ``middleware.RequestContextMiddleware``; ``meta.timestamp`` is ISO-8601 UTC with ``Z``.
+state by ``sandbox_kit.middleware.AccessLogMiddleware`` (with request ids); ``meta.timestamp`` is
+ISO-8601 UTC with ``Z``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from fulfilment.partners.sandbox_kit.clock import Clock, iso_z, system_clock
+
 from .errors import ApiError
-from .timeutil import Clock, iso_z, system_clock
 
 
 def request_id_of(request: Request) -> str:

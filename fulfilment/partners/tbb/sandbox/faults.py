@@ -74,19 +74,19 @@ Randomness comes from ``random.Random(seed)``; every injected fault is counted p
 
 from __future__ import annotations
 
-import random
 import threading
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.types import Receive, Scope, Send
 
-from fulfilment.partners.trickle import TrickleFaults, parse_trickle
+from fulfilment.partners.sandbox_kit import faults as kit
+from fulfilment.partners.sandbox_kit.faults import WILDCARD
+from fulfilment.partners.sandbox_kit.trickle import parse_trickle
 
 from . import envelope
 from .errors import ERROR_CODES, SERVER_ERROR_CODES
@@ -95,7 +95,6 @@ ENDPOINTS: tuple[str, ...] = (
     "auth_token", "list_events", "get_event", "list_sections", "list_rows",
     "create_quote", "create_order", "get_order", "list_orders",
 )
-WILDCARD = "*"
 INJECTABLE_STATUSES: tuple[int, ...] = (429, 500, 502, 503, 504)
 DROP_ENDPOINTS = ("create_order", WILDCARD)
 LOOKUP_ENDPOINTS = ("list_orders", WILDCARD)
@@ -111,20 +110,14 @@ _RATE_FIELDS = ("error_rate", "plain_body_rate", "rate_limit_rate", "drop_after_
 
 
 @dataclass
-class FaultRule:
+class FaultRule(kit.BaseRule):
     error_rate: float = 0.0
     error_statuses: list[int] = field(default_factory=lambda: [500, 502, 503, 504])
     plain_body_rate: float = 0.5
     rate_limit_rate: float = 0.0
     retry_after_seconds: float = 1
-    latency_ms: float = 0.0
-    trickle_ms: float = 0.0
-    trickle_chunks: int = 10
-    fail_next: int = 0
-    stall_next: int = 0
     stall_ms: float = 0.0
     drop_after_commit_rate: float = 0.0
-    drop_next: int = 0
     respond_after_commit_ms: float = 0.0
     expiry_checked_first: bool = False
     lookup_lag_seconds: float = 0.0
@@ -137,14 +130,7 @@ class FaultRule:
     @classmethod
     def from_json(cls, endpoint: str, raw: Any) -> FaultRule:
         """Validate one rule; ValueError with a readable reason otherwise."""
-        if endpoint not in ENDPOINTS and endpoint != WILDCARD:
-            raise ValueError(f"unknown endpoint {endpoint!r}; known: {[*ENDPOINTS, WILDCARD]}")
-        if not isinstance(raw, Mapping):
-            raise ValueError(f"rule for {endpoint!r} must be an object")
-        known = set(cls.__dataclass_fields__)
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown rule fields for {endpoint!r}: {sorted(unknown)}")
+        kit.check_rule(cls.__dataclass_fields__, endpoint, raw, [*ENDPOINTS, WILDCARD])
         rule = cls()
         for key in _RATE_FIELDS:
             if key in raw:
@@ -155,28 +141,10 @@ class FaultRule:
         if "retry_after_seconds" in raw:
             value = _number(endpoint, "retry_after_seconds", raw["retry_after_seconds"], low=0.0)
             rule.retry_after_seconds = int(value) if float(value).is_integer() else value
-        if "expiry_checked_first" in raw:
-            if not isinstance(raw["expiry_checked_first"], bool):
-                raise ValueError(f"{endpoint}.expiry_checked_first must be true or false")
-            rule.expiry_checked_first = raw["expiry_checked_first"]
-        for key in ("fail_next", "drop_next", "stall_next", "lookup_has_more_next"):
-            if key in raw:
-                value = raw[key]
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise ValueError(f"{endpoint}.{key} must be a non-negative integer")
-                setattr(rule, key, value)
-        if "error_statuses" in raw:
-            statuses = raw["error_statuses"]
-            if (not isinstance(statuses, list) or not statuses
-                    or any(s not in INJECTABLE_STATUSES or isinstance(s, bool) for s in statuses)):
-                raise ValueError(f"{endpoint}.error_statuses must be a non-empty list from {list(INJECTABLE_STATUSES)}")
-            rule.error_statuses = list(statuses)
-        if "lookup_malformed_kinds" in raw:
-            kinds = raw["lookup_malformed_kinds"]
-            if (not isinstance(kinds, list) or not kinds
-                    or any(not isinstance(k, str) or k not in MALFORMED_KINDS for k in kinds)):
-                raise ValueError(f"{endpoint}.lookup_malformed_kinds must be a non-empty list from {list(MALFORMED_KINDS)}")
-            rule.lookup_malformed_kinds = list(kinds)
+        kit.set_flag(endpoint, raw, rule, "expiry_checked_first")
+        kit.set_counts(endpoint, raw, rule, ("fail_next", "drop_next", "stall_next", "lookup_has_more_next"))
+        kit.set_choices(endpoint, raw, rule, "error_statuses", INJECTABLE_STATUSES)
+        kit.set_choices(endpoint, raw, rule, "lookup_malformed_kinds", MALFORMED_KINDS)
         parse_trickle(endpoint, raw, rule)
         if rule.stall_next and not rule.stall_ms:
             raise ValueError(f"{endpoint}.stall_next needs stall_ms > 0")
@@ -188,8 +156,6 @@ class FaultRule:
                 raise ValueError(f"{'/'.join(misplaced)} only apply to {target} (or '*')")
         return rule
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _number(endpoint: str, key: str, value: Any, low: float, high: float | None = None) -> float:
@@ -199,12 +165,6 @@ def _number(endpoint: str, key: str, value: Any, low: float, high: float | None 
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
         raise ValueError(f"{endpoint}.{key} must be {bound}")
     return value
-
-
-def parse_rules(raw: Any) -> dict[str, FaultRule]:
-    if not isinstance(raw, Mapping):
-        raise ValueError("fault rules must be a JSON object {endpoint: rule}")
-    return {endpoint: FaultRule.from_json(endpoint, rule) for endpoint, rule in raw.items()}
 
 
 @dataclass(frozen=True)
@@ -235,47 +195,19 @@ class LookupPlan:
     malformed: str | None = None
 
 
-class FaultInjector(TrickleFaults):
+class FaultInjector(kit.FaultBook[FaultRule]):
     def __init__(self, rules: Mapping[str, Any], seed: int) -> None:
-        self._lock = threading.Lock()
-        self._rules = parse_rules(rules)
-        self._rng = random.Random(seed)
-        self._counters: dict[str, Counter[str]] = {}
+        super().__init__(threading.Lock(), rules, seed)
 
-    def replace_rules(self, raw: Any) -> None:
-        rules = parse_rules(raw)  # all-or-nothing: validate before touching the live rules
-        with self._lock:
-            self._rules = rules
-
-    def clear_rules(self) -> None:
-        with self._lock:
-            self._rules = {}
-
-    def reset(self, rules: Mapping[str, Any], seed: int) -> None:
-        parsed = parse_rules(rules)
-        with self._lock:
-            self._rules = parsed
-            self._rng = random.Random(seed)
-            self._counters = {}
+    def parse_rule(self, endpoint: str, raw: Any) -> FaultRule:
+        return FaultRule.from_json(endpoint, raw)
 
     def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            totals: Counter[str] = Counter()
-            for counter in self._counters.values():
-                totals.update(counter)
-            return {
-                "rules": {name: rule.to_json() for name, rule in self._rules.items()},
-                "counters": {name: dict(counter) for name, counter in self._counters.items()},
-                "totals": dict(totals),
-            }
-
-    def _count(self, endpoint: str, *kinds: str) -> None:
-        counter = self._counters.setdefault(endpoint, Counter())
-        for kind in kinds:
-            counter[kind] += 1
-
-    def _rule(self, endpoint: str) -> FaultRule | None:
-        return self._rules.get(endpoint) or self._rules.get(WILDCARD)
+        snapshot = super().snapshot()
+        totals: Counter[str] = Counter()
+        for counter in snapshot["counters"].values():
+            totals.update(counter)
+        return {**snapshot, "totals": dict(totals)}
 
     def plan(self, endpoint: str) -> FaultPlan:
         """Decide latency and any pre-handler fault for one request."""
@@ -311,12 +243,7 @@ class FaultInjector(TrickleFaults):
 
     def respond_after_commit_seconds(self, endpoint: str) -> float:
         """After a committed create_order: how long to hold the answer back (0 = answer now)."""
-        with self._lock:
-            rule = self._rule(endpoint)
-            if rule is None or endpoint != "create_order" or rule.respond_after_commit_ms <= 0:
-                return 0.0
-            self._count(endpoint, "respond_after_commit")
-            return rule.respond_after_commit_ms / 1000.0
+        return self.delay(endpoint, "respond_after_commit_ms", "respond_after_commit", only="create_order")
 
     def expiry_checked_first(self, endpoint: str) -> bool:
         with self._lock:
@@ -339,11 +266,7 @@ class FaultInjector(TrickleFaults):
                 kind = self._rng.choice(rule.lookup_malformed_kinds)
                 self._count(endpoint, "lookup_malformed", f"malformed_{kind}")
                 return LookupPlan(plan.lag_seconds, plan.miss_rate, malformed=kind)
-            if rule.lookup_has_more_next > 0:
-                rule.lookup_has_more_next -= 1
-                self._count(endpoint, "lookup_has_more")
-                return LookupPlan(plan.lag_seconds, plan.miss_rate, has_more=True)
-            if rule.lookup_has_more_rate > 0 and self._rng.random() < rule.lookup_has_more_rate:
+            if self.take(rule, "lookup_has_more_next", "lookup_has_more_rate"):
                 self._count(endpoint, "lookup_has_more")
                 return LookupPlan(plan.lag_seconds, plan.miss_rate, has_more=True)
             return plan
@@ -363,18 +286,7 @@ class FaultInjector(TrickleFaults):
 
     def should_drop(self, endpoint: str) -> bool:
         """Decide, after a committed success, whether to drop the connection."""
-        with self._lock:
-            rule = self._rule(endpoint)
-            if rule is None or endpoint != "create_order":
-                return False
-            if rule.drop_next > 0:
-                rule.drop_next -= 1
-                drop = True
-            else:
-                drop = rule.drop_after_commit_rate > 0 and self._rng.random() < rule.drop_after_commit_rate
-            if drop:
-                self._count(endpoint, "drop_after_commit")
-            return drop
+        return self.drop(endpoint, "create_order", "drop_next", "drop_after_commit_rate")
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -438,24 +350,3 @@ def render_fault(request: Request, fault: InjectedFault) -> Response:
         return cls(body, status_code=fault.status)
     code = SERVER_ERROR_CODES[fault.status]
     return envelope.error(request, fault.status, code, ERROR_CODES[code][1])
-
-
-class ConnectionDropped(Exception):
-    """Raised after the response head is sent so the server aborts the connection."""
-
-
-class DropConnectionResponse(Response):
-    """Send the status line and headers of the real response, then abort without a body.
-
-    uvicorn closes the transport when the app raises after ``http.response.start``; the client
-    therefore reads a truncated response (httpx: RemoteProtocolError). The order was committed.
-    """
-
-    def __init__(self, committed: Response) -> None:
-        super().__init__(status_code=committed.status_code)
-        self.raw_headers = committed.raw_headers  # includes the real content-length
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        raise ConnectionDropped("sandbox fault: connection dropped after the order was committed")
-

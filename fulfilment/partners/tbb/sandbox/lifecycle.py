@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Union
 
-from .timeutil import plus_seconds
+from fulfilment.partners.sandbox_kit.clock import plus_seconds
 
 AWAITING = "awaiting_transfer"
 FINAL_STATUSES: tuple[str, ...] = ("transfer_complete", "transfer_expired", "cancelled")

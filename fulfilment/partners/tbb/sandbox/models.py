@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fulfilment.partners.sandbox_kit.clock import iso_z
+
 from .catalogue import Event
 from .inventory import seat_range
-from .timeutil import iso_z
 
 
 def _money(value: float) -> float:

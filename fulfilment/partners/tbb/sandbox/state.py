@@ -7,12 +7,13 @@ import threading
 from collections import Counter
 from typing import Any
 
+from fulfilment.partners.sandbox_kit.clock import Clock, system_clock
+
 from .accounts import AccountDirectory
 from .catalogue import build_catalogue
 from .config import RuntimeSettings, SandboxConfig
 from .faults import FaultInjector
 from .store import SandboxStore
-from .timeutil import Clock, system_clock
 
 
 class SandboxState:

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fulfilment.partners.sandbox_kit.clock import Clock, iso_z, plus_seconds
+from fulfilment.partners.sandbox_kit.config import SettingsHolder
+
 from .accounts import SCOPE, AccountDirectory, PartnerAccount
 from .catalogue import Catalogue, Event, Section
 from .config import RuntimeSettings
@@ -33,7 +36,6 @@ from .errors import ApiError
 from .inventory import Inventory, RowKey
 from .lifecycle import AWAITING, FINAL_STATUSES, draw_outcome, due_transition
 from .models import Order, Quote, Token
-from .timeutil import Clock, iso_z, plus_seconds
 
 _ORDER_SUFFIX_ALPHABET = string.ascii_uppercase + string.digits
 _EMAIL_ALPHABET = string.ascii_lowercase + string.digits
@@ -54,7 +56,7 @@ class OrderRequest:
     delivery_deadline: datetime
 
 
-class SandboxStore:
+class SandboxStore(SettingsHolder[RuntimeSettings]):
     def __init__(
         self,
         catalogue: Catalogue,
@@ -78,15 +80,6 @@ class SandboxStore:
         self._tokens_issued: Counter[str] = Counter()
 
     # --- settings ---------------------------------------------------------------------------
-
-    @property
-    def settings(self) -> RuntimeSettings:
-        with self._lock:
-            return self._settings
-
-    def replace_settings(self, settings: RuntimeSettings) -> None:
-        with self._lock:
-            self._settings = settings
 
     # --- auth -------------------------------------------------------------------------------
 

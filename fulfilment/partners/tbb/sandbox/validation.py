@@ -12,8 +12,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from fulfilment.partners.sandbox_kit.clock import parse_date, parse_iso_utc
+
 from .errors import validation_error
-from .timeutil import parse_date, parse_iso_utc
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100

@@ -40,21 +40,18 @@ with 400/403/404.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from fulfilment.partners.sandbox_kit.admin import AdminHandler, fail, loopback_only, read_object
+from fulfilment.partners.sandbox_kit.clock import epoch_ms, iso_z, parse_iso_utc
+
 from .models import CART_STATES
 from .niterun import MODES
 from .state import SandboxState
-from .timeutil import epoch_ms, iso_z, parse_iso_utc
-
-_LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost", "testclient"}
-
-AdminHandler = Callable[[Request], Awaitable[Response]]
 
 
 def _sandbox(request: Request) -> SandboxState:
@@ -62,48 +59,12 @@ def _sandbox(request: Request) -> SandboxState:
     return sandbox
 
 
-def _fail(status: int, reason: str) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status)
-
-
-def loopback_only(handler: AdminHandler) -> AdminHandler:
-    """Refuse non-loopback peers: the admin API rewrites state and must not be exposed."""
-
-    async def checked(request: Request) -> Response:
-        client = request.client
-        if _sandbox(request).config.admin_loopback_only and client is not None:
-            host = client.host
-            if host not in _LOOPBACK_HOSTS and not host.startswith("127."):
-                return _fail(403, "the admin API only answers loopback clients")
-        return await handler(request)
-
-    checked.__name__ = handler.__name__
-    return checked
-
-
-class _BadBody(Exception):
-    pass
-
-
-async def _object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw) if raw else {}
-    except ValueError:
-        raise _BadBody("body must be JSON") from None
-    if not isinstance(body, dict):
-        raise _BadBody("body must be a JSON object")
-    return body
-
-
 def _admin(handler: Callable[[Request, SandboxState], Awaitable[Response]]) -> AdminHandler:
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request, _sandbox(request))
-        except _BadBody as exc:
-            return _fail(400, str(exc))
-        except ValueError as exc:
-            return _fail(400, str(exc))
+        except ValueError as exc:  # BadBody included
+            return fail(400, str(exc))
 
     wrapped.__name__ = handler.__name__
     return loopback_only(wrapped)
@@ -124,7 +85,7 @@ async def _get_clock(request: Request, sandbox: SandboxState) -> Response:
 
 
 async def _set_clock(request: Request, sandbox: SandboxState) -> Response:
-    body = await _object(request)
+    body = await read_object(request)
     moment = parse_iso_utc(body["now"]) if isinstance(body.get("now"), str) else None
     if moment is None:
         raise ValueError('body must be {"now": "<ISO-8601 instant with offset>"}')
@@ -133,7 +94,7 @@ async def _set_clock(request: Request, sandbox: SandboxState) -> Response:
 
 
 async def _advance_clock(request: Request, sandbox: SandboxState) -> Response:
-    body = await _object(request)
+    body = await read_object(request)
     seconds = body.get("seconds")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise ValueError('body must be {"seconds": <number>}')
@@ -146,7 +107,7 @@ async def _get_config(request: Request, sandbox: SandboxState) -> Response:
 
 
 async def _patch_config(request: Request, sandbox: SandboxState) -> Response:
-    sandbox.patch_settings(await _object(request))
+    sandbox.patch_settings(await read_object(request))
     return JSONResponse(sandbox.public_config())
 
 
@@ -155,7 +116,7 @@ async def _get_faults(request: Request, sandbox: SandboxState) -> Response:
 
 
 async def _put_faults(request: Request, sandbox: SandboxState) -> Response:
-    sandbox.faults.replace_rules(await _object(request))
+    sandbox.faults.replace_rules(await read_object(request))
     return JSONResponse(sandbox.faults.snapshot())
 
 
@@ -169,7 +130,7 @@ async def _get_niterun(request: Request, sandbox: SandboxState) -> Response:
 
 
 async def _put_niterun(request: Request, sandbox: SandboxState) -> Response:
-    body = await _object(request)
+    body = await read_object(request)
     mode, event_id = body.get("mode"), body.get("event_id")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}")
@@ -189,7 +150,7 @@ async def _get_quota(request: Request, sandbox: SandboxState) -> Response:
 
 
 async def _force_quota(request: Request, sandbox: SandboxState) -> Response:
-    body = await _object(request)
+    body = await read_object(request)
     expiry, seconds, apikey = body.get("expiry_epoch_ms"), body.get("seconds"), body.get("apikey")
     if isinstance(expiry, int) and not isinstance(expiry, bool):
         chosen = expiry
@@ -226,7 +187,7 @@ async def _redeem(request: Request, sandbox: SandboxState) -> Response:
     try:
         order = sandbox.store.redeem(request.path_params["order_token"])
     except KeyError:
-        return _fail(404, "order not found")
+        return fail(404, "order not found")
     return JSONResponse({"order": order})
 
 
@@ -237,7 +198,7 @@ async def _polling(request: Request, sandbox: SandboxState) -> Response:
 
 async def _forget_poll(request: Request, sandbox: SandboxState) -> Response:
     if not sandbox.polling.forget(request.path_params["poll_id"]):
-        return _fail(404, "no such polling job")
+        return fail(404, "no such polling job")
     return JSONResponse({"ok": True})
 
 

@@ -16,14 +16,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fulfilment.partners.sandbox_kit.clock import Clock
+from fulfilment.partners.sandbox_kit.faults import ConnectionDropped
+from fulfilment.partners.sandbox_kit.middleware import AccessLogMiddleware
+
 from . import admin, api, assumed
 from .config import SandboxConfig
 from .errors import envelope
-from .faults import ConnectionDropped
-from .middleware import AccessLogMiddleware
 from .pipeline import EndpointSpec, Handler, partner_endpoint
 from .state import SandboxState
-from .timeutil import Clock
 
 logger = logging.getLogger("fulfilment.partners.ticketmaster.sandbox")
 
@@ -78,7 +79,7 @@ def create_app(config: SandboxConfig | None = None, *, clock: Clock | None = Non
     source the sandbox clock reads (default: the system clock)."""
     app = Starlette(
         routes=_routes(),
-        middleware=[Middleware(AccessLogMiddleware)],
+        middleware=[Middleware(AccessLogMiddleware, logger="fulfilment.partners.ticketmaster.sandbox")],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )
     app.state.sandbox = SandboxState(config or SandboxConfig(), clock)

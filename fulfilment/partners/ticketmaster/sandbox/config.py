@@ -48,18 +48,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
+
+from fulfilment.partners.sandbox_kit.clock import parse_iso_utc
+from fulfilment.partners.sandbox_kit.config import Overridable, check_patch
 
 from . import assumed
 from .niterun import MODES as NITERUN_MODES
 from .safetix import DELAY_SIGNALS
-from .timeutil import parse_iso_utc
 
 
 @dataclass(frozen=True)
-class SandboxConfig:
+class SandboxConfig(Overridable):
     apikeys: tuple[str, ...] = (assumed.DEFAULT_APIKEY,)
     hold_time_seconds: float = assumed.HOLD_TIME_SECONDS
     payment_extension_seconds: float = assumed.PAYMENT_EXTENSION_SECONDS
@@ -137,9 +139,6 @@ class SandboxConfig:
         values.update(overrides)
         return cls(**values)
 
-    def with_overrides(self, **overrides: Any) -> SandboxConfig:
-        return replace(self, **overrides)
-
 
 @dataclass
 class RuntimeSettings:
@@ -185,10 +184,7 @@ class RuntimeSettings:
 
     def patched(self, patch: Mapping[str, Any]) -> RuntimeSettings:
         """A validated copy with ``patch`` applied; ValueError names the offending key."""
-        allowed = set(self.to_json())
-        unknown = set(patch) - allowed
-        if unknown:
-            raise ValueError(f"unknown config keys: {sorted(unknown)}; allowed: {sorted(allowed)}")
+        check_patch(patch, self.to_json())
         values = {**self.to_json(), **patch}
         keys = values["apikeys"]
         if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k.strip() for k in keys):

@@ -26,7 +26,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from .timeutil import iso_z
+from fulfilment.partners.sandbox_kit.clock import iso_z
 
 TOTALS = (
     "commits_on_expired_carts", "commits_on_deleted_carts", "recommits", "commits_without_payment", "leaked_carts",

@@ -82,16 +82,16 @@ from __future__ import annotations
 
 import random
 import threading
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.responses import HTMLResponse, Response
-from starlette.types import Receive, Scope, Send
 
-from fulfilment.partners.trickle import TrickleFaults, parse_trickle
+from fulfilment.partners.sandbox_kit import faults as kit
+from fulfilment.partners.sandbox_kit.faults import WILDCARD
+from fulfilment.partners.sandbox_kit.trickle import parse_trickle
 
 from . import assumed
 from .assumed import ErrorSpec
@@ -104,26 +104,19 @@ ENDPOINTS: tuple[str, ...] = (
 )
 POLLED: tuple[str, ...] = ("availability", "reserve", "commit", "delete_cart", "order_management")
 POLL_ENDPOINTS: tuple[str, ...] = tuple(f"poll_{name}" for name in POLLED)
-WILDCARD = "*"
 INJECTABLE_STATUSES: tuple[int, ...] = (500, 502, 503, 504)
 DROP_ENDPOINTS = ("commit", WILDCARD)  # where the commit-only fields (drop_*, late_*) may be set
 
 
 @dataclass
-class FaultRule:
-    latency_ms: float = 0.0
-    trickle_ms: float = 0.0
-    trickle_chunks: int = 10
-    fail_next: int = 0
+class FaultRule(kit.BaseRule):
     error_rate: float = 0.0
     error_statuses: list[int] = field(default_factory=lambda: [500])
     gateway_body: bool = False
-    drop_next: int = 0
     drop_rate: float = 0.0
     late_next: int = 0
     late_rate: float = 0.0
     late_ms: float = 0.0
-    stall_next: int = 0
     stall_ms: float = 30000.0
     answer_after_next: int = 0
     answer_after_rate: float = 0.0
@@ -136,13 +129,7 @@ class FaultRule:
 
     @classmethod
     def from_json(cls, endpoint: str, raw: Any) -> FaultRule:
-        if endpoint not in ENDPOINTS and endpoint not in POLL_ENDPOINTS and endpoint != WILDCARD:
-            raise ValueError(f"unknown endpoint {endpoint!r}; known: {[*ENDPOINTS, *POLL_ENDPOINTS, WILDCARD]}")
-        if not isinstance(raw, Mapping):
-            raise ValueError(f"rule for {endpoint!r} must be an object")
-        unknown = set(raw) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown rule fields for {endpoint!r}: {sorted(unknown)}")
+        kit.check_rule(cls.__dataclass_fields__, endpoint, raw, [*ENDPOINTS, *POLL_ENDPOINTS, WILDCARD])
         rule = cls()
         parse_trickle(endpoint, raw, rule)
         for key, high in (("latency_ms", None), ("error_rate", 1.0), ("drop_rate", 1.0), ("late_rate", 1.0),
@@ -169,23 +156,10 @@ class FaultRule:
             if isinstance(raw["status"], bool) or raw["status"] not in assumed.STATUS_FAULTS:
                 raise ValueError(f"{endpoint}.status must be one of {sorted(assumed.STATUS_FAULTS)}")
             rule.status = raw["status"]
-        for key in ("fail_next", "drop_next", "late_next", "stall_next", "answer_after_next", "status_next",
-                    "unavailable_next"):
-            if key in raw:
-                value = raw[key]
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise ValueError(f"{endpoint}.{key} must be a non-negative integer")
-                setattr(rule, key, value)
-        if "error_statuses" in raw:
-            statuses = raw["error_statuses"]
-            if (not isinstance(statuses, list) or not statuses
-                    or any(isinstance(s, bool) or s not in INJECTABLE_STATUSES for s in statuses)):
-                raise ValueError(f"{endpoint}.error_statuses must be a non-empty list from {list(INJECTABLE_STATUSES)}")
-            rule.error_statuses = list(statuses)
-        if "gateway_body" in raw:
-            if not isinstance(raw["gateway_body"], bool):
-                raise ValueError(f"{endpoint}.gateway_body must be true or false")
-            rule.gateway_body = raw["gateway_body"]
+        kit.set_counts(endpoint, raw, rule, ("fail_next", "drop_next", "late_next", "stall_next", "answer_after_next",
+                                            "status_next", "unavailable_next"))
+        kit.set_choices(endpoint, raw, rule, "error_statuses", INJECTABLE_STATUSES)
+        kit.set_flag(endpoint, raw, rule, "gateway_body")
         if _is_poll(endpoint) and (rule.status_next or rule.status_rate):
             raise ValueError(f"{endpoint}: status_next/status_rate never apply to polls (a 404/410 there means the "
                              "URL is gone: use polling_ttl_seconds or DELETE /admin/polling/{id})")
@@ -195,18 +169,10 @@ class FaultRule:
             raise ValueError(f"late_next/late_rate/late_ms only apply to commit (or '*'), not {endpoint!r}")
         return rule
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _is_poll(endpoint: str) -> bool:
     return endpoint == "poll" or endpoint in POLL_ENDPOINTS
-
-
-def parse_rules(raw: Any) -> dict[str, FaultRule]:
-    if not isinstance(raw, Mapping):
-        raise ValueError("fault rules must be a JSON object {endpoint: rule}")
-    return {endpoint: FaultRule.from_json(endpoint, rule) for endpoint, rule in raw.items()}
 
 
 @dataclass(frozen=True)
@@ -234,45 +200,19 @@ class InjectedAnswer(Exception):
         self.gateway_body = gateway_body
 
 
-class FaultBook(TrickleFaults):
+class FaultBook(kit.FaultBook[FaultRule]):
     def __init__(self, lock: threading.RLock, rules: Mapping[str, Any], seed: int) -> None:
-        self._lock = lock
-        self._rules = parse_rules(rules)
-        self._rng = random.Random(seed + 1)
-        self._counters: dict[str, Counter[str]] = {}
         self._spans: dict[int, datetime] = {}  # id(rule) -> when its unavailable_seconds span ends
+        super().__init__(lock, rules, seed)
 
-    def reset(self, rules: Mapping[str, Any], seed: int) -> None:
-        parsed = parse_rules(rules)
-        with self._lock:
-            self._rules = parsed
-            self._rng = random.Random(seed + 1)
-            self._counters = {}
-            self._spans = {}
+    def parse_rule(self, endpoint: str, raw: Any) -> FaultRule:
+        return FaultRule.from_json(endpoint, raw)
 
-    def replace_rules(self, raw: Any) -> None:
-        rules = parse_rules(raw)  # all-or-nothing: validate before touching the live rules
-        with self._lock:
-            self._rules = rules
-            self._spans = {}
+    def random(self, seed: int) -> random.Random:
+        return random.Random(seed + 1)
 
-    def clear_rules(self) -> None:
-        with self._lock:
-            self._rules = {}
-            self._spans = {}
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {"rules": {name: rule.to_json() for name, rule in self._rules.items()},
-                    "counters": {name: dict(counter) for name, counter in self._counters.items()}}
-
-    def _count(self, endpoint: str, *kinds: str) -> None:
-        counter = self._counters.setdefault(endpoint, Counter())
-        for kind in kinds:
-            counter[kind] += 1
-
-    def _rule(self, endpoint: str) -> FaultRule | None:
-        return self._rules.get(endpoint) or self._rules.get(WILDCARD)
+    def forget(self) -> None:
+        self._spans = {}
 
     def poll_name(self, operation: str | None) -> str:
         """The fault name of a poll of ``operation``'s polling URL: ``poll_<operation>`` when it has a
@@ -294,14 +234,7 @@ class FaultBook(TrickleFaults):
     def _meets(self, endpoint: str, fault: str) -> FaultRule | None:
         """The rule if this call meets its ``<fault>_next`` (used up by one) or ``<fault>_rate``."""
         rule = self._rule(endpoint)
-        if rule is None:
-            return None
-        left = getattr(rule, f"{fault}_next")
-        if left > 0:
-            setattr(rule, f"{fault}_next", left - 1)
-            return rule
-        rate = getattr(rule, f"{fault}_rate")
-        return rule if rate > 0 and self._rng.random() < rate else None
+        return rule if rule is not None and self.take(rule, f"{fault}_next", f"{fault}_rate") else None
 
     def refusal(self, endpoint: str) -> int | None:
         """The 403/404 this call answers instead of being handled (uses up status_next), or None."""
@@ -341,42 +274,21 @@ class FaultBook(TrickleFaults):
             return rule.answer_after_ms / 1000.0
 
     def latency(self, endpoint: str) -> float:
-        with self._lock:
-            rule = self._rule(endpoint)
-            if rule is None or rule.latency_ms <= 0:
-                return 0.0
-            self._count(endpoint, "latency")
-            return rule.latency_ms / 1000.0
+        return self.delay(endpoint, "latency_ms", "latency")
 
     def plan(self, endpoint: str) -> FaultPlan:
         with self._lock:
             rule = self._rule(endpoint)
             if rule is None:
                 return FaultPlan()
-            status: int | None = None
-            if rule.fail_next > 0:
-                rule.fail_next -= 1
-                status = self._rng.choice(rule.error_statuses)
-            elif rule.error_rate > 0 and self._rng.random() < rule.error_rate:
-                status = self._rng.choice(rule.error_statuses)
-            if status is None:
+            if not self.take(rule, "fail_next", "error_rate"):
                 return FaultPlan()
+            status = self._rng.choice(rule.error_statuses)
             self._count(endpoint, "error", f"error_{status}")
             return FaultPlan(status=status, gateway_body=rule.gateway_body)
 
     def should_drop(self, endpoint: str) -> bool:
-        with self._lock:
-            rule = self._rule(endpoint)
-            if rule is None or endpoint != "commit":
-                return False
-            if rule.drop_next > 0:
-                rule.drop_next -= 1
-                drop = True
-            else:
-                drop = rule.drop_rate > 0 and self._rng.random() < rule.drop_rate
-            if drop:
-                self._count(endpoint, "drop_after_commit")
-            return drop
+        return self.drop(endpoint, "commit", "drop_next", "drop_rate")
 
     def late_commit(self, endpoint: str) -> LatePlan | None:
         """For a commit that would succeed: answer a 5xx and process it (maybe later)? Uses up late_next."""
@@ -384,9 +296,7 @@ class FaultBook(TrickleFaults):
             rule = self._rule(endpoint)
             if rule is None or endpoint != "commit":
                 return None
-            if rule.late_next > 0:
-                rule.late_next -= 1
-            elif not (rule.late_rate > 0 and self._rng.random() < rule.late_rate):
+            if not self.take(rule, "late_next", "late_rate"):
                 return None
             status = self._rng.choice(rule.error_statuses)
             self._count(endpoint, "late_commit", f"late_commit_{status}")
@@ -404,23 +314,3 @@ def injected_outcome(status: int) -> Outcome:
 
 def gateway_response(status: int) -> Response:
     return HTMLResponse(_GATEWAY_PAGE.format(status=status, reason=assumed.INJECTED_MESSAGES[status]), status_code=status)
-
-
-class ConnectionDropped(Exception):
-    """Raised after the response head is sent so the server aborts the connection."""
-
-
-class DropConnectionResponse(Response):
-    """Send the status line and headers of the real response, then abort without a body.
-
-    uvicorn closes the transport when the app raises after ``http.response.start``; the client reads
-    a truncated response (httpx: RemoteProtocolError). The commit has taken effect.
-    """
-
-    def __init__(self, committed: Response) -> None:
-        super().__init__(status_code=committed.status_code)
-        self.raw_headers = committed.raw_headers  # includes the real content-length
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        raise ConnectionDropped("sandbox fault: connection dropped after the commit took effect")

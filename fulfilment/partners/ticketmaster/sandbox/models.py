@@ -14,11 +14,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from fulfilment.partners.sandbox_kit.clock import epoch_ms, iso_z
+
 from . import assumed
 from .catalogue import Charges, Event, PriceLevel, RowSpec, TicketType
 from .inventory import RowKey
 from .responses import money
-from .timeutil import epoch_ms, iso_z
 
 ZERO = Decimal("0.00")
 

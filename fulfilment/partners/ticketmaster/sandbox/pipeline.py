@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from fulfilment.partners.trickle import trickled
+from fulfilment.partners.sandbox_kit.faults import DropConnectionResponse
+from fulfilment.partners.sandbox_kit.trickle import trickled
 
 from . import assumed
 from .counts import key_hint
 from .errors import TMError, envelope
-from .faults import DropConnectionResponse, InjectedAnswer, gateway_response, injected_outcome
+from .faults import InjectedAnswer, gateway_response, injected_outcome
 from .polling import polling_body
 from .responses import Outcome, render
 from .state import SandboxState
@@ -171,7 +172,7 @@ def partner_endpoint(spec: EndpointSpec, handler: Handler) -> Endpoint:
                 await asyncio.sleep(answer_delay)
             if committed and sandbox.faults.should_drop("commit"):
                 counters.bump("dropped_after_commit")
-                return DropConnectionResponse(response)
+                return DropConnectionResponse(response, "the commit took effect")
             return trickled(response, sandbox.faults.trickle(spec.name))
         finally:
             if entered and cart_id is not None:

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from fulfilment.partners.sandbox_kit.clock import iso_z
+
 from .responses import Outcome
-from .timeutil import iso_z
 
 POLLING_PATH = "/partners/v1/polling/"
 PollState = Literal["unknown", "expired", "early", "again", "done"]

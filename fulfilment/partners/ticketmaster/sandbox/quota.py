@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from fulfilment.partners.sandbox_kit.clock import epoch_ms
+
 from .assumed import QUOTA_WINDOW_SECONDS
 from .counts import key_hint
-from .timeutil import epoch_ms
 
 ALL_KEYS = "*"
 

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from fulfilment.partners.sandbox_kit.clock import parse_iso_utc
+
 from . import assumed
 from .catalogue import Event
 from .models import Order, Ticket
 from .responses import money
-from .timeutil import parse_iso_utc
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from fulfilment.partners.sandbox_kit.clock import Clock, SandboxClock, iso_z
+
 from .catalogue import build_catalogue
 from .config import RuntimeSettings, SandboxConfig
 from .counts import Counters, key_hint
@@ -22,7 +24,6 @@ from .niterun import Niterun
 from .polling import PollingBook
 from .quota import QuotaBook
 from .store import SandboxStore
-from .timeutil import Clock, SandboxClock, iso_z
 
 
 class SandboxState:

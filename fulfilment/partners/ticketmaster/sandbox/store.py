@@ -40,6 +40,9 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from fulfilment.partners.sandbox_kit.clock import Clock, iso_z
+from fulfilment.partners.sandbox_kit.config import SettingsHolder
+
 from . import assumed
 from .catalogue import Catalogue, Event, PriceLevel, RowSpec
 from .config import RuntimeSettings
@@ -50,11 +53,10 @@ from .models import LIVE_STATES, Cart, CartLine, Order, Payment, Ticket
 from .niterun import in_window
 from .responses import money, to_plain
 from .safetix import Delay, Device, delay_of, order_management_view, render_ticket
-from .timeutil import Clock, iso_z
 from .validation import CommitRequest, PaymentRequest, ReserveRequest, SecureRenderRequest
 
 
-class SandboxStore:
+class SandboxStore(SettingsHolder[RuntimeSettings]):
     def __init__(self, catalogue: Catalogue, settings: RuntimeSettings, clock: Clock, lock: threading.RLock,
                  counters: Counters, seed: int = 0) -> None:
         self.catalogue = catalogue
@@ -74,15 +76,6 @@ class SandboxStore:
         self._order_seq = 10000 + secrets.randbelow(80000)
 
     # --- settings / reset -----------------------------------------------------------------------
-
-    @property
-    def settings(self) -> RuntimeSettings:
-        with self._lock:
-            return self._settings
-
-    def replace_settings(self, settings: RuntimeSettings) -> None:
-        with self._lock:
-            self._settings = settings
 
     def reset(self, settings: RuntimeSettings) -> None:
         with self._lock:

@@ -1,21 +1,27 @@
-"""Time for the sandbox: an injectable source clock plus an adjustable offset.
+"""Time for the sandboxes: UTC instants, their rendering and parsing, and an adjustable clock.
 
-All instants are timezone-aware UTC ``datetime`` objects truncated to milliseconds. ``SandboxClock``
-reads its source (the system clock, or a test's fake clock) and adds an offset that the admin API
-sets (``PUT /admin/clock``) or moves (``POST /admin/clock/advance``), so hold expiry, quota windows,
-polling waits, niterun and SafeTix delivery dates can be tested without sleeping.
+All instants are timezone-aware UTC ``datetime`` objects truncated to milliseconds. The clock is
+injectable (``Clock``) so unit tests can move time forward without sleeping; ``SandboxClock`` reads
+its source (the system clock, or a test's fake clock) and adds an offset that an admin API sets or
+moves.
+
+Rendering rule: ``2026-02-26T10:30:00Z`` when the instant has no sub-second part (the seed format),
+``2026-02-26T10:30:00.250Z`` otherwise. Sub-second precision matters for the tiny TTLs used in tests
+(a 1.5 s quote must advertise exactly when it dies), so a client must accept both forms, which any
+ISO-8601 parser does.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 Clock = Callable[[], datetime]
 
 
 def truncate_ms(moment: datetime) -> datetime:
+    """Drop sub-millisecond digits so what we store is exactly what we render."""
     return moment.replace(microsecond=(moment.microsecond // 1000) * 1000)
 
 
@@ -23,11 +29,16 @@ def system_clock() -> datetime:
     return truncate_ms(datetime.now(UTC))
 
 
+def plus_seconds(moment: datetime, seconds: float) -> datetime:
+    return truncate_ms(moment + timedelta(seconds=seconds))
+
+
 def epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
 def iso_z(moment: datetime) -> str:
+    """Render a UTC instant as ISO-8601 with a literal ``Z``."""
     utc = moment.astimezone(UTC)
     if utc.microsecond:
         return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
@@ -35,7 +46,12 @@ def iso_z(moment: datetime) -> str:
 
 
 def parse_iso_utc(value: str) -> datetime | None:
-    """An ISO-8601 instant WITH an offset (``Z`` or ``+02:00``); naive or malformed -> None."""
+    """Parse an ISO-8601 instant that carries an offset (``Z`` or ``+02:00``...); naive or malformed
+    -> None.
+
+    Naive values are refused: the partners' contracts say their instants are UTC, and guessing a
+    zone for a naive value would hide a client bug.
+    """
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -43,6 +59,14 @@ def parse_iso_utc(value: str) -> datetime | None:
     if parsed.tzinfo is None:
         return None
     return truncate_ms(parsed.astimezone(UTC))
+
+
+def parse_date(value: str) -> date | None:
+    """Parse ``YYYY-MM-DD``."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 class SandboxClock:

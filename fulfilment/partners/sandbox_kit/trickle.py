@@ -4,13 +4,12 @@ A partner (or a proxy in front of it) that sends its answer in small pieces, eac
 inside the client's read timeout, keeps a call open for as long as it likes: httpx starts the read
 timeout again for every piece.  Both sandboxes (TBB and Ticketmaster) offer it as a fault rule
 (``trickle_ms``, ``trickle_chunks``) so tests can show that a partner call still ends at its
-deadline (fulfilment/partners/deadline.py).  Shared by both so they trickle the same way.
+deadline (fulfilment/partners/deadline.py).  Part of the sandbox kit so both trickle the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,27 +44,6 @@ def parse_trickle(endpoint: str, raw: Any, rule: TrickleRule) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{endpoint}.trickle_chunks must be a positive integer")
         rule.trickle_chunks = value
-
-
-class TrickleFaults:
-    """The ``trickle`` decision of a sandbox's fault book (its rules, lock and counters are its own)."""
-
-    _lock: AbstractContextManager[Any]
-
-    def _rule(self, endpoint: str) -> TrickleRule | None:
-        raise NotImplementedError
-
-    def _count(self, endpoint: str, *kinds: str) -> None:
-        raise NotImplementedError
-
-    def trickle(self, endpoint: str) -> Trickle | None:
-        """How to send this endpoint's answer slowly (None: at once); counted ``trickle``."""
-        with self._lock:
-            rule = self._rule(endpoint)
-            if rule is None or rule.trickle_ms <= 0:
-                return None
-            self._count(endpoint, "trickle")
-            return Trickle(rule.trickle_chunks, rule.trickle_ms / 1000.0)
 
 
 class TrickleResponse(Response):
