@@ -36,41 +36,39 @@ from typing import Any
 
 import hypothesis.strategies as st
 import pytest
-from hypothesis import HealthCheck
-from hypothesis import settings as hsettings
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from sqlalchemy import select, text
+from hypothesis.stateful import initialize, invariant, rule
+from sqlalchemy import text
 
 from fulfilment import state_machine
-from fulfilment.db import autocommit, get_engine, session_scope
+from fulfilment.db import autocommit, session_scope
 from fulfilment.requests import purchase_id_for
-from fulfilment.scheduler import redrive_due
-from fulfilment.settings import Settings, get_settings
-from fulfilment.state_machine import ALLOWED, HELD_FOR_OPERATOR, NEXT_STEP, TERMINAL, State
-from fulfilment.steps import common, order, resume
-from fulfilment.steps.common import Next, RetryLater
-from fulfilment.steps.runner import run_step, take_in
+from fulfilment.state_machine import HELD_FOR_OPERATOR, TERMINAL, State
+from fulfilment.steps import order
 from fulfilment.steps.stall import stall_after_exhausted_retries
-from models import Purchase
 from tests.support.factories import request
-from tests.support.fake_partner import BEHAVIOURS, MEDIUM_TTL, Clock, FakeOrder, FakePartner, SimulatedCrash
-from tests.support.machines import event, guarded, live_claim, note, replay
+from tests.support.fake_partner import BEHAVIOURS, MEDIUM_TTL, FakeOrder, FakePartner, SimulatedCrash
+from tests.support.machines import (
+    DEADLINE_SOON,
+    LEAD,
+    LEASE,
+    MARGIN,
+    PurchaseMachineBase,
+    event,
+    guarded,
+    note,
+    purchase_rules,
+    replay,
+)
 
 # The partner may answer an *order* with PAYMENT_NOT_CONFIGURED too.  With this on, hypothesis
 # found a double order (see test_a_refused_retry_of_an_unknown_order_stays_unknown_...), fixed
 # in fulfilment/steps/order.py; it stays on so that the machine keeps trying.
 ORDERS_SEE_ACCOUNT_ERRORS = True
 
-# Time is simulated, so that an example replays exactly (hypothesis needs that to shrink):
-# quote lifetimes and order lookups run on a Clock shared by the fake partner and the order
-# step, and a claim lease "passes" when the test moves this example's lease and next-action
-# times into the past (and the clock on by as much).
-LEASE = 120.0  # claim lease, real seconds: it never lapses by itself during a test
-MARGIN = 30.0  # quote safety margin (the fake's short quotes live MARGIN / 2, medium ones 60 s)
+# Time is simulated (tests/support/machines.py): quote lifetimes and order lookups run on the Clock
+# shared by the fake partner and the order step too.  The fake's short quotes live MARGIN / 2,
+# medium ones 60 s.
 LIVENESS_ROUNDS = 50
-# fulfilment/steps/order.py (quote expiry) and common.py (the delivery deadline's lead) read the
-# clock through their `dt`.
-REAL_ORDER_DATETIME, REAL_COMMON_DATETIME = order.dt, common.dt
 REAL_ORDER_PAUSE = order.pause  # the pause between re-sends of an order within one step
 # Sends of one order within a step while its answers stay unclear (the first and the re-sends).
 SENDS_PER_STEP = 1 + order.RESENDS_PER_STEP
@@ -80,11 +78,7 @@ LOOKUP_LAGS = st.sampled_from([0.0, 90.0, 400.0, 1000.0])
 # How long the partner's quotes live (unless a fault says otherwise): an hour, or a few leases,
 # so that quotes also expire on our clock while an order outcome is being resolved.
 QUOTE_TTLS = st.sampled_from([3600.0, 600.0, 300.0])
-# A purchase's delivery deadline: 3 days away, or soon after MIN_DELIVERY_LEAD_SECONDS (it becomes
-# too close to order after SOON_MARGIN seconds of the clock, i.e. a few leases).
-LEAD = 3600.0
-SOON_MARGIN = 600.0
-DEADLINE_SOON = st.sampled_from([False, False, False, True])
+# A purchase's delivery deadline is 3 days away, or soon (DEADLINE_SOON, tests/support/machines.py).
 
 # Everything the invariants read, in one round trip (they run after every step).
 SNAPSHOT_SQL = text(
@@ -106,17 +100,6 @@ SNAPSHOT_SQL = text(
          FROM partner_quotes q WHERE q.purchase_id = ANY(:ids)) AS quotes,
       (SELECT coalesce(json_agg(json_build_array(x.order_id, x.purchase_id, x.quote_id)), '[]')
          FROM orphan_orders x WHERE x.purchase_id = ANY(:ids)) AS orphans
-    """
-)
-# Time passes for this example's purchases: every time the database keeps for them moves back
-# by as much (claims lapse, next actions and re-nudges fall due as they would).
-TIME_PASSES_SQL = text(
-    """
-    UPDATE purchases
-       SET claimed_until = claimed_until - make_interval(secs => :seconds),
-           next_action_at = next_action_at - make_interval(secs => :seconds),
-           nudged_at = nudged_at - make_interval(secs => :seconds)
-     WHERE id = ANY(:ids)
     """
 )
 
@@ -193,52 +176,20 @@ def fault_for(operations: tuple[str, ...], drawn: Fault | None) -> tuple[str, st
 
 
 
-def machine_settings() -> Settings:
-    # model_copy skips validation.  Waits are real database times, moved on by _lease_passes
-    # (LEASE + 1 s at a time): a lost nudge or a parked lookup is due after one lease, the
-    # lookups of an unknown order spread over several (backoff 30, 60, 120, 240, 480 s), and a
-    # quote may expire meanwhile, as it would in production.
-    return get_settings().model_copy(update={
-        "claim_lease_seconds": LEASE,
-        # One step per message, as the scripted regressions below expect them (InlineOrderMachine
-        # runs the machine with the order step in line after the quote, InlineIntakeMachine with
-        # the quote in line after intake too: production's default).
-        "order_after_quote_inline": False,
-        "quote_after_intake_inline": False,
-        "step_deadline_seconds": LEASE - 10,
-        "redrive_after_seconds": 30.0,
-        "max_requotes": 3,
-        "order_resolve_attempts": 5,
-        "order_resolve_max_interval_seconds": 4 * LEASE,
-        "order_absence_grace_seconds": None,  # no proof of absence: an unknown order is never re-quoted
-        "min_delivery_lead_seconds": LEAD,
-        "quote_safety_margin_seconds": MARGIN,
-        "payment_pause_seconds": 0.0,
-        # Transfer checks fall due when a lease's worth of time passes, not at every tick.
-        "transfer_poll_seconds": LEASE / 2,
-        "transfer_poll_min_seconds": LEASE / 2,
-        "actor_max_backoff_ms": 0,
-        "scheduler_batch_size": 10_000,
-    })
+class PurchaseMachine(PurchaseMachineBase):
+    crash = SimulatedCrash
+    fault_label = "partner"
+    # Transfer checks fall due when a lease's worth of time passes, not at every tick.  (A quote may
+    # expire meanwhile: _lease_passes moves time LEASE + 1 s at a time, as it would in production.)
+    partner_settings = {"transfer_poll_seconds": LEASE / 2, "transfer_poll_min_seconds": LEASE / 2}
 
-
-class PurchaseMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.settings = machine_settings()
-        self.clock = Clock()
-        order.dt = common.dt = self.clock.datetime_module()  # restored by close()
         order.pause = lambda seconds: self.clock.advance(float(seconds))
         self.partner = FakePartner(clock=self.clock, safety_margin=MARGIN,
                                    orders_see_account_errors=ORDERS_SEE_ACCOUNT_ERRORS)
         self.partner.on_pause = self._while_call_hangs
-        self.reader = get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
-        self.purchases: list[uuid.UUID] = []  # purchase i asks for quantity i + 1: the partner tells them apart
-        self.queue: list[tuple[str, uuid.UUID]] = []  # the broker, as far as these purchases go
         self.hook_errors: list[BaseException] = []
-        # Messages dramatiq retried (it may give up on them: the middleware then stalls the purchase).
-        self.retried: list[tuple[uuid.UUID, str]] = []
-        self.running: list[str] = []  # message ids of the steps running now (one hangs while others run)
         # Messages whose claim was taken over while their partner call hung -> the last history
         # row by then: whatever that message writes afterwards must be a late answer.
         self.taken_over: dict[str, int] = {}
@@ -251,18 +202,31 @@ class PurchaseMachine(RuleBasedStateMachine):
         self.exists_seen: set[str] = set()
         self.last_quote: dict[str, str | None] = {}
         self.policy_judged = 0
-        self.healthy = True  # False once a rule or a check raised: teardown then leaves it alone
 
     # ---- helpers ---------------------------------------------------------------------
 
-    def _pid(self, index: int) -> uuid.UUID:
-        return self.purchases[index % len(self.purchases)]
+    plan_for = staticmethod(fault_for)
+
+    def _runner_partner(self) -> FakePartner:
+        return self.partner
+
+    def _calls_of(self, step: str) -> tuple[str, ...]:
+        return CALLS[step]
+
+    def _fake_partner(self) -> FakePartner:
+        return self.partner
+
+    def _after_message(self, message_id: str) -> None:
+        self._check_late(message_id)
+
+    def _after_delivery(self) -> None:
+        if self.hook_errors:
+            raise self.hook_errors.pop()
 
     def _create(self, max_unit_price: str | None, deadline_soon: bool = False, fault: Fault | None = None) -> None:
         overrides: dict[str, Any] = {"quantity": len(self.purchases) + 1, "max_unit_price": max_unit_price}
         if deadline_soon:
-            deadline = self.clock() + dt.timedelta(seconds=LEAD + SOON_MARGIN)
-            overrides["delivery_deadline"] = deadline.strftime("%Y-%m-%dT%H:%M:%SZ")
+            overrides["delivery_deadline"] = self._delivery_deadline(soon=True)
         raw = request(**overrides)
         purchase_id = purchase_id_for(raw["request_id"])
         if self.settings.quote_after_intake_inline:
@@ -271,62 +235,7 @@ class PurchaseMachine(RuleBasedStateMachine):
             if planned is not None:
                 self.partner.plan(*planned)
         self.purchases.append(purchase_id)
-        message_id = f"msg-{uuid.uuid4()}"
-        self.running.append(message_id)
-        try:
-            # What the intake actor does (runner.take_in): store, then quote by message, or in
-            # line (and order in line after it) when QUOTE_AFTER_INTAKE_INLINE.
-            assert take_in(raw, partner=self.partner, settings=self.settings, message_id=message_id,
-                           send=self._send) == purchase_id
-            outcome = "done"
-        except SimulatedCrash:
-            # The intake worker died in the in-line quote or order: RabbitMQ redelivers the
-            # intake message, whose request is stored already: nothing more (the scheduler
-            # re-drives the purchase once the claim it was born with lapses).
-            assert take_in(raw, partner=self.partner, settings=self.settings, message_id=f"msg-{uuid.uuid4()}",
-                           send=self._send) is None
-            outcome = "crash"
-        finally:
-            self.running.pop()
-        event(f"intake: {outcome}")
-        self._check_late(message_id)
-
-    def _state(self, purchase_id: uuid.UUID) -> State:
-        return State(self._get(purchase_id).state)
-
-    def _get(self, purchase_id: uuid.UUID) -> Purchase:
-        with session_scope() as session:
-            return session.get_one(Purchase, purchase_id)
-
-    def _load(self) -> dict[uuid.UUID, Purchase]:
-        with session_scope() as session:
-            rows = session.scalars(select(Purchase).where(Purchase.id.in_(self.purchases))).all()
-        return {p.id: p for p in rows}
-
-    def _send(self, following: Next, purchase_id: uuid.UUID) -> None:
-        self.queue.append((following.step, purchase_id))
-
-    def _run(self, step: str, purchase_id: uuid.UUID) -> None:
-        """One delivery of one message, through the runner every purchase actor uses."""
-        message_id = f"msg-{uuid.uuid4()}"
-        self.running.append(message_id)
-        try:
-            run_step(step, purchase_id, partner=self.partner, settings=self.settings, message_id=message_id,
-                     send=self._send)
-        except RetryLater:
-            self.queue.append((step, purchase_id))  # dramatiq retries the same message
-            if (purchase_id, step) not in self.retried:
-                self.retried.append((purchase_id, step))
-            outcome = "retry"
-        except SimulatedCrash:
-            self.queue.append((step, purchase_id))  # unacked: the broker redelivers it to another worker
-            outcome = "crash"
-        else:
-            outcome = "done"  # including a no-op: someone else moved it first, or a late answer
-        finally:
-            self.running.pop()
-        event(f"{step}: {outcome}")
-        self._check_late(message_id)
+        self._take_in(raw, purchase_id)
 
     def _check_late(self, message_id: str) -> None:
         """A worker whose claim was taken over while its call hung changes nothing afterwards:
@@ -343,53 +252,10 @@ class PurchaseMachine(RuleBasedStateMachine):
                 f"a worker whose claim was taken over moved the purchase {row.from_state} -> {row.to_state}: {row.reason}"
             event(f"after a takeover: {row.kind}")
 
-    def _deliver(self, step: str, purchase_id: uuid.UUID, fault: tuple[str, str] | None = None) -> None:
-        if fault is not None:
-            self.partner.plan(*fault)
-        met = len(self.partner.faults_met)
-        self._run(step, purchase_id)
-        for fault_met in self.partner.faults_met[met:]:
-            event(f"partner fault met: {fault_met}")
-        if self.hook_errors:
-            raise self.hook_errors.pop()
-
     def _lease_passes(self) -> None:
         """A claim lease's worth of time passes: dead workers' claims lapse, ORDERING and the
         shorter waits fall due, quotes age and lagging lookups catch up by as much."""
-        self.clock.advance(LEASE + 1)
-        with session_scope() as session:
-            session.execute(TIME_PASSES_SQL, {"ids": self.purchases, "seconds": LEASE + 1})
-
-    def _tick(self) -> None:
-        ours = set(self.purchases)
-        redriven: list[uuid.UUID] = []
-        redrive_due(self.settings, lambda step, pid: (self.queue.append((step, pid)), redriven.append(pid))
-                    if pid in ours else None)
-        # The scheduler never re-drives a purchase whose claim a worker still holds (M6, issue 20).
-        held = [pid for pid in redriven if live_claim(self.reader, pid)]
-        assert not held, f"the scheduler re-drove {held} while a worker's claim on it was live"
-
-    def _stall(self, purchase_id: uuid.UUID, step: str = "resolve_order") -> State | None:
-        """What StallOnExhaustedRetries does when dramatiq gives up on a purchase's message."""
-        stalled_from = stall_after_exhausted_retries(
-            purchase_id, step=step, retries=8, error="RetryLater: simulated exhausted retries",
-            message_id=f"msg-{uuid.uuid4()}",
-        )
-        if stalled_from is not None:
-            event(f"stalled from {stalled_from}")
-        return stalled_from
-
-    def _claim_live(self, purchase_id: uuid.UUID) -> bool:
-        return live_claim(self.reader, purchase_id)
-
-    def _resume(self, purchase_id: uuid.UUID) -> None:
-        """`fulfil retry`: resume the purchase, then send the step it names."""
-        try:
-            resumed = resume.resume(purchase_id, settings=self.settings, reason="resumed by operator")
-        except resume.CannotResume:
-            return
-        event(f"resumed {resumed.from_state} -> {resumed.to_state}")
-        self.queue.append((resumed.step, resumed.purchase_id))
+        self._time_passes(LEASE + 1)
 
     def hanging(self, what: Callable[[uuid.UUID], None]) -> Callable[[str, int, str], None]:
         """An `on_pause` hook running `what(purchase_id)` while a call hangs (for scripted tests)."""
@@ -464,20 +330,7 @@ class PurchaseMachine(RuleBasedStateMachine):
         self.partner.quote_ttl = quote_ttl
         self._create(price, deadline_soon)
 
-    @precondition(lambda self: len(self.purchases) < 3)
-    @rule(price=PRICES, deadline_soon=DEADLINE_SOON, fault=FAULTS)
-    @guarded
-    def another_purchase(self, price: str | None, deadline_soon: bool, fault: Fault | None) -> None:
-        self._create(price, deadline_soon, fault)
-
-    @rule(index=st.integers(0, 2), stale=st.sampled_from([None] * 4 + STEP_NAMES), fault=FAULTS)
-    @guarded
-    def deliver(self, index: int, stale: str | None, fault: Fault | None) -> None:
-        """A worker gets a message for a purchase: usually the step it is due for, sometimes any
-        step whatever its state (stale, duplicate, redelivered); the partner may misbehave."""
-        purchase_id = self._pid(index)
-        step = stale or NEXT_STEP.get(self._state(purchase_id)) or "resolve_order"
-        self._deliver(step, purchase_id, fault_for(CALLS[step], fault))
+    another_purchase, deliver = purchase_rules(PRICES, FAULTS, STEP_NAMES)
 
     @rule(messages=st.integers(1, 4), position=st.integers(0, 50), duplicate=st.booleans(), fault=FAULTS)
     @guarded
@@ -485,32 +338,7 @@ class PurchaseMachine(RuleBasedStateMachine):
         """Workers take queued messages; when none is left the scheduler re-drives what is due.
         The first one may come out of order (or be a duplicate that stays queued) and meet a
         misbehaving partner; a message never delivered is a lost one."""
-        for n in range(messages):
-            if not self.queue:
-                self._tick()
-                if not self.queue:
-                    return
-            if n == 0:
-                step, purchase_id = message = self.queue[position % len(self.queue)]
-                if not duplicate:
-                    self.queue.remove(message)
-                self._deliver(step, purchase_id, fault_for(CALLS[step], fault))
-            else:
-                self._deliver(*self.queue.pop(0))
-
-    @rule(index=st.integers(0, 2), resume_it=st.sampled_from([False, True, True]))
-    @guarded
-    def operator(self, index: int, resume_it: bool) -> None:
-        """dramatiq gives up on a retried message: the middleware stalls the purchase, whatever
-        state it has reached since (the message may be a stale one).  Or `fulfil retry` /
-        `fulfil dlq replay`: resume the purchase, then send the step it names."""
-        # (No precondition may depend on what the steps did: their outcomes must not decide
-        # which rules hypothesis may draw, or it cannot replay an example.)
-        if not resume_it:
-            if self.retried:
-                self._stall(*self.retried[index % len(self.retried)])
-            return
-        self._resume(self._pid(index))
+        self._broker(messages, position, "duplicate" if duplicate else "deliver", fault, later_faults=False)
 
     @rule(lease=st.sampled_from([True, True, False]), partner_catches_up=st.booleans())
     @guarded
@@ -613,42 +441,23 @@ class PurchaseMachine(RuleBasedStateMachine):
         # 3. Each history row (transitions, late answers, orphan orders...) has exactly one
         #    outbox event, of its kind; each purchase's chain is consistent; a row that changes
         #    nothing names the state the purchase was in.
-        for row_id, _, kind, _, _, events, routing_key in history:
-            assert events == 1, f"history row {row_id} ({kind}) has {events} outbox events"
+        for row_id, _, kind, _, _, _, routing_key in history:
             if kind in ("late_answer", "orphan_order"):
                 assert routing_key == f"purchase.{kind}", f"history row {row_id} ({kind}) has event {routing_key}"
                 event(f"history: {kind}")
-        assert snapshot.outbox_events == len(history), "outbox events without a history row"
-        chains: dict[str, list[list[Any]]] = defaultdict(list)
-        for row in history:
-            chains[row[1]].append(row)
-        for pid, purchase in purchases.items():
-            previous: State | None = None
-            unknown_since: int | None = None
-            chain = chains[pid]
-            for i, (row_id, _, kind, from_state, to_state, _, _) in enumerate(chain):
-                assert from_state == (previous.value if previous else None), \
-                    f"{pid}: history row {row_id} ({kind}) starts from {from_state}, the purchase was {previous}"
-                if kind != "transition":
-                    assert to_state == from_state, f"{pid}: {kind} row {row_id} moves {from_state} -> {to_state}"
-                    if kind == "orphan_order" and State(from_state) not in ORPHAN_LEAVES_ALONE:
-                        after = chain[i + 1] if i + 1 < len(chain) else None
-                        assert after is not None and after[2] == "transition" and \
-                            after[4] == State.NEEDS_ATTENTION.value, \
-                            f"{pid}: orphan order (row {row_id}) while {from_state}, then {after}: not needs_attention"
-                    continue
-                assert State(to_state) in ALLOWED[previous], f"{pid}: {previous} -> {to_state} is not allowed"
-                previous = State(to_state)
-                if previous is State.ORDER_UNKNOWN and unknown_since is None:
-                    unknown_since = row_id
-                if from_state == State.ORDER_UNKNOWN and previous is State.RECEIVED and \
-                        self.settings.order_absence_grace_seconds is not None:
-                    unknown_since = None  # the operator's absence policy (judged in _judge_absence_policy)
-                if unknown_since is not None:
-                    assert previous not in NEVER_AFTER_UNKNOWN, \
-                        f"{pid}: {previous} (row {row_id}) after its order outcome was unknown (row {unknown_since})"
-            assert previous == State(purchase["state"]), \
-                f"{pid}: history ends at {previous}, the purchase is {purchase['state']}"
+        unknown_since: dict[str, int] = {}  # purchase -> its first row ORDER_UNKNOWN
+
+        def once_unknown(pid: str, row_id: int, from_state: str, state: State) -> None:
+            if state is State.ORDER_UNKNOWN and pid not in unknown_since:
+                unknown_since[pid] = row_id
+            if from_state == State.ORDER_UNKNOWN and state is State.RECEIVED and \
+                    self.settings.order_absence_grace_seconds is not None:
+                unknown_since.pop(pid, None)  # the operator's absence policy (judged in _judge_absence_policy)
+            if pid in unknown_since:
+                assert state not in NEVER_AFTER_UNKNOWN, \
+                    f"{pid}: {state} (row {row_id}) after its order outcome was unknown (row {unknown_since[pid]})"
+
+        chains = self._check_history(history, snapshot.outbox_events, purchases, ORPHAN_LEAVES_ALONE, once_unknown)
 
         # 4. A partner order means the purchase is on the order path, never back to quoting;
         #    once the order is known, the purchase names it.
@@ -734,28 +543,10 @@ class PurchaseMachine(RuleBasedStateMachine):
                 self.exists_seen.discard(pid)
 
     def close(self) -> None:
-        """Put the real clock back; leave nothing live for a later test's scheduler (the
-        database is shared)."""
-        order.dt, common.dt, order.pause = REAL_ORDER_DATETIME, REAL_COMMON_DATETIME, REAL_ORDER_PAUSE
-        self.reader.close()
-        if self.purchases:
-            with session_scope() as session:  # dead workers' claims would keep the middleware away
-                session.execute(TIME_PASSES_SQL, {"ids": self.purchases, "seconds": LEASE + 1})
-        for purchase_id in self.purchases:
-            self._stall(purchase_id)
+        order.pause = REAL_ORDER_PAUSE
+        super().close()
 
     # ---- liveness ----------------------------------------------------------------------
-
-    def teardown(self) -> None:
-        """Faults stop: the scheduler and the broker alone must settle every purchase."""
-        if not self.purchases or not self.healthy:  # a failed example's report stands as it is
-            self.close()
-            return
-        self.healthy = False
-        try:
-            self._settle()
-        finally:
-            self.close()
 
     def _settle(self) -> None:
         self.partner.calm()  # lookups still lag: that is how the partner is, not a fault
@@ -803,13 +594,8 @@ class PurchaseMachine(RuleBasedStateMachine):
 
 
 TestPurchases = PurchaseMachine.TestCase
-# No max_examples, derandomize or database here: they come from the loaded hypothesis profile
-# ("ci" in `make test`, "fuzz" in `make fuzz`, tests/conftest.py), the parent of these settings.
-TestPurchases.settings = hsettings(
-    stateful_step_count=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-)
+# No max_examples, derandomize or database here: they come from the loaded hypothesis profile.
+TestPurchases.settings = PurchaseMachine.hypothesis_settings(stateful_step_count=30)
 
 
 class InlineOrderMachine(PurchaseMachine):

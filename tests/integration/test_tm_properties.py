@@ -44,7 +44,6 @@ and the machine meets forgotten URLs too (GONE_READ_AND_RESERVE_POLLS).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
 import uuid
 from collections import defaultdict
@@ -53,30 +52,20 @@ from typing import Any
 
 import hypothesis.strategies as st
 import pytest
-from hypothesis import HealthCheck
-from hypothesis import settings as hsettings
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from sqlalchemy import select, text
+from hypothesis.stateful import initialize, invariant, rule
+from sqlalchemy import text
 
-from fulfilment.db import get_engine, session_scope
 from fulfilment.partners.ticketmaster import flow as tm_flow
 from fulfilment.partners.ticketmaster.errors import CartInvalid, is_commit_definite, unknown
 from fulfilment.partners.ticketmaster.flow import TicketmasterFlow, TmConfig
 from fulfilment.partners.ticketmaster.payloads import Cart, Operation, ReserveRequest, ReserveTicket
 from fulfilment.partners.ticketmaster.testing import FakeOrder, FakeTicketmaster, Fault, FreshNonces, SimulatedCrash
 from fulfilment.requests import purchase_id_for
-from fulfilment.scheduler import redrive_due
-from fulfilment.settings import Settings, get_settings
-from fulfilment.state_machine import ALLOWED, HELD_FOR_OPERATOR, NEXT_STEP, TERMINAL, State
-from fulfilment.steps import common, order, resume
-from fulfilment.steps.common import Next, RetryLater
+from fulfilment.state_machine import HELD_FOR_OPERATOR, NEXT_STEP, TERMINAL, State
 from fulfilment.steps.flow import Partners
-from fulfilment.steps.runner import run_step, take_in
-from fulfilment.steps.stall import stall_after_exhausted_retries
-from models import Purchase
 from tests.support.factories import tm_request
 from tests.support.fake_partner import Clock
-from tests.support.machines import event, guarded, live_claim, note, replay
+from tests.support.machines import DEADLINE_SOON, LEASE, MARGIN, PurchaseMachineBase, event, guarded, note, purchase_rules, replay
 
 # ---- switch: polling URLs TM forgets -----------------------------------------------------------
 # A polling URL TM no longer knows, for a reserve or an order-management call.  The flow used to keep
@@ -84,11 +73,7 @@ from tests.support.machines import event, guarded, live_claim, note, replay
 # (TicketmasterFlow._poll).  Off, the machine skips that fault.
 GONE_READ_AND_RESERVE_POLLS = True
 
-# Time is simulated (see the module docstring).
-LEASE = 120.0  # claim lease, real seconds: it never lapses by itself during a test
-MARGIN = 30.0  # quote safety margin: a cart is committed only while it has more than this left
-LEAD = 3600.0  # MIN_DELIVERY_LEAD_SECONDS
-SOON_MARGIN = 600.0  # a "soon" delivery deadline becomes too close after this much of the clock
+# Time is simulated (see the module docstring; LEASE, MARGIN, LEAD, SOON_MARGIN: tests/support/machines.py).
 LIVENESS_ROUNDS = 60
 MAX_JUMP = 3 * 86400.0  # the longest wait the liveness run jumps over at once (niterun, delay dates)
 # Per example: how long TM holds a cart (an hour, a few leases, about one), how far the unredeemed
@@ -99,7 +84,6 @@ LAGS = st.sampled_from([0.0, 90.0, 400.0, 2000.0])
 EXTENSIONS = st.sampled_from([0.0, 0.0, 120.0])
 ZONES = st.sampled_from(["America/Los_Angeles", "America/Los_Angeles", "Europe/London", None])
 PRICES = st.sampled_from([None] * 6 + ["60.00", "50.00"])  # one ticket costs 54.41 all in
-DEADLINE_SOON = st.sampled_from([False, False, False, True])
 
 # What each step calls at TM (faults are drawn for those calls).
 STEP_CALLS: dict[str, tuple[str, ...]] = {
@@ -194,74 +178,42 @@ SNAPSHOT_SQL = text(
          FROM orphan_orders x WHERE x.purchase_id = ANY(:ids)) AS orphans
     """
 )
-TIME_PASSES_SQL = text(
-    """
-    UPDATE purchases
-       SET claimed_until = claimed_until - make_interval(secs => :seconds),
-           next_action_at = next_action_at - make_interval(secs => :seconds),
-           nudged_at = nudged_at - make_interval(secs => :seconds)
-     WHERE id = ANY(:ids)
-    """
-)
 JUDGE_SQL = text("SELECT id, purchase_id, to_state FROM purchase_transitions WHERE purchase_id = ANY(:ids) "
                  "AND id > :after AND kind = 'transition' ORDER BY id")
 NEXT_DUE_SQL = text("SELECT extract(epoch FROM min(next_action_at) - now()) FROM purchases WHERE id = ANY(:ids)")
-# The clock module the steps read the delivery deadline's lead through (restored by close()).
-REAL_ORDER_DATETIME, REAL_COMMON_DATETIME = order.dt, common.dt
+class TmPurchaseMachine(PurchaseMachineBase):
+    crash = SimulatedCrash
+    fault_label = "TM"
+    partner_settings = {"tm_min_hold_seconds": 5.0}
 
-
-
-def machine_settings() -> Settings:
-    # Waits are real database times, moved on by _time_passes: a lost nudge is due after one lease,
-    # the lookups of an unknown order spread over several (backoff 30, 60, 120, 240, 480 s).
-    return get_settings().model_copy(update={
-        "claim_lease_seconds": LEASE,
-        "order_after_quote_inline": False,
-        "quote_after_intake_inline": False,
-        "step_deadline_seconds": LEASE - 10,
-        "redrive_after_seconds": 30.0,
-        "max_requotes": 3,
-        "order_resolve_attempts": 5,
-        "order_resolve_max_interval_seconds": 4 * LEASE,
-        "order_absence_grace_seconds": None,  # no proof of absence: an unknown commit never reserves again
-        "min_delivery_lead_seconds": LEAD,
-        "quote_safety_margin_seconds": MARGIN,
-        "payment_pause_seconds": 0.0,
-        "tm_min_hold_seconds": 5.0,
-        "actor_max_backoff_ms": 0,
-        "scheduler_batch_size": 10_000,
-    })
-
-
-class TmPurchaseMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.settings = machine_settings()
         assert "ticketmaster" in self.settings.enabled_partners, "the test settings enable Ticketmaster"
-        self.clock = Clock()
-        order.dt = common.dt = self.clock.datetime_module()  # restored by close()
         self.fake = FakeTicketmaster(clock=self.clock, owner_of=self._owner_of)
         # Every payment gets a fresh nonce (a nonce pays once; a re-reserved cart pays again).
         config = dataclasses.replace(TmConfig.from_settings(self.settings), nonces=FreshNonces())
         self.flow = TicketmasterFlow(self.fake, config, clock=self.clock)
         self.partners = Partners(flows={"ticketmaster": self.flow})
-        self.reader = get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
-        self.purchases: list[uuid.UUID] = []  # purchase i asks for quantity i + 1: TM's reserves tell them apart
-        self.sids: list[str] = []  # their source_account_ids
-        self.queue: list[tuple[str, uuid.UUID]] = []  # the broker, as far as these purchases go
-        self.retried: list[tuple[uuid.UUID, str]] = []  # messages dramatiq retried (it may give up on them)
+        self.sids: list[str] = []  # the purchases' source_account_ids (TM's reserves tell them apart)
         self.judged = 0  # the last history row `_judge` looked at
         self.unknown_since: dict[uuid.UUID, int] = {}  # purchase -> its history row that went ORDER_UNKNOWN
-        self.healthy = True
 
     # ---- helpers ---------------------------------------------------------------------
+
+    plan_for = staticmethod(fault_for)
+
+    def _runner_partner(self) -> Partners:
+        return self.partners
+
+    def _fake_partner(self) -> FakeTicketmaster:
+        return self.fake
+
+    def _after_message(self, message_id: str) -> None:
+        self._judge()
 
     def _owner_of(self, event_id: str, request: ReserveRequest) -> str | None:
         quantity = sum(ticket.quantity for ticket in request.tickets)
         return self.sids[quantity - 1] if 1 <= quantity <= len(self.sids) else None
-
-    def _pid(self, index: int) -> uuid.UUID:
-        return self.purchases[index % len(self.purchases)]
 
     def _calls_of(self, step: str) -> tuple[str, ...]:
         calls = STEP_CALLS[step]
@@ -270,9 +222,8 @@ class TmPurchaseMachine(RuleBasedStateMachine):
         return calls
 
     def _create(self, price: str | None, deadline_soon: bool, fault: Drawn | None = None) -> None:
-        deadline = self.clock() + dt.timedelta(seconds=LEAD + SOON_MARGIN if deadline_soon else 3 * 86400)
         raw = tm_request(quantity=len(self.purchases) + 1, max_unit_price=price or "60.00",
-                         delivery_deadline=deadline.strftime("%Y-%m-%dT%H:%M:%SZ"))
+                         delivery_deadline=self._delivery_deadline(deadline_soon))
         purchase_id = purchase_id_for(raw["request_id"])
         self.purchases.append(purchase_id)
         self.sids.append(tm_flow.source_account_id(purchase_id))
@@ -280,99 +231,12 @@ class TmPurchaseMachine(RuleBasedStateMachine):
             planned = fault_for(self._calls_of("quote_purchase"), fault)
             if planned is not None:
                 self.fake.plan(*planned)
-        try:
-            # What the intake actor does: store, then quote by message, or in line.
-            assert take_in(raw, partner=self.partners, settings=self.settings, message_id=f"msg-{uuid.uuid4()}",
-                           send=self._send) == purchase_id
-            outcome = "done"
-        except SimulatedCrash:
-            # The intake worker died in the in-line quote: RabbitMQ redelivers the intake message,
-            # whose request is stored already (the scheduler re-drives it once the claim lapses).
-            assert take_in(raw, partner=self.partners, settings=self.settings, message_id=f"msg-{uuid.uuid4()}",
-                           send=self._send) is None
-            outcome = "crash"
-        event(f"intake: {outcome}")
-        self._judge()
-
-    def _state(self, purchase_id: uuid.UUID) -> State:
-        return State(self._get(purchase_id).state)
-
-    def _get(self, purchase_id: uuid.UUID) -> Purchase:
-        with session_scope() as session:
-            return session.get_one(Purchase, purchase_id)
-
-    def _load(self) -> dict[uuid.UUID, Purchase]:
-        with session_scope() as session:
-            rows = session.scalars(select(Purchase).where(Purchase.id.in_(self.purchases))).all()
-        return {p.id: p for p in rows}
-
-    def _send(self, following: Next, purchase_id: uuid.UUID) -> None:
-        self.queue.append((following.step, purchase_id))
-
-    def _run(self, step: str, purchase_id: uuid.UUID) -> None:
-        """One delivery of one message, through the runner every purchase actor uses."""
-        try:
-            run_step(step, purchase_id, partner=self.partners, settings=self.settings,
-                     message_id=f"msg-{uuid.uuid4()}", send=self._send)
-        except RetryLater:
-            self.queue.append((step, purchase_id))  # dramatiq retries the same message
-            if (purchase_id, step) not in self.retried:
-                self.retried.append((purchase_id, step))
-            outcome = "retry"
-        except SimulatedCrash:
-            self.queue.append((step, purchase_id))  # unacked: the broker redelivers it to another worker
-            outcome = "crash"
-        else:
-            outcome = "done"  # including a no-op: someone else moved it first
-        event(f"{step}: {outcome}")
-
-    def _deliver(self, step: str, purchase_id: uuid.UUID, fault: tuple[str, Fault] | None = None) -> None:
-        if fault is not None:
-            self.fake.plan(*fault)
-        met = len(self.fake.faults_met)
-        self._run(step, purchase_id)
-        for fault_met in self.fake.faults_met[met:]:
-            event(f"TM fault met: {fault_met}")
-        self._judge()
-
-    def _time_passes(self, seconds: float) -> None:
-        """Time passes for this example: the clock moves on, and every time the database keeps for
-        these purchases moves back by as much (claims lapse, next actions and re-nudges fall due)."""
-        self.clock.advance(seconds)
-        with session_scope() as session:
-            session.execute(TIME_PASSES_SQL, {"ids": self.purchases, "seconds": seconds})
+        self._take_in(raw, purchase_id)
 
     def _until_due(self) -> float:
         """Seconds until the first of these purchases' next actions (at least a lease, at most MAX_JUMP)."""
         due = self.reader.execute(NEXT_DUE_SQL, {"ids": self.purchases}).scalar()
         return min(max(LEASE + 1, float(due or 0) + 5), MAX_JUMP)
-
-    def _tick(self) -> None:
-        ours = set(self.purchases)
-        redriven: list[uuid.UUID] = []
-        redrive_due(self.settings, lambda step, pid: (self.queue.append((step, pid)), redriven.append(pid))
-                    if pid in ours else None)
-        # The scheduler never re-drives a purchase whose claim a worker still holds (M6, issue 20).
-        held = [pid for pid in redriven if live_claim(self.reader, pid)]
-        assert not held, f"the scheduler re-drove {held} while a worker's claim on it was live"
-
-    def _stall(self, purchase_id: uuid.UUID, step: str = "resolve_order") -> State | None:
-        """What StallOnExhaustedRetries does when dramatiq gives up on a purchase's message."""
-        stalled_from = stall_after_exhausted_retries(purchase_id, step=step, retries=8,
-                                                     error="RetryLater: simulated exhausted retries",
-                                                     message_id=f"msg-{uuid.uuid4()}")
-        if stalled_from is not None:
-            event(f"stalled from {stalled_from}")
-        return stalled_from
-
-    def _resume(self, purchase_id: uuid.UUID) -> None:
-        """`fulfil retry`: resume the purchase, then send the step it names."""
-        try:
-            resumed = resume.resume(purchase_id, settings=self.settings, reason="resumed by operator")
-        except resume.CannotResume:
-            return
-        event(f"resumed {resumed.from_state} -> {resumed.to_state}")
-        self.queue.append((resumed.step, resumed.purchase_id))
 
     def _judge(self) -> None:
         """Once its order outcome was unknown, a purchase goes back to quoting (or fails) only after
@@ -409,20 +273,7 @@ class TmPurchaseMachine(RuleBasedStateMachine):
         self.fake.event_timezone = zone
         self._create(price, deadline_soon)
 
-    @precondition(lambda self: len(self.purchases) < 3)
-    @rule(price=PRICES, deadline_soon=DEADLINE_SOON, fault=FAULTS)
-    @guarded
-    def another_purchase(self, price: str | None, deadline_soon: bool, fault: Drawn) -> None:
-        self._create(price, deadline_soon, fault)
-
-    @rule(index=st.integers(0, 2), stale=st.sampled_from([None] * 4 + STEP_NAMES), fault=FAULTS)
-    @guarded
-    def deliver(self, index: int, stale: str | None, fault: Drawn) -> None:
-        """A worker gets a message for a purchase: usually the step it is due for, sometimes any
-        step whatever its state (stale, duplicate, redelivered); TM may misbehave."""
-        purchase_id = self._pid(index)
-        step = stale or NEXT_STEP.get(self._state(purchase_id)) or "resolve_order"
-        self._deliver(step, purchase_id, fault_for(self._calls_of(step), fault))
+    another_purchase, deliver = purchase_rules(PRICES, FAULTS, STEP_NAMES)
 
     @rule(index=st.integers(0, 2), when=st.sampled_from(["crash_before", "crash_after"]), call=st.integers(0, 5))
     @guarded
@@ -441,21 +292,7 @@ class TmPurchaseMachine(RuleBasedStateMachine):
         """Workers take queued messages; when none is left the scheduler re-drives what is due.  The
         first one may come out of order, be a duplicate that stays queued, or be lost; TM misbehaves
         alike for each (the same fault, for the calls of each message's step)."""
-        for n in range(messages):
-            if not self.queue:
-                self._tick()
-                if not self.queue:
-                    return
-            if n == 0:
-                step, purchase_id = message = self.queue[position % len(self.queue)]
-                if how != "duplicate":
-                    self.queue.remove(message)
-                if how == "lose":
-                    event("message lost")
-                    continue
-            else:
-                step, purchase_id = self.queue.pop(0)
-            self._deliver(step, purchase_id, fault_for(self._calls_of(step), fault))
+        self._broker(messages, position, how, fault)
 
     @rule(how=st.sampled_from(["lease", "lease", "minute", "until_due"]))
     @guarded
@@ -482,17 +319,6 @@ class TmPurchaseMachine(RuleBasedStateMachine):
         if self.fake.deferred:
             landed = self.fake.land_deferred(position % len(self.fake.deferred))
             event(f"late commit: {landed.outcome.split()[0] if landed.outcome else None}")
-
-    @rule(index=st.integers(0, 2), resume_it=st.sampled_from([False, True, True]))
-    @guarded
-    def operator(self, index: int, resume_it: bool) -> None:
-        """dramatiq gives up on a retried message: the middleware stalls the purchase.  Or an
-        operator's `fulfil retry`: resume the purchase, then send the step it names."""
-        if not resume_it:
-            if self.retried:
-                self._stall(*self.retried[index % len(self.retried)])
-            return
-        self._resume(self._pid(index))
 
     # ---- invariants --------------------------------------------------------------------
 
@@ -529,29 +355,7 @@ class TmPurchaseMachine(RuleBasedStateMachine):
         # 3. Each history row has exactly one outbox event; each purchase's chain is consistent and
         #    allowed (and once its order outcome was unknown... : `_judge`, after every delivery).
         self._judge()
-        for row_id, _, kind, _, _, events in history:
-            assert events == 1, f"history row {row_id} ({kind}) has {events} outbox events"
-        assert snapshot.outbox_events == len(history), "outbox events without a history row"
-        chains: dict[str, list[list[Any]]] = defaultdict(list)
-        for row in history:
-            chains[row[1]].append(row)
-        for pid, purchase in purchases.items():
-            previous: State | None = None
-            chain = chains[pid]
-            for i, (row_id, _, kind, from_state, to_state, _) in enumerate(chain):
-                assert from_state == (previous.value if previous else None), \
-                    f"{pid}: history row {row_id} ({kind}) starts from {from_state}, the purchase was {previous}"
-                if kind != "transition":
-                    assert to_state == from_state, f"{pid}: {kind} row {row_id} moves {from_state} -> {to_state}"
-                    if kind == "orphan_order" and State(from_state) not in ORPHAN_LEAVES_ALONE:
-                        after = chain[i + 1] if i + 1 < len(chain) else None
-                        assert after is not None and after[4] == State.NEEDS_ATTENTION.value, \
-                            f"{pid}: orphan order (row {row_id}) while {from_state}, then {after}"
-                    continue
-                assert State(to_state) in ALLOWED[previous], f"{pid}: {previous} -> {to_state} is not allowed"
-                previous = State(to_state)
-            assert previous == State(purchase["state"]), \
-                f"{pid}: history ends at {previous}, the purchase is {purchase['state']}"
+        self._check_history(history, snapshot.outbox_events, purchases, ORPHAN_LEAVES_ALONE)
 
         # 4. An order that may exist keeps its purchase on the order path; the purchase names it once
         #    known, keeps the evidence when held, never drops an order number it received.
@@ -598,29 +402,7 @@ class TmPurchaseMachine(RuleBasedStateMachine):
                 f"{pid} is {purchase['state']}, has_next_action={purchase['has_next_action']}"
         self.healthy = True
 
-    def close(self) -> None:
-        """Put the real clock back; leave nothing live for a later test's scheduler (the database
-        is shared)."""
-        order.dt, common.dt = REAL_ORDER_DATETIME, REAL_COMMON_DATETIME
-        self.reader.close()
-        if self.purchases:
-            with session_scope() as session:  # dead workers' claims would keep the middleware away
-                session.execute(TIME_PASSES_SQL, {"ids": self.purchases, "seconds": LEASE + 1})
-        for purchase_id in self.purchases:
-            self._stall(purchase_id)
-
     # ---- liveness ----------------------------------------------------------------------
-
-    def teardown(self) -> None:
-        """Faults stop: the scheduler and the broker alone must settle every purchase."""
-        if not self.purchases or not self.healthy:  # a failed example's report stands as it is
-            self.close()
-            return
-        self.healthy = False
-        try:
-            self._settle()
-        finally:
-            self.close()
 
     def _settle(self) -> None:
         self.fake.calm()  # the list still lags and carts still expire: that is how TM is, not a fault
@@ -668,12 +450,8 @@ class TmPurchaseMachine(RuleBasedStateMachine):
 # "fuzz" profile (`make fuzz`) keeps its own count.  Derandomized, no database: from the profile.
 CI_EXAMPLES = 100
 _CI = os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci"
-MACHINE_SETTINGS = hsettings(
-    **({"max_examples": CI_EXAMPLES} if _CI else {}),
-    stateful_step_count=50,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-)
+MACHINE_SETTINGS = TmPurchaseMachine.hypothesis_settings(**({"max_examples": CI_EXAMPLES} if _CI else {}),
+                                                        stateful_step_count=50)
 
 TestTmPurchases = TmPurchaseMachine.TestCase
 TestTmPurchases.settings = MACHINE_SETTINGS
