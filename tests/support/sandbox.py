@@ -2,57 +2,28 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.support.servers import REPO, free_port
+from tests.support.sandbox_process import SandboxProcess
 
 PARTNER_A = ("partner-a", "sandbox-secret-a")
 PARTNER_B = ("partner-b", "sandbox-secret-b")
 PARTNER_NOPAY = ("partner-nopay", "sandbox-secret-nopay")
 
 
-class Sandbox:
+class Sandbox(SandboxProcess):
+    """``fulfil sandbox`` (the TBB sandbox) on a free loopback port; `admin` is its client."""
+
     def __init__(self, env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._env = {**os.environ, **(env or {})}
-        self._log_path = log_path or Path(f"/tmp/fulfil-sandbox-{self.port}.log")
-        self.process: subprocess.Popen[bytes] | None = None
-        self.admin = httpx.Client(base_url=self.url, timeout=10)
+        super().__init__(env, log_path, "/tmp/fulfil-sandbox-{port}.log")
+        self.admin = self.client
 
-    def start(self) -> Sandbox:
-        log = open(self._log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "fulfilment.cli", "sandbox", "--port", str(self.port)],
-            cwd=REPO, env=self._env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sandbox exited with {self.process.returncode}; see {self._log_path}")
-            try:
-                if self.admin.get("/healthz").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"sandbox did not answer /healthz within 30 s; see {self._log_path}")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.admin.close()
+    def argv(self, port: int) -> list[str]:
+        return [sys.executable, "-m", "fulfilment.cli", "sandbox", "--port", str(port)]
 
     # ---- admin API ---------------------------------------------------------------------------
 

@@ -7,11 +7,8 @@ Self-contained on purpose (no import from ``fulfilment.partners.tbb.sandbox`` or
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import sys
-import time
 import uuid
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -26,6 +23,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from fulfilment.partners.ticketmaster.sandbox import SandboxConfig, create_app
+from tests.support.sandbox_process import SandboxProcess
 
 REPO = Path(__file__).resolve().parents[2]
 APIKEY = "tm-sandbox-apikey"
@@ -307,51 +305,16 @@ class InProcess:
         self.client.close()
 
 
-class TMSandboxProcess:
+class TMSandboxProcess(SandboxProcess):
     """``python -m fulfilment.partners.ticketmaster.sandbox`` on a free loopback port."""
 
+    name = "TM sandbox"
+
     def __init__(self, env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._env = {**os.environ, **(env or {})}
-        self.log_path = log_path or Path(f"/tmp/tm-sandbox-{self.port}.log")
-        self.process: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(base_url=self.url, timeout=10)
+        super().__init__(env, log_path, "/tmp/tm-sandbox-{port}.log")
         self.partner = Partner(self.client)
         self.admin = Admin(self.client)
 
-    def start(self) -> TMSandboxProcess:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "fulfilment.partners.ticketmaster.sandbox", "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            cwd=REPO, env=self._env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"TM sandbox exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                if self.client.get("/healthz").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"TM sandbox did not answer /healthz within 30 s; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.client.close()
-
-    def __enter__(self) -> TMSandboxProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def argv(self, port: int) -> list[str]:
+        return [sys.executable, "-m", "fulfilment.partners.ticketmaster.sandbox", "--host", "127.0.0.1",
+                "--port", str(port)]
