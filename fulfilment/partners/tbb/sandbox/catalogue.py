@@ -75,6 +75,9 @@ class Performer:
     performer_id: str
     performer_name: str
 
+    def public(self) -> dict[str, str]:
+        return {"performer_id": self.performer_id, "performer_name": self.performer_name}
+
 
 @dataclass(frozen=True)
 class Row:
@@ -142,9 +145,7 @@ class Event:
             "event_datetime_local": self.local_datetime,
             "event_timezone": self.timezone,
             "venue": self.venue.public(),
-            "performers": [
-                {"performer_id": p.performer_id, "performer_name": p.performer_name} for p in self.performers
-            ],
+            "performers": [p.public() for p in self.performers],
         }
 
 
