@@ -38,7 +38,7 @@ ASSUMED beyond the docs: ``venue`` carries ``venue_name``, ``city``, ``state``; 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -76,11 +76,13 @@ class Performer:
     performer_name: str
 
     def public(self) -> dict[str, str]:
-        return {"performer_id": self.performer_id, "performer_name": self.performer_name}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
 class Row:
+    """A row of a section, with the seats it has."""
+
     name: str
     capacity: int
 

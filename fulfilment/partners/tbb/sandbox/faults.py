@@ -77,7 +77,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -101,31 +101,39 @@ LOOKUP_ENDPOINTS = ("list_orders", WILDCARD)
 MALFORMED_KINDS: tuple[str, ...] = (
     "not_json", "success_missing", "data_not_list", "data_null", "pagination_missing", "has_more_not_bool",
 )
-# Fields that only make sense on one endpoint (refused elsewhere unless left at their default).
-_CREATE_ORDER_FIELDS = ("drop_after_commit_rate", "drop_next", "respond_after_commit_ms", "expiry_checked_first")
-_LOOKUP_FIELDS = ("lookup_lag_seconds", "lookup_miss_rate", "lookup_has_more_rate", "lookup_has_more_next",
-                  "lookup_malformed_rate", "lookup_malformed_kinds")
 _RATE_FIELDS = ("error_rate", "plain_body_rate", "rate_limit_rate", "drop_after_commit_rate",
                 "lookup_miss_rate", "lookup_has_more_rate", "lookup_malformed_rate")
 
 
 @dataclass
-class FaultRule(kit.BaseRule):
-    error_rate: float = 0.0
-    error_statuses: list[int] = field(default_factory=lambda: [500, 502, 503, 504])
-    plain_body_rate: float = 0.5
-    rate_limit_rate: float = 0.0
-    retry_after_seconds: float = 1
-    stall_ms: float = 0.0
+class CreateOrderFaults:
+    """The rule fields that act on create_order only (refused on other endpoints, see ``from_json``)."""
+
     drop_after_commit_rate: float = 0.0
     respond_after_commit_ms: float = 0.0
     expiry_checked_first: bool = False
+
+
+@dataclass
+class LookupFaults:
+    """The rule fields that act on list_orders only: a lookup that lags, misses, pages or breaks."""
+
     lookup_lag_seconds: float = 0.0
     lookup_miss_rate: float = 0.0
     lookup_has_more_rate: float = 0.0
     lookup_has_more_next: int = 0
     lookup_malformed_rate: float = 0.0
     lookup_malformed_kinds: list[str] = field(default_factory=lambda: list(MALFORMED_KINDS))
+
+
+@dataclass
+class FaultRule(kit.BaseRule, CreateOrderFaults, LookupFaults):
+    error_rate: float = 0.0
+    plain_body_rate: float = 0.5
+    rate_limit_rate: float = 0.0
+    retry_after_seconds: float = 1
+    stall_ms: float = 0.0
+    error_statuses: list[int] = field(default_factory=lambda: [500, 502, 503, 504])
 
     @classmethod
     def from_json(cls, endpoint: str, raw: Any) -> FaultRule:
@@ -149,14 +157,19 @@ class FaultRule(kit.BaseRule):
         if rule.stall_next and not rule.stall_ms:
             raise ValueError(f"{endpoint}.stall_next needs stall_ms > 0")
         default = cls()
-        for fields, allowed, target in ((_CREATE_ORDER_FIELDS, DROP_ENDPOINTS, "create_order"),
-                                        (_LOOKUP_FIELDS, LOOKUP_ENDPOINTS, "list_orders")):
-            misplaced = [f for f in fields if getattr(rule, f) != getattr(default, f)]
+        for names, allowed, target in ((_CREATE_ORDER_FIELDS, DROP_ENDPOINTS, "create_order"),
+                                       (_LOOKUP_FIELDS, LOOKUP_ENDPOINTS, "list_orders")):
+            misplaced = [f for f in names if getattr(rule, f) != getattr(default, f)]
             if endpoint not in allowed and misplaced:
                 raise ValueError(f"{'/'.join(misplaced)} only apply to {target} (or '*')")
         return rule
 
 
+
+
+# Fields that only make sense on one endpoint (refused elsewhere unless left at their default).
+_CREATE_ORDER_FIELDS = (*(f.name for f in fields(CreateOrderFaults)), "drop_next")
+_LOOKUP_FIELDS = tuple(f.name for f in fields(LookupFaults))
 
 def _number(endpoint: str, key: str, value: Any, low: float, high: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
