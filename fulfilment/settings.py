@@ -311,7 +311,7 @@ class PolicySettings(_FromEnvironment):
 
     @model_validator(mode="after")
     def _no_order_after_the_delivery_deadline(self) -> PolicySettings:
-        # A step checks the delivery deadline once, before its partner calls (steps/common.py,
+        # A step checks the delivery deadline once, before its partner calls (flowkit/fencing.py,
         # too_close_to_deadline), then may send its order until the step's deadline: with at least
         # that much lead, an order is never sent after the delivery deadline.
         if self.min_delivery_lead_seconds < self.step_deadline_seconds:

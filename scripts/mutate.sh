@@ -26,6 +26,8 @@ DEFAULT_SCOPE=(
   'fulfilment.state_machine.x_check_transition*' 'fulfilment.state_machine.x_is_live*'
   'fulfilment.state_machine.x_claim*' 'fulfilment.state_machine.x_lease_held*'
   'fulfilment.steps.order.*'
+  'fulfilment.flowkit.orders.*' 'fulfilment.flowkit.fencing.x_keep_answer*'
+  'fulfilment.partners.tbb.flow.*'
   'fulfilment.steps.stall.*'
   'fulfilment.partners.tbb.errors.*'
   'fulfilment.partners.ticketmaster.errors.x_is_commit_definite*' 'fulfilment.partners.ticketmaster.errors.x_for_cart_call*'

@@ -1,17 +1,19 @@
 """The partners of this process, built from settings: one instance each, shared by all worker threads.
 
 The one place that names every partner (like bootstrap.py for the scheduler): the core looks
-a purchase's partner up by the name it carries (steps/flow.py `Partners`).
+a purchase's partner up by the name it carries (flowkit/flow.py `Partners`); every partner is a
+flow (`PartnerFlow`).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
+from fulfilment.flowkit.flow import PartnerFlow, PartnerNotEnabled, Partners
 from fulfilment.partners.base import Partner
 from fulfilment.partners.tbb import TbbClient
+from fulfilment.partners.tbb.flow import TbbFlow
 from fulfilment.settings import PartnerSettings, Settings, get_settings
-from fulfilment.steps.flow import PartnerFlow, Partners
 
 
 def build_tbb(settings: PartnerSettings) -> TbbClient:
@@ -40,9 +42,12 @@ def build_ticketmaster(settings: Settings) -> PartnerFlow:
 
 def build_partners(settings: Settings) -> Partners:
     """Every enabled partner (settings `*_ENABLED`)."""
-    clients = {"tbb": build_tbb(settings)} if settings.tbb_enabled else {}
-    flows = {"ticketmaster": build_ticketmaster(settings)} if settings.tm_enabled else {}
-    return Partners(clients=clients, flows=flows)
+    flows: dict[str, PartnerFlow] = {}
+    if settings.tbb_enabled:
+        flows["tbb"] = TbbFlow(build_tbb(settings))
+    if settings.tm_enabled:
+        flows["ticketmaster"] = build_ticketmaster(settings)
+    return Partners(flows=flows)
 
 
 @lru_cache(maxsize=1)
@@ -52,5 +57,8 @@ def get_partners() -> Partners:
 
 @lru_cache(maxsize=1)
 def get_partner() -> Partner:
-    """The quote/order partner of this process (TBB): operator tools (`fulfil resolve`) and tests."""
-    return get_partners().client("tbb")
+    """The TBB client of this process's TBB flow: operator tools and tests."""
+    flow = get_partners().flow("tbb")
+    if not isinstance(flow, TbbFlow):
+        raise PartnerNotEnabled("tbb")
+    return flow.client

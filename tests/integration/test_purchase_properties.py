@@ -43,12 +43,15 @@ from sqlalchemy import select, text
 
 from fulfilment import state_machine
 from fulfilment.db import autocommit, get_engine, session_scope
+from fulfilment.flowkit import fencing as common
+from fulfilment.flowkit import orders
+from fulfilment.flowkit.fencing import Next, RetryLater
+from fulfilment.partners.tbb import flow as order
 from fulfilment.requests import purchase_id_for
 from fulfilment.scheduler import redrive_due
 from fulfilment.settings import Settings, get_settings
 from fulfilment.state_machine import ALLOWED, HELD_FOR_OPERATOR, NEXT_STEP, TERMINAL, State
-from fulfilment.steps import common, order, resume
-from fulfilment.steps.common import Next, RetryLater
+from fulfilment.steps import resume
 from fulfilment.steps.runner import run_step, take_in
 from fulfilment.steps.stall import stall_after_exhausted_retries
 from models import Purchase
@@ -227,7 +230,7 @@ class PurchaseMachine(RuleBasedStateMachine):
         super().__init__()
         self.settings = machine_settings()
         self.clock = Clock()
-        order.dt = common.dt = self.clock.datetime_module()  # restored by close()
+        order.dt = common.dt = orders.dt = self.clock.datetime_module()  # restored by close()
         order.pause = lambda seconds: self.clock.advance(float(seconds))
         self.partner = FakePartner(clock=self.clock, safety_margin=MARGIN,
                                    orders_see_account_errors=ORDERS_SEE_ACCOUNT_ERRORS)
@@ -276,14 +279,14 @@ class PurchaseMachine(RuleBasedStateMachine):
         try:
             # What the intake actor does (runner.take_in): store, then quote by message, or in
             # line (and order in line after it) when QUOTE_AFTER_INTAKE_INLINE.
-            assert take_in(raw, partner=self.partner, settings=self.settings, message_id=message_id,
+            assert take_in(raw, partner=order.TbbFlow(self.partner), settings=self.settings, message_id=message_id,
                            send=self._send) == purchase_id
             outcome = "done"
         except SimulatedCrash:
             # The intake worker died in the in-line quote or order: RabbitMQ redelivers the
             # intake message, whose request is stored already: nothing more (the scheduler
             # re-drives the purchase once the claim it was born with lapses).
-            assert take_in(raw, partner=self.partner, settings=self.settings, message_id=f"msg-{uuid.uuid4()}",
+            assert take_in(raw, partner=order.TbbFlow(self.partner), settings=self.settings, message_id=f"msg-{uuid.uuid4()}",
                            send=self._send) is None
             outcome = "crash"
         finally:
@@ -311,7 +314,7 @@ class PurchaseMachine(RuleBasedStateMachine):
         message_id = f"msg-{uuid.uuid4()}"
         self.running.append(message_id)
         try:
-            run_step(step, purchase_id, partner=self.partner, settings=self.settings, message_id=message_id,
+            run_step(step, purchase_id, partner=order.TbbFlow(self.partner), settings=self.settings, message_id=message_id,
                      send=self._send)
         except RetryLater:
             self.queue.append((step, purchase_id))  # dramatiq retries the same message
@@ -736,7 +739,8 @@ class PurchaseMachine(RuleBasedStateMachine):
     def close(self) -> None:
         """Put the real clock back; leave nothing live for a later test's scheduler (the
         database is shared)."""
-        order.dt, common.dt, order.pause = REAL_ORDER_DATETIME, REAL_COMMON_DATETIME, REAL_ORDER_PAUSE
+        order.dt, common.dt, orders.dt, order.pause = (REAL_ORDER_DATETIME, REAL_COMMON_DATETIME, REAL_COMMON_DATETIME,
+                                                       REAL_ORDER_PAUSE)
         self.reader.close()
         if self.purchases:
             with session_scope() as session:  # dead workers' claims would keep the middleware away

@@ -13,14 +13,14 @@ from sqlalchemy import select
 
 from fulfilment import ticket_crypto
 from fulfilment.db import session_scope
+from fulfilment.flowkit.fencing import Next
+from fulfilment.flowkit.flow import Partners
 from fulfilment.partners.registry import build_partners
 from fulfilment.partners.ticketmaster import flow as tm_flow
 from fulfilment.settings import get_settings
 from fulfilment.state_machine import State
 from fulfilment.step_names import StepName
 from fulfilment.steps import intake
-from fulfilment.steps.common import Next
-from fulfilment.steps.flow import Partners
 from models import OutboxEvent, Purchase, PurchaseTransition
 from tests.support.factories import reload, request, tm_request
 from tests.support.tm_pipeline import Driver, events, finished, history, orders_of, tickets, valid_events

@@ -59,6 +59,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from sqlalchemy import select, text
 
 from fulfilment.db import get_engine, session_scope
+from fulfilment.flowkit import fencing as common
+from fulfilment.flowkit import orders as order
+from fulfilment.flowkit.fencing import Next, RetryLater
+from fulfilment.flowkit.flow import Partners
 from fulfilment.partners.ticketmaster import flow as tm_flow
 from fulfilment.partners.ticketmaster.errors import CartInvalid, is_commit_definite, unknown
 from fulfilment.partners.ticketmaster.flow import TicketmasterFlow, TmConfig
@@ -68,9 +72,7 @@ from fulfilment.requests import purchase_id_for
 from fulfilment.scheduler import redrive_due
 from fulfilment.settings import Settings, get_settings
 from fulfilment.state_machine import ALLOWED, HELD_FOR_OPERATOR, NEXT_STEP, TERMINAL, State
-from fulfilment.steps import common, order, resume
-from fulfilment.steps.common import Next, RetryLater
-from fulfilment.steps.flow import Partners
+from fulfilment.steps import resume
 from fulfilment.steps.runner import run_step, take_in
 from fulfilment.steps.stall import stall_after_exhausted_retries
 from models import Purchase

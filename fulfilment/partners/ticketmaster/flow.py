@@ -1,4 +1,4 @@
-"""How a purchase goes through Ticketmaster: the partner part of each step (steps/flow.py).
+"""How a purchase goes through Ticketmaster: the partner part of each step (flowkit/flow.py).
 
     quote    RECEIVED/PAUSED: the event's start and zone (the request's, else event details, cached,
              never failing the purchase) -> reserve (named seats: accept_best_available false) ->
@@ -14,7 +14,7 @@
     deliver  AWAITING_TICKETS: order management -> tickets stored (tokens encrypted) ->
              TICKETS_ISSUED, or parked until the delivery delay date (`purchase.tickets_delayed`).
 
-Long waits are parked in Postgres (`steps.common.park`), never slept through or retried by the
+Long waits are parked in Postgres (`flowkit.fencing.park`), never slept through or retried by the
 broker: a 202's `wait` (the polling URL, without the apikey, kept in partner_data.pending and
 continued by whoever claims the purchase next, never sent afresh), a 429 until Ratelimit-Expiry,
 niterun until 02:00 in the event's time zone.
@@ -43,6 +43,28 @@ from pydantic import SecretStr
 
 from fulfilment import state_machine, ticket_crypto
 from fulfilment.db import autocommit, session_scope
+from fulfilment.flowkit.fencing import (
+    Claim,
+    Next,
+    failure,
+    keep_answer,
+    note_late,
+    park,
+    partner_request_id,
+    record,
+    release_and_retry,
+    step_deadline,
+    step_started,
+)
+from fulfilment.flowkit.flow import StepContext
+from fulfilment.flowkit.orders import (
+    STILL_RESOLVING,
+    absence_policy_applies,
+    keep_late_order,
+    resolve_backoff,
+    wait_or_hold,
+)
+from fulfilment.flowkit.tickets import Refreshed
 from fulfilment.partners.base import AccountError, DeadlineReached, PartnerError, PermanentError, TransientError
 from fulfilment.partners.ticketmaster import assumed
 from fulfilment.partners.ticketmaster.api import TicketmasterApi
@@ -85,28 +107,6 @@ from fulfilment.settings import Settings
 from fulfilment.state_machine import OrderEvidence, StaleTransition, State
 from fulfilment.statements import Row
 from fulfilment.step_names import StepName
-from fulfilment.steps.common import (
-    Claim,
-    Next,
-    failure,
-    keep_answer,
-    note_late,
-    park,
-    partner_request_id,
-    record,
-    release_and_retry,
-    step_deadline,
-    step_started,
-)
-from fulfilment.steps.flow import StepContext
-from fulfilment.steps.order import (
-    STILL_RESOLVING,
-    absence_policy_applies,
-    keep_late_order,
-    resolve_backoff,
-    wait_or_hold,
-)
-from fulfilment.steps.refresh import Refreshed
 from models import PartnerQuote, Purchase, Ticket
 
 log = logging.getLogger(__name__)
@@ -257,6 +257,7 @@ def niterun_end(now: dt.datetime, timezone: str | None) -> dt.datetime | None:
 class TicketmasterFlow:
     name = NAME
     ordered_state = State.AWAITING_TICKETS
+    limits_resolve_attempts = False  # it counts its own waits (a commit polled against its cart's window)
 
     def __init__(self, api: TicketmasterApi, config: TmConfig, *, clock: Callable[[], dt.datetime] = _now) -> None:
         self.api = api
