@@ -12,9 +12,9 @@ enabled partner.  `fulfilment/partners/registry.py` builds the `Partners` of a w
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from fulfilment.flowkit.fencing import Next, park
 from fulfilment.settings import Settings
@@ -66,6 +66,22 @@ class PartnerFlow(Protocol):
         """The purchase ended before any order (deadline, re-quote limit, an operator's cancel): let go
         of what the partner holds for it (TM: delete its carts, never left to lapse).  Best effort,
         never raises, records nothing."""
+
+
+@dataclass(frozen=True)
+class PartnerSpec:
+    """A partner, as it registers (`PARTNER` in its module; partners/registry.py loads them).
+
+    `enabled(settings)`: whether this process calls it (its *_ENABLED switch); `build(settings)`: its
+    flow; `request`: its request shape (a pydantic model with `partner: Literal["<name>"]`, of the
+    quote/order kind: a subclass of requests.PurchaseRequest), for a partner whose shape is not one of
+    requests.py's own.
+    """
+
+    name: str
+    enabled: Callable[[Settings], bool]
+    build: Callable[[Settings], PartnerFlow]
+    request: type[Any] | None = None
 
 
 class PartnerNotEnabled(Exception):

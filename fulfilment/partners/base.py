@@ -1,4 +1,4 @@
-"""The small interface the state machine and actors need from a ticket partner.
+"""A quote/order partner's client interface (TBB's; partners/tbb/flow.py drives it) and its types.
 
 Every call takes `deadline`, a `time.monotonic()` instant by which it must have
 returned, whatever it does inside (connect, write, read, authentication, retries):
@@ -7,21 +7,8 @@ waited for (invariant 8).  A client makes it hard by sending its requests throug
 `partners/deadline.py` (DeadlineTransport, the request extension DEADLINE): every socket
 operation and every chunk of an answer is cut at it.  Lookups are three-valued: found, absent, unknown.
 
-What adding a partner touches:
-- its folder `partners/<name>/`: its client (over `partners/deadline.py`'s transport), its error
-  mapping onto the kinds below, `assumed.py` (every undocumented fact) and `sandbox/`; then either
-  an adapter implementing `Partner` (a quote -> order -> transfer partner, like TBB: the steps make
-  its calls themselves), or a
-  `PartnerFlow` (steps/flow.py: the partner part of each step, for another shape of purchase, like
-  Ticketmaster's reserve -> pay -> commit -> tickets, `partners/ticketmaster/flow.py`);
-- `partners/registry.py` (built from settings when enabled) and `settings.py` (its settings and its
-  `*_ENABLED` switch: its variables are required only when it is on);
-- `requests.py` (its request shape in the union on `partner`) and, if it needs more than the common
-  columns, `steps/intake.purchase_columns` (what goes into `purchases.partner_data`);
-- `health.py` (its check, by name); its client reports calls through `metrics.partner_observer(name)`.
-The steps' claim, fencing and deadline rules, the scheduler and the outbox stay as they are; the state
-machine too, unless the partner delivers in a way of its own (Ticketmaster added awaiting_tickets and
-tickets_issued, and the tickets step).
+Every partner is a flow (flowkit/flow.py `PartnerFlow`); these are the types of TBB's quote -> order
+-> transfer flow (partners/tbb/flow.py).  Adding a partner: README "Adding a partner".
 """
 
 from __future__ import annotations
