@@ -270,7 +270,7 @@ class PolicySettings(_FromEnvironment):
     scheduler_interval_seconds: float = Field(default=5.0, gt=0)
     scheduler_batch_size: int = Field(default=500, ge=1)
     # A frozen, cut-off or half-open scheduler leader loses its lock within about this long and a
-    # standby takes over (fulfilment/scheduler.py).  Must exceed SCHEDULER_INTERVAL_SECONDS.
+    # standby takes over (fulfilment/scheduler/leadership.py).  Must exceed SCHEDULER_INTERVAL_SECONDS.
     scheduler_leader_lease_seconds: float = Field(default=20.0, ge=2, le=3600, description="seconds")
 
     # Actor retries (dramatiq): short backoff, bounded, see design invariant 7.

@@ -1,6 +1,6 @@
 """What the console's pages read from Postgres and RabbitMQ (blocking: called in a thread).
 
-The dashboard reuses the scheduler's own queries (fulfilment/scheduler.py: read_live_counts,
+The dashboard reuses the scheduler's own queries (fulfilment/scheduler/gauges.py: read_live_counts,
 scheduler_leader) and the gauges' queue depths (fulfilment/rabbitmq/queues.py); actions are not here but
 in fulfilment/operator/, which the CLI calls too.  Nothing read here carries a secret:
 the claim token of a purchase, the only token in its row, is never selected into a view.

@@ -82,7 +82,7 @@ MUTANTS: tuple[Mutant, ...] = (
          f"{PROPS}::test_m4_replayed_example"),
     ),
     Mutant(
-        "M6", "fulfilment.scheduler",
+        "M6", "fulfilment.scheduler.redrive",
         "           AND (claimed_until IS NULL OR claimed_until < now())\n",
         "",
         "the scheduler re-drives a purchase whose lease a worker still holds (near-equivalent: wasted messages)",
@@ -96,7 +96,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{PROPS}::test_no_order_inside_the_safety_margin",),
     ),
     Mutant(
-        "M12", "fulfilment.partners.ticketmaster.flow",
+        "M12", "fulfilment.partners.ticketmaster.flow.commit",
         "if isinstance(error, PartnerError) and is_commit_definite(error) and not isinstance(",
         "if isinstance(error, PartnerError) and (is_commit_definite(error) or isinstance(error, TmOutcomeUnknown)) "
         "and not isinstance(",
@@ -105,7 +105,7 @@ MUTANTS: tuple[Mutant, ...] = (
          f"{TM_PROPS}::test_m12_replayed_example"),
     ),
     Mutant(
-        "M13", "fulfilment.partners.ticketmaster.flow",
+        "M13", "fulfilment.partners.ticketmaster.flow.commit",
         "purchase.quote_expires_at - margin <= self._clock()",
         "purchase.quote_expires_at <= self._clock()",
         "Ticketmaster commits a cart whose hold ends within the safety margin",
@@ -113,7 +113,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     # Issue 16: what Ticketmaster told us about an order is never dropped.
     Mutant(
-        "K1", "fulfilment.partners.ticketmaster.flow",
+        "K1", "fulfilment.partners.ticketmaster.flow.commit",
         "                if not polling_url_gone(error):\n",
         "                if False:\n",
         "a commit's poll that stalls or answers 5xx forgets the polling URL (the order token is lost)",
@@ -189,7 +189,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{PROPS}::test_a_refused_retry_of_an_unknown_order_stays_unknown_and_never_orders_twice",),
     ),
     Mutant(
-        "H2", "fulfilment.partners.ticketmaster.flow",
+        "H2", "fulfilment.partners.ticketmaster.flow.commit",
         "            except (RateLimited, Maintenance) as error:\n"
         "                # The poll itself was refused",
         "            except (NotImplementedError,) as error:\n"
@@ -198,7 +198,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{TM_PROPS}::test_a_refused_poll_of_a_commit_waits_and_never_buys_again",),
     ),
     Mutant(
-        "H3", "fulfilment.partners.ticketmaster.flow",
+        "H3", "fulfilment.partners.ticketmaster.flow.base",
         "            failed = error\n            purchase = self._save(purchase, data.without(\"pending\"))\n",
         "            failed = error\n",
         "a polling URL TM forgot is kept and polled again at every step, for ever",
