@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo        install, start servers, run sandbox + workers + scheduler, submit sample purchases"
 	@echo "make test        install, start servers, run the whole test suite (unit, integration, e2e)"
-	@echo "make test-unit   unit tests only (no servers needed);  make lint  ruff + mypy"
+	@echo "make test-unit   unit tests only (no servers needed);  make lint  ruff + mypy + import layers"
 	@echo "make fuzz        the hypothesis tests with random, many more examples (FUZZ_EXAMPLES, default 1000)"
 	@echo "make mutate      mutation testing of the money modules (mutmut, incremental; MUTATE_MAX_SECONDS caps it)"
 	@echo "make chaos       1,000 purchases under kills, server restarts and partner faults; prints a table"
@@ -39,6 +39,7 @@ status:
 lint: bootstrap
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 test: services lint
 	$(PY) -m pytest $(PYTEST_ARGS)

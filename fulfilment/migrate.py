@@ -21,7 +21,7 @@ from alembic.config import Config
 SCRIPT_LOCATION = "migrations:"
 
 # The advisory lock migrations/env.py holds while it migrates: "fulfmigr" as a bigint (not the
-# scheduler's leader lock, fulfilment/scheduler.py).
+# scheduler's leader lock, fulfilment/scheduler/leadership.py).
 MIGRATION_LOCK_KEY = 0x66756C666D696772
 
 

@@ -190,8 +190,28 @@ _ANY: TypeAdapter[AnyPurchaseRequest] = TypeAdapter(
 )
 
 
+# The request shapes of partners registered at run time (partners/registry.py: a partner's own
+# PartnerSpec.request, e.g. one named by FULFIL_EXTRA_PARTNERS), by partner name.
+_REGISTERED: dict[str, type[PurchaseRequest]] = {}
+
+
+def register_request(partner: str, shape: type[PurchaseRequest]) -> None:
+    if partner in PARTNERS:
+        raise ValueError(f"partner {partner!r} has its request shape here already")
+    _REGISTERED[partner] = shape
+
+
+def registered_partners() -> tuple[str, ...]:
+    """The partners registered at run time (their request shapes): enabled wherever they are registered."""
+    return tuple(_REGISTERED)
+
+
 def parse_request(raw: Any) -> AnyPurchaseRequest:
     """Validate a request of any partner (`partner` chooses; absent: tbb).  Raises ValidationError."""
+    partner = raw.get("partner") if isinstance(raw, dict) else None
+    shape = _REGISTERED.get(partner) if isinstance(partner, str) else None
+    if shape is not None:
+        return shape.model_validate(raw)
     return _ANY.validate_python(raw)
 
 

@@ -270,7 +270,7 @@ class PolicySettings(_FromEnvironment):
     scheduler_interval_seconds: float = Field(default=5.0, gt=0)
     scheduler_batch_size: int = Field(default=500, ge=1)
     # A frozen, cut-off or half-open scheduler leader loses its lock within about this long and a
-    # standby takes over (fulfilment/scheduler.py).  Must exceed SCHEDULER_INTERVAL_SECONDS.
+    # standby takes over (fulfilment/scheduler/leadership.py).  Must exceed SCHEDULER_INTERVAL_SECONDS.
     scheduler_leader_lease_seconds: float = Field(default=20.0, ge=2, le=3600, description="seconds")
 
     # Actor retries (dramatiq): short backoff, bounded, see design invariant 7.
@@ -311,7 +311,7 @@ class PolicySettings(_FromEnvironment):
 
     @model_validator(mode="after")
     def _no_order_after_the_delivery_deadline(self) -> PolicySettings:
-        # A step checks the delivery deadline once, before its partner calls (steps/common.py,
+        # A step checks the delivery deadline once, before its partner calls (flowkit/fencing.py,
         # too_close_to_deadline), then may send its order until the step's deadline: with at least
         # that much lead, an order is never sent after the delivery deadline.
         if self.min_delivery_lead_seconds < self.step_deadline_seconds:

@@ -100,7 +100,7 @@ ALLOWED: Mapping[State | None, frozenset[State]] = {
     ),
     # Once an order may exist, nothing the partner refuses afterwards proves it does not:
     # the purchase is resolved (found), held for a person, or — only under the operator's
-    # explicit ORDER_ABSENCE_GRACE_SECONDS policy — re-quoted (steps/order.py).
+    # explicit ORDER_ABSENCE_GRACE_SECONDS policy — re-quoted (partners/tbb/flow.py).
     _S.ORDER_UNKNOWN: frozenset(
         {_S.AWAITING_TRANSFER, _S.AWAITING_TICKETS, _S.RECEIVED, _S.NEEDS_ATTENTION, _S.STALLED}
     ),
@@ -109,7 +109,7 @@ ALLOWED: Mapping[State | None, frozenset[State]] = {
     ),
     _S.AWAITING_TICKETS: frozenset({_S.TICKETS_ISSUED, _S.NEEDS_ATTENTION, _S.STALLED}),
     # An operator resumes these; an order may exist, so never straight back to QUOTED/ORDERING.
-    # → FAILED: an operator gave up on it (`fulfil cancel`, steps/operator.py), which allows it
+    # → FAILED: an operator gave up on it (`fulfil cancel`, fulfilment/operator/), which allows it
     # only where no order can exist: STALLED from RECEIVED/QUOTED/PAUSED, NEEDS_ATTENTION once a
     # person checked with the partner.
     _S.NEEDS_ATTENTION: frozenset({_S.ORDER_UNKNOWN, _S.AWAITING_TRANSFER, _S.AWAITING_TICKETS, _S.FAILED}),

@@ -26,14 +26,16 @@ DEFAULT_SCOPE=(
   'fulfilment.state_machine.x_check_transition*' 'fulfilment.state_machine.x_is_live*'
   'fulfilment.state_machine.x_claim*' 'fulfilment.state_machine.x_lease_held*'
   'fulfilment.steps.order.*'
+  'fulfilment.flowkit.orders.*' 'fulfilment.flowkit.fencing.x_keep_answer*'
+  'fulfilment.partners.tbb.flow.*'
   'fulfilment.steps.stall.*'
   'fulfilment.partners.tbb.errors.*'
   'fulfilment.partners.ticketmaster.errors.x_is_commit_definite*' 'fulfilment.partners.ticketmaster.errors.x_for_cart_call*'
-  'fulfilment.partners.ticketmaster.flow.xǁTicketmasterFlowǁorder*'
-  'fulfilment.partners.ticketmaster.flow.xǁTicketmasterFlowǁresolve*'
-  'fulfilment.partners.ticketmaster.flow.xǁTicketmasterFlowǁ_commit_failed*'
-  'fulfilment.partners.ticketmaster.flow.xǁTicketmasterFlowǁ_commit_answer*'
-  'fulfilment.partners.ticketmaster.flow.xǁTicketmasterFlowǁ_look_up*'
+  'fulfilment.partners.ticketmaster.flow.commit.xǁCommitǁorder*'
+  'fulfilment.partners.ticketmaster.flow.commit.xǁCommitǁresolve*'
+  'fulfilment.partners.ticketmaster.flow.commit.xǁCommitǁ_commit_failed*'
+  'fulfilment.partners.ticketmaster.flow.commit.xǁCommitǁ_commit_answer*'
+  'fulfilment.partners.ticketmaster.flow.commit.xǁCommitǁ_look_up*'
 )
 if [[ "${MUTATE_SCOPE:-}" == all ]]; then
   SCOPE=('*')

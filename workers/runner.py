@@ -9,12 +9,12 @@ import uuid
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
+from fulfilment.flowkit.fencing import Next, RetryLater, retry_delay_seconds
 from fulfilment.partners.registry import get_partners
 from fulfilment.rabbitmq.publisher import send_step
 from fulfilment.settings import get_settings
 from fulfilment.step_names import StepName
 from fulfilment.steps import runner
-from fulfilment.steps.common import Next, RetryLater, retry_delay_seconds
 from fulfilment.steps.runner import InvalidMessage
 
 log = logging.getLogger(__name__)

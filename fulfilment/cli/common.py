@@ -219,7 +219,7 @@ def check_database() -> None:
 
 
 def find_purchase(session, ident: str):  # type: ignore[no-untyped-def]
-    from fulfilment.steps.operator import find_purchase as find
+    from fulfilment.operator import find_purchase as find
 
     return find(session, ident)
 

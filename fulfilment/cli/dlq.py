@@ -116,8 +116,8 @@ def dlq_replay(
     interrupted replay may duplicate a message, never lose one.  A purchase that moved
     on makes its replayed message a no-op.  Exit 1 if any message was skipped.
     """
+    from fulfilment.operator import operator_name, replay_dead_letters
     from fulfilment.settings import get_policy_settings
-    from fulfilment.steps.operator import operator_name, replay_dead_letters
 
     selection = _selection(message_id, actor, everything)
     require(BrokerSettings, *(() if dry_run else (DatabaseSettings, PolicySettings)))

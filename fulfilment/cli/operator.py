@@ -1,6 +1,6 @@
 """`fulfil cancel | resolve | rejected list | rejected show`: a person's decisions, and refused requests.
 
-The work is done by fulfilment/steps/operator.py (the web console calls the same functions);
+The work is done by fulfilment/operator/ (the web console calls the same functions);
 these commands parse, call, and map the outcome to an exit code.  `cancel` and `rejected`
 need DATABASE_URL only; `resolve` also the partner's variables (it fetches the order).
 """
@@ -34,7 +34,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 
 
 def _refuse(error: Exception) -> NoReturn:
-    from fulfilment.steps.operator import NothingToDo, OrderNotFound, PurchaseNotFound, Refused
+    from fulfilment.operator import NothingToDo, OrderNotFound, PurchaseNotFound, Refused
 
     if isinstance(error, (PurchaseNotFound, NothingToDo, OrderNotFound)):
         fail(str(error), EXIT_NOT_FOUND)
@@ -44,7 +44,7 @@ def _refuse(error: Exception) -> NoReturn:
 
 
 def _operator(given: str | None) -> str:
-    from fulfilment.steps.operator import operator_name
+    from fulfilment.operator import operator_name
 
     try:
         return operator_name(given)
@@ -77,7 +77,7 @@ def cancel(
     one of those; needs_attention only with --no-order-confirmed.  Refused (exit 4) while
     ordering, order_unknown or awaiting_transfer.  Exit 1: no such purchase, or finished.
     """
-    from fulfilment.steps import operator as actions
+    from fulfilment import operator as actions
 
     require(DatabaseSettings)
     name = _operator(operator)
@@ -135,10 +135,10 @@ def resolve(
     purchase then awaits its transfer.  Exit 1: no such purchase or order; 3: the partner
     could not be asked; 4: refused (another state, or not this purchase's order).
     """
+    from fulfilment import operator as actions
     from fulfilment.dependencies import partner_unavailable
     from fulfilment.partners.registry import build_tbb
     from fulfilment.settings import get_partner_settings, get_policy_settings
-    from fulfilment.steps import operator as actions
 
     if order_token_file is not None:
         _resolve_with_token(purchase, order_id, order_token_file, operator, note, as_json)
@@ -167,8 +167,8 @@ def _resolve_with_token(purchase: str, order_id: str, token_file: str, operator:
 
     from pydantic import SecretStr
 
+    from fulfilment import operator as actions
     from fulfilment.settings import get_partner_settings
-    from fulfilment.steps import operator as actions
 
     require(DatabaseSettings, PartnerSettings)
     key = get_partner_settings().ticket_key
@@ -208,7 +208,7 @@ def rejected_list(
     as_json: JsonOption = False,
 ) -> None:
     """Rejected requests, newest first: id, when, code, request_id, reason."""
-    from fulfilment.steps.operator import rejected_requests, rejection_view
+    from fulfilment.operator import rejected_requests, rejection_view
 
     require(DatabaseSettings)
     rows = rejected_requests(limit=limit, request_id=request_id)
@@ -229,7 +229,7 @@ def rejected_show(
     as_json: JsonOption = False,
 ) -> None:
     """One rejected request in full, with the body as it was received (exit 1: no such id)."""
-    from fulfilment.steps.operator import rejected_request, rejection_view
+    from fulfilment.operator import rejected_request, rejection_view
 
     require(DatabaseSettings)
     found = rejected_request(rejection_id)

@@ -293,8 +293,8 @@ def retry(
     Exit 1 if there is no such purchase or it is finished; 3 if the step could not be sent
     (the purchase is resumed all the same, and the scheduler sends it once the broker is back).
     """
+    from fulfilment import operator as actions
     from fulfilment.settings import get_policy_settings
-    from fulfilment.steps import operator as actions
 
     require(DatabaseSettings, BrokerSettings, PolicySettings)
     try:

@@ -8,5 +8,5 @@
 - queries.py: what the pages read (the scheduler's own queries for the dashboard; keyset-paged
   lists, prefix search and the rates page's queries);
 - charts.py: the rates page's charts, server-rendered SVG;
-- views.py: pages and actions; actions call the CLI's service functions (fulfilment/steps/operator.py).
+- views.py: pages and actions; actions call the CLI's service functions (fulfilment/operator/).
 """

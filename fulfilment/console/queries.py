@@ -1,8 +1,8 @@
 """What the console's pages read from Postgres and RabbitMQ (blocking: called in a thread).
 
-The dashboard reuses the scheduler's own queries (fulfilment/scheduler.py: read_live_counts,
+The dashboard reuses the scheduler's own queries (fulfilment/scheduler/gauges.py: read_live_counts,
 scheduler_leader) and the gauges' queue depths (fulfilment/rabbitmq/queues.py); actions are not here but
-in fulfilment/steps/operator.py, which the CLI calls too.  Nothing read here carries a secret:
+in fulfilment/operator/, which the CLI calls too.  Nothing read here carries a secret:
 the claim token of a purchase, the only token in its row, is never selected into a view.
 """
 
@@ -324,7 +324,7 @@ def _uuid_range(prefix: str) -> tuple[uuid.UUID, uuid.UUID] | None:
 
 def search(query: str) -> uuid.UUID | None:
     """A purchase by its id, the request_id it was submitted with, or its partner order id (exactly)."""
-    from fulfilment.steps.operator import find_purchase_id
+    from fulfilment.operator.actions import find_purchase_id
 
     query = query.strip()
     if not query:
@@ -385,7 +385,7 @@ class PurchaseDetail:
 
     @property
     def can_cancel(self) -> bool:
-        from fulfilment.steps.operator import CANCELLABLE
+        from fulfilment.operator.actions import CANCELLABLE
 
         if self.state in CANCELLABLE:
             return True
@@ -395,7 +395,7 @@ class PurchaseDetail:
 
     @property
     def can_resolve(self) -> bool:
-        from fulfilment.steps.operator import ORDER_PATH, RESOLVABLE
+        from fulfilment.operator.actions import ORDER_PATH, RESOLVABLE
 
         if self.purchase.order_id and not (self.purchase.partner == "ticketmaster"
                                            and not (self.purchase.partner_data or {}).get("order_token")):
@@ -442,7 +442,7 @@ def rejected_page(*, request_id: str | None, before: int | None, size: int | Non
 
 
 def rejections_for(request_id: str) -> list[RejectedRequest]:
-    from fulfilment.steps.operator import rejected_requests
+    from fulfilment.operator import rejected_requests
 
     return rejected_requests(limit=20, request_id=request_id)
 

@@ -1,7 +1,7 @@
 """The console's pages and actions.
 
 Reads go through fulfilment/console/queries.py; every action calls the same service function as
-the CLI (fulfilment/steps/operator.py: retry, cancel, resolve, replay_dead_letters;
+the CLI (fulfilment/operator/: retry, cancel, resolve, replay_dead_letters;
 fulfilment/rabbitmq/dead_letters.py: purge) with the logged-in user's name as the operator, which the
 service functions write to the purchase's history (and so to its event).  Blocking work runs in
 Starlette's thread pool.  An action answers with a redirect and a one-time message (POST, then
@@ -292,7 +292,7 @@ def _bulk_items(request: Request) -> list[str]:
 
 async def bulk_retry(request: Request) -> Response:
     """Retry exactly the purchases the confirmation page showed; the result of each, in the operator's name."""
-    from fulfilment.steps import operator as actions
+    from fulfilment import operator as actions
 
     config, user, items = _config(request), _user(request), _bulk_items(request)
     for item in items:
@@ -334,7 +334,7 @@ async def bulk_replay_confirm(request: Request) -> Response:
 
 async def bulk_replay(request: Request) -> Response:
     """Replay exactly the dead letters the confirmation page showed, each resuming its purchase in the operator's name."""
-    from fulfilment.steps.operator import replay_dead_letters
+    from fulfilment.operator import replay_dead_letters
 
     config, user, items = _config(request), _user(request), _bulk_items(request)
     via = f"{VIA}, bulk replay of {len(items)}"
@@ -392,7 +392,7 @@ def _purchase_ident(request: Request) -> str:
 
 
 async def retry(request: Request) -> Response:
-    from fulfilment.steps import operator as actions
+    from fulfilment import operator as actions
 
     config, user, ident = _config(request), _user(request), _purchase_ident(request)
     try:
@@ -414,7 +414,7 @@ async def retry(request: Request) -> Response:
 
 
 async def cancel(request: Request) -> Response:
-    from fulfilment.steps import operator as actions
+    from fulfilment import operator as actions
 
     user, ident, form = _user(request), _purchase_ident(request), _form(request)
     try:
@@ -439,8 +439,8 @@ async def resolve(request: Request) -> Response:
     order with the token support gave (sealed with TICKET_KEY, never shown again)."""
     from pydantic import SecretStr
 
+    from fulfilment import operator as actions
     from fulfilment.partners.registry import build_tbb
-    from fulfilment.steps import operator as actions
 
     config, user, ident, form = _config(request), _user(request), _purchase_ident(request), _form(request)
     partner, key = config.partner, _ticket_key(request)
@@ -547,7 +547,7 @@ async def dead_letter_page(request: Request) -> Response:
 
 
 async def replay(request: Request) -> Response:
-    from fulfilment.steps.operator import replay_dead_letters
+    from fulfilment.operator import replay_dead_letters
 
     config, user, message_id = _config(request), _user(request), request.path_params["message_id"]
     try:
@@ -606,7 +606,7 @@ async def rejected_list(request: Request) -> Response:
 
 
 async def rejected_page(request: Request) -> Response:
-    from fulfilment.steps.operator import rejected_request
+    from fulfilment.operator import rejected_request
 
     rejection_id = request.path_params["rejection_id"]
     found = await _db(request, rejected_request, rejection_id) if 0 < rejection_id < 2**63 else None

@@ -1,4 +1,4 @@
-"""The small interface the state machine and actors need from a ticket partner.
+"""A quote/order partner's client interface (TBB's; partners/tbb/flow.py drives it) and its types.
 
 Every call takes `deadline`, a `time.monotonic()` instant by which it must have
 returned, whatever it does inside (connect, write, read, authentication, retries):
@@ -7,21 +7,8 @@ waited for (invariant 8).  A client makes it hard by sending its requests throug
 `partners/deadline.py` (DeadlineTransport, the request extension DEADLINE): every socket
 operation and every chunk of an answer is cut at it.  Lookups are three-valued: found, absent, unknown.
 
-What adding a partner touches:
-- its folder `partners/<name>/`: its client (over `partners/deadline.py`'s transport), its error
-  mapping onto the kinds below, `assumed.py` (every undocumented fact) and `sandbox/`; then either
-  an adapter implementing `Partner` (a quote -> order -> transfer partner, like TBB: the steps make
-  its calls themselves), or a
-  `PartnerFlow` (steps/flow.py: the partner part of each step, for another shape of purchase, like
-  Ticketmaster's reserve -> pay -> commit -> tickets, `partners/ticketmaster/flow.py`);
-- `partners/registry.py` (built from settings when enabled) and `settings.py` (its settings and its
-  `*_ENABLED` switch: its variables are required only when it is on);
-- `requests.py` (its request shape in the union on `partner`) and, if it needs more than the common
-  columns, `steps/intake.purchase_columns` (what goes into `purchases.partner_data`);
-- `health.py` (its check, by name); its client reports calls through `metrics.partner_observer(name)`.
-The steps' claim, fencing and deadline rules, the scheduler and the outbox stay as they are; the state
-machine too, unless the partner delivers in a way of its own (Ticketmaster added awaiting_tickets and
-tickets_issued, and the tickets step).
+Every partner is a flow (flowkit/flow.py `PartnerFlow`); these are the types of TBB's quote -> order
+-> transfer flow (partners/tbb/flow.py).  Adding a partner: README "Adding a partner".
 """
 
 from __future__ import annotations
@@ -30,6 +17,9 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Protocol
+
+# The error kinds are the flow kit's (flowkit/errors.py): partner code names them from here too.
+from fulfilment.flowkit.errors import *  # noqa: F403
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +70,7 @@ class OrderAbsent:
 
     What it proves is the core's policy, not the partner's: once an order request may
     have reached the partner, a lookup may lag behind it, so this alone proves nothing
-    (steps/order.py).
+    (partners/tbb/flow.py).
     """
 
 
@@ -95,58 +85,6 @@ OrderLookup = OrderFound | OrderAbsent | LookupUnknown
 
 
 ORDER_FINAL_STATUSES = frozenset({"transfer_complete", "transfer_expired", "cancelled"})
-
-
-# ---- error kinds -------------------------------------------------------------------
-
-
-class PartnerError(Exception):
-    """Base of every partner failure.  `code` is the partner's code (or our own)."""
-
-    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
-        super().__init__(f"{code} (HTTP {status}): {message}" if status else f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
-
-
-class TransientError(PartnerError):
-    """Worth retrying later: 5xx, 429, network trouble on a call that is safe to repeat."""
-
-    def __init__(self, code: str, message: str, *, status: int | None = None, retry_after: float | None = None):
-        super().__init__(code, message, status=status)
-        self.retry_after = retry_after
-
-
-class OutcomeUnknown(PartnerError):
-    """A non-idempotent call (create order) may or may not have taken effect."""
-
-
-class PermanentError(PartnerError):
-    """The request itself is wrong or impossible: fail the purchase with this code."""
-
-
-class AccountError(PartnerError):
-    """Our account cannot do this now (payment not configured, bad credentials, suspended).
-
-    Purchases pause instead of failing: the fix is on the account, not the request.
-    """
-
-
-class QuoteExpired(PartnerError):
-    """The partner refused the quote as expired; nothing was ordered."""
-
-
-class QuoteAlreadyConsumed(PartnerError):
-    """The quote was used already: an order from it exists (maybe ours from an earlier try)."""
-
-
-class DeadlineReached(TransientError):
-    """The step's deadline came before the call could be (re)tried: nothing was sent by this try."""
-
-
-class NotFound(PartnerError):
-    """The thing asked for does not exist (an order id, on a status read)."""
 
 
 class Partner(Protocol):

@@ -1,48 +1,59 @@
 """The partners of this process, built from settings: one instance each, shared by all worker threads.
 
-The one place that names every partner (like bootstrap.py for the scheduler): the core looks
-a purchase's partner up by the name it carries (steps/flow.py `Partners`).
+The one place that names every partner (like bootstrap.py for the scheduler): one line each in
+PARTNER_MODULES, a module holding the partner's `PARTNER` (flowkit.flow.PartnerSpec).  A partner kept
+outside this package (the toy partner of tests/e2e/test_adding_a_partner.py) is named by
+FULFIL_EXTRA_PARTNERS instead: comma-separated module names, each importable by every process that
+runs purchases (workers, the scheduler's tools) or submits them (its request shape).  The core looks a
+purchase's partner up by the name it carries (flowkit/flow.py `Partners`).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from functools import lru_cache
 
+from fulfilment import requests
+from fulfilment.flowkit.flow import PartnerFlow, PartnerNotEnabled, Partners, PartnerSpec
 from fulfilment.partners.base import Partner
-from fulfilment.partners.tbb import TbbClient
-from fulfilment.settings import PartnerSettings, Settings, get_settings
-from fulfilment.steps.flow import PartnerFlow, Partners
+from fulfilment.partners.tbb.flow import TbbFlow
+from fulfilment.partners.tbb.partner import build_tbb
+from fulfilment.partners.ticketmaster.partner import build_ticketmaster
+from fulfilment.settings import Settings, get_settings
+
+PARTNER_MODULES = (
+    "fulfilment.partners.tbb.partner",
+    "fulfilment.partners.ticketmaster.partner",
+)
+EXTRA_PARTNERS_ENV = "FULFIL_EXTRA_PARTNERS"
+
+__all__ = ["EXTRA_PARTNERS_ENV", "PARTNER_MODULES", "build_partners", "build_tbb", "build_ticketmaster",
+           "get_partner", "get_partners", "partner_specs"]
 
 
-def build_tbb(settings: PartnerSettings) -> TbbClient:
-    from fulfilment import metrics
-
-    if settings.tbb_base_url is None or settings.tbb_client_id is None or settings.tbb_client_secret is None:
-        raise ValueError("TBB is not configured: set TBB_BASE_URL, TBB_CLIENT_ID and TBB_CLIENT_SECRET")
-    return TbbClient(
-        str(settings.tbb_base_url),
-        settings.tbb_client_id,
-        settings.tbb_client_secret.get_secret_value(),
-        connect_timeout=settings.tbb_connect_timeout,
-        read_timeout=settings.tbb_read_timeout,
-        max_attempts=settings.tbb_max_attempts,
-        max_retry_seconds=settings.tbb_max_retry_seconds,
-        observe=metrics.observe_partner_call,
-    )
-
-
-def build_ticketmaster(settings: Settings) -> PartnerFlow:
-    from fulfilment import metrics
-    from fulfilment.partners.ticketmaster import flow
-
-    return flow.build(settings, observe=metrics.partner_observer("ticketmaster"))
+def partner_specs() -> list[PartnerSpec]:
+    """Every partner this process knows (PARTNER_MODULES, then FULFIL_EXTRA_PARTNERS); the request shape
+    of each that brings its own is registered with requests.parse_request."""
+    extra = [name.strip() for name in os.environ.get(EXTRA_PARTNERS_ENV, "").split(",") if name.strip()]
+    specs: list[PartnerSpec] = []
+    for module in (*PARTNER_MODULES, *extra):
+        try:
+            spec = importlib.import_module(module).PARTNER
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"{EXTRA_PARTNERS_ENV}: {module!r} is no partner module (a module with PARTNER, "
+                             f"a flowkit PartnerSpec): {error}") from None
+        if spec.request is not None:
+            requests.register_request(spec.name, spec.request)
+        specs.append(spec)
+    return specs
 
 
 def build_partners(settings: Settings) -> Partners:
     """Every enabled partner (settings `*_ENABLED`)."""
-    clients = {"tbb": build_tbb(settings)} if settings.tbb_enabled else {}
-    flows = {"ticketmaster": build_ticketmaster(settings)} if settings.tm_enabled else {}
-    return Partners(clients=clients, flows=flows)
+    flows: dict[str, PartnerFlow] = {spec.name: spec.build(settings) for spec in partner_specs()
+                                     if spec.enabled(settings)}
+    return Partners(flows=flows)
 
 
 @lru_cache(maxsize=1)
@@ -52,5 +63,8 @@ def get_partners() -> Partners:
 
 @lru_cache(maxsize=1)
 def get_partner() -> Partner:
-    """The quote/order partner of this process (TBB): operator tools (`fulfil resolve`) and tests."""
-    return get_partners().client("tbb")
+    """The TBB client of this process's TBB flow: operator tools and tests."""
+    flow = get_partners().flow("tbb")
+    if not isinstance(flow, TbbFlow):
+        raise PartnerNotEnabled("tbb")
+    return flow.client

@@ -38,7 +38,7 @@ def intake_message(request: AnyPurchaseRequest) -> dramatiq.Message[Any]:
     # A TBB request goes out without `partner` (the default), as before partners were chosen per
     # request: workers of an older release still accept it during a rolling upgrade.
     body = request.model_dump(mode="json", exclude_none=True,
-                              exclude={"partner"} if isinstance(request, PurchaseRequest) else None)
+                              exclude={"partner"} if request.partner == "tbb" else None)
     if isinstance(request, TicketmasterRequest) and request.payment_nonce is not None:
         # A secret field dumps as "**********": the worker needs the nonce itself (sealed at intake).
         body["payment_nonce"] = request.payment_nonce.get_secret_value()

@@ -23,6 +23,7 @@ from fulfilment.requests import (
     explain,
     parse_request,
     redacted,
+    registered_partners,
 )
 from fulfilment.settings import Settings
 from fulfilment.state_machine import State
@@ -63,9 +64,10 @@ def receive(raw: Any, *, settings: Settings, message_id: str | None = None,
         request = parse_request(raw)
     except ValidationError as error:
         _reject(raw, message_id, "INVALID_REQUEST", explain(error))
-    if request.partner not in settings.enabled_partners:
+    enabled = (*settings.enabled_partners, *registered_partners())
+    if request.partner not in enabled:
         _reject(raw, message_id, "PARTNER_NOT_ENABLED",
-                f"partner {request.partner!r} is not enabled here (enabled: {', '.join(settings.enabled_partners)})")
+                f"partner {request.partner!r} is not enabled here (enabled: {', '.join(enabled)})")
 
     if (isinstance(request, TicketmasterRequest) and request.payment_nonce is None
             and settings.tm_payment_source == "request"):

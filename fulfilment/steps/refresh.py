@@ -19,19 +19,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any
 
-from pydantic import SecretStr
 from sqlalchemy import select, text
 
 from fulfilment import state_machine, ticket_crypto
 from fulfilment.db import session_scope
+from fulfilment.flowkit.fencing import step_deadline, step_started
+from fulfilment.flowkit.flow import Partners
+from fulfilment.flowkit.tickets import Refresher
 from fulfilment.settings import Settings
 from fulfilment.state_machine import State
-from fulfilment.steps.common import step_deadline, step_started
-from fulfilment.steps.flow import Partners
 from models import Purchase, Ticket
 
 log = logging.getLogger(__name__)
@@ -52,23 +51,6 @@ DUE_SQL = text(
     RETURNING t.purchase_id
     """
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Refreshed:
-    """One ticket's refresh: a new token, or the partner's refusal (`error`)."""
-
-    ticket_id: int
-    token: str | None
-    error: str | None = None
-
-
-@runtime_checkable
-class Refresher(Protocol):
-    """A partner flow that refreshes issued tickets (Ticketmaster's SafeTix)."""
-
-    def refresh(self, purchase: Purchase, tickets: Sequence[Ticket], *, key: SecretStr,
-                deadline: float, device: dict[str, Any] | None = None) -> list[Refreshed]: ...
 
 
 def schedule_refreshes(settings: Settings, send: Callable[[uuid.UUID], object]) -> int:

@@ -13,13 +13,12 @@ from typing import Literal
 
 from fulfilment import logging_setup, state_machine
 from fulfilment.db import autocommit
-from fulfilment.partners.base import Partner
+from fulfilment.flowkit.fencing import Claim, Next, RetryLater, retry_delay_seconds, step_started
+from fulfilment.flowkit.flow import PartnerFlow, Partners
 from fulfilment.settings import Settings
 from fulfilment.state_machine import StaleTransition
 from fulfilment.step_names import StepName
-from fulfilment.steps import intake, order, quote, tickets, transfer
-from fulfilment.steps.common import Claim, Next, RetryLater, retry_delay_seconds, step_started
-from fulfilment.steps.flow import Partners
+from fulfilment.steps import intake, order, quote, transfer
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ STEPS: Mapping[StepName, Step] = {
     StepName.ORDER: order.place_order,
     StepName.RESOLVE: order.resolve_order,
     StepName.TRANSFER: transfer.check_transfer,
-    StepName.TICKETS: tickets.fetch_tickets,
+    StepName.TICKETS: transfer.fetch_tickets,
 }
 
 
@@ -73,7 +72,7 @@ def parse_device(raw: object) -> dict[str, str] | None:
 
 
 def run_step(
-    step: StepName | str, purchase_id: object, *, partner: Partner | Partners, settings: Settings, message_id: str | None,
+    step: StepName | str, purchase_id: object, *, partner: PartnerFlow | Partners, settings: Settings, message_id: str | None,
     send: Send, claim: Claim | None = None,
 ) -> None:
     """Run `step` for the purchase and `send` the step that follows, if any.
@@ -99,7 +98,7 @@ def run_step(
         deliver(following, pid, after=name, partner=partner, settings=settings, message_id=message_id, send=send)
 
 
-def take_in(raw: object, *, partner: Partner | Partners, settings: Settings, message_id: str | None,
+def take_in(raw: object, *, partner: PartnerFlow | Partners, settings: Settings, message_id: str | None,
             send: Send) -> uuid.UUID | None:
     """What the intake actor does with a request: store it as a purchase, then quote it, in line
     (born claimed for it, QUOTE_AFTER_INTAKE_INLINE) or by message.  Returns the new purchase's
@@ -107,7 +106,7 @@ def take_in(raw: object, *, partner: Partner | Partners, settings: Settings, mes
     the database down); a failure of the quote after the purchase was stored is `deliver`'s to
     handle, never the intake message's."""
     quote_now = hands_over(INTAKE, settings)
-    started = step_started()  # before the claim's lease is taken (steps.common.step_deadline)
+    started = step_started()  # before the claim's lease is taken (flowkit.fencing.step_deadline)
     created = intake.receive(raw, settings=settings, message_id=message_id,
                              hold_claim_for=settings.claim_lease_seconds if quote_now else None)
     if created is None:
@@ -132,7 +131,7 @@ def runs_inline(after: Previous, following: Next, settings: Settings) -> bool:
     return not following.delay_seconds and rule is not None and following.step == rule[0] and rule[1](settings)
 
 
-def deliver(following: Next, purchase_id: uuid.UUID, *, after: Previous, partner: Partner | Partners, settings: Settings,
+def deliver(following: Next, purchase_id: uuid.UUID, *, after: Previous, partner: PartnerFlow | Partners, settings: Settings,
             message_id: str | None, send: Send) -> None:
     """Run or send the step that follows `after`.
 

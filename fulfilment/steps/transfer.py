@@ -1,81 +1,58 @@
-"""Transfer monitor step: AWAITING_TRANSFER → TRANSFER_COMPLETE | TRANSFER_EXPIRED | CANCELLED.
+"""Delivery steps: a purchase waits in its partner's ordered state until its flow finishes it.
 
-Checks are scheduled from Postgres (`next_action_at`), never by long broker delays
-(invariant 7); the polling interval tightens as the delivery deadline nears.
+- transfer: AWAITING_TRANSFER → TRANSFER_COMPLETE | TRANSFER_EXPIRED | CANCELLED (a partner that
+  transfers the tickets to the buyer);
+- tickets: AWAITING_TICKETS → TICKETS_ISSUED (a partner that issues tickets).
+
+The core claims the purchase when its next action is due (a duplicate nudge finds it in the future
+and does nothing) and hands it to its partner's flow (`PartnerFlow.deliver`), which checks the order
+or fetches the tickets, parks the purchase until the next check (from Postgres, never a long broker
+delay: invariant 7), or records the outcome.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 
 from fulfilment import state_machine
 from fulfilment.db import autocommit
-from fulfilment.partners.base import ORDER_FINAL_STATUSES, NotFound, Partner, PartnerError, PermanentError
+from fulfilment.flowkit.fencing import Next, failure, record, step_started
+from fulfilment.flowkit.flow import PartnerFlow, Partners, StepContext, park_not_enabled
 from fulfilment.settings import Settings
 from fulfilment.state_machine import State
-from fulfilment.steps.common import (
-    Next,
-    failure,
-    note_late,
-    partner_request_id,
-    record,
-    release_and_retry,
-    step_deadline,
-    step_started,
-)
-from fulfilment.steps.flow import Partners, client_or_park
 
-FINAL_STATE_FOR_STATUS = {
-    "transfer_complete": State.TRANSFER_COMPLETE,
-    "transfer_expired": State.TRANSFER_EXPIRED,
-    "cancelled": State.CANCELLED,
-}
-assert set(FINAL_STATE_FOR_STATUS) == ORDER_FINAL_STATUSES
+# What a purchase whose flow delivers another way is failed with (it should never be here).
+NO_FLOW = {State.AWAITING_TRANSFER: ("NO_TRANSFER_FLOW", "transfer", "does not transfer orders"),
+           State.AWAITING_TICKETS: ("NO_TICKET_FLOW", "ticket", "does not issue tickets")}
 
 
 def check_transfer(
-    purchase_id: uuid.UUID, *, partner: Partner | Partners, settings: Settings, message_id: str | None = None
+    purchase_id: uuid.UUID, *, partner: PartnerFlow | Partners, settings: Settings, message_id: str | None = None
 ) -> Next | None:
+    return deliver(purchase_id, State.AWAITING_TRANSFER, partner=partner, settings=settings, message_id=message_id)
+
+
+def fetch_tickets(
+    purchase_id: uuid.UUID, *, partner: PartnerFlow | Partners, settings: Settings, message_id: str | None = None
+) -> Next | None:
+    return deliver(purchase_id, State.AWAITING_TICKETS, partner=partner, settings=settings, message_id=message_id)
+
+
+def deliver(purchase_id: uuid.UUID, waiting: State, *, partner: PartnerFlow | Partners, settings: Settings,
+            message_id: str | None) -> Next | None:
     started = step_started()
     with autocommit() as db:
-        purchase = state_machine.claim(
-            db, purchase_id, [State.AWAITING_TRANSFER], lease_seconds=settings.claim_lease_seconds,
-            only_if_due=True,  # a duplicate nudge finds the next check in the future and does nothing
-        )
+        purchase = state_machine.claim(db, purchase_id, [waiting], lease_seconds=settings.claim_lease_seconds,
+                                       only_if_due=True)
         if purchase is None:
             return None
-    assert purchase.order_id is not None
-    client = client_or_park(Partners.of(partner), purchase, settings, message_id)
-    if client is None:
+    flow = Partners.of(partner).flow(purchase.partner)
+    if flow is None:
+        park_not_enabled(purchase, settings, message_id)  # its partner may come back
         return None
-    try:
-        order = client.get_order(purchase.order_id, request_id=partner_request_id(purchase, "status"),
-                                  deadline=step_deadline(settings, started))
-    except (NotFound, PermanentError) as error:
-        record(purchase, State.NEEDS_ATTENTION, f"order status unreadable: {error.code}", message_id,
-               changes=failure(error.code, error.message))
+    if flow.ordered_state != waiting:
+        code, kind, does_not = NO_FLOW[waiting]
+        record(purchase, State.NEEDS_ATTENTION, f"no {kind} flow for this partner", message_id,
+               changes=failure(code, f"partner {purchase.partner!r} {does_not}"))
         return None
-    except PartnerError as error:
-        raise release_and_retry(purchase, error, settings) from error
-
-    final = FINAL_STATE_FOR_STATUS.get(order.status)
-    if final is not None:
-        record(purchase, final, f"partner reports {order.status}", message_id,
-               changes={"order_status": order.status, "last_error": None})
-        return None
-    with autocommit() as db:
-        still_ours = state_machine.reschedule(
-            db, purchase, next_action_in=poll_interval(purchase.delivery_deadline, settings),
-            order_status=order.status,
-        )
-    if not still_ours:
-        note_late(purchase, f"order {order.order_id} is {order.status}", message_id)
-    return None
-
-
-def poll_interval(deadline: dt.datetime, settings: Settings, now: dt.datetime | None = None) -> float:
-    """A quarter of the time left, between the configured minimum and maximum."""
-    now = now or dt.datetime.now(dt.UTC)
-    left = (deadline - now).total_seconds()
-    return max(settings.transfer_poll_min_seconds, min(settings.transfer_poll_seconds, left / 4))
+    return flow.deliver(purchase, StepContext(settings, message_id, started))

@@ -13,7 +13,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import func, select
 
 from fulfilment.db import session_scope
-from fulfilment.partners.registry import get_partner
+from fulfilment.partners.registry import get_partners
 from fulfilment.settings import get_settings
 from fulfilment.steps import quote as quote_step
 from models import Purchase
@@ -80,7 +80,7 @@ def test_an_order_message_delivered_twice_calls_the_partner_once(
 ) -> None:
     purchase_id = stored_purchase()
     # Quote in this process, without nudging the order step: the purchase waits in QUOTED.
-    quote_step.quote(purchase_id, partner=get_partner(), settings=get_settings())
+    quote_step.quote(purchase_id, partner=get_partners(), settings=get_settings())
     assert reload(purchase_id).state == "quoted"
     before = calls(clean_sandbox)
     for _ in range(3):

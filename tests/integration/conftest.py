@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from fulfilment.flowkit.flow import Partners
 from fulfilment.partners.registry import build_partners
 from fulfilment.settings import get_settings
-from fulfilment.steps.flow import Partners
 from tests.support import servers
 from tests.support.tm_sandbox import TMSandboxProcess
 

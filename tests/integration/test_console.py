@@ -34,7 +34,7 @@ from fulfilment.console.app import SESSION_COOKIE, create_app
 from fulfilment.console.auth import hash_password, load_users
 from fulfilment.console.config import ConsoleConfig
 from fulfilment.db import session_scope
-from fulfilment.partners.registry import get_partner
+from fulfilment.partners.registry import get_partner, get_partners
 from fulfilment.settings import (
     ConsoleSettings,
     get_database_settings,
@@ -444,7 +444,7 @@ def test_the_purchase_page_shows_request_quotes_history_and_events_and_no_secret
 ) -> None:
     browser, _ = alice
     purchase_id = stored_purchase(metadata={"note": "<script>alert(1)</script>"})
-    quote.quote(purchase_id, partner=get_partner(), settings=get_settings())
+    quote.quote(purchase_id, partner=get_partners(), settings=get_settings())
     with session_scope() as session:  # a worker holds its claim: the token must not show
         claimed = state_machine.claim(session, purchase_id, [State.QUOTED], lease_seconds=60)
         assert claimed is not None and claimed.claim_token is not None
@@ -686,7 +686,7 @@ def test_record_a_found_order_fetches_it_and_names_the_operator(
 ) -> None:
     browser, csrf = alice
     purchase_id = stored_purchase()
-    quote.quote(purchase_id, partner=get_partner(), settings=get_settings())
+    quote.quote(purchase_id, partner=get_partners(), settings=get_settings())
     purchase = reload(purchase_id)
     order = get_partner().create_order(purchase.quote_id, delivery_type=purchase.delivery_type,
                                        delivery_deadline=purchase.delivery_deadline, request_id=str(uuid.uuid4()))

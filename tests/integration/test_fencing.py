@@ -22,12 +22,13 @@ from sqlalchemy import select, text
 
 from fulfilment import state_machine
 from fulfilment.db import session_scope
+from fulfilment.flowkit.fencing import release_and_retry
 from fulfilment.partners.base import DeadlineReached, OutcomeUnknown, Partner, PartnerError, QuoteExpired, QuoteRequest
 from fulfilment.partners.registry import build_tbb, get_partner
+from fulfilment.partners.tbb.flow import TbbFlow
 from fulfilment.settings import Settings, get_settings
 from fulfilment.state_machine import StaleTransition, State
 from fulfilment.steps import order, quote
-from fulfilment.steps.common import release_and_retry
 from fulfilment.steps.resume import CannotResume, resume
 from models import OrphanOrder, OutboxEvent, PartnerQuote, Purchase, PurchaseTransition
 from tests.support.factories import reload, stored_purchase
@@ -96,7 +97,7 @@ class Frozen:
 
 def quoted(settings: Settings, partner: Partner, **overrides: Any) -> uuid.UUID:
     purchase_id = stored_purchase(**overrides)
-    assert quote.quote(purchase_id, partner=partner, settings=settings) is not None
+    assert quote.quote(purchase_id, partner=TbbFlow(partner), settings=settings) is not None
     assert reload(purchase_id).state == State.QUOTED
     return purchase_id
 
@@ -108,9 +109,9 @@ def test_a_late_confirmation_of_the_recorded_order_is_noted_not_applied_twice(
 
     def another_worker_resolves() -> None:
         lease_lapses(purchase_id)
-        order.resolve_order(purchase_id, partner=tbb, settings=settings)  # finds the order by lookup
+        order.resolve_order(purchase_id, partner=TbbFlow(tbb), settings=settings)  # finds the order by lookup
 
-    order.place_order(purchase_id, partner=Frozen(tbb, "create_order", another_worker_resolves), settings=settings,
+    order.place_order(purchase_id, partner=TbbFlow(Frozen(tbb, "create_order", another_worker_resolves)), settings=settings,
                       message_id="msg-late-worker")
     purchase = reload(purchase_id)
     assert purchase.state == State.AWAITING_TRANSFER
@@ -142,7 +143,7 @@ def test_a_late_quote_expired_never_requotes_a_purchase_ordering_with_another_qu
             return tbb.create_order(*args, **kwargs)
 
     second = threading.Thread(target=order.place_order, args=(purchase_id,),
-                              kwargs={"partner": Holds(), "settings": settings})
+                              kwargs={"partner": TbbFlow(Holds()), "settings": settings})
 
     def moved_on_to_a_second_quote() -> None:
         lease_lapses(purchase_id)
@@ -150,14 +151,14 @@ def test_a_late_quote_expired_never_requotes_a_purchase_ordering_with_another_qu
             session.execute(text("UPDATE purchases SET quote_expires_at = now() - interval '1 second' WHERE id = :id"),
                             {"id": purchase_id})
         # Another worker: no order found, and the operator's grace policy allows a re-quote.
-        assert order.resolve_order(purchase_id, partner=tbb, settings=grace) is not None
-        assert quote.quote(purchase_id, partner=tbb, settings=settings) is not None
+        assert order.resolve_order(purchase_id, partner=TbbFlow(tbb), settings=grace) is not None
+        assert quote.quote(purchase_id, partner=TbbFlow(tbb), settings=settings) is not None
         second.start()
         assert in_flight.wait(30)  # ORDERING with Q2, its request in flight
 
     try:
-        assert order.place_order(purchase_id, partner=Frozen(_Refusing(tbb), "create_order",
-                                                             moved_on_to_a_second_quote), settings=settings) is None
+        assert order.place_order(purchase_id, partner=TbbFlow(Frozen(_Refusing(tbb), "create_order",
+                                                             moved_on_to_a_second_quote)), settings=settings) is None
         during = reload(purchase_id)
         assert during.state == State.ORDERING and during.quote_id != first_quote, "the late answer moved it"
     finally:
@@ -202,12 +203,12 @@ def test_a_late_order_for_a_purchase_that_moved_on_is_kept_as_an_orphan_and_rais
         with session_scope() as session:
             session.execute(text("UPDATE purchases SET quote_expires_at = now() - interval '1 second' WHERE id = :id"),
                             {"id": purchase_id})
-        assert order.resolve_order(purchase_id, partner=tbb, settings=grace) is not None  # lookup lags: "absent"
-        quote.quote(purchase_id, partner=tbb, settings=settings)
-        order.place_order(purchase_id, partner=tbb, settings=settings)
+        assert order.resolve_order(purchase_id, partner=TbbFlow(tbb), settings=grace) is not None  # lookup lags: "absent"
+        quote.quote(purchase_id, partner=TbbFlow(tbb), settings=settings)
+        order.place_order(purchase_id, partner=TbbFlow(tbb), settings=settings)
         assert reload(purchase_id).state == State.AWAITING_TRANSFER
 
-    order.place_order(purchase_id, partner=Frozen(tbb, "create_order", moved_on_and_ordered_again), settings=settings)
+    order.place_order(purchase_id, partner=TbbFlow(Frozen(tbb, "create_order", moved_on_and_ordered_again)), settings=settings)
     purchase = reload(purchase_id)
     orders = sandbox_orders(sandbox_, purchase_id)
     assert len(orders) == 2  # the policy's risk, made visible:
@@ -230,9 +231,9 @@ def test_a_late_confirmation_for_a_purchase_still_resolving_that_quote_is_applie
 
     def another_worker_finds_it_consumed() -> None:
         lease_lapses(purchase_id)
-        order.resolve_order(purchase_id, partner=tbb, settings=settings)  # lookup lags; retry: consumed
+        order.resolve_order(purchase_id, partner=TbbFlow(tbb), settings=settings)  # lookup lags; retry: consumed
 
-    order.place_order(purchase_id, partner=Frozen(tbb, "create_order", another_worker_finds_it_consumed),
+    order.place_order(purchase_id, partner=TbbFlow(Frozen(tbb, "create_order", another_worker_finds_it_consumed)),
                       settings=settings)
     purchase = reload(purchase_id)
     assert purchase.state == State.AWAITING_TRANSFER, (purchase.state, purchase.last_error)
@@ -265,12 +266,12 @@ def test_history_names_the_attempt_even_when_claim_and_transition_share_a_sessio
     settings: Settings, tbb: Partner
 ) -> None:
     purchase_id = stored_purchase()
-    quote.quote(purchase_id, partner=tbb, settings=settings)
+    quote.quote(purchase_id, partner=TbbFlow(tbb), settings=settings)
     with session_scope() as session:
         session.execute(text("UPDATE purchases SET quote_expires_at = now() + interval '1 second' WHERE id = :id"),
                         {"id": purchase_id})
     # Inside the safety margin: place_order claims and re-quotes in one transaction.
-    assert order.place_order(purchase_id, partner=tbb, settings=settings) is not None
+    assert order.place_order(purchase_id, partner=TbbFlow(tbb), settings=settings) is not None
     assert history(purchase_id)[-1].to_state == "received"
     assert history(purchase_id)[-1].attempt == 1
 
@@ -279,7 +280,7 @@ def test_no_quote_once_the_delivery_deadline_is_too_close(settings: Settings, tb
     soon = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=settings.min_delivery_lead_seconds / 2))
     purchase_id = stored_purchase(delivery_deadline=soon.strftime("%Y-%m-%dT%H:%M:%SZ"))
     before = sandbox_.stats()["requests"].get("create_quote", 0)
-    assert quote.quote(purchase_id, partner=tbb, settings=settings) is None
+    assert quote.quote(purchase_id, partner=TbbFlow(tbb), settings=settings) is None
     purchase = reload(purchase_id)
     assert purchase.state == State.FAILED and purchase.failure_code == "DELIVERY_DEADLINE_TOO_CLOSE"
     assert "MIN_DELIVERY_LEAD_SECONDS" in (purchase.failure_message or "")
@@ -293,7 +294,7 @@ def test_no_order_once_the_delivery_deadline_came_too_close_while_it_waited(
     with session_scope() as session:  # it sat paused or stalled until the deadline came near
         session.execute(text("UPDATE purchases SET delivery_deadline = now() + interval '10 seconds' WHERE id = :id"),
                         {"id": purchase_id})
-    assert order.place_order(purchase_id, partner=tbb, settings=settings) is None
+    assert order.place_order(purchase_id, partner=TbbFlow(tbb), settings=settings) is None
     purchase = reload(purchase_id)
     assert purchase.state == State.FAILED and purchase.failure_code == "DELIVERY_DEADLINE_TOO_CLOSE"
     assert sandbox_orders(sandbox_, purchase_id) == []

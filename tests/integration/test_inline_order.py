@@ -12,12 +12,13 @@ from sqlalchemy import select, text
 
 from fulfilment import state_machine
 from fulfilment.db import session_scope
+from fulfilment.flowkit.fencing import Claim, Next, RetryLater, step_started
 from fulfilment.partners.base import Partner
 from fulfilment.partners.registry import get_partner
+from fulfilment.partners.tbb.flow import TbbFlow
 from fulfilment.settings import Settings, get_settings
 from fulfilment.state_machine import State
 from fulfilment.steps import intake, order, runner
-from fulfilment.steps.common import Claim, Next, RetryLater, step_started
 from fulfilment.steps.runner import StepName
 from models import PurchaseTransition
 from tests.support.factories import reload, request, stored_purchase
@@ -39,7 +40,7 @@ def settings(inline: bool, *, quote_inline: bool = True) -> Settings:
 def after_intake(purchase_id: uuid.UUID, partner: Partner, *, quote_inline: bool, order_inline: bool) -> Sent:
     """What the intake actor does once it stored a new purchase (workers/intake.py)."""
     sent: Sent = []
-    runner.deliver(Next(StepName.QUOTE), purchase_id, after=runner.INTAKE, partner=partner,
+    runner.deliver(Next(StepName.QUOTE), purchase_id, after=runner.INTAKE, partner=TbbFlow(partner),
                    settings=settings(order_inline, quote_inline=quote_inline), message_id="intake-msg",
                    send=lambda following, pid: sent.append((following, pid)))
     return sent
@@ -47,7 +48,7 @@ def after_intake(purchase_id: uuid.UUID, partner: Partner, *, quote_inline: bool
 
 def quote_step(purchase_id: uuid.UUID, partner: Partner, inline: bool) -> Sent:
     sent: Sent = []
-    runner.run_step(StepName.QUOTE, purchase_id, partner=partner, settings=settings(inline), message_id="quote-msg",
+    runner.run_step(StepName.QUOTE, purchase_id, partner=TbbFlow(partner), settings=settings(inline), message_id="quote-msg",
                     send=lambda following, pid: sent.append((following, pid)))
     return sent
 
@@ -110,7 +111,7 @@ def test_a_purchase_born_claimed_is_quoted_and_ordered_without_a_claim_statement
     monkeypatch.setitem(runner.STEPS, StepName.QUOTE, quote_step)
     sent: Sent = []
     runner.deliver(Next(StepName.QUOTE, claim=Claim(created, started)), created.id, after=runner.INTAKE,
-                   partner=tbb, settings=settings(True), message_id="intake-msg",
+                   partner=TbbFlow(tbb), settings=settings(True), message_id="intake-msg",
                    send=lambda following, pid: sent.append((following, pid)))
     assert sent == [] and claims == [Claim(created, started)]
     assert reload(created.id).state == "awaiting_transfer"
@@ -125,7 +126,7 @@ def test_a_born_claim_taken_over_before_the_quote_is_recorded_moves_nothing(tbb:
         session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"), {"id": created.id})
     sent: Sent = []
     runner.deliver(Next(StepName.QUOTE, claim=Claim(created, step_started())), created.id, after=runner.INTAKE,
-                   partner=tbb, settings=settings(True), message_id="intake-msg",
+                   partner=TbbFlow(tbb), settings=settings(True), message_id="intake-msg",
                    send=lambda following, pid: sent.append((following, pid)))
     assert sent == [] and reload(created.id).state == "received"
     kinds = [t.kind for t in history(created.id)]
@@ -237,9 +238,9 @@ def test_a_claim_handed_over_for_the_wrong_purchase_or_state_is_refused(tbb: Par
     assert created is not None
     other = stored_purchase()
     with pytest.raises(ValueError, match="claim handed over"):
-        order.place_order(created.id, partner=tbb, settings=settings(True), claim=Claim(created, step_started()))
+        order.place_order(created.id, partner=TbbFlow(tbb), settings=settings(True), claim=Claim(created, step_started()))
     with pytest.raises(ValueError, match="claim handed over"):
-        runner.STEPS[StepName.QUOTE](other, partner=tbb, settings=settings(True), claim=Claim(created, step_started()))
+        runner.STEPS[StepName.QUOTE](other, partner=TbbFlow(tbb), settings=settings(True), claim=Claim(created, step_started()))
     assert reload(created.id).state == "received" and reload(other).state == "received"
 
 

@@ -1,7 +1,7 @@
 """`fulfil cancel`, `fulfil resolve` and `fulfil rejected` against real Postgres and the TBB sandbox.
 
 The commands run in-process (typer's CliRunner) with the test environment; the work is done by
-fulfilment/steps/operator.py, which the web console calls too.
+fulfilment/operator/, which the web console calls too.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from fulfilment import state_machine
 from fulfilment.cli import app
 from fulfilment.cli.common import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE
 from fulfilment.db import session_scope
+from fulfilment.operator import CANCELLED_BY_OPERATOR, rejected_requests
 from fulfilment.partners.base import Order, order_details
-from fulfilment.partners.registry import get_partner
+from fulfilment.partners.registry import get_partner, get_partners
 from fulfilment.settings import get_settings
 from fulfilment.state_machine import State
 from fulfilment.steps import intake, quote
-from fulfilment.steps.operator import CANCELLED_BY_OPERATOR, rejected_requests
 from models import OrphanOrder, OutboxEvent, Purchase, PurchaseTransition
 from tests.support import servers
 from tests.support.factories import reload, request, stored_purchase
@@ -175,7 +175,7 @@ def test_database_commands_need_nothing_but_the_database() -> None:
 def quoted_with_an_order_at_the_partner() -> tuple[uuid.UUID, Order]:
     """A quoted purchase whose order reached the partner, but whose answer never came back."""
     purchase_id = stored_purchase()
-    quote.quote(purchase_id, partner=get_partner(), settings=get_settings())
+    quote.quote(purchase_id, partner=get_partners(), settings=get_settings())
     purchase = reload(purchase_id)
     assert purchase.state == "quoted" and purchase.quote_id
     order = get_partner().create_order(purchase.quote_id, delivery_type=purchase.delivery_type,

@@ -41,9 +41,9 @@ from sqlalchemy import text
 
 from fulfilment import state_machine
 from fulfilment.db import autocommit, session_scope
+from fulfilment.partners.tbb import flow as order
 from fulfilment.requests import purchase_id_for
 from fulfilment.state_machine import HELD_FOR_OPERATOR, TERMINAL, State
-from fulfilment.steps import order
 from fulfilment.steps.stall import stall_after_exhausted_retries
 from tests.support.factories import request
 from tests.support.fake_partner import BEHAVIOURS, MEDIUM_TTL, FakeOrder, FakePartner, SimulatedCrash
@@ -207,8 +207,8 @@ class PurchaseMachine(PurchaseMachineBase):
 
     plan_for = staticmethod(fault_for)
 
-    def _runner_partner(self) -> FakePartner:
-        return self.partner
+    def _runner_partner(self) -> order.TbbFlow:
+        return order.TbbFlow(self.partner)
 
     def _calls_of(self, step: str) -> tuple[str, ...]:
         return CALLS[step]

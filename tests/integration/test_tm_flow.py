@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from fulfilment import ticket_crypto
 from fulfilment.db import session_scope
+from fulfilment.flowkit.fencing import Next
+from fulfilment.flowkit.flow import Partners
 from fulfilment.partners.registry import build_partners
 from fulfilment.partners.ticketmaster import flow as tm_flow
 from fulfilment.settings import get_settings
 from fulfilment.state_machine import State
 from fulfilment.step_names import StepName
 from fulfilment.steps import intake
-from fulfilment.steps.common import Next
-from fulfilment.steps.flow import Partners
 from models import OutboxEvent, Purchase, PurchaseTransition
 from tests.support.factories import reload, request, tm_request
 from tests.support.tm_pipeline import Driver, events, finished, history, orders_of, tickets, valid_events
@@ -178,13 +179,13 @@ def test_niterun_parks_the_purchase_until_two_in_the_events_time_zone(tm: TMSand
     # An event whose local time is inside 00:00-02:00 now (20001 outside it means "unavailable": minutes,
     # tests/integration/test_tm_unkind.py), whatever the hour this test runs at.
     zone = next(name for name in (f"Etc/GMT{offset:+d}" for offset in range(-14, 13))
-                if dt.datetime.now(tm_flow.ZoneInfo(name)).hour == 0)
+                if dt.datetime.now(ZoneInfo(name)).hour == 0)
     driver = Driver(partners)
     purchase_id = driver.take_in(tm_request(event_start="2027-03-01T03:00:00Z", event_timezone=zone))
     driver.run_queue()
     purchase = reload(purchase_id)
     assert purchase.state == State.RECEIVED and purchase.next_action_at is not None
-    wake = purchase.next_action_at.astimezone(tm_flow.ZoneInfo(zone))
+    wake = purchase.next_action_at.astimezone(ZoneInfo(zone))
     assert (wake.hour, wake.minute) == (2, 0)
     assert dt.timedelta(0) < purchase.next_action_at - dt.datetime.now(dt.UTC) <= dt.timedelta(hours=2)
 

@@ -55,6 +55,7 @@ import pytest
 from hypothesis.stateful import initialize, invariant, rule
 from sqlalchemy import text
 
+from fulfilment.flowkit.flow import Partners
 from fulfilment.partners.ticketmaster import flow as tm_flow
 from fulfilment.partners.ticketmaster.errors import CartInvalid, is_commit_definite, unknown
 from fulfilment.partners.ticketmaster.flow import TicketmasterFlow, TmConfig
@@ -62,7 +63,6 @@ from fulfilment.partners.ticketmaster.payloads import Cart, Operation, ReserveRe
 from fulfilment.partners.ticketmaster.testing import FakeOrder, FakeTicketmaster, Fault, FreshNonces, SimulatedCrash
 from fulfilment.requests import purchase_id_for
 from fulfilment.state_machine import HELD_FOR_OPERATOR, NEXT_STEP, TERMINAL, State
-from fulfilment.steps.flow import Partners
 from tests.support.factories import tm_request
 from tests.support.fake_partner import Clock
 from tests.support.machines import DEADLINE_SOON, LEASE, MARGIN, PurchaseMachineBase, event, guarded, note, purchase_rules, replay

@@ -14,9 +14,9 @@ from sqlalchemy import update
 
 from fulfilment import ticket_crypto
 from fulfilment.db import session_scope
+from fulfilment.flowkit.flow import Partners
 from fulfilment.settings import get_settings
 from fulfilment.state_machine import State
-from fulfilment.steps.flow import Partners
 from fulfilment.steps.refresh import refresh_tickets, schedule_refreshes
 from models import Ticket
 from tests.support.factories import tm_request

@@ -15,13 +15,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 
 from fulfilment.db import session_scope
+from fulfilment.flowkit.fencing import Next
+from fulfilment.flowkit.flow import Partners
 from fulfilment.partners.registry import build_partners
 from fulfilment.settings import Settings, get_settings
 from fulfilment.state_machine import State
 from fulfilment.step_names import StepName
 from fulfilment.steps import runner
-from fulfilment.steps.common import Next
-from fulfilment.steps.flow import Partners
 from tests.support.database import wait_for_state
 from tests.support.factories import reload, tm_request
 from tests.support.tm_pipeline import Driver, finished, history, orders_of, tickets
@@ -341,7 +341,7 @@ def test_best_available_never_pays_for_other_seats_than_asked(tm: TMSandboxProce
 
 
 def test_operators_finish_a_purchase_whose_token_came_from_support(tm: TMSandboxProcess, partners: Partners) -> None:
-    from fulfilment.steps import operator
+    from fulfilment import operator
 
     tm.admin.set_faults({"commit": {"drop_next": 1}})
     purchase_id, purchase = run(tm)

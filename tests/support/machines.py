@@ -20,11 +20,13 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 from sqlalchemy import Connection, select, text
 
 from fulfilment.db import get_engine, session_scope
+from fulfilment.flowkit import fencing, orders
+from fulfilment.flowkit.fencing import Next, RetryLater
+from fulfilment.partners.tbb import flow as tbb_flow
 from fulfilment.scheduler import redrive_due
 from fulfilment.settings import Settings, get_settings
 from fulfilment.state_machine import ALLOWED, NEXT_STEP, State
-from fulfilment.steps import common, order, resume
-from fulfilment.steps.common import Next, RetryLater
+from fulfilment.steps import resume
 from fulfilment.steps.runner import run_step, take_in
 from fulfilment.steps.stall import stall_after_exhausted_retries
 from models import Purchase
@@ -103,9 +105,11 @@ TIME_PASSES_SQL = text(
      WHERE id = ANY(:ids)
     """
 )
-# fulfilment/steps/order.py (quote expiry) and common.py (the delivery deadline's lead) read the
-# clock through their `dt` (restored by close()).
-REAL_ORDER_DATETIME, REAL_COMMON_DATETIME = order.dt, common.dt
+# The modules that read the clock through their `dt` (patched by a machine, restored by close()):
+# TBB's flow (quote expiry), the flow kit's orders (the absence policy) and fencing (the delivery
+# deadline's lead).
+CLOCKED_MODULES = (tbb_flow, orders, fencing)
+REAL_DATETIME = {module: module.dt for module in CLOCKED_MODULES}
 
 
 def machine_settings(partner: dict[str, Any]) -> Settings:
@@ -172,7 +176,8 @@ class PurchaseMachineBase(RuleBasedStateMachine):
         super().__init__()
         self.settings = machine_settings(self.partner_settings)
         self.clock = Clock()
-        order.dt = common.dt = self.clock.datetime_module()  # restored by close()
+        for module in CLOCKED_MODULES:
+            module.dt = self.clock.datetime_module()  # restored by close()
         self.reader = get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
         self.purchases: list[uuid.UUID] = []  # purchase i asks for quantity i + 1: the partner tells them apart
         self.queue: list[tuple[str, uuid.UUID]] = []  # the broker, as far as these purchases go
@@ -422,7 +427,8 @@ class PurchaseMachineBase(RuleBasedStateMachine):
     def close(self) -> None:
         """Put the real clock back; leave nothing live for a later test's scheduler (the
         database is shared)."""
-        order.dt, common.dt = REAL_ORDER_DATETIME, REAL_COMMON_DATETIME
+        for module, real in REAL_DATETIME.items():
+            module.dt = real
         self.reader.close()
         if self.purchases:
             with session_scope() as session:  # dead workers' claims would keep the middleware away

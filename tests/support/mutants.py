@@ -45,26 +45,36 @@ class Mutant:
     bug: str  # what it does, in one line
     tests: Sequence[str]  # pytest node ids
     also: tuple[tuple[str, str], ...] = ()  # more (old, new) edits of the same module, for one bug
+    elsewhere: tuple[tuple[str, str, str], ...] = ()  # (module, old, new) edits of other modules, same bug
 
     @property
     def edits(self) -> tuple[tuple[str, str], ...]:
         return ((self.old, self.new), *self.also)
+
+    @property
+    def modules(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """Every module the bug patches, with its (old, new) edits."""
+        found = {self.module: self.edits}
+        for module, old, new in self.elsewhere:
+            found[module] = (*found.get(module, ()), (old, new))
+        return found
 
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         # Both guards: either alone is a defence in depth the other makes equivalent (resolve_order
         # waits on evidence "exists" before it asks the policy; the policy refuses it too).
-        "M3", "fulfilment.steps.order",
+        "M3", "fulfilment.flowkit.orders",
         "if grace is None or purchase.order_evidence == OrderEvidence.EXISTS or purchase.quote_expires_at is None:",
         "if grace is None or purchase.quote_expires_at is None:",
         "the absence policy re-quotes a purchase whose quote the partner said was consumed (evidence: exists)",
         (f"{PROPS}::test_absence_policy_never_requotes_once_the_quote_was_consumed",),
-        also=(("    if purchase.order_evidence == OrderEvidence.EXISTS:\n        return wait_or_hold(",
-               "    if False:\n        return wait_or_hold("),),
+        elsewhere=(("fulfilment.partners.tbb.flow",
+                    "    if purchase.order_evidence == OrderEvidence.EXISTS:\n        return wait_or_hold(",
+                    "    if False:\n        return wait_or_hold("),),
     ),
     Mutant(
-        "M4", "fulfilment.steps.order",
+        "M4", "fulfilment.partners.tbb.flow",
         "    first_attempt = first_attempt and sent == 1\n",
         "    first_attempt = first_attempt\n",
         "a refused re-send within the order step counts as proof that no order exists",
@@ -72,21 +82,21 @@ MUTANTS: tuple[Mutant, ...] = (
          f"{PROPS}::test_m4_replayed_example"),
     ),
     Mutant(
-        "M6", "fulfilment.scheduler",
+        "M6", "fulfilment.scheduler.redrive",
         "           AND (claimed_until IS NULL OR claimed_until < now())\n",
         "",
         "the scheduler re-drives a purchase whose lease a worker still holds (near-equivalent: wasted messages)",
         (f"{PROPS}::test_the_scheduler_never_redrives_a_purchase_whose_claim_is_live",),
     ),
     Mutant(
-        "M7", "fulfilment.steps.order",
+        "M7", "fulfilment.partners.tbb.flow",
         "if not _quote_usable(purchase, margin_seconds=settings.quote_safety_margin_seconds):",
         "if not _quote_usable(purchase, margin_seconds=0):",
         "TBB orders on a quote that expires within the safety margin",
         (f"{PROPS}::test_no_order_inside_the_safety_margin",),
     ),
     Mutant(
-        "M12", "fulfilment.partners.ticketmaster.flow",
+        "M12", "fulfilment.partners.ticketmaster.flow.commit",
         "if isinstance(error, PartnerError) and is_commit_definite(error) and not isinstance(",
         "if isinstance(error, PartnerError) and (is_commit_definite(error) or isinstance(error, TmOutcomeUnknown)) "
         "and not isinstance(",
@@ -95,7 +105,7 @@ MUTANTS: tuple[Mutant, ...] = (
          f"{TM_PROPS}::test_m12_replayed_example"),
     ),
     Mutant(
-        "M13", "fulfilment.partners.ticketmaster.flow",
+        "M13", "fulfilment.partners.ticketmaster.flow.commit",
         "purchase.quote_expires_at - margin <= self._clock()",
         "purchase.quote_expires_at <= self._clock()",
         "Ticketmaster commits a cart whose hold ends within the safety margin",
@@ -103,14 +113,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     # Issue 16: what Ticketmaster told us about an order is never dropped.
     Mutant(
-        "K1", "fulfilment.partners.ticketmaster.flow",
+        "K1", "fulfilment.partners.ticketmaster.flow.commit",
         "                if not polling_url_gone(error):\n",
         "                if False:\n",
         "a commit's poll that stalls or answers 5xx forgets the polling URL (the order token is lost)",
         (f"{UNKIND}::test_a_commit_poll_answering_5xx_keeps_its_url_and_issues_the_tickets",),
     ),
     Mutant(
-        "K2", "fulfilment.steps.common",
+        "K2", "fulfilment.flowkit.fencing",
         "    for attempt in Retrying(retry=retry_if_exception(_connection_failed), reraise=True,\n",
         "    return write()\n    for attempt in Retrying(retry=retry_if_exception(_connection_failed), reraise=True,\n",
         "an order answer whose database write loses its connection is not written again on a fresh one",
@@ -140,7 +150,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # The four breakages the project checked its property tests against (README, "Property-based
     # tests"), put back one at a time.
     Mutant(
-        "P1", "fulfilment.steps.order",
+        "P1", "fulfilment.partners.tbb.flow",
         "if isinstance(lookup, OrderAbsent) and absence_policy_applies(purchase, settings):",
         "if isinstance(lookup, OrderAbsent) and not _quote_usable(purchase, margin_seconds=0):",
         "the old rule: a complete, empty lookup once the quote expired (our clock) proves absence: re-quote",
@@ -163,7 +173,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{PROPS}::test_a_stall_never_takes_a_purchase_from_a_live_claim",),
     ),
     Mutant(
-        "P4", "fulfilment.steps.order",
+        "P4", "fulfilment.partners.tbb.flow",
         "        except StaleTransition:\n            late_order(purchase, order, settings, message_id, how=how)\n",
         "        except StaleTransition:\n            pass\n",
         "an order confirmation that comes after its claim passed on is dropped",
@@ -171,7 +181,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     # The bugs the property tests found while they were written (their docstrings tell them).
     Mutant(
-        "H1", "fulfilment.steps.order",
+        "H1", "fulfilment.partners.tbb.flow",
         "    except (AccountError, PermanentError) as error:\n        if not first_attempt:\n"
         "            return _unknown(purchase, error, settings, message_id)\n",
         "    except (AccountError, PermanentError) as error:\n",
@@ -179,7 +189,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{PROPS}::test_a_refused_retry_of_an_unknown_order_stays_unknown_and_never_orders_twice",),
     ),
     Mutant(
-        "H2", "fulfilment.partners.ticketmaster.flow",
+        "H2", "fulfilment.partners.ticketmaster.flow.commit",
         "            except (RateLimited, Maintenance) as error:\n"
         "                # The poll itself was refused",
         "            except (NotImplementedError,) as error:\n"
@@ -188,7 +198,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{TM_PROPS}::test_a_refused_poll_of_a_commit_waits_and_never_buys_again",),
     ),
     Mutant(
-        "H3", "fulfilment.partners.ticketmaster.flow",
+        "H3", "fulfilment.partners.ticketmaster.flow.base",
         "            failed = error\n            purchase = self._save(purchase, data.without(\"pending\"))\n",
         "            failed = error\n",
         "a polling URL TM forgot is kept and polled again at every step, for ever",
@@ -198,11 +208,12 @@ MUTANTS: tuple[Mutant, ...] = (
 BY_ID = {mutant.id: mutant for mutant in MUTANTS}
 
 
-def mutated_source(mutant: Mutant, source: str) -> str:
-    for old, new in mutant.edits:
+def mutated_source(mutant: Mutant, source: str, module: str | None = None) -> str:
+    module = module or mutant.module
+    for old, new in mutant.modules[module]:
         found = source.count(old)
         if found != 1:
-            raise RuntimeError(f"mutant {mutant.id}: {old!r} is found {found} times in {mutant.module}, not once; "
+            raise RuntimeError(f"mutant {mutant.id}: {old!r} is found {found} times in {module}, not once; "
                                "update tests/support/mutants.py")
         source = source.replace(old, new)
     return source
@@ -215,7 +226,7 @@ class _MutatingLoader(importlib.machinery.SourceFileLoader):
 
     def get_code(self, fullname: str) -> CodeType:
         source = importlib.util.decode_source(self.get_data(self.path))
-        code: CodeType = compile(mutated_source(self.mutant, source), self.path, "exec", dont_inherit=True)
+        code: CodeType = compile(mutated_source(self.mutant, source, fullname), self.path, "exec", dont_inherit=True)
         return code
 
 
@@ -224,7 +235,7 @@ class _MutatingFinder(importlib.abc.MetaPathFinder):
         self.mutant = mutant
 
     def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None) -> Any:
-        if fullname != self.mutant.module:
+        if fullname not in self.mutant.modules:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.origin is None:
@@ -236,10 +247,12 @@ class _MutatingFinder(importlib.abc.MetaPathFinder):
 
 def apply(mutant: Mutant) -> None:
     """Install the import hook and import the mutated module now (before anything else does)."""
-    if mutant.module in sys.modules:
-        raise RuntimeError(f"mutant {mutant.id}: {mutant.module} was imported before the mutant could be applied")
+    for module in mutant.modules:
+        if module in sys.modules:
+            raise RuntimeError(f"mutant {mutant.id}: {module} was imported before the mutant could be applied")
     sys.meta_path.insert(0, _MutatingFinder(mutant))
-    importlib.import_module(mutant.module)
+    for module in mutant.modules:
+        importlib.import_module(module)
 
 
 _ACTIVE: Mutant | None = None

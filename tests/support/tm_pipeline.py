@@ -13,13 +13,13 @@ from typing import Any
 from sqlalchemy import select
 
 from fulfilment.db import session_scope
+from fulfilment.flowkit.fencing import Next
+from fulfilment.flowkit.flow import Partners
 from fulfilment.partners.ticketmaster import flow as tm_flow
 from fulfilment.scheduler import redrive_due
 from fulfilment.settings import Settings, get_settings
 from fulfilment.state_machine import HELD_FOR_OPERATOR, TERMINAL, State
 from fulfilment.steps import runner
-from fulfilment.steps.common import Next
-from fulfilment.steps.flow import Partners
 from models import OutboxEvent, Purchase, PurchaseTransition, Ticket
 from tests.support.factories import reload
 from tests.support.tm_sandbox import TMSandboxProcess

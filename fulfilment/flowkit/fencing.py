@@ -14,7 +14,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from fulfilment import state_machine
 from fulfilment.db import autocommit, session_scope
-from fulfilment.partners.base import PartnerError, TransientError
+from fulfilment.flowkit.errors import PartnerError, TransientError
 from fulfilment.settings import Settings
 from fulfilment.state_machine import Executor, StaleTransition, State
 from fulfilment.step_names import StepName
