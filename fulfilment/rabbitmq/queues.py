@@ -30,7 +30,7 @@ REFRESH_ACTOR = "refresh_tickets"
 REFRESH_QUEUE = STEP_QUEUES[StepName.TICKETS]
 QUEUES = tuple(dict.fromkeys((INTAKE_QUEUE, *STEP_QUEUES.values())))
 DEAD_LETTER_QUEUES = tuple(xq_name(queue) for queue in QUEUES)
-# What the scheduler's gauges report (fulfilment/scheduler.py update_gauges): main-queue depth,
+# What the scheduler's gauges report (fulfilment/scheduler/gauges.py update_gauges): main-queue depth,
 # dead letters, and events no consumer queue was bound for (fulfilment/rabbitmq/outbox.py).
 GAUGED_QUEUES = (*QUEUES, *DEAD_LETTER_QUEUES, UNROUTED)
 

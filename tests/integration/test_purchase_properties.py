@@ -62,7 +62,7 @@ from tests.support.machines import (
 
 # The partner may answer an *order* with PAYMENT_NOT_CONFIGURED too.  With this on, hypothesis
 # found a double order (see test_a_refused_retry_of_an_unknown_order_stays_unknown_...), fixed
-# in fulfilment/steps/order.py; it stays on so that the machine keeps trying.
+# in fulfilment/partners/tbb/flow.py; it stays on so that the machine keeps trying.
 ORDERS_SEE_ACCOUNT_ERRORS = True
 
 # Time is simulated (tests/support/machines.py): quote lifetimes and order lookups run on the Clock
@@ -700,7 +700,7 @@ def _orders_sent(*behaviours: str) -> list[tuple[str, str]]:
 
 def test_a_refused_retry_of_an_unknown_order_stays_unknown_and_never_orders_twice(machine: PurchaseMachine) -> None:
     """Hypothesis found this (with ORDERS_SEE_ACCOUNT_ERRORS = True) before the fix in
-    fulfilment/steps/order.py: a retry refused with PAYMENT_NOT_CONFIGURED used to move an
+    fulfilment/partners/tbb/flow.py (then steps/order.py): a retry refused with PAYMENT_NOT_CONFIGURED used to move an
     ORDER_UNKNOWN purchase to PAUSED, which re-quoted and ordered afresh while the first
     request could still land: two orders.  Now the purchase stays unknown (parked)."""
     machine.partner.orders_see_account_errors = True
@@ -889,7 +889,7 @@ def test_a_stall_never_takes_a_purchase_from_a_live_claim(machine: PurchaseMachi
 
 @pytest.mark.parametrize("refusal", ["account", "quote_expired"])
 def test_m4_a_refused_resend_within_the_order_step_proves_nothing(machine: PurchaseMachine, refusal: str) -> None:
-    """M4 (`first_attempt and sent == 1` -> `first_attempt` in steps/order.py): the first send of
+    """M4 (`first_attempt and sent == 1` -> `first_attempt` in partners/tbb/flow.py): the first send of
     the order step commits but its answer is lost (5xx); the step sends the same quote again and
     that re-send is refused (PAYMENT_NOT_CONFIGURED, or QUOTE_EXPIRED from a partner that checks
     expiry first).  The refusal answers the re-send, not the first request: the purchase stays
