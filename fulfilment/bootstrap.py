@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fulfilment.deadlines import flag_near_deadlines
+from fulfilment.rabbitmq.cluster import read_cluster
 from fulfilment.rabbitmq.outbox import EventPublisher, relay_outbox
 from fulfilment.rabbitmq.publisher import confirmed_broker, send_refresh, send_step
 from fulfilment.rabbitmq.queues import queue_depths
@@ -50,6 +51,8 @@ def scheduler_jobs(settings: Settings) -> SchedulerWiring:
                 break
         return total
 
+    management_url = settings.broker_management_url
+    cluster = (lambda: read_cluster(management_url, settings.broker_url)) if management_url else None
     jobs = [
         Job("redrive", lambda: redrive_due(settings, send)),
         Job("deadlines", lambda: flag_near_deadlines(settings.deadline_warning_hours,
@@ -60,7 +63,7 @@ def scheduler_jobs(settings: Settings) -> SchedulerWiring:
             settings, lambda purchase_id: send_refresh(broker, purchase_id, on_demand=False))),
         # Counts every live purchase: cheap per row, but not per tick at scale.
         Job("gauges", lambda: update_gauges(settings, lambda: queue_depths(settings.broker_url),
-                                            lambda: publisher.unrouted_limit),
+                                            lambda: publisher.unrouted_limit, cluster),
             every_seconds=max(15.0, settings.scheduler_interval_seconds)),
     ]
     return SchedulerWiring(jobs, [publisher.close, broker.close])

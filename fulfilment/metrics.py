@@ -161,10 +161,20 @@ SYNC_STANDBY_REQUIRED = SCHEDULER_GAUGES.add(SchedulerGauge(
     "fulfil_postgres_sync_standby_required", "1 when SYNC_STANDBY_POLICY=require"))
 REPLICATION_LAG = SCHEDULER_GAUGES.add(SchedulerGauge(
     "fulfil_postgres_replication_lag_seconds", "Largest replay lag of a standby, as the primary sees it"))
+# The RabbitMQ cluster, from its management API (BROKER_MANAGEMENT_URL; fulfilment/rabbitmq/cluster.py).
+BROKER_NODE_RUNNING = SCHEDULER_GAUGES.add(SchedulerGauge(
+    "fulfil_broker_node_running", "1 for each RabbitMQ node of the cluster that runs, 0 for one that does not",
+    ["node"]))
+QUEUE_LEADER = SCHEDULER_GAUGES.add(SchedulerGauge(
+    "fulfil_queue_leader", "1 on the node leading each quorum queue of the pipeline (classic: the node it lives on)",
+    ["queue", "node"]))
+QUEUE_MEMBERS_ONLINE = SCHEDULER_GAUGES.add(SchedulerGauge(
+    "fulfil_queue_members_online", "Replicas of each quorum queue of the pipeline that run", ["queue"]))
 REGISTRY.register(SCHEDULER_GAUGES)
 
 # Gauges computed from RabbitMQ: dropped (absent, never stale) when it cannot be read.
 BROKER_GAUGES = (DEAD_LETTERS, QUEUE_MESSAGES, UNROUTED_EVENTS, UNROUTED_EVENTS_LIMIT)
+CLUSTER_GAUGES = (BROKER_NODE_RUNNING, QUEUE_LEADER, QUEUE_MEMBERS_ONLINE)
 
 
 def set_scheduler_leader(leading: bool) -> None:

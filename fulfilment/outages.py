@@ -64,6 +64,8 @@ class Outage:
 
 
 BROKER = Outage("broker (RabbitMQ)")
+# RabbitMQ's management API (BROKER_MANAGEMENT_URL), read by the scheduler's gauges only.
+BROKER_MANAGEMENT = Outage("RabbitMQ management API")
 
 # What dramatiq's consumer threads say about a lost connection (dramatiq/worker.py), twice per
 # consumer every 3 s: counted as attempts, not logged.

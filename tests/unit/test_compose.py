@@ -472,6 +472,9 @@ def test_ha_app_services_name_every_node_and_ask_for_quorum_and_a_sync_standby(
                                                          rabbit_env["RABBITMQ_DEFAULT_PASS"])}
     assert env["BROKER_QUEUE_TYPE"] == "quorum"
     assert env["SYNC_STANDBY_POLICY"] == "require"
+    management = [urlsplit(url) for url in env["BROKER_MANAGEMENT_URL"].split(";")]
+    assert [(u.hostname, u.port) for u in management] == [(name, 15672) for name in HA_RABBITS]
+    assert all(str(services[name]["image"]).endswith("-management") for name in HA_RABBITS)
     db = urlsplit(env["DATABASE_URL"])
     assert db.netloc.split("@", 1)[1] == ",".join(f"{name}:5432" for name in HA_PGS)
     assert "target_session_attrs=read-write" in db.query
