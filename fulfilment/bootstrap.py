@@ -36,7 +36,8 @@ def scheduler_jobs(settings: Settings) -> SchedulerWiring:
     """The scheduler's jobs, each a bounded batch per tick, and the connections they hold."""
     broker = confirmed_broker(settings.broker_url, settings)  # steps are sent without importing the workers
     publisher = EventPublisher(settings.broker_url, unrouted_max_length=settings.events_unrouted_max_length,
-                               unrouted_ttl_seconds=settings.events_unrouted_ttl_seconds)
+                               unrouted_ttl_seconds=settings.events_unrouted_ttl_seconds,
+                               queue_type=settings.broker_queue_type)
 
     def send(step: StepName, purchase_id: uuid.UUID) -> None:
         send_step(broker, step, purchase_id)
