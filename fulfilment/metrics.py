@@ -30,6 +30,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from fulfilment.outages import PARTNERS
+
 # One partner call is one HTTP exchange, bounded by the connect (TBB_CONNECT_TIMEOUT, default 5 s)
 # plus read (TBB_READ_TIMEOUT, default 20 s) timeouts: the buckets go well past both.
 PARTNER_CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 45.0, 60.0)
@@ -184,8 +186,12 @@ def set_scheduler_leader(leading: bool) -> None:
 def partner_observer(partner: str) -> Callable[[str, str, float], None]:
     """A partner client's call observer: (operation, outcome "ok" or an error code, seconds)."""
 
+    outage = PARTNERS.get(partner)
+
     def observe(operation: str, outcome: str, seconds: float) -> None:
         PARTNER_CALL_SECONDS.labels(partner, operation, "ok" if outcome == "ok" else "error").observe(seconds)
+        if outcome == "ok" and outage is not None:
+            outage.recovered()  # the "back" line of a partner outage (fulfilment/outages.py)
         if outcome != "ok":
             PARTNER_CALL_ERRORS.labels(partner, operation, outcome).inc()
 

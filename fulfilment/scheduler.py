@@ -49,7 +49,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from fulfilment import metrics
 from fulfilment.db import session_scope
-from fulfilment.outages import BROKER, BROKER_MANAGEMENT
+from fulfilment.outages import BROKER, BROKER_MANAGEMENT, DATABASE
 from fulfilment.settings import Settings, SettingsError
 from fulfilment.state_machine import NEXT_STEP
 from fulfilment.step_names import StepName
@@ -95,7 +95,7 @@ def redrive_due(settings: Settings, send: Send) -> int:
             {"renudge_seconds": settings.redrive_after_seconds, "batch": settings.scheduler_batch_size},
         ).all()
     sent = 0
-    for purchase_id, state in rows:
+    for index, (purchase_id, state) in enumerate(rows):
         step = NEXT_STEP.get(state)  # type: ignore[call-overload]
         if step is None:  # cannot happen while transition() keeps next_action_at for live states only
             log.error("purchase %s is %s but has a next action; not re-driven", purchase_id, state)
@@ -108,7 +108,8 @@ def redrive_due(settings: Settings, send: Send) -> int:
                 continue
             # The broker is out of reach: the rest of the batch would fail the same way.  One line
             # for the outage (fulfilment/outages.py), none per purchase; they are re-driven once it is back.
-            BROKER.failed(f"re-drive of {len(rows) - sent} due purchase(s) waits: {_one_line(error)}")
+            BROKER.failed(f"re-drive of {len(rows) - sent} due purchase(s) waits: {_one_line(error)}",
+                          waiting=[str(row[0]) for row in rows[index:]])
             break
         sent += 1
     return sent
@@ -381,13 +382,15 @@ class Scheduler:
         try:
             while not self.stopping.is_set():
                 try:
-                    if not self.lease.try_acquire():
-                        self._wait(poll)
-                        continue
+                    acquired = self.lease.try_acquire()
                 except (psycopg.Error, OSError) as error:
-                    log.warning("scheduler: cannot reach the database (%s); standing by", _one_line(error))
+                    DATABASE.failed(f"scheduler: cannot reach the database ({_one_line(error)}); standing by")
                     self.lease.close()
                     self._wait(2.0)
+                    continue
+                DATABASE.recovered()
+                if not acquired:
+                    self._wait(poll)
                     continue
                 self._set_leader(True)
                 log.info("scheduler: leading (advisory lock %#x held, %gs lease, lock session pid %s)",
