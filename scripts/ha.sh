@@ -95,7 +95,9 @@ rabbit_cookie() {  # every node (and its CLI) presents the same cookie
     return 0
 }
 
-rabbit_up() {
+rabbit_up() {  # one node after the other: a new cluster forms around node 1 (classic peer discovery);
+    # an existing one restarts from node 1, the last one `down` stopped (a clustered node waits at
+    # boot for the peers that stopped after it; starting them together races on feature flags).
     rabbit_cookie
     local n
     for n in "${RABBITS[@]}"; do rabbit "$n" start rabbitmq | sed "s/^/[rabbit$n] /"; done
@@ -235,7 +237,7 @@ sync_standby_ready() {
 
 app_database() {  # the application's role and database on the primary, and pg_monitor for the health check
     local p; p="$(primary_node)"
-    PGPASSWORD="$SUPER_PASS" "$PG_BIN/psql" -XqtA -h 127.0.0.1 -p "$(pg_port "$p")" -U postgres -d postgres <<EOF >/dev/null
+    PGPASSWORD="$SUPER_PASS" PGOPTIONS="-c client_min_messages=warning" "$PG_BIN/psql" -XqtA -h 127.0.0.1 -p "$(pg_port "$p")" -U postgres -d postgres <<EOF >/dev/null
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$APP_USER') THEN
     CREATE ROLE $APP_USER LOGIN PASSWORD '$APP_PASS' CREATEDB;
@@ -279,20 +281,24 @@ cmd_up() {
     [[ $IS_ROOT == 1 ]] && chmod o+x "$ROOT" "$ROOT/.local" "$HA" 2>/dev/null
     rabbit_up
     etcd_up
+    # Both at once: a new pair bootstraps one and clones the other; an existing one elects the
+    # node with the latest WAL, which may be either.
     start_pg 1
-    wait_for 90 "a Postgres primary" primary_node
     start_pg 2
+    wait_for 120 "a Postgres primary" primary_node
     wait_for 120 "a synchronous standby" sync_standby_ready
     app_database
     say "up: $(cmd_env | tr '\n' ' ')"
 }
 
 cmd_down() {
-    local n
-    for n in "${PGS[@]}"; do stop_pg "$n"; done
+    local n p
+    p="$(primary_node 2>/dev/null || true)"
+    for n in "${PGS[@]}"; do [[ "$n" == "$p" ]] || stop_pg "$n"; done  # the standby first: no failover on the way
+    [[ -n "$p" ]] && stop_pg "$p"
     local pid; pid="$(pgrep -f -- "etcd --name ha-etcd --data-dir $HA/etcd/data" | head -1 || true)"
     if [[ "$pid" =~ ^[0-9]+$ ]]; then kill -TERM "$pid"; fi
-    for n in "${RABBITS[@]}"; do rabbit "$n" stop rabbitmq | sed "s/^/[rabbit$n] /"; done
+    for n in 3 2 1; do rabbit "$n" stop rabbitmq | sed "s/^/[rabbit$n] /"; done  # node 1 last: it starts first
     say "down"
 }
 
