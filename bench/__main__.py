@@ -11,8 +11,9 @@
   --latency-fractions F   rates of (f), as fractions of the maximum (default 0.5,0.25)
   --latency-max-rate R    the maximum for (f), purchases/s (default: the median of (b) in this run)
   --parts a,b,d,e,f,g     run only some parts (g: the floor, the raw chain plus the two partner
-                          calls, alternated with a and b; h: the pipeline and its open-loop p99 on the
-                          HA stack, `make ha-up` first, next to b and f: not in the default parts)
+                          calls, alternated with a and b; h: the pipeline on the HA stack after each
+                          repeat of b, then its open-loop p99 --repeats times after f, `make ha-up`
+                          first, with b and f: not in the default parts)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import infra, report
+from bench import infra, report, stats
 from bench.infra import PIPELINE_SETTINGS, SANDBOX_ENV
 
 OUT = Path("bench-results/bench.json")
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(servers.drop_database, database)
             results["machine"] = machine.describe(database.dsn)
         workers = {"processes": args.processes, "threads": args.threads}
-        runs: dict[str, list[dict[str, Any]]] = {"raw": [], "pipeline": [], "floor": []}
+        runs: dict[str, list[dict[str, Any]]] = {"raw": [], "pipeline": [], "floor": [], "ha": []}
         for repeat in range(1, args.repeats + 1):
             if "a" in args.parts:
                 found = part(f"(a) raw dramatiq run {repeat}", lambda repeat=repeat: raw_dramatiq.run(
@@ -159,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
                     settle_seconds=args.settle_seconds, **workers))
                 if found:
                     runs["pipeline"].append(found)
+            if "h" in args.parts:  # right after this repeat's (b): the ratio repeat by repeat
+                from bench import ha
+
+                found = part(f"(h) HA stack: pipeline run {repeat}", lambda repeat=repeat: pipeline.run(
+                    purchases=args.purchases, warmup=args.warmup, log_dir=log_dir / f"h{repeat}",
+                    settle_seconds=0, target=ha.target, **workers))
+                if found:
+                    runs["ha"].append(found)
             if "g" in args.parts:
                 found = part(f"(g) the floor: raw chain + partner calls, run {repeat}", lambda repeat=repeat:
                              raw_dramatiq.run(purchases=args.purchases, warmup=args.warmup, log_dir=log_dir / f"g{repeat}",
@@ -183,16 +192,16 @@ def main(argv: list[str] | None = None) -> int:
         if "h" in args.parts:
             from bench import ha
 
-            on_ha: dict[str, Any] = {}
-            found = part("(h) HA stack: pipeline", lambda: pipeline.run(
-                purchases=args.purchases, warmup=args.warmup, log_dir=log_dir / "h",
-                settle_seconds=0, target=ha.target, **workers))
-            if found:
-                on_ha["throughput"] = found
+            on_ha: dict[str, Any] = {"runs": runs["ha"], "latency_runs": []}
+            if runs["ha"]:
+                ha_max = stats.median([r["per_s"] for r in runs["ha"]])
                 fraction = args.latency_fractions[0]
-                on_ha["latency"] = part("(h) HA stack: open-loop latency", lambda: latency.run(
-                    max_per_s=found["per_s"], fractions=[fraction], seconds=args.latency_seconds,
-                    warmup=args.warmup, log_dir=log_dir / "h-latency", target=ha.target, **workers))
+                for repeat in range(1, args.repeats + 1):
+                    found = part(f"(h) HA stack: open-loop latency run {repeat}", lambda repeat=repeat: latency.run(
+                        max_per_s=ha_max, fractions=[fraction], seconds=args.latency_seconds, warmup=args.warmup,
+                        log_dir=log_dir / f"h-latency{repeat}", target=ha.target, **workers))
+                    if found:
+                        on_ha["latency_runs"].append(found)
             results["ha"] = on_ha
             on_ha["ratios"] = ha.ratios(results, on_ha)
             save()

@@ -6,6 +6,10 @@ multi-host URL) and a fresh vhost on the cluster, and the workers' settings for 
 (BROKER_QUEUE_TYPE=quorum, SYNC_STANDBY_POLICY=require).  The stack must be up (`make ha-up`).
 The servers' cost counters (pg_stat_statements, RabbitMQ's per-queue counts) are read from the
 local servers only, so the HA runs report no per-purchase costs.
+
+`python -m bench --parts b,f,h` runs (h) `--repeats` times, each right after that repeat's (b), then
+its open-loop latency `--repeats` times after (f); `ratios` reports medians over the repeats and
+the ratios of this run.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from bench import stats
 from tests.support.servers import REPO
 
 HA = REPO / "scripts" / "ha.sh"
@@ -92,19 +97,32 @@ def target(stack: contextlib.ExitStack, name: str) -> tuple[HaDatabase, HaVhost,
 
 
 def ratios(single: dict[str, Any], on_ha: dict[str, Any]) -> dict[str, Any]:
-    """HA / single node, for purchases/s and the open-loop p99 at the same fraction of each maximum."""
+    """HA / single node, from this run (DEVELOPERS: ratios from one run, medians over repeats).
+
+    Purchases/s: the median of (h)'s repeats over the median of (b)'s, and the ratio repeat by
+    repeat (run i of (b) and run i of (h), minutes apart: a shared machine's neighbours weigh on
+    both alike), its median and range.  Open-loop p99: the median of (h)'s latency repeats over
+    (f)'s p99 at the same fraction of each maximum ((f) runs once).
+    """
     def p99(latency: dict[str, Any] | None) -> float | None:
         levels = (latency or {}).get("levels") or []
         return levels[0]["latency_from_submit"]["p99_ms"] / 1000 if levels else None
 
-    single_rate = ((single.get("throughput") or {}).get("pipeline_per_s") or {}).get("median")
-    ha_rate = (on_ha.get("throughput") or {}).get("per_s")
-    single_p99, ha_p99 = p99(single.get("latency")), p99(on_ha.get("latency"))
+    throughput = single.get("throughput") or {}
+    single_rate = (throughput.get("pipeline_per_s") or {}).get("median")
+    single_runs = (throughput.get("runs") or {}).get("pipeline") or []
+    ha_runs = on_ha.get("runs") or []
+    ha_rate = stats.spread([r["per_s"] for r in ha_runs]) if ha_runs else None
+    by_repeat = [h["per_s"] / b["per_s"] for b, h in zip(single_runs, ha_runs, strict=False) if b.get("per_s")]
+    single_p99 = p99(single.get("latency"))
+    ha_p99s = [p for p in (p99(latency) for latency in on_ha.get("latency_runs") or []) if p is not None]
+    ha_p99 = stats.spread(ha_p99s) if ha_p99s else None
     return {
         "single_per_s": single_rate, "ha_per_s": ha_rate,
-        "throughput_ratio": ha_rate / single_rate if ha_rate and single_rate else None,
+        "throughput_ratio": stats.ratio(ha_rate["median"], single_rate) if ha_rate and single_rate else None,
+        "throughput_ratio_by_repeat": stats.spread(by_repeat) if by_repeat else None,
         "single_p99_s": single_p99, "ha_p99_s": ha_p99,
-        "p99_ratio": ha_p99 / single_p99 if ha_p99 and single_p99 else None,
+        "p99_ratio": stats.ratio(ha_p99["median"], single_p99) if ha_p99 and single_p99 else None,
     }
 
 
@@ -114,10 +132,18 @@ def render(found: dict[str, Any]) -> str:
     def num(value: Any, fmt: str) -> str:
         return format(value, fmt) if isinstance(value, (int, float)) else "-"
 
+    def spread(value: Any, fmt: str, unit: str = "") -> str:
+        if not isinstance(value, dict):
+            return "-"
+        return (f"{num(value['median'], fmt)}{unit} (median of {value['n']}, "
+                f"{num(value['min'], fmt)}-{num(value['max'], fmt)})")
+
     return "\n".join([
         "(h) HA stack (quorum queues on 3 RabbitMQ nodes, Postgres with a synchronous standby) vs single node:",
-        f"    purchases/s   single {num(r.get('single_per_s'), '.1f')}   HA {num(r.get('ha_per_s'), '.1f')}   "
-        f"HA/single {num(r.get('throughput_ratio'), '.2f')}",
-        f"    open-loop p99 single {num(r.get('single_p99_s'), '.3f')} s   HA {num(r.get('ha_p99_s'), '.3f')} s   "
-        f"HA/single {num(r.get('p99_ratio'), '.2f')}",
+        f"    purchases/s   single {num(r.get('single_per_s'), '.1f')} (median of (b))   "
+        f"HA {spread(r.get('ha_per_s'), '.1f')}",
+        f"                HA/single {num(r.get('throughput_ratio'), '.2f')} (of the medians); "
+        f"repeat by repeat {spread(r.get('throughput_ratio_by_repeat'), '.2f')}",
+        f"    open-loop p99 single {num(r.get('single_p99_s'), '.3f')} s ((f), one run)   "
+        f"HA {spread(r.get('ha_p99_s'), '.3f', ' s')}   HA/single {num(r.get('p99_ratio'), '.2f')}",
     ])

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fulfilment.deadlines import flag_near_deadlines
+from fulfilment.rabbitmq.cluster import read_cluster
 from fulfilment.rabbitmq.outbox import EventPublisher, relay_outbox
 from fulfilment.rabbitmq.publisher import confirmed_broker, send_refresh, send_step
 from fulfilment.rabbitmq.queues import queue_depths
@@ -35,7 +36,8 @@ def scheduler_jobs(settings: Settings) -> SchedulerWiring:
     """The scheduler's jobs, each a bounded batch per tick, and the connections they hold."""
     broker = confirmed_broker(settings.broker_url, settings)  # steps are sent without importing the workers
     publisher = EventPublisher(settings.broker_url, unrouted_max_length=settings.events_unrouted_max_length,
-                               unrouted_ttl_seconds=settings.events_unrouted_ttl_seconds)
+                               unrouted_ttl_seconds=settings.events_unrouted_ttl_seconds,
+                               queue_type=settings.broker_queue_type)
 
     def send(step: StepName, purchase_id: uuid.UUID) -> None:
         send_step(broker, step, purchase_id)
@@ -50,6 +52,8 @@ def scheduler_jobs(settings: Settings) -> SchedulerWiring:
                 break
         return total
 
+    management_url = settings.broker_management_url
+    cluster = (lambda: read_cluster(management_url, settings.broker_url)) if management_url else None
     jobs = [
         Job("redrive", lambda: redrive_due(settings, send)),
         Job("deadlines", lambda: flag_near_deadlines(settings.deadline_warning_hours,
@@ -60,7 +64,7 @@ def scheduler_jobs(settings: Settings) -> SchedulerWiring:
             settings, lambda purchase_id: send_refresh(broker, purchase_id, on_demand=False))),
         # Counts every live purchase: cheap per row, but not per tick at scale.
         Job("gauges", lambda: update_gauges(settings, lambda: queue_depths(settings.broker_url),
-                                            lambda: publisher.unrouted_limit),
+                                            lambda: publisher.unrouted_limit, cluster),
             every_seconds=max(15.0, settings.scheduler_interval_seconds)),
     ]
     return SchedulerWiring(jobs, [publisher.close, broker.close])

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from fulfilment.outages import DATABASE
 from fulfilment.settings import get_database_settings
 
 
@@ -56,6 +57,10 @@ def _ping_when_idle(engine: Engine) -> None:
     connection (DisconnectionError, retried by the pool); the rare connection that died in the
     last second fails its statement, and SQLAlchemy then replaces every pooled connection.
     """
+
+    @event.listens_for(engine, "connect")
+    def connected(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        DATABASE.recovered()  # the "back" line of a database outage (fulfilment/outages.py)
 
     @event.listens_for(engine, "connect")
     @event.listens_for(engine, "checkin")

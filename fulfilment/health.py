@@ -93,6 +93,23 @@ def check_broker(settings: Settings) -> str:
     return f"reachable at {', '.join(up)} ({nodes}; queues {settings.broker_queue_type})"
 
 
+def check_queue_leaders(settings: Settings) -> str:
+    """Nodes running and the node leading each queue of the pipeline (RabbitMQ's management API,
+    BROKER_MANAGEMENT_URL: fulfilment/rabbitmq/cluster.py). Fails when a quorum queue has no leader
+    or a node of the cluster is down."""
+    from fulfilment.rabbitmq.cluster import read_cluster
+    from fulfilment.rabbitmq.queues import QUEUES, UNROUTED
+
+    assert settings.broker_management_url is not None
+    view = read_cluster(settings.broker_management_url, settings.broker_url)
+    line = view.describe((*QUEUES, UNROUTED))
+    leaderless = [q.name for q in view.queues.values() if q.type == "quorum" and q.name in (*QUEUES, UNROUTED)
+                  and q.leader is None]
+    if leaderless or len(view.running) < len(view.nodes):
+        raise BrokerDown(line)
+    return line
+
+
 class NotDurable(Exception):
     """SYNC_STANDBY_POLICY=require and order intents are not on a synchronous standby."""
 
@@ -164,7 +181,10 @@ PARTNER_CHECKS: dict[str, Callable[[Settings], str]] = {"tbb": check_tbb, "ticke
 
 def run_checks(settings: Settings) -> list[CheckResult]:
     results = []
-    for name, check in [*CHECKS, *((name, PARTNER_CHECKS[name]) for name in settings.enabled_partners)]:
+    checks = list(CHECKS)
+    if settings.broker_management_url:  # only the management API knows where each queue is led
+        checks.insert(2, ("queue_leaders", check_queue_leaders))
+    for name, check in [*checks, *((name, PARTNER_CHECKS[name]) for name in settings.enabled_partners)]:
         try:
             results.append(CheckResult(name, True, check(settings)))
         except Exception as error:  # noqa: BLE001  every failure is reported, none stops the others

@@ -36,6 +36,11 @@ def bind(**values: Any) -> contextvars.Token[dict[str, str] | None]:
     return _context.set({**(_context.get() or {}), **{k: str(v) for k, v in values.items() if v is not None}})
 
 
+def context() -> dict[str, str]:
+    """The fields bound in this thread (purchase_id, request_id, message_id, ...)."""
+    return dict(_context.get() or {})
+
+
 def unbind(token: contextvars.Token[dict[str, str] | None]) -> None:
     _context.reset(token)
 

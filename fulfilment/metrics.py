@@ -30,6 +30,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from fulfilment.outages import PARTNERS
+
 # One partner call is one HTTP exchange, bounded by the connect (TBB_CONNECT_TIMEOUT, default 5 s)
 # plus read (TBB_READ_TIMEOUT, default 20 s) timeouts: the buckets go well past both.
 PARTNER_CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 45.0, 60.0)
@@ -161,10 +163,20 @@ SYNC_STANDBY_REQUIRED = SCHEDULER_GAUGES.add(SchedulerGauge(
     "fulfil_postgres_sync_standby_required", "1 when SYNC_STANDBY_POLICY=require"))
 REPLICATION_LAG = SCHEDULER_GAUGES.add(SchedulerGauge(
     "fulfil_postgres_replication_lag_seconds", "Largest replay lag of a standby, as the primary sees it"))
+# The RabbitMQ cluster, from its management API (BROKER_MANAGEMENT_URL; fulfilment/rabbitmq/cluster.py).
+BROKER_NODE_RUNNING = SCHEDULER_GAUGES.add(SchedulerGauge(
+    "fulfil_broker_node_running", "1 for each RabbitMQ node of the cluster that runs, 0 for one that does not",
+    ["node"]))
+QUEUE_LEADER = SCHEDULER_GAUGES.add(SchedulerGauge(
+    "fulfil_queue_leader", "1 on the node leading each quorum queue of the pipeline (classic: the node it lives on)",
+    ["queue", "node"]))
+QUEUE_MEMBERS_ONLINE = SCHEDULER_GAUGES.add(SchedulerGauge(
+    "fulfil_queue_members_online", "Replicas of each quorum queue of the pipeline that run", ["queue"]))
 REGISTRY.register(SCHEDULER_GAUGES)
 
 # Gauges computed from RabbitMQ: dropped (absent, never stale) when it cannot be read.
 BROKER_GAUGES = (DEAD_LETTERS, QUEUE_MESSAGES, UNROUTED_EVENTS, UNROUTED_EVENTS_LIMIT)
+CLUSTER_GAUGES = (BROKER_NODE_RUNNING, QUEUE_LEADER, QUEUE_MEMBERS_ONLINE)
 
 
 def set_scheduler_leader(leading: bool) -> None:
@@ -174,8 +186,12 @@ def set_scheduler_leader(leading: bool) -> None:
 def partner_observer(partner: str) -> Callable[[str, str, float], None]:
     """A partner client's call observer: (operation, outcome "ok" or an error code, seconds)."""
 
+    outage = PARTNERS.get(partner)
+
     def observe(operation: str, outcome: str, seconds: float) -> None:
         PARTNER_CALL_SECONDS.labels(partner, operation, "ok" if outcome == "ok" else "error").observe(seconds)
+        if outcome == "ok" and outage is not None:
+            outage.recovered()  # the "back" line of a partner outage (fulfilment/outages.py)
         if outcome != "ok":
             PARTNER_CALL_ERRORS.labels(partner, operation, outcome).inc()
 

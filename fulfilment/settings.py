@@ -91,6 +91,12 @@ class BrokerSettings(QueueSettings):
 
     broker_url: str = Field(description="AMQP URL of RabbitMQ, e.g. amqp://user:pw@host:5672/%2F; "
                             "several nodes of a cluster separated by ';'")
+    # Optional: RabbitMQ's management HTTP API (the management plugin) of the cluster's nodes, for
+    # what AMQP cannot tell: which node leads each quorum queue, which nodes run
+    # (fulfilment/rabbitmq/cluster.py; `fulfil health` and the scheduler's gauges).
+    broker_management_url: str | None = Field(
+        default=None, description="http(s)://user:pw@host:15672 of RabbitMQ's management API; "
+        "several nodes separated by ';' (the first that answers is asked)")
 
     @field_validator("broker_url")
     @classmethod
@@ -98,6 +104,16 @@ class BrokerSettings(QueueSettings):
         urls = [url.strip() for url in value.split(";")]
         if not all(url.startswith(("amqp://", "amqps://")) for url in urls):
             raise ValueError("must be an amqp:// or amqps:// URL (several separated by ';')")
+        return ";".join(urls)
+
+    @field_validator("broker_management_url")
+    @classmethod
+    def _http_only(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        urls = [url.strip().rstrip("/") for url in value.split(";")]
+        if not all(url.startswith(("http://", "https://")) for url in urls):
+            raise ValueError("must be an http:// or https:// URL (several separated by ';')")
         return ";".join(urls)
 
 

@@ -5,7 +5,8 @@
 #   scripts/ha.sh up                 install what is missing (as root), start everything (no-op if running)
 #   scripts/ha.sh down               stop everything
 #   scripts/ha.sh status             nodes, cluster members, Patroni roles (exit 3 if something is down)
-#   scripts/ha.sh env                DATABASE_URL / BROKER_URL naming every node, and BROKER_QUEUE_TYPE=quorum
+#   scripts/ha.sh env                DATABASE_URL / BROKER_URL / BROKER_MANAGEMENT_URL naming every node,
+#                                    BROKER_QUEUE_TYPE=quorum, SYNC_STANDBY_POLICY=require
 #   scripts/ha.sh kill-rabbit N      kill -9 RabbitMQ node N (1-3);  start-rabbit N  brings it back
 #   scripts/ha.sh leader-rabbit Q    the node number leading quorum queue Q (default purchases.intake)
 #   scripts/ha.sh failover           kill -9 the Postgres primary (Patroni and postgres): the standby is promoted
@@ -13,7 +14,7 @@
 #   scripts/ha.sh rabbitmqctl N ...  rabbitmqctl against node N;  patronictl ...  against the pair
 #
 # Ports (31000-31999, so that it never meets the dev servers, the chaos runs or other checkouts):
-#   RabbitMQ AMQP 31671-31673, distribution 31771-31773, epmd 31369
+#   RabbitMQ AMQP 31671-31673, distribution 31771-31773, management HTTP API 31871-31873, epmd 31369
 #   Postgres 31431-31432, Patroni REST 31801-31802, etcd client 31379 / peer 31380
 # Lean on purpose (this machine may have 2 cores): one Erlang scheduler per node, one etcd.
 set -euo pipefail
@@ -39,6 +40,7 @@ die()  { printf 'ha: ERROR: %s\n' "$*" >&2; exit 1; }
 
 amqp_port() { echo $((31670 + $1)); }
 dist_port() { echo $((31770 + $1)); }
+mgmt_port() { echo $((31870 + $1)); }
 pg_port()   { echo $((31430 + $1)); }
 rest_port() { echo $((31800 + $1)); }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -73,6 +75,7 @@ rabbit() {  # rabbit N services.sh-args...
     for m in "${RABBITS[@]}"; do peers+="cluster_formation.classic_config.nodes.$m = ha$m@localhost"$'\n'; done
     FULFIL_LOCAL_DIR="$HA/rabbit$n" FULFIL_AMQP_PORT="$(amqp_port "$n")" FULFIL_RABBIT_DIST_PORT="$(dist_port "$n")" \
     FULFIL_EPMD_PORT="$EPMD_PORT" FULFIL_RABBIT_NODENAME="ha$n@localhost" FULFIL_RABBIT_ERL_ARGS="+S 1:1 +A 2" \
+    FULFIL_RABBIT_MGMT=1 FULFIL_RABBIT_MGMT_PORT="$(mgmt_port "$n")" \
     FULFIL_RABBIT_CONF_EXTRA="cluster_formation.peer_discovery_backend = classic_config
 ${peers}cluster_partition_handling = pause_minority
 consumer_timeout = 1800000" \
@@ -92,7 +95,9 @@ rabbit_cookie() {  # every node (and its CLI) presents the same cookie
     return 0
 }
 
-rabbit_up() {
+rabbit_up() {  # one node after the other: a new cluster forms around node 1 (classic peer discovery);
+    # an existing one restarts from node 1, the last one `down` stopped (a clustered node waits at
+    # boot for the peers that stopped after it; starting them together races on feature flags).
     rabbit_cookie
     local n
     for n in "${RABBITS[@]}"; do rabbit "$n" start rabbitmq | sed "s/^/[rabbit$n] /"; done
@@ -232,7 +237,7 @@ sync_standby_ready() {
 
 app_database() {  # the application's role and database on the primary, and pg_monitor for the health check
     local p; p="$(primary_node)"
-    PGPASSWORD="$SUPER_PASS" "$PG_BIN/psql" -XqtA -h 127.0.0.1 -p "$(pg_port "$p")" -U postgres -d postgres <<EOF >/dev/null
+    PGPASSWORD="$SUPER_PASS" PGOPTIONS="-c client_min_messages=warning" "$PG_BIN/psql" -XqtA -h 127.0.0.1 -p "$(pg_port "$p")" -U postgres -d postgres <<EOF >/dev/null
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$APP_USER') THEN
     CREATE ROLE $APP_USER LOGIN PASSWORD '$APP_PASS' CREATEDB;
@@ -276,20 +281,24 @@ cmd_up() {
     [[ $IS_ROOT == 1 ]] && chmod o+x "$ROOT" "$ROOT/.local" "$HA" 2>/dev/null
     rabbit_up
     etcd_up
+    # Both at once: a new pair bootstraps one and clones the other; an existing one elects the
+    # node with the latest WAL, which may be either.
     start_pg 1
-    wait_for 90 "a Postgres primary" primary_node
     start_pg 2
+    wait_for 120 "a Postgres primary" primary_node
     wait_for 120 "a synchronous standby" sync_standby_ready
     app_database
     say "up: $(cmd_env | tr '\n' ' ')"
 }
 
 cmd_down() {
-    local n
-    for n in "${PGS[@]}"; do stop_pg "$n"; done
+    local n p
+    p="$(primary_node 2>/dev/null || true)"
+    for n in "${PGS[@]}"; do [[ "$n" == "$p" ]] || stop_pg "$n"; done  # the standby first: no failover on the way
+    [[ -n "$p" ]] && stop_pg "$p"
     local pid; pid="$(pgrep -f -- "etcd --name ha-etcd --data-dir $HA/etcd/data" | head -1 || true)"
     if [[ "$pid" =~ ^[0-9]+$ ]]; then kill -TERM "$pid"; fi
-    for n in "${RABBITS[@]}"; do rabbit "$n" stop rabbitmq | sed "s/^/[rabbit$n] /"; done
+    for n in 3 2 1; do rabbit "$n" stop rabbitmq | sed "s/^/[rabbit$n] /"; done  # node 1 last: it starts first
     say "down"
 }
 
@@ -315,11 +324,13 @@ cmd_status() {
 }
 
 cmd_env() {
-    local n urls=() hosts=()
+    local n urls=() mgmt=() hosts=()
     for n in "${RABBITS[@]}"; do urls+=("amqp://$APP_USER:$APP_PASS@127.0.0.1:$(amqp_port "$n")/%2F"); done
+    for n in "${RABBITS[@]}"; do mgmt+=("http://$APP_USER:$APP_PASS@127.0.0.1:$(mgmt_port "$n")"); done
     for n in "${PGS[@]}"; do hosts+=("127.0.0.1:$(pg_port "$n")"); done
     local IFS=';'
     echo "export BROKER_URL='${urls[*]}'"
+    echo "export BROKER_MANAGEMENT_URL='${mgmt[*]}'"
     IFS=','
     echo "export DATABASE_URL='postgresql+psycopg://$APP_USER:$APP_PASS@${hosts[*]}/$APP_USER?target_session_attrs=read-write'"
     echo "export BROKER_QUEUE_TYPE=quorum"

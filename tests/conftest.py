@@ -30,6 +30,18 @@ hypothesis_settings.register_profile("fuzz", max_examples=int(os.environ.get("FU
                                      derandomize=False, print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+
+
+@pytest.fixture(autouse=True)
+def _no_outage_left_over() -> Iterator[None]:
+    """An outage a test provoked in this process (fulfilment/outages.py) is not the next test's."""
+    yield
+    from fulfilment.outages import ALL
+
+    for outage in ALL:
+        outage.forget()
+
+
 # Fast timings so that a purchase's whole life fits in seconds.
 FAST_SETTINGS = {
     "TBB_CONNECT_TIMEOUT": "2",

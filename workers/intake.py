@@ -4,8 +4,9 @@ A request accepted by RabbitMQ ends as a purchase or a recorded rejection, howev
 Postgres is unavailable (invariant 9).  While the database is down the intake attempt
 raises `DatabaseUnavailable`, which `retry_when` retries without limit, with the usual
 capped backoff (short, invariant 7): the request waits in RabbitMQ, never in the XQ.  Each
-wait is logged ("intake waiting for the database") and counted in
-fulfil_intake_database_waits_total / fulfil_intake_waiting_for_database.  Any other
+wait is counted in fulfil_intake_database_waits_total / fulfil_intake_waiting_for_database and
+on the database outage (fulfilment/outages.py: "database (Postgres) down: intake waiting for the
+database ...", a summary a minute with the requests waiting, one line when it is back).  Any other
 failure keeps the ACTOR_MAX_RETRIES limit; waits for the database do not use it up.
 """
 
@@ -18,6 +19,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from fulfilment import dependencies, metrics
+from fulfilment.outages import DATABASE
 from fulfilment.partners.registry import get_partners
 from fulfilment.rabbitmq.queues import INTAKE_QUEUE
 from fulfilment.settings import get_settings
@@ -89,7 +91,8 @@ def _wait_for_database(message: Any, error: BaseException) -> DatabaseUnavailabl
     metrics.INTAKE_DATABASE_WAITS.inc()
     metrics.INTAKE_WAITING_FOR_DATABASE.set(1)
     reason = dependencies.describe_database_error(error)
-    # message_id, request_id (and purchase_id once validated) are on the line via the log context.
-    log.warning("intake waiting for the database (wait %d; the request stays queued and is retried "
-                "until the database is back): %s", waits, reason)
+    # One line when the database goes down, a summary a minute, one when it is back (outages.py);
+    # message_id, request_id (and purchase_id once validated) are on it via the log context.
+    DATABASE.failed(f"intake waiting for the database (the request stays queued and is retried until "
+                    f"the database is back): {reason}")
     return DatabaseUnavailable(f"intake waiting for the database: {reason}")

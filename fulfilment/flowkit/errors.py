@@ -6,6 +6,8 @@ flow kit decide what each kind means for a purchase (retry, pause, fail, unknown
 
 from __future__ import annotations
 
+from fulfilment.outages import partner_unavailable_when
+
 
 class PartnerError(Exception):
     """Base of every partner failure.  `code` is the partner's code (or our own)."""
@@ -60,3 +62,7 @@ __all__ = [
     "AccountError", "DeadlineReached", "NotFound", "OutcomeUnknown", "PartnerError", "PermanentError",
     "QuoteAlreadyConsumed", "QuoteExpired", "TransientError",
 ]
+
+
+# A partner answering 5xx/429 or out of reach is an outage to log quietly (fulfilment/outages.py).
+partner_unavailable_when(TransientError, but=(DeadlineReached,))

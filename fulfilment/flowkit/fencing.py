@@ -15,6 +15,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 from fulfilment import state_machine
 from fulfilment.db import autocommit, session_scope
 from fulfilment.flowkit.errors import PartnerError, TransientError
+from fulfilment.outages import DATABASE
 from fulfilment.settings import Settings
 from fulfilment.state_machine import Executor, StaleTransition, State
 from fulfilment.step_names import StepName
@@ -192,9 +193,10 @@ def keep_answer(write: Callable[[], T], *, what: str) -> T:
     for attempt in Retrying(retry=retry_if_exception(_connection_failed), reraise=True,
                             stop=stop_after_delay(ANSWER_WRITE_RETRY_SECONDS),
                             wait=wait_exponential(multiplier=0.2, max=5.0),
-                            before_sleep=lambda state: log.warning(
-                                "%s not written yet (database connection failed: %s); trying again on a fresh "
-                                "connection", what, type(state.outcome.exception()).__name__ if state.outcome else "?")):
+                            before_sleep=lambda state: DATABASE.failed(  # one line down, a summary, one back
+                                f"{what} not written yet (database connection failed: "
+                                f"{type(state.outcome.exception()).__name__ if state.outcome else '?'}); trying again "
+                                "on a fresh connection")):
         with attempt:
             return write()
     raise AssertionError("unreachable")  # pragma: no cover

@@ -9,6 +9,10 @@ arguments other than ours (its actor queue, `.DQ` and `.XQ`), this:
 2. deletes the emptied queue and declares it as configured;
 3. moves the messages back and deletes `<name>.migrating`.
 
+The unrouted-events queue (fulfilment/rabbitmq/outbox.py) is migrated the same way when its
+arguments are given (its type, as BROKER_QUEUE_TYPE, and its bound), and bound again to its
+exchange; its events' TTL counts again from the move.
+
 Run it with the workers and the scheduler stopped: a queue with consumers is refused.  An
 interrupted run is finished by running it again (a `.migrating` queue left behind is emptied
 into its queue).  Message bodies and properties (headers, x-death) are kept.
@@ -26,7 +30,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from fulfilment.rabbitmq.broker import declarations, node_parameters
-from fulfilment.rabbitmq.queues import QUEUES
+from fulfilment.rabbitmq.queues import QUEUES, UNROUTED
 
 log = logging.getLogger("fulfilment.rabbitmq.migrate")
 
@@ -46,13 +50,19 @@ class MigrationReport:
 
 
 def migrate_queues(broker_url: str, *, queue_type: str, delivery_limit: int,
-                   queues: tuple[str, ...] = QUEUES, dry_run: bool = False) -> MigrationReport:
+                   queues: tuple[str, ...] = QUEUES, dry_run: bool = False,
+                   unrouted: dict[str, Any] | None = None) -> MigrationReport:
+    """`unrouted`: the arguments of the unrouted-events queue (outbox.unrouted_arguments), to migrate it too."""
     report = MigrationReport(dry_run=dry_run)
     connection = pika.BlockingConnection(node_parameters(broker_url))
     try:
         for queue in queues:
             for name, arguments in declarations(queue, queue_type=queue_type, delivery_limit=delivery_limit):
                 _migrate_one(connection, name, arguments, report)
+        if unrouted is not None:
+            _migrate_one(connection, UNROUTED, unrouted, report)
+            if UNROUTED in report.migrated and not dry_run:  # deleting it removed its binding
+                _on_channel(connection, lambda channel: channel.queue_bind(UNROUTED, UNROUTED), missing=404)
     finally:
         if connection.is_open:
             connection.close()

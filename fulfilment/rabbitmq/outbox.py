@@ -21,7 +21,9 @@ unrouted exchange and queue again) and retries on the next tick.  The log stays 
 WARNING the first time a routing key goes unrouted, a summary every UNROUTED_SUMMARY_SECONDS
 while any does, and one INFO line when its events reach a bound queue again.
 
-The unrouted queue is bounded (EVENTS_UNROUTED_MAX_LENGTH, EVENTS_UNROUTED_TTL_SECONDS, as the
+The unrouted queue has the type of the pipeline's queues (BROKER_QUEUE_TYPE: a quorum queue on a
+cluster, replicated like the others; `fulfil queues migrate` moves an existing one, events kept).
+It is bounded (EVENTS_UNROUTED_MAX_LENGTH, EVENTS_UNROUTED_TTL_SECONDS, as the
 queue arguments `x-max-length` with `x-overflow: drop-head` and `x-message-ttl`): beyond them
 RabbitMQ drops the oldest kept events, so a routing key nobody binds cannot fill the broker's
 disk.  RabbitMQ cannot change the arguments of an existing queue (406): a queue declared before
@@ -78,9 +80,9 @@ DEFAULT_UNROUTED_MAX_LENGTH = 100_000
 DEFAULT_UNROUTED_TTL_SECONDS = 604_800.0
 
 
-def unrouted_arguments(max_length: int, ttl_seconds: float) -> dict[str, object]:
-    """The unrouted queue's bound as queue arguments (0: no bound of that kind)."""
-    arguments: dict[str, object] = {}
+def unrouted_arguments(max_length: int, ttl_seconds: float, queue_type: str = "classic") -> dict[str, object]:
+    """The unrouted queue's type and bound as queue arguments (0: no bound of that kind)."""
+    arguments: dict[str, object] = {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
     if max_length:
         arguments |= {"x-max-length": max_length, "x-overflow": "drop-head"}  # drop the oldest, keep publishing
     if ttl_seconds:
@@ -90,7 +92,7 @@ def unrouted_arguments(max_length: int, ttl_seconds: float) -> dict[str, object]
 
 def unrouted_policy(arguments: dict[str, object]) -> str:
     """The rabbitmqctl command that bounds an existing unrouted queue as `arguments` would."""
-    definition = {key.removeprefix("x-"): value for key, value in arguments.items()}
+    definition = {key.removeprefix("x-"): value for key, value in arguments.items() if key != "x-queue-type"}
     return (f"rabbitmqctl set_policy [-p <vhost>] --apply-to queues fulfilment-events-unrouted-bound "
             f"'^{re.escape(UNROUTED)}$' '{json.dumps(definition, separators=(',', ':'))}'")
 
@@ -99,11 +101,11 @@ class EventPublisher:
     """One confirmed channel to the events exchange, reconnected on demand."""
 
     def __init__(self, broker_url: str, *, unrouted_max_length: int = DEFAULT_UNROUTED_MAX_LENGTH,
-                 unrouted_ttl_seconds: float = DEFAULT_UNROUTED_TTL_SECONDS) -> None:
+                 unrouted_ttl_seconds: float = DEFAULT_UNROUTED_TTL_SECONDS, queue_type: str = "classic") -> None:
         self._parameters = node_parameters(broker_url)  # every node of a cluster, tried in turn
         self._connection: pika.BlockingConnection | None = None
         self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
-        self._unrouted_arguments = unrouted_arguments(unrouted_max_length, unrouted_ttl_seconds)
+        self._unrouted_arguments = unrouted_arguments(unrouted_max_length, unrouted_ttl_seconds, queue_type)
         self._unrouted_max_length = unrouted_max_length
         # The unrouted queue's max length as this relay declared it (0: none, or a queue declared
         # otherwise before); None until declared.  Exported as fulfil_unrouted_events_limit.
@@ -153,9 +155,9 @@ class EventPublisher:
         log.warning(
             "outbox: queue %s was declared with other arguments than this relay's %s (RabbitMQ cannot change them): "
             "it is used as it is, bounded only as declared then or by a policy. To bound it without losing its events: "
-            "%s. Or move its events away, delete it (rabbitmqctl delete_queue %s --if-empty) and the relay declares "
-            "it again with its arguments (%s)", UNROUTED, json.dumps(bound) if bound else "(none: unbounded)",
-            unrouted_policy(bound) if bound else "(no bound configured)", UNROUTED, reply)
+            "%s. To have it declared as configured (its type included), events kept: stop the scheduler and run "
+            "`fulfil queues migrate` (%s)", UNROUTED, json.dumps(bound) if bound else "(none: unbounded)",
+            unrouted_policy(bound) if {k for k in bound if k != "x-queue-type"} else "(no bound configured)", reply)
 
     def publish(self, event_id: uuid.UUID, routing_key: str, payload: dict[str, object]) -> None:
         """Returns once RabbitMQ confirmed the message into a queue; raises otherwise."""

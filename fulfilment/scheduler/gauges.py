@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
 from fulfilment import metrics
 from fulfilment.db import session_scope
-from fulfilment.outages import BROKER
+from fulfilment.outages import BROKER, BROKER_MANAGEMENT
 from fulfilment.scheduler.leadership import SCHEDULER_LOCK_KEY, one_line
 from fulfilment.settings import Settings
 from fulfilment.state_machine import NEXT_STEP
+
+if TYPE_CHECKING:
+    from fulfilment.rabbitmq.cluster import ClusterView
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,8 @@ def read_live_counts(session: Any) -> LiveCounts:
 
 
 def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]] | None = None,
-                  unrouted_limit: Callable[[], int | None] = lambda: None) -> int:
+                  unrouted_limit: Callable[[], int | None] = lambda: None,
+                  cluster: Callable[[], ClusterView] | None = None) -> int:
     """Refresh the operator gauges (fulfilment/metrics.py).
 
     From Postgres (read_live_counts): purchases by live or held state, stalled, scheduler lag,
@@ -76,6 +80,8 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
     whose default queues are GAUGED_QUEUES): dead letters, main-queue depth and unrouted events, with the
     unrouted queue's bound as the relay declared it (`unrouted_limit`: EventPublisher.unrouted_limit).
     RabbitMQ out of reach drops those gauges (absent rather than stale) and logs one line.
+    From RabbitMQ's management API, when `cluster` is given (BROKER_MANAGEMENT_URL): nodes running,
+    the node leading each queue of the pipeline and its replicas online (dropped when unreadable).
     """
     import pika.exceptions
 
@@ -90,6 +96,8 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
     metrics.OUTBOX_BACKLOG.set(live.outbox_backlog)
     metrics.OUTBOX_OLDEST_AGE.set(live.outbox_oldest_age_seconds)
     _replication_gauges(settings)
+    if cluster is not None:
+        _cluster_gauges(cluster)
     if queue_depths is None:
         return 0
     try:
@@ -113,6 +121,24 @@ def update_gauges(settings: Settings, queue_depths: Callable[[], dict[str, int]]
     else:
         metrics.UNROUTED_EVENTS_LIMIT.set(limit)
     return 0
+
+
+def _cluster_gauges(cluster: Callable[[], ClusterView]) -> None:
+    from fulfilment.rabbitmq.cluster import ClusterUnreadable
+    from fulfilment.rabbitmq.queues import GAUGED_QUEUES
+
+    try:
+        view = cluster()
+    except ClusterUnreadable as error:
+        for gauge in metrics.CLUSTER_GAUGES:
+            gauge.clear()
+        BROKER_MANAGEMENT.failed(f"scheduler gauges: {error}; node and queue-leader gauges dropped until it answers")
+        return
+    BROKER_MANAGEMENT.recovered()
+    metrics.BROKER_NODE_RUNNING.replace({(node,): 1 if up else 0 for node, up in view.nodes.items()})
+    queues = [view.queues[name] for name in GAUGED_QUEUES if name in view.queues]
+    metrics.QUEUE_LEADER.replace({(q.name, q.leader): 1 for q in queues if q.leader})
+    metrics.QUEUE_MEMBERS_ONLINE.replace({(q.name,): len(q.online) for q in queues})
 
 
 def _replication_gauges(settings: Settings) -> None:

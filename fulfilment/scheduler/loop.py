@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import psycopg
 
 from fulfilment import metrics
+from fulfilment.outages import DATABASE
 from fulfilment.scheduler.leadership import SCHEDULER_LOCK_KEY, LeaderLease, LostLeadership, check_lease, one_line
 from fulfilment.settings import Settings
 
@@ -48,13 +49,15 @@ class Scheduler:
         try:
             while not self.stopping.is_set():
                 try:
-                    if not self.lease.try_acquire():
-                        self._wait(poll)
-                        continue
+                    acquired = self.lease.try_acquire()
                 except (psycopg.Error, OSError) as error:
-                    log.warning("scheduler: cannot reach the database (%s); standing by", one_line(error))
+                    DATABASE.failed(f"scheduler: cannot reach the database ({one_line(error)}); standing by")
                     self.lease.close()
                     self._wait(2.0)
+                    continue
+                DATABASE.recovered()
+                if not acquired:
+                    self._wait(poll)
                     continue
                 self._set_leader(True)
                 log.info("scheduler: leading (advisory lock %#x held, %gs lease, lock session pid %s)",

@@ -51,7 +51,7 @@ def redrive_due(settings: Settings, send: Send) -> int:
             {"renudge_seconds": settings.redrive_after_seconds, "batch": settings.scheduler_batch_size},
         ).all()
     sent = 0
-    for purchase_id, state in rows:
+    for index, (purchase_id, state) in enumerate(rows):
         step = NEXT_STEP.get(state)  # type: ignore[call-overload]
         if step is None:  # cannot happen while transition() keeps next_action_at for live states only
             log.error("purchase %s is %s but has a next action; not re-driven", purchase_id, state)
@@ -64,7 +64,8 @@ def redrive_due(settings: Settings, send: Send) -> int:
                 continue
             # The broker is out of reach: the rest of the batch would fail the same way.  One line
             # for the outage (fulfilment/outages.py), none per purchase; they are re-driven once it is back.
-            BROKER.failed(f"re-drive of {len(rows) - sent} due purchase(s) waits: {one_line(error)}")
+            BROKER.failed(f"re-drive of {len(rows) - sent} due purchase(s) waits: {one_line(error)}",
+                          waiting=[str(row[0]) for row in rows[index:]])
             break
         sent += 1
     return sent

@@ -20,20 +20,17 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from fulfilment.db import session_scope
 from models import OutboxEvent, PurchaseTransition
-from tests.conftest import FAST_SETTINGS, TM_TEST_SETTINGS, environment
 from tests.ha.conftest import ha
 from tests.support import factories
 from tests.support.events import EventListener
 from tests.support.pipeline import Pipeline, in_states, partner_orders, restart_workers, start_pipeline, wait_until
-from tests.support.sandbox import PARTNER_A, Sandbox
+from tests.support.sandbox import Sandbox
 from tests.support.tm_sandbox import TMSandboxProcess
 
 FINAL = ("transfer_complete", "transfer_expired", "cancelled", "failed", "tickets_issued")
@@ -41,22 +38,6 @@ SUBMIT_EVERY = 1.0
 TM_EVERY = 5
 PAUSE_LIMIT = 60.0  # the issue's goal is 30 s on this machine; the test fails beyond twice that
 SETTLE = 20.0  # seconds of normal work between faults
-
-
-@pytest.fixture
-def ha_env(ha_stack: dict[str, str], ha_database: str, sandbox: Sandbox, tm_sandbox: TMSandboxProcess,
-           log_dir: Path) -> Iterator[dict[str, str]]:
-    client_id, secret = PARTNER_A
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "BROKER_", "TBB_", "TM_"))},
-        **FAST_SETTINGS, **TM_TEST_SETTINGS, "TM_BASE_URL": f"{tm_sandbox.url}/partners/v1",
-        "DATABASE_URL": ha_database, "BROKER_URL": ha_stack["BROKER_URL"],
-        "BROKER_QUEUE_TYPE": "quorum", "SYNC_STANDBY_POLICY": "warn",
-        "TBB_BASE_URL": sandbox.url, "TBB_CLIENT_ID": client_id, "TBB_CLIENT_SECRET": secret,
-        "METRICS_PORT": "0", "dramatiq_prom_host": "127.0.0.1", "dramatiq_prom_port": "31990",
-    }
-    with environment(env):
-        yield env
 
 
 class Submitter(threading.Thread):
@@ -105,6 +86,17 @@ def event_ids(ids: list[uuid.UUID]) -> set[uuid.UUID]:
             assert all(published is not None for _, published in rows), "events left unpublished"
             return {event_id for event_id, _ in rows}
         time.sleep(1)
+
+
+def events_missing(listener: EventListener, ids: list[uuid.UUID]) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """(every event recorded for these purchases, those the listener's quorum queue never received)."""
+    recorded = event_ids(ids)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        got = {uuid.UUID(e["message_id"]) for e in listener.drain(timeout=2) if e["message_id"]}
+        if recorded <= got:
+            break
+    return recorded, recorded - {uuid.UUID(e["message_id"]) for e in listener.received if e["message_id"]}
 
 
 def pauses(times: list[dt.datetime], faults: dict[str, dt.datetime], tail: float = 90.0) -> dict[str, float]:
@@ -187,13 +179,7 @@ def test_killing_a_rabbitmq_node_and_the_postgres_primary_loses_nothing(
         assert all(tm_orders[i] == 1 for i in submitter.tm_ids if done[i].state == "tickets_issued")
         assert counts["commits_on_expired_carts"] == 0
 
-        recorded = event_ids(ids)
-        wait_for_events = time.monotonic() + 60
-        while time.monotonic() < wait_for_events:
-            got = {uuid.UUID(e["message_id"]) for e in listener.drain(timeout=2) if e["message_id"]}
-            if recorded <= got:
-                break
-        missing = recorded - {uuid.UUID(e["message_id"]) for e in listener.received if e["message_id"]}
+        recorded, missing = events_missing(listener, ids)
         assert not missing, f"{len(missing)} of {len(recorded)} events never received"
 
         times = transition_times(ids)

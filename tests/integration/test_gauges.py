@@ -99,7 +99,7 @@ def test_queue_gauges_come_from_rabbitmq_and_go_absent_when_it_is_out_of_reach(
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="fulfilment.outage"):
         update_gauges(settings, lambda: depths)
-    assert "broker (RabbitMQ) back after" in caplog.text and "(2 failed attempts)" in caplog.text
+    assert "broker (RabbitMQ) back after" in caplog.text and "(2 failed attempts, " in caplog.text
 
 
 def test_queue_depths_counts_ready_messages_over_one_connection(configured: dict[str, str]) -> None:

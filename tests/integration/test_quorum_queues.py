@@ -1,6 +1,7 @@
 """Quorum queues on the local RabbitMQ node (quorum queues work on one node): declaration,
 delivery-limit dead-lettering seen by `fulfil dlq`, a queue of the other type refused with one
-line, and `fulfil queues migrate` moving it without losing a message.
+line, and `fulfil queues migrate` moving it without losing a message; the unrouted-events queue
+follows BROKER_QUEUE_TYPE too, and is migrated with its events.
 
 Each test has a vhost of its own, so that the pipeline's queue names (`purchases.*`) can be
 used without touching the shared test vhost where the end-to-end workers run.
@@ -9,6 +10,7 @@ used without touching the shared test vhost where the end-to-end workers run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,13 +21,15 @@ from collections.abc import Iterator
 import pika
 import pytest
 
-from fulfilment.rabbitmq import dead_letters
+from fulfilment.rabbitmq import dead_letters, outbox
 from fulfilment.rabbitmq.broker import FulfilmentBroker, QueueMismatch
 from fulfilment.rabbitmq.migrate import QueueInUse, migrate_queues
+from fulfilment.rabbitmq.outbox import EventPublisher
 from fulfilment.rabbitmq.publisher import intake_message
-from fulfilment.rabbitmq.queues import INTAKE_QUEUE, QUEUES
+from fulfilment.rabbitmq.queues import INTAKE_QUEUE, QUEUES, UNROUTED
 from fulfilment.requests import parse_request
 from tests.support import servers
+from tests.support.events import take_messages
 from tests.support.servers import REPO
 
 pytestmark = pytest.mark.usefixtures("local_servers")
@@ -194,3 +198,58 @@ def test_a_queue_of_the_other_type_is_refused_in_one_line_and_migrated_without_l
 
     again = fulfil(own_vhost, "queues", "migrate", queue_type="quorum")
     assert again.returncode == 0 and "0 migrated" in again.stdout, again.stdout
+
+
+def test_the_unrouted_events_queue_follows_the_queue_type_and_is_migrated_with_its_events(
+    own_vhost: servers.TestVhost, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Events no consumer queue was bound for, kept by a relay of before (a classic queue).
+    classic = EventPublisher(own_vhost.url)
+    quorum = EventPublisher(own_vhost.url, queue_type="quorum")
+    try:
+        ids = [str(uuid.uuid4()) for _ in range(4)]
+        for event_id in ids[:3]:
+            classic.publish(uuid.UUID(event_id), "purchase.received", {"event_id": event_id})
+        classic.close()
+        assert queue_types(own_vhost)[UNROUTED][0] == "classic"
+
+        # A quorum relay keeps using it (nothing lost) and says, once, how to have it declared as configured.
+        with caplog.at_level(logging.WARNING, logger="fulfilment.rabbitmq.outbox"):
+            quorum.publish(uuid.UUID(ids[3]), "purchase.received", {"event_id": ids[3]})
+        quorum.close()
+        [advice] = [r.getMessage() for r in caplog.records if "declared with other arguments" in r.getMessage()]
+        assert "fulfil queues migrate" in advice and "x-queue-type" in advice
+        assert quorum.unrouted_limit == 0
+
+        dry = fulfil(own_vhost, "queues", "migrate", "--dry-run", queue_type="quorum")
+        assert dry.returncode == 0, dry.stderr
+        assert f"would migrate  {UNROUTED} (4 message(s))" in dry.stdout
+        moved = fulfil(own_vhost, "queues", "migrate", queue_type="quorum")
+        assert moved.returncode == 0, moved.stderr
+        assert f"migrated       {UNROUTED} (4 message(s))" in moved.stdout
+        kind, arguments = queue_types(own_vhost)[UNROUTED]
+        assert kind == "quorum" and "x-max-length" in arguments and "drop-head" in arguments, arguments
+        assert not any(name.endswith(".migrating") for name in queue_types(own_vhost))
+
+        # Bound to its exchange again, declared as the relay asks: the next unrouted event lands there, no advice.
+        caplog.clear()
+        later = str(uuid.uuid4())
+        with caplog.at_level(logging.WARNING, logger="fulfilment.rabbitmq.outbox"):
+            quorum.publish(uuid.UUID(later), "purchase.quoted", {"event_id": later})
+        assert not [r for r in caplog.records if "declared with other arguments" in r.getMessage()]
+        assert quorum.unrouted_limit == outbox.DEFAULT_UNROUTED_MAX_LENGTH
+    finally:
+        classic.close()
+        quorum.close()
+    assert [properties.message_id for properties, _ in take_messages(own_vhost.url, UNROUTED)] == [*ids, later]
+
+
+def test_a_quorum_relay_declares_the_unrouted_events_queue_as_quorum(own_vhost: servers.TestVhost) -> None:
+    relay = EventPublisher(own_vhost.url, queue_type="quorum", unrouted_max_length=5, unrouted_ttl_seconds=60)
+    try:
+        relay.publish(uuid.uuid4(), "purchase.received", {"event_id": "x"})
+    finally:
+        relay.close()
+    kind, arguments = queue_types(own_vhost)[UNROUTED]
+    assert kind == "quorum" and "x-max-length" in arguments and "60000" in arguments, arguments
+    assert relay.unrouted_limit == 5

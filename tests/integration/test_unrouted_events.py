@@ -122,7 +122,7 @@ def test_a_queue_declared_before_the_bound_is_used_and_the_advice_bounds_it(
         assert kept(own_vhost.url) == ids  # used as it is: nothing lost, nothing bounded yet
 
         # The migration path it prints: a policy, applied as printed (with this vhost), bounds it in place.
-        command = advice.split("To bound it without losing its events: ")[1].split(". Or move")[0]
+        command = advice.split("To bound it without losing its events: ")[1].split(". To have it declared")[0]
         args = shlex.split(command.replace("[-p <vhost>]", f"-p {own_vhost.name}"))
         assert args[:2] == ["rabbitmqctl", "set_policy"]
         servers.rabbitmqctl(*args[1:])

@@ -1,8 +1,11 @@
 """docker-compose.yml and the Dockerfile agree with the code, the settings and the Procfile.
 
 There is no Docker engine in CI, so these checks are what keep the container files honest:
-the compose environment must satisfy `Settings`, every command must name something that
-exists, and nothing may be published beyond 127.0.0.1.
+the file must be valid against the Compose Specification's JSON schema (vendored under
+tests/vendor/compose-spec/, its source and commit in SOURCE.md), the compose environment must
+satisfy `Settings`, every command must name something that exists, and nothing may be published
+beyond 127.0.0.1. The `ha` profile (README "High availability") gets the same checks, and must
+have the topology of scripts/ha.sh.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema
 import pytest
 import typer
 import yaml
@@ -30,9 +34,15 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 PROCFILE = ROOT / "Procfile"
+COMPOSE_SCHEMA = ROOT / "tests" / "vendor" / "compose-spec" / "compose-spec.json"
 
 APP_SERVICES = ("migrate", "worker", "scheduler")
 EXPECTED_SERVICES = {"postgres", "rabbitmq", "sandbox", "tm-sandbox", *APP_SERVICES}
+# The `ha` profile: scripts/ha.sh's topology, and the app services on it.
+HA_APP_SERVICES = ("migrate-ha", "worker-ha", "scheduler-ha")
+HA_RABBITS = ("rabbit-ha1", "rabbit-ha2", "rabbit-ha3")
+HA_PGS = ("pg-ha1", "pg-ha2")
+HA_SERVICES = {*HA_RABBITS, "etcd", *HA_PGS, *HA_APP_SERVICES, "cli-ha"}
 
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}")
 
@@ -53,10 +63,24 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return compose["services"]
 
 
-def _app_services(services: dict[str, dict[str, Any]]) -> list[str]:
-    """The named app services plus any other service that runs with the Settings environment."""
-    extra = [name for name, svc in services.items() if name not in APP_SERVICES and "DATABASE_URL" in _env(svc)]
-    return [*APP_SERVICES, *extra]
+def _app_services(services: dict[str, dict[str, Any]], profile: str | None = None) -> list[str]:
+    """The named app services plus any other service that runs with the Settings environment,
+    of the default services (profile None) or of one profile."""
+    named = APP_SERVICES if profile is None else HA_APP_SERVICES
+    extra = [name for name, svc in services.items() if name not in named and "DATABASE_URL" in _env(svc)
+             and (profile in svc.get("profiles", []) if profile else not set(svc.get("profiles", [])) - {"cli"})]
+    return [*named, *extra]
+
+
+def _interpolate_all(value: Any) -> Any:
+    """Every string of the file interpolated as compose does before it validates the model."""
+    if isinstance(value, str):
+        return _interpolate(value)
+    if isinstance(value, dict):
+        return {k: _interpolate_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate_all(v) for v in value]
+    return value
 
 
 def _interpolate(value: str) -> str:
@@ -137,6 +161,26 @@ def test_compose_file_parses_and_has_the_services(compose: dict[str, Any], servi
     assert not missing, f"services missing from docker-compose.yml: {sorted(missing)}"
 
 
+def test_compose_file_is_valid_against_the_compose_spec_schema(compose: dict[str, Any]) -> None:
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    validator = jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())
+    errors = sorted(validator.iter_errors(_interpolate_all(compose)), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+
+
+def test_the_schema_check_rejects_what_compose_rejects(compose: dict[str, Any]) -> None:
+    """The vendored schema is the real one: it refuses a misspelt key and a wrong type."""
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    assert schema.get("title") == "Compose Specification"
+    validator = jsonschema.Draft7Validator(schema)
+    broken = json.loads(json.dumps(_interpolate_all(compose)))
+    broken["services"]["worker"]["restart_policy"] = "always"  # not a service key (deploy.restart_policy is)
+    assert any("restart_policy" in e.message for e in validator.iter_errors(broken))
+    broken = json.loads(json.dumps(_interpolate_all(compose)))
+    broken["services"]["worker-ha"]["profiles"] = "ha"  # a list, not a string
+    assert not validator.is_valid(broken)
+
+
 def test_backing_services(services: dict[str, dict[str, Any]]) -> None:
     pg = services["postgres"]
     assert str(pg["image"]).startswith("postgres:15")
@@ -152,18 +196,20 @@ def test_backing_services(services: dict[str, dict[str, Any]]) -> None:
 # --- environment --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", APP_SERVICES)
+@pytest.mark.parametrize("name", [*APP_SERVICES, *HA_APP_SERVICES])
 def test_app_services_set_every_required_setting(services: dict[str, dict[str, Any]], name: str) -> None:
     env = _env(services[name])
     missing = _required_settings() - set(env)
     assert not missing, f"{name}: required settings not set: {sorted(missing)}"
 
 
-def test_app_services_share_one_environment(services: dict[str, dict[str, Any]]) -> None:
-    envs = {name: _env(services[name]) for name in _app_services(services)}
-    first = envs[APP_SERVICES[0]]
+@pytest.mark.parametrize("profile", [None, "ha"])
+def test_app_services_share_one_environment(services: dict[str, dict[str, Any]], profile: str | None) -> None:
+    names = _app_services(services, profile)
+    envs = {name: _env(services[name]) for name in names}
+    first = envs[names[0]]
     for name, env in envs.items():
-        assert env == first, f"{name} environment differs from {APP_SERVICES[0]}'s"
+        assert env == first, f"{name} environment differs from {names[0]}'s"
 
 
 def test_every_variable_is_known(services: dict[str, dict[str, Any]]) -> None:
@@ -171,14 +217,14 @@ def test_every_variable_is_known(services: dict[str, dict[str, Any]]) -> None:
     # Read by dramatiq's Prometheus middleware (see workers/__init__.py).
     dramatiq_vars = {"dramatiq_prom_host", "dramatiq_prom_port", "dramatiq_prom_db"}
     known = settings_vars | _known_sandbox_vars() | dramatiq_vars
-    for name in [*_app_services(services), "sandbox"]:
+    for name in [*_app_services(services), *_app_services(services, "ha"), "sandbox"]:
         unknown = set(_env(services[name])) - known
         assert not unknown, f"{name}: variables no code reads: {sorted(unknown)}"
     # The sandbox reads only SANDBOX_*; anything else there is a typo or misplaced.
     assert set(_env(services["sandbox"])) <= _known_sandbox_vars()
 
 
-@pytest.mark.parametrize("name", APP_SERVICES)
+@pytest.mark.parametrize("name", [*APP_SERVICES, *HA_APP_SERVICES])
 def test_app_environment_validates(services: dict[str, dict[str, Any]], name: str,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     for field in Settings.model_fields:  # only the compose values count, not the test runner's
@@ -216,8 +262,9 @@ def test_default_client_credentials_are_a_sandbox_partner(services: dict[str, di
 # --- commands -----------------------------------------------------------------------------
 
 
-def test_worker_command_is_dramatiq_workers(services: dict[str, dict[str, Any]]) -> None:
-    command = _command(services["worker"])
+@pytest.mark.parametrize("name", ["worker", "worker-ha"])
+def test_worker_command_is_dramatiq_workers(services: dict[str, dict[str, Any]], name: str) -> None:
+    command = _command(services[name])
     assert command[:2] == ["dramatiq", "workers"]
     from dramatiq.cli import make_argument_parser
 
@@ -226,15 +273,16 @@ def test_worker_command_is_dramatiq_workers(services: dict[str, dict[str, Any]])
     assert args.path == "."  # imported from the working directory: WORKDIR /app in the image
 
 
+@pytest.mark.parametrize("name", ["worker", "worker-ha"])
 def test_workers_module_builds_its_broker_from_the_compose_environment(
-        services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str) -> None:
     # Importing `workers` validates the settings, replaces the root log handlers and sets
     # dramatiq's global broker: do it in a child process (as `dramatiq workers` does, from
     # the project directory) so none of that leaks into other tests. No RabbitMQ is needed:
     # a worker that cannot reach it to declare its queues at start says so and goes on.
     for field in Settings.model_fields:
         monkeypatch.delenv(field.upper(), raising=False)
-    for key, value in _env(services["worker"]).items():
+    for key, value in _env(services[name]).items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     probe = (
@@ -243,7 +291,7 @@ def test_workers_module_builds_its_broker_from_the_compose_environment(
         "broker = dramatiq.get_broker()\n"
         "assert broker is workers.broker\n"
         "print(json.dumps({'broker': type(broker).__name__, 'actors': sorted(broker.get_declared_actors()),\n"
-        "                  'purchase_actors': sorted(PURCHASE_ACTORS)}))\n"
+        "                  'purchase_actors': sorted(PURCHASE_ACTORS), 'queue_type': broker.queue_type}))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=dict(os.environ),
                             capture_output=True, text=True, timeout=120)
@@ -251,6 +299,7 @@ def test_workers_module_builds_its_broker_from_the_compose_environment(
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["broker"] == "FulfilmentBroker"  # dramatiq's RabbitmqBroker, extended (fulfilment/rabbitmq/broker.py)
     assert set(report["purchase_actors"]) <= set(report["actors"])
+    assert report["queue_type"] == ("quorum" if name.endswith("-ha") else "classic")
 
 
 def test_fulfil_commands_exist_and_parse(services: dict[str, dict[str, Any]]) -> None:
@@ -264,13 +313,16 @@ def test_fulfil_commands_exist_and_parse(services: dict[str, dict[str, Any]]) ->
         sub = command[1]
         assert sub in commands, f"{name}: `fulfil {sub}` is not a command of fulfilment.cli.app"
         commands[sub].make_context(sub, command[2:])  # raises on an unknown option
-    assert seen >= 3  # migrate, scheduler, sandbox
+    assert seen >= 5  # migrate, scheduler, sandbox, and the ha profile's migrate and scheduler
 
 
 def test_service_commands(services: dict[str, dict[str, Any]]) -> None:
     assert _command(services["migrate"])[:2] == ["fulfil", "migrate"]
     assert _command(services["scheduler"])[:2] == ["fulfil", "scheduler"]
     assert _command(services["sandbox"])[:2] == ["fulfil", "sandbox"]
+    assert _command(services["migrate-ha"]) == _command(services["migrate"])
+    assert _command(services["scheduler-ha"]) == _command(services["scheduler"])
+    assert _command(services["worker-ha"]) == _command(services["worker"])
 
 
 def test_sandbox_port_matches_base_url_and_healthcheck(services: dict[str, dict[str, Any]]) -> None:
@@ -347,9 +399,23 @@ def test_processes_wait_for_migrations_and_their_servers(services: dict[str, dic
     assert deps.get("tm-sandbox") == "service_healthy"
 
 
-def test_migrate_waits_for_postgres_and_runs_once(services: dict[str, dict[str, Any]]) -> None:
-    migrate = services["migrate"]
-    assert _depends_on(migrate).get("postgres") == "service_healthy"
+@pytest.mark.parametrize("name", ["worker-ha", "scheduler-ha"])
+def test_ha_processes_wait_for_migrations_and_every_broker_node(services: dict[str, dict[str, Any]],
+                                                                name: str) -> None:
+    deps = _depends_on(services[name])
+    assert deps.get("migrate-ha") == "service_completed_successfully"
+    for node in HA_RABBITS:
+        assert deps.get(node) == "service_healthy"
+    assert deps.get("sandbox") == "service_healthy" and deps.get("tm-sandbox") == "service_healthy"
+    assert not {"migrate", "postgres", "rabbitmq"} & set(deps), "the ha services must not start the single-node ones"
+
+
+@pytest.mark.parametrize(("name", "database"), [("migrate", ("postgres",)), ("migrate-ha", HA_PGS)])
+def test_migrate_waits_for_postgres_and_runs_once(services: dict[str, dict[str, Any]], name: str,
+                                                  database: tuple[str, ...]) -> None:
+    migrate = services[name]
+    for server in database:
+        assert _depends_on(migrate).get(server) == "service_healthy"
     assert str(migrate.get("restart", "no")) == "no"
 
 
@@ -359,6 +425,92 @@ def test_healthchecked_dependencies_have_healthchecks(services: dict[str, dict[s
             assert dep in services, f"{name} depends on unknown service {dep}"
             if condition == "service_healthy":
                 assert services[dep].get("healthcheck", {}).get("test"), f"{name} waits for {dep} healthy: no healthcheck"
+
+
+# --- the ha profile: scripts/ha.sh's topology ---------------------------------------------
+
+
+def _config_content(compose: dict[str, Any], service: dict[str, Any], target: str) -> str:
+    sources = [c["source"] for c in service.get("configs", []) if c.get("target") == target]
+    assert sources, f"no config mounted at {target}"
+    return str(compose["configs"][sources[0]]["content"])
+
+
+def test_ha_profile_holds_its_services_and_only_them(services: dict[str, dict[str, Any]]) -> None:
+    missing = HA_SERVICES - set(services)
+    assert not missing, f"ha profile services missing: {sorted(missing)}"
+    for name, service in services.items():
+        in_ha = "ha" in service.get("profiles", [])
+        assert in_ha == (name in HA_SERVICES), f"{name}: {'in' if in_ha else 'not in'} the ha profile"
+
+
+def test_ha_rabbitmq_nodes_form_one_cluster(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    nodes = {f"rabbit@{services[name]['hostname']}" for name in HA_RABBITS}
+    assert {services[name]["hostname"] for name in HA_RABBITS} == set(HA_RABBITS)
+    cookies = {_env(services[name])["RABBITMQ_ERLANG_COOKIE"] for name in HA_RABBITS}
+    assert len(cookies) == 1, "every node of the cluster needs the same Erlang cookie"
+    volumes = [tuple(services[name]["volumes"]) for name in HA_RABBITS]
+    assert len(set(volumes)) == len(HA_RABBITS), "each node keeps its own data"
+    for name in HA_RABBITS:
+        conf = dict(line.split(" = ", 1) for line in
+                    _config_content(compose, services[name], "/etc/rabbitmq/conf.d/20-ha.conf").splitlines() if line)
+        assert conf["cluster_formation.peer_discovery_backend"] == "classic_config"
+        assert {v for k, v in conf.items() if k.startswith("cluster_formation.classic_config.nodes.")} == nodes
+        assert conf["cluster_partition_handling"] == "pause_minority"
+        assert str(services[name]["image"]).startswith("rabbitmq:3.13")
+
+
+def test_ha_app_services_name_every_node_and_ask_for_quorum_and_a_sync_standby(
+        services: dict[str, dict[str, Any]]) -> None:
+    from fulfilment.settings import Settings
+
+    env = _env(services["worker-ha"])
+    rabbit_env = _env(services["rabbit-ha1"])
+    urls = [urlsplit(url) for url in env["BROKER_URL"].split(";")]
+    assert [(u.hostname, u.port) for u in urls] == [(name, 5672) for name in HA_RABBITS]
+    assert {(u.username, u.password) for u in urls} == {(rabbit_env["RABBITMQ_DEFAULT_USER"],
+                                                         rabbit_env["RABBITMQ_DEFAULT_PASS"])}
+    assert env["BROKER_QUEUE_TYPE"] == "quorum"
+    assert env["SYNC_STANDBY_POLICY"] == "require"
+    management = [urlsplit(url) for url in env["BROKER_MANAGEMENT_URL"].split(";")]
+    assert [(u.hostname, u.port) for u in management] == [(name, 15672) for name in HA_RABBITS]
+    assert all(str(services[name]["image"]).endswith("-management") for name in HA_RABBITS)
+    db = urlsplit(env["DATABASE_URL"])
+    assert db.netloc.split("@", 1)[1] == ",".join(f"{name}:5432" for name in HA_PGS)
+    assert "target_session_attrs=read-write" in db.query
+    settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()})  # type: ignore[call-arg]
+    assert settings.broker_queue_type == "quorum"
+
+
+def test_ha_patroni_pair_replicates_synchronously_through_etcd(compose: dict[str, Any],
+                                                               services: dict[str, dict[str, Any]]) -> None:
+    patroni = yaml.safe_load(_config_content(compose, services["pg-ha1"], "/etc/patroni/patroni.yml"))
+    dcs = patroni["bootstrap"]["dcs"]
+    assert dcs["synchronous_mode"] is True
+    assert dcs["postgresql"]["parameters"]["synchronous_commit"] == "on"
+    assert patroni["etcd3"]["hosts"] == "etcd:2379"
+    assert "--listen-client-urls=http://0.0.0.0:2379" in _command(services["etcd"])
+    assert patroni["postgresql"]["listen"].endswith(":5432")
+    # The application role and database the app URLs name, with pg_monitor for the replication check.
+    script = _config_content(compose, services["pg-ha1"], "/etc/patroni/post-bootstrap.sh")
+    db = urlsplit(_env(services["worker-ha"])["DATABASE_URL"])
+    assert f"CREATE ROLE {db.username} LOGIN PASSWORD '{db.password}'" in script
+    assert f"GRANT pg_monitor TO {db.username}" in script
+    assert f"CREATE DATABASE {db.path.lstrip('/')} OWNER {db.username}" in script
+    assert patroni["bootstrap"]["post_bootstrap"].endswith("/etc/patroni/post-bootstrap.sh")
+    for name in HA_PGS:
+        env = _env(services[name])
+        assert env["PATRONI_NAME"] == name == services[name]["hostname"]
+        assert env["PATRONI_POSTGRESQL_CONNECT_ADDRESS"] == f"{name}:5432"
+        assert env["PATRONI_RESTAPI_CONNECT_ADDRESS"] == f"{name}:8008"
+        assert "8008/health" in json.dumps(services[name]["healthcheck"]["test"])
+        assert _depends_on(services[name]).get("etcd") == "service_healthy"
+    assert services["pg-ha1"]["volumes"] != services["pg-ha2"]["volumes"]
+    # The same Patroni settings as scripts/ha.sh's local stack.
+    script_text = (ROOT / "scripts" / "ha.sh").read_text()
+    for key, value in (("ttl", dcs["ttl"]), ("loop_wait", dcs["loop_wait"]), ("synchronous_mode", "true"),
+                       ("failsafe_mode", "true"), ("use_pg_rewind", "true")):
+        assert re.search(rf"\b{key}: {value}\b", script_text), f"scripts/ha.sh and compose differ on {key}"
 
 
 # --- exposure -----------------------------------------------------------------------------

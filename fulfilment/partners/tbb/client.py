@@ -42,6 +42,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from fulfilment.outages import PARTNERS
 from fulfilment.partners.base import (
     DeadlineReached,
     LookupUnknown,
@@ -359,6 +360,12 @@ def _honour_retry_after(backoff: Callable[[RetryCallState], float]) -> Callable[
 
 
 def _log_retry(state: RetryCallState) -> None:
+    """Each retried attempt in a line, until the partner counts as down (outages.PARTNERS): then the
+    attempts are counted, with one line down, a summary a minute and one line back."""
     error = state.outcome.exception() if state.outcome else None
     sleep = state.next_action.sleep if state.next_action else 0.0
-    log.warning("tbb call failed (attempt %d): %s; retrying in %.2fs", state.attempt_number, error, sleep)
+    outage = PARTNERS["tbb"]
+    if not outage.down:
+        log.warning("tbb call failed (attempt %d): %s; retrying in %.2fs", state.attempt_number, error, sleep)
+    if isinstance(error, TransientError):
+        outage.failed(f"tbb call failed: {error}")
