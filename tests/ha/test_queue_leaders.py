@@ -15,7 +15,7 @@ from fulfilment.health import BrokerDown, check_queue_leaders
 from fulfilment.rabbitmq.cluster import ClusterView, read_cluster
 from fulfilment.rabbitmq.publisher import confirmed_broker
 from fulfilment.rabbitmq.queues import INTAKE_QUEUE, QUEUES
-from fulfilment.scheduler import _cluster_gauges
+from fulfilment.scheduler.gauges import _cluster_gauges
 from fulfilment.settings import QueueSettings, Settings
 from tests.ha.conftest import ha
 

@@ -14,7 +14,7 @@ from fulfilment import metrics, outages
 from fulfilment.health import check_queue_leaders, run_checks
 from fulfilment.rabbitmq.cluster import ClusterUnreadable, read_cluster, vhost_of
 from fulfilment.rabbitmq.queues import QUEUES
-from fulfilment.scheduler import _cluster_gauges
+from fulfilment.scheduler.gauges import _cluster_gauges
 
 BROKER_URL = "amqp://fulfil:fulfil@10.0.0.1:5672/%2F;amqp://fulfil:fulfil@10.0.0.2:5672/%2F"
 MANAGEMENT = "http://fulfil:s3cret-mgmt@10.0.0.1:15672;http://fulfil:s3cret-mgmt@10.0.0.2:15672/"
@@ -112,7 +112,7 @@ def test_the_gauges_show_leaders_and_nodes_and_are_dropped_when_unreadable(caplo
     assert metrics.QUEUE_MEMBERS_ONLINE.get("purchases.intake") == 1
 
     management = outages.Outage("RabbitMQ management API")
-    monkeypatch.setattr("fulfilment.scheduler.BROKER_MANAGEMENT", management)
+    monkeypatch.setattr("fulfilment.scheduler.gauges.BROKER_MANAGEMENT", management)
 
     def unreadable() -> ClusterView:
         raise ClusterUnreadable("RabbitMQ management API unreachable at 10.0.0.1:15672: refused")
