@@ -7,7 +7,7 @@ scheduler's own `redrive_due`, for 1-3 purchases, against `FakeTicketmaster`
 (fulfilment/partners/ticketmaster/testing.py) while injecting what production throws at them:
 stale, duplicated, redelivered and lost messages; scheduler re-drives; claim leases that pass;
 partner calls answered 202 (then polled, maybe after more 202s), 429 with a Ratelimit-Expiry,
-niterun, NotSent, 5xx; cart calls processed but their answers lost; commits processed later (the
+niterun, NotSent, 5xx; cart calls processed but their answers lost (or unreadable, naming the order); commits processed later (the
 test lets them land when it likes); definite refusals (CartInvalid, SoldOut, PaymentRefused);
 carts held briefly or expiring while a purchase waits; an unredeemed-orders list that lags behind
 commits (a per-example lag) and may or may not give order numbers; SafeTix tokens delayed until a
@@ -108,7 +108,7 @@ FAULT_WEIGHTS: dict[str, dict[str, int]] = {
     "delete_cart": {"": 6, "polling": 1, "not_sent": 1, "lost": 1, "unknown": 1, "crash_before": 1, "crash_after": 1},
     "commit": {"": 4, "polling": 5, "not_sent": 1, "rate_limited": 1, "maintenance": 1, "lost": 4, "deferred": 4,
                "crash_deferred": 2, "unknown": 2, "crash_before": 2, "crash_after": 3, "cart_invalid": 1,
-               "sold_out": 1, "payment_refused": 1, "polling_refused": 2},
+               "sold_out": 1, "payment_refused": 1, "polling_refused": 2, "unreadable": 1},
     "poll_commit": {"": 4, "again": 3, "gone": 2, "not_sent": 1, "crash_before": 1, "crash_after": 2, "rate_limited": 3,
                     "maintenance": 2},
     "unredeemed_orders": {"": 4, "polling": 1, "transient": 2, "not_sent": 1, "rate_limited": 1, "maintenance": 1,
@@ -880,3 +880,29 @@ def test_absence_policy_reserves_again_once_the_list_proves_no_order(absence_mac
     [the_order] = _order_of(machine)
     assert machine._get(purchase_id).order_id == the_order.order_number
     assert len(machine.fake.calls_of("reserve")) == 2
+
+
+def test_an_order_number_in_an_unreadable_commit_answer_is_kept_and_used(
+        absence_machine: AbsenceTmPurchaseMachine) -> None:
+    """The commit made the order, but its answer could not be read; it still named the order's number
+    (TmOutcomeUnknown.order_number: `order_number_hint`).  TM told us an order exists: the hint is kept,
+    the absence policy never applies (even when the unredeemed list lags past its grace), and the
+    person the purchase is handed to is told the order's number."""
+    machine = absence_machine
+    purchase_id = _quoted(machine, hold=150.0, lag=2000.0)
+    assert _step(machine, "place_order", ("commit", "unreadable")) is State.ORDER_UNKNOWN
+    [the_order] = _order_of(machine)
+    purchase = machine._get(purchase_id)
+    assert purchase.partner_data["order_number_hint"] == the_order.order_number
+    assert purchase.order_evidence == "exists"
+    machine._time_passes(150 + TM_ABSENCE_GRACE + 1)  # the grace passed; the list still hides the order
+    for _ in range(10):
+        state = _step(machine, "resolve_order")
+        assert len(machine.fake.calls_of("reserve")) == 1 and _order_of(machine) == [the_order]
+        if state is not State.ORDER_UNKNOWN:
+            break
+        machine._time_passes(machine._until_due())
+    purchase = machine._get(purchase_id)
+    assert (State(purchase.state), purchase.failure_code) == (State.NEEDS_ATTENTION, "ORDER_OUTCOME_UNKNOWN")
+    assert the_order.order_number in purchase.failure_message
+    assert purchase.partner_data["order_number_hint"] == the_order.order_number
