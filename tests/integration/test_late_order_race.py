@@ -131,3 +131,53 @@ def test_the_same_late_order_twice_at_once_applies_once() -> None:
     assert orphans == []
     kinds = [row[0] for row in history if row[3] == f"late-{the_order}"]
     assert sorted(kinds) == ["late_answer", "transition"]
+
+
+def _moves_on(purchase_id: uuid.UUID, *steps: tuple[State, dict[str, Any]]) -> None:
+    for to_state, changes in steps:
+        with session_scope() as session:
+            state_machine.transition(session, session.get_one(Purchase, purchase_id), to_state, reason="test",
+                                     next_action_in=600, changes=changes)
+
+
+def _one_late_answer(purchase_id: uuid.UUID, quote_id: str, order_id: str) -> None:
+    stale = reload(purchase_id)
+    keep_late_order(stale, order_id=order_id, quote_id=quote_id,
+                    details={"order_id": order_id, "quote_id": quote_id, "status": "confirmed"},
+                    to_state=State.AWAITING_TRANSFER, next_action_in=0.0,
+                    changes_for=lambda current: {"order_id": order_id, "order_status": "confirmed"},
+                    message_id=f"late-{order_id}", how="confirmed")
+
+
+def _orphan_held(purchase_id: uuid.UUID, order_id: str) -> None:
+    """The late order is kept as an orphan, and the purchase waits for a person who checks it."""
+    purchase = reload(purchase_id)
+    history, orphans = _rows(purchase_id)
+    assert orphans == [order_id]
+    assert (State(purchase.state), purchase.failure_code) == (State.NEEDS_ATTENTION, "ORPHAN_ORDER")
+    assert order_id in purchase.failure_message and purchase.order_id is None
+    assert [(row[0], row[3]) for row in history[-2:]] == [("orphan_order", f"late-{order_id}"),
+                                                        ("transition", f"late-{order_id}")]
+
+
+def test_a_late_order_after_the_purchase_went_back_to_quoting_is_kept_and_raised() -> None:
+    """The purchase left the order path (the absence policy sent it back to quoting, same quote id
+    still on it): a late order for that quote is never applied there, but kept and raised to a person."""
+    purchase_id = _order_unknown()
+    quote_id = reload(purchase_id).quote_id
+    _moves_on(purchase_id, (State.RECEIVED, {"order_evidence": None}))
+    _one_late_answer(purchase_id, quote_id, f"ORD-{purchase_id.hex[:8]}")
+    _orphan_held(purchase_id, f"ORD-{purchase_id.hex[:8]}")
+
+
+def test_a_late_order_for_an_earlier_quote_is_never_taken_for_the_current_one() -> None:
+    """The purchase resolves an order of a newer quote: a late order of the earlier quote is not its
+    answer -- kept as an orphan, and the purchase raised to a person."""
+    purchase_id = _order_unknown()
+    first_quote = reload(purchase_id).quote_id
+    _moves_on(purchase_id, (State.RECEIVED, {"order_evidence": None}),
+              (State.QUOTED, {"quote_id": f"q2-{purchase_id.hex[:8]}",
+                              "quote_expires_at": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)}),
+              (State.ORDERING, {"order_evidence": "may_exist"}), (State.ORDER_UNKNOWN, {}))
+    _one_late_answer(purchase_id, first_quote, f"ORD-{purchase_id.hex[:8]}")
+    _orphan_held(purchase_id, f"ORD-{purchase_id.hex[:8]}")
