@@ -7,7 +7,7 @@ scheduler's own `redrive_due`, for 1-3 purchases, against `FakeTicketmaster`
 (fulfilment/partners/ticketmaster/testing.py) while injecting what production throws at them:
 stale, duplicated, redelivered and lost messages; scheduler re-drives; claim leases that pass;
 partner calls answered 202 (then polled, maybe after more 202s), 429 with a Ratelimit-Expiry,
-niterun, NotSent, 5xx; cart calls processed but their answers lost; commits processed later (the
+niterun, NotSent, 5xx; cart calls processed but their answers lost (or unreadable, naming the order); commits processed later (the
 test lets them land when it likes); definite refusals (CartInvalid, SoldOut, PaymentRefused);
 carts held briefly or expiring while a purchase waits; an unredeemed-orders list that lags behind
 commits (a per-example lag) and may or may not give order numbers; SafeTix tokens delayed until a
@@ -44,6 +44,7 @@ and the machine meets forgotten URLs too (GONE_READ_AND_RESERVE_POLLS).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import uuid
 from collections import defaultdict
@@ -107,7 +108,7 @@ FAULT_WEIGHTS: dict[str, dict[str, int]] = {
     "delete_cart": {"": 6, "polling": 1, "not_sent": 1, "lost": 1, "unknown": 1, "crash_before": 1, "crash_after": 1},
     "commit": {"": 4, "polling": 5, "not_sent": 1, "rate_limited": 1, "maintenance": 1, "lost": 4, "deferred": 4,
                "crash_deferred": 2, "unknown": 2, "crash_before": 2, "crash_after": 3, "cart_invalid": 1,
-               "sold_out": 1, "payment_refused": 1, "polling_refused": 2},
+               "sold_out": 1, "payment_refused": 1, "polling_refused": 2, "unreadable": 1},
     "poll_commit": {"": 4, "again": 3, "gone": 2, "not_sent": 1, "crash_before": 1, "crash_after": 2, "rate_limited": 3,
                     "maintenance": 2},
     "unredeemed_orders": {"": 4, "polling": 1, "transient": 2, "not_sent": 1, "rate_limited": 1, "maintenance": 1,
@@ -154,9 +155,9 @@ MAY_HOLD_ORDER = frozenset({S.ORDERING, S.ORDER_UNKNOWN, S.AWAITING_TICKETS, S.T
                             S.STALLED})
 MAY_STALL_WITH_ORDER = frozenset({S.ORDERING, S.ORDER_UNKNOWN, S.AWAITING_TICKETS})
 ORDER_KNOWN = frozenset({S.AWAITING_TICKETS, S.TICKETS_ISSUED})
-# Once an order outcome was unknown, never back to where the purchase could buy afresh
-# (ORDER_ABSENCE_GRACE_SECONDS is unset here) nor FAILED (only an operator may) -- unless the
-# commit's own definite refusal reached us meanwhile (its polled answer).
+# Once an order outcome was unknown, never back to where the purchase could buy afresh (unless
+# ORDER_ABSENCE_GRACE_SECONDS is set: AbsenceTmPurchaseMachine judges its policy) nor FAILED (only an
+# operator may) -- unless the commit's own definite refusal reached us meanwhile (its polled answer).
 NEVER_AFTER_UNKNOWN = frozenset({S.RECEIVED, S.QUOTED, S.PAUSED, S.ORDERING, S.FAILED})
 ORPHAN_LEAVES_ALONE = TERMINAL | {S.NEEDS_ATTENTION, S.AWAITING_TICKETS}
 
@@ -251,12 +252,23 @@ class TmPurchaseMachine(PurchaseMachineBase):
                 self.unknown_since.setdefault(purchase_id, row_id)
             elif purchase_id in self.unknown_since and state in NEVER_AFTER_UNKNOWN:
                 sid = self.sids[self.purchases.index(purchase_id)]
+                if self._absence_policy_requoted(purchase_id, row_id, state):
+                    del self.unknown_since[purchase_id]
+                    continue
                 assert not self.fake.may_have_bought(sid), \
                     f"{purchase_id}: {state} (row {row_id}) after its order outcome was unknown (row " \
                     f"{self.unknown_since[purchase_id]}), while an order may exist: {self.fake.orders_of(sid)}, " \
                     f"{[c for c in self.fake.commits if c.source_account_id == sid]}"
                 event(f"{state} after a commit refused by its polled answer")
                 del self.unknown_since[purchase_id]
+
+    def _absence_policy_requoted(self, purchase_id: uuid.UUID, row_id: int, state: State) -> bool:
+        """Whether this return to quoting is the absence policy's (judged by AbsenceTmPurchaseMachine;
+        without ORDER_ABSENCE_GRACE_SECONDS there is no such policy)."""
+        return False
+
+    def _may_have_bought(self, sid: str) -> bool:
+        return self.fake.may_have_bought(sid)
 
     # ---- rules -------------------------------------------------------------------------
 
@@ -370,7 +382,7 @@ class TmPurchaseMachine(PurchaseMachineBase):
                 assert purchase["order_evidence"] is not None, f"{pid} is ordering without order evidence"
             if not held:
                 assert state not in ORDER_KNOWN, f"{pid} is {state}, but TM has no order for it"
-            if held or fake.may_have_bought(sid):
+            if held or self._may_have_bought(sid):
                 what = held[0].order_number if held else "a commit without a definite answer"
                 assert state in MAY_HOLD_ORDER, f"{pid} is {state} while an order may exist: {what}"
                 if state is State.STALLED:
@@ -470,6 +482,88 @@ class InlineTmPurchaseMachine(TmPurchaseMachine):
 
 TestTmPurchasesInline = InlineTmPurchaseMachine.TestCase
 TestTmPurchasesInline.settings = MACHINE_SETTINGS
+
+
+# The operator's absence policy in the absence-policy machine (issue 20): longer than every lag of the
+# unredeemed list it meets (TM_ABSENCE_LAGS), so that a complete, empty list that long after the cart's
+# hold ended proves there is no order; the lookups of an unknown order (about 15 min) outlast it.
+# (A list that lags past the grace is the risk the operator accepts: TBB's AbsencePolicyMachine meets it.)
+TM_ABSENCE_GRACE = 450.0
+TM_ABSENCE_LAGS = st.sampled_from([0.0, 90.0, 400.0])
+TM_SHORT_HOLDS = st.sampled_from([300.0, 150.0])
+
+
+class AbsenceTmPurchaseMachine(TmPurchaseMachine):
+    """The same machine with ORDER_ABSENCE_GRACE_SECONDS set: an unknown commit whose cart's hold ended
+    that long ago, and which the unredeemed list (which covers it) does not show, goes back to
+    reserving.  Judged at each such transition (`_absence_policy_requoted`): the policy's alone (the
+    grace passed since the hold ended, the purchase had no evidence that an order exists, no order
+    number hint), and true -- TM holds no order of the purchase and no commit of it.  So even with the
+    policy: never two orders, never a reserve while an order may exist."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settings = self.settings.model_copy(update={"order_absence_grace_seconds": TM_ABSENCE_GRACE})
+        self.exists_seen: set[uuid.UUID] = set()  # purchases an order is known to exist for (`evidence_seen`)
+        self.requoted_at: dict[str, Any] = {}  # sid -> the clock when the policy sent it back to reserving
+
+    @initialize(hold=TM_SHORT_HOLDS, lag=TM_ABSENCE_LAGS, numbers=st.booleans(), extension=EXTENSIONS, zone=ZONES,
+                price=PRICES, deadline_soon=DEADLINE_SOON)
+    def first_purchase(self, hold: float, lag: float, numbers: bool, extension: float, zone: str | None,
+                       price: str | None, deadline_soon: bool) -> None:
+        super().first_purchase(hold=hold, lag=lag, numbers=numbers, extension=extension, zone=zone, price=price,
+                               deadline_soon=deadline_soon)
+
+    def _absence_policy_requoted(self, purchase_id: uuid.UUID, row_id: int, state: State) -> bool:
+        if state is not State.RECEIVED:
+            return False
+        sid = self.sids[self.purchases.index(purchase_id)]
+        purchase = self._get(purchase_id)
+        if self.fake.may_have_bought(sid) and not self._definitely_refused(sid):
+            # Not the commit's own refusal: it must be the policy's, and right.
+            assert not self.fake.orders_of(sid) and not self.fake.commit_pending(sid), \
+                f"{purchase_id}: back to reserving (row {row_id}) under the absence policy while TM holds " \
+                f"{self.fake.orders_of(sid) or 'a commit of it'}"
+            assert purchase_id not in self.exists_seen, \
+                f"{purchase_id}: back to reserving (row {row_id}) although an order was known to exist"
+            assert purchase.quote_expires_at is None or self.clock() >= purchase.quote_expires_at + dt.timedelta(
+                seconds=TM_ABSENCE_GRACE), f"{purchase_id}: back to reserving (row {row_id}) under the absence " \
+                f"policy before its grace passed (the cart's hold ended at {purchase.quote_expires_at})"
+            self.requoted_at[sid] = self.clock()
+            event("re-reserved under the absence policy")
+            return True
+        return False
+
+    def _definitely_refused(self, sid: str) -> bool:
+        """The last commit of this purchase was refused definitely (its own answer reached us)."""
+        mine = [c for c in self.fake.commits if c.source_account_id == sid]
+        return bool(mine) and mine[-1].told == "refused"
+
+    def _may_have_bought(self, sid: str) -> bool:
+        """As TmPurchaseMachine's, except that commits sent before the policy sent the purchase back
+        to reserving count by what TM holds (the policy's judgement, `_absence_policy_requoted`)."""
+        since = self.requoted_at.get(sid)
+        if since is None:
+            return self.fake.may_have_bought(sid)
+        return bool(self.fake.orders_of(sid)) or self.fake.commit_pending(sid) or any(
+            commit.told in ("unknown", "ordered") for commit in self.fake.commits
+            if commit.source_account_id == sid and commit.at >= since)
+
+    @invariant()
+    def evidence_seen(self) -> None:
+        """The purchases an order is known to exist for (evidence "exists", or an order number hint)."""
+        for pid in self.purchases:
+            purchase = self._get(pid)
+            hinted = bool((purchase.partner_data or {}).get("order_number_hint"))
+            if purchase.order_evidence == "exists" or hinted:
+                self.exists_seen.add(pid)
+            elif purchase.order_evidence is None:
+                self.exists_seen.discard(pid)
+
+
+TestTmPurchasesAbsencePolicy = AbsenceTmPurchaseMachine.TestCase
+TestTmPurchasesAbsencePolicy.settings = TmPurchaseMachine.hypothesis_settings(
+    **({"max_examples": CI_EXAMPLES // 2} if _CI else {}), stateful_step_count=50)
 
 
 # ---- scripted regressions ------------------------------------------------------------------
@@ -743,3 +837,72 @@ def test_a_definite_refusal_of_the_one_commit_leaves_the_order_path(machine: TmP
     assert _order_of(machine) == [] and len(machine.fake.calls_of("commit")) == 1
     assert purchase.order_evidence is None
     assert (purchase.failure_code if then is State.FAILED else purchase.last_error)
+
+
+# ---- issue 20: the absence policy (ORDER_ABSENCE_GRACE_SECONDS) ---------------------------------------
+
+
+@pytest.fixture
+def absence_machine() -> Iterator[AbsenceTmPurchaseMachine]:
+    machine = AbsenceTmPurchaseMachine()
+    yield machine
+    machine.close()
+
+
+def test_absence_policy_waits_for_its_grace_while_the_list_lags(absence_machine: AbsenceTmPurchaseMachine) -> None:
+    """The commit made the order and its answer was lost; the unredeemed list lags 400 s.  The cart's
+    hold ended, but not the grace: the empty list proves nothing, the purchase never reserves again;
+    once the list shows the order, a person gets its tickets."""
+    machine = absence_machine
+    purchase_id = _quoted(machine, hold=150.0, lag=400.0)
+    assert _step(machine, "place_order", ("commit", "lost")) is State.ORDER_UNKNOWN
+    [the_order] = _order_of(machine)
+    machine._time_passes(200)  # the hold ended 50 s ago; the list still hides the order
+    assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
+    assert len(machine.fake.calls_of("reserve")) == 1
+    machine._time_passes(TM_ABSENCE_GRACE)  # the grace passed; the list shows the order by now
+    assert _step(machine, "resolve_order") is State.NEEDS_ATTENTION
+    purchase = machine._get(purchase_id)
+    assert (purchase.failure_code, purchase.order_evidence) == ("ORDER_TOKEN_UNKNOWN", "exists")
+    assert _order_of(machine) == [the_order] and len(machine.fake.calls_of("reserve")) == 1
+
+
+def test_absence_policy_reserves_again_once_the_list_proves_no_order(absence_machine: AbsenceTmPurchaseMachine) -> None:
+    """The policy itself: a commit whose outcome stayed unknown (TM made no order), the cart's hold ended
+    more than the grace ago, the complete list is empty: the purchase reserves again and buys once."""
+    machine = absence_machine
+    purchase_id = _quoted(machine, hold=150.0, lag=90.0)
+    assert _step(machine, "place_order", ("commit", "unknown")) is State.ORDER_UNKNOWN
+    assert _order_of(machine) == []
+    machine._time_passes(150 + TM_ABSENCE_GRACE + 1)
+    assert _step(machine, "resolve_order") is State.RECEIVED
+    machine._settle()
+    [the_order] = _order_of(machine)
+    assert machine._get(purchase_id).order_id == the_order.order_number
+    assert len(machine.fake.calls_of("reserve")) == 2
+
+
+def test_an_order_number_in_an_unreadable_commit_answer_is_kept_and_used(
+        absence_machine: AbsenceTmPurchaseMachine) -> None:
+    """The commit made the order, but its answer could not be read; it still named the order's number
+    (TmOutcomeUnknown.order_number: `order_number_hint`).  TM told us an order exists: the hint is kept,
+    the absence policy never applies (even when the unredeemed list lags past its grace), and the
+    person the purchase is handed to is told the order's number."""
+    machine = absence_machine
+    purchase_id = _quoted(machine, hold=150.0, lag=2000.0)
+    assert _step(machine, "place_order", ("commit", "unreadable")) is State.ORDER_UNKNOWN
+    [the_order] = _order_of(machine)
+    purchase = machine._get(purchase_id)
+    assert purchase.partner_data["order_number_hint"] == the_order.order_number
+    assert purchase.order_evidence == "exists"
+    machine._time_passes(150 + TM_ABSENCE_GRACE + 1)  # the grace passed; the list still hides the order
+    for _ in range(10):
+        state = _step(machine, "resolve_order")
+        assert len(machine.fake.calls_of("reserve")) == 1 and _order_of(machine) == [the_order]
+        if state is not State.ORDER_UNKNOWN:
+            break
+        machine._time_passes(machine._until_due())
+    purchase = machine._get(purchase_id)
+    assert (State(purchase.state), purchase.failure_code) == (State.NEEDS_ATTENTION, "ORDER_OUTCOME_UNKNOWN")
+    assert the_order.order_number in purchase.failure_message
+    assert purchase.partner_data["order_number_hint"] == the_order.order_number

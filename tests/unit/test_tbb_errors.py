@@ -101,3 +101,22 @@ def test_unknown_4xx_code_is_permanent_and_keeps_its_code() -> None:
 def test_long_bodies_are_cut_in_messages() -> None:
     error = error_from_response(httpx.Response(502, text="x" * 10_000))
     assert len(error.message) < 400
+
+
+@pytest.mark.parametrize(("status", "code"), [(404, "SOMETHING_NEW"), (400, "ORDER_NOT_FOUND"), (410, "NOT_FOUND")])
+def test_not_found_by_its_code_or_by_a_404(status: int, code: str) -> None:
+    """A lookup's "no such order" is known by its code whatever the status, or by a 404 whatever the code
+    (mutation testing: `or` -> `and`, the code's spelling)."""
+    error = error_from_response(envelope(status, code))
+    assert type(error) is NotFound and (error.code, error.status) == (code, status)
+
+
+def test_an_unknown_4xx_code_is_permanent_and_keeps_its_status() -> None:
+    error = error_from_response(envelope(409, "SOMETHING_NEW"))
+    assert type(error) is PermanentError and (error.code, error.status) == ("SOMETHING_NEW", 409)
+
+
+@pytest.mark.parametrize(("header", "seconds"), [("0", 0.0), ("-5", 0.0), ("0.5", 0.5)])
+def test_retry_after_is_never_negative_and_never_raised(header: str, seconds: float) -> None:
+    error = error_from_response(envelope(429, "RATE_LIMITED", headers={"Retry-After": header}))
+    assert isinstance(error, TransientError) and error.retry_after == seconds

@@ -173,7 +173,7 @@ FAULTS: dict[str, tuple[str, ...]] = {
     "reserve": (*_ANY, "unknown", "lost", "polling", "sold_out", "cart_invalid", "short_hold"),
     "add_payment": (*_ANY, "unknown", "lost", "polling", "payment_refused", "cart_invalid"),
     "commit": (*_ANY, "unknown", "lost", "answer_late", "deferred", "crash_deferred", "polling", "polling_refused", "cart_invalid",
-               "sold_out", "payment_refused"),
+               "sold_out", "payment_refused", "unreadable"),
     "delete_cart": (*_ANY, "unknown", "lost", "polling"),
     "unredeemed_orders": (*_ANY, "transient", "stalled", "polling", "forbidden"),
     "order_tickets": (*_ANY, "transient", "stalled", "polling", "delayed", "not_found"),
@@ -748,6 +748,12 @@ class FakeTicketmaster(TicketmasterApi):
             self._note_outcome(fault.kind)
             answered = getattr(outcome, "cart_id", None) if operation != "reserve" else None
             raise _sent_then_failed(operation, cart_id or answered, "the connection was reset before the answer")
+        if fault.kind == "unreadable" and isinstance(outcome, Committed):
+            # An answer the client cannot read that still names the order (as api.py reports it: the
+            # order number, never the token).
+            self._note_outcome("unreadable")
+            self._raise(unknown("MALFORMED_RESPONSE", f"{operation}: the answer could not be read", operation=operation,
+                                status=200, cart_id=cart_id, order_number=outcome.order_number))
         if fault.kind == "crash_after":
             self._note_outcome("crash_after")
             raise SimulatedCrash(f"the worker died after TM did {operation}")

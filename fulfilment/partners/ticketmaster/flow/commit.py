@@ -122,7 +122,11 @@ class Commit(FlowBase):
             hint = getattr(error, "order_number", None)
             if hint:
                 data.set(order_number_hint=hint)
-            changes = {"partner_data": data.without("pending"), "last_error": str(error)[:2000]}
+            changes: dict[str, Any] = {"partner_data": data.without("pending"), "last_error": str(error)[:2000]}
+            if hint:
+                # TM named the order in the answer we could not read: it exists, whatever a lookup says
+                # (the absence policy never applies).
+                changes["order_evidence"] = OrderEvidence.EXISTS.value
             if purchase.state == State.ORDERING:
                 return Next(StepName.RESOLVE) if record(
                     purchase, State.ORDER_UNKNOWN, f"commit outcome unknown: {error}", step.message_id,
@@ -342,4 +346,7 @@ class Commit(FlowBase):
 
     def _wait(self, purchase: Purchase, data: tm_data.TmData, step: StepContext, why: str) -> Next | None:
         """Look again later, or hand over to a person once the lookups are used up (the order step's rule)."""
+        hint = data["order_number_hint"]
+        if hint:
+            why = f"{why}; Ticketmaster named order {hint} in a commit answer we could not read"
         return wait_or_hold(purchase, step.settings, step.message_id, why, partner_data=data.values)
