@@ -42,7 +42,6 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from fulfilment.outages import PARTNERS
 from fulfilment.partners.base import (
     DeadlineReached,
     LookupUnknown,
@@ -57,12 +56,14 @@ from fulfilment.partners.base import (
     TransientError,
 )
 from fulfilment.partners.deadline import DEADLINE, DeadlineTransport
+from fulfilment.partners.retry_log import retry_logger
 from fulfilment.partners.tbb import assumed
 from fulfilment.partners.tbb.auth import TokenCache
 from fulfilment.partners.tbb.errors import AUTH_RETRY_CODES, error_from_response
 from fulfilment.partners.tbb.payloads import MalformedResponse, parse_order, parse_quote
 
 log = logging.getLogger(__name__)
+_log_retry = retry_logger("tbb", "tbb", log)
 
 # (operation, outcome code, seconds) → metrics; outcome is "ok" or the error code.
 CallObserver = Callable[[str, str, float], None]
@@ -359,13 +360,3 @@ def _honour_retry_after(backoff: Callable[[RetryCallState], float]) -> Callable[
     return wait
 
 
-def _log_retry(state: RetryCallState) -> None:
-    """Each retried attempt in a line, until the partner counts as down (outages.PARTNERS): then the
-    attempts are counted, with one line down, a summary a minute and one line back."""
-    error = state.outcome.exception() if state.outcome else None
-    sleep = state.next_action.sleep if state.next_action else 0.0
-    outage = PARTNERS["tbb"]
-    if not outage.down:
-        log.warning("tbb call failed (attempt %d): %s; retrying in %.2fs", state.attempt_number, error, sleep)
-    if isinstance(error, TransientError):
-        outage.failed(f"tbb call failed: {error}")

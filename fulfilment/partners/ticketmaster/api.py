@@ -115,9 +115,9 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from fulfilment.outages import PARTNERS
 from fulfilment.partners.base import DeadlineReached, PartnerError, TransientError
 from fulfilment.partners.deadline import DEADLINE, DeadlineHTTPTransport, DeadlineTransport
+from fulfilment.partners.retry_log import retry_logger
 from fulfilment.partners.ticketmaster import assumed
 from fulfilment.partners.ticketmaster.errors import (
     KNOWN_CODES,
@@ -178,6 +178,7 @@ from fulfilment.partners.ticketmaster.transport import (
 )
 
 log = logging.getLogger(__name__)
+_log_retry = retry_logger("ticketmaster", "tm", log)
 
 # (operation, outcome, seconds) -> metrics; outcome is "ok", "polling" or the error code.
 CallObserver = Callable[[str, str, float], None]
@@ -649,16 +650,6 @@ def _wait(state: RetryCallState) -> float:
     return base
 
 
-def _log_retry(state: RetryCallState) -> None:
-    """Each retried attempt in a line, until the partner counts as down (outages.PARTNERS): then the
-    attempts are counted, with one line down, a summary a minute and one line back."""
-    error = state.outcome.exception() if state.outcome else None
-    sleep = state.next_action.sleep if state.next_action else 0.0
-    outage = PARTNERS["ticketmaster"]
-    if not outage.down:
-        log.warning("tm call failed (attempt %d): %s; retrying in %.2fs", state.attempt_number, error, sleep)
-    if isinstance(error, TransientError):
-        outage.failed(f"tm call failed: {error}")
 
 
 def _per_ticket_refusals(response: httpx.Response) -> SecureRenderResult | None:
