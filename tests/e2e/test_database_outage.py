@@ -18,7 +18,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,24 +43,6 @@ MAX_RETRIES = 2
 PROGRESSED = ("quoted", "ordering", "awaiting_transfer", "transfer_complete")
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def private_port() -> int:
-    """A free port below Linux's ephemeral range (32768-60999), so that no client socket
-    can be holding it when the server restarts and binds it again."""
-    for port in range(24000 + os.getpid() % 4000, 32000, 7):
-        if _port_free(port):
-            return port
-    raise RuntimeError("no free port for the private Postgres")
-
-
 class PrivatePostgres:
     """One Postgres 15 cluster in a temporary directory, run as `postgres` when we are root
     (as scripts/services.sh does): initdb, start, stop, throw away."""
@@ -71,7 +52,7 @@ class PrivatePostgres:
         self.data = self.dir / "data"
         self.log = self.dir / "postgres.log"  # copied to log_dir at the end (the service user may not write there)
         self.log_copy = log_dir / "outage-postgres.log"
-        self.port = private_port()
+        self.port = free_port()  # below the ephemeral range: no client socket holds it at restart
         self.password = "pw-" + uuid.uuid4().hex  # distinctive: it must never show in a log or an output
         self.user = "postgres" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
         if os.getuid() == 0:

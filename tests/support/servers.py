@@ -7,6 +7,7 @@ demo on the same servers without touching its data.
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import uuid
@@ -138,7 +139,37 @@ def delete_vhost(vhost: TestVhost) -> None:
     rabbitmqctl("delete_vhost", vhost.name)
 
 
+# Ports for the servers a test starts come from below the kernel's ephemeral range
+# (net.ipv4.ip_local_port_range, 32768-60999 by default).  A port the kernel hands out with
+# bind(0) is an ephemeral one: between our pick and the server's own bind, any outbound
+# connection (a Postgres or AMQP client) may take it as its local port, and the server then
+# dies with EADDRINUSE.  No outbound connection is ever given a port from this range.  The
+# fixed port blocks of the dev servers, chaos runs, helpers and the HA stack (22xxx-32xxx)
+# stay clear of it too.
+LISTEN_PORTS = range(12000, 20000)
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, never handed out before by this process, and outside
+    the ephemeral range (so no client connection can take it before the server binds it)."""
+    floor = _ephemeral_floor()
+    candidates = [port for port in LISTEN_PORTS if port < floor and port not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {LISTEN_PORTS.start}-{LISTEN_PORTS.stop - 1} below {floor}")

@@ -7,7 +7,6 @@ Self-contained on purpose (no import from ``fulfilment.partners.tbb.sandbox`` or
 
 from __future__ import annotations
 
-import socket
 import sys
 import uuid
 import warnings
@@ -36,10 +35,6 @@ BARCODE_EVENT = "0B004D43F86C478F"  # LA, barcode only
 TINY_EVENT = "3F005237E5CB39EA"     # Sydney, AUD, tiny inventory
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class FakeClock:

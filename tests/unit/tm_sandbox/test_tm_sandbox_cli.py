@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.tm_sandbox import APIKEY, TEST_EVENT, free_port
+from tests.support.servers import free_port
+from tests.support.tm_sandbox import APIKEY, TEST_EVENT
 
 FULFIL = Path(sys.executable).with_name("fulfil")
 
