@@ -30,7 +30,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from fulfilment.outages import PARTNERS
+from fulfilment.outages import partner_outage
 
 # One partner call is one HTTP exchange, bounded by the connect (TBB_CONNECT_TIMEOUT, default 5 s)
 # plus read (TBB_READ_TIMEOUT, default 20 s) timeouts: the buckets go well past both.
@@ -186,11 +186,11 @@ def set_scheduler_leader(leading: bool) -> None:
 def partner_observer(partner: str) -> Callable[[str, str, float], None]:
     """A partner client's call observer: (operation, outcome "ok" or an error code, seconds)."""
 
-    outage = PARTNERS.get(partner)
+    outage = partner_outage(partner)
 
     def observe(operation: str, outcome: str, seconds: float) -> None:
         PARTNER_CALL_SECONDS.labels(partner, operation, "ok" if outcome == "ok" else "error").observe(seconds)
-        if outcome == "ok" and outage is not None:
+        if outcome == "ok":
             outage.recovered()  # the "back" line of a partner outage (fulfilment/outages.py)
         if outcome != "ok":
             PARTNER_CALL_ERRORS.labels(partner, operation, outcome).inc()

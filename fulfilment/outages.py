@@ -112,11 +112,31 @@ BROKER = Outage("broker (RabbitMQ)")
 DATABASE = Outage("database (Postgres)")
 # A partner is down once this many attempts in a row failed (about one call's retries).
 PARTNER_DOWN_AFTER = 5
-PARTNERS = {"tbb": Outage("partner TBB", down_after=PARTNER_DOWN_AFTER),
-            "ticketmaster": Outage("partner Ticketmaster", down_after=PARTNER_DOWN_AFTER)}
+# One outage per partner, by the name purchases carry: registered by the partner's client
+# (partners/retry_log.py) as its module is imported; this module names no partner.
+PARTNERS: dict[str, Outage] = {}
+_partners_lock = threading.Lock()
+
+
+def partner_outage(name: str, title: str | None = None) -> Outage:
+    """The outage of partner `name` (created on first use; `title` names it in the log lines,
+    "partner <title>").  A partner's errors count on it when raised under fulfilment/partners/<name>/."""
+    with _partners_lock:
+        outage = PARTNERS.get(name)
+        if outage is None:
+            outage = PARTNERS[name] = Outage(f"partner {title or name}", down_after=PARTNER_DOWN_AFTER)
+        elif title and outage.what == f"partner {name}":  # first named by a caller that had no title
+            outage.what = f"partner {title}"
+        return outage
+
+
 # RabbitMQ's management API (BROKER_MANAGEMENT_URL), read by the scheduler's gauges only.
 BROKER_MANAGEMENT = Outage("RabbitMQ management API")
-ALL = (BROKER, BROKER_MANAGEMENT, DATABASE, *PARTNERS.values())
+
+
+def every_outage() -> tuple[Outage, ...]:
+    """The broker's, its management API's, the database's and each registered partner's."""
+    return (BROKER, BROKER_MANAGEMENT, DATABASE, *tuple(PARTNERS.values()))
 
 # What dramatiq's consumer threads say about a lost connection (dramatiq/worker.py), twice per
 # consumer every 3 s: counted as attempts, not logged.
@@ -152,7 +172,7 @@ class QuietOutageLogs(logging.Filter):
                               f"{' '.join(str(record.exc_info[1]).split())[:200]}")
                 return False
         if name == "dramatiq.middleware.retries.Retries" and _first_line(record).startswith(_RETRYING) and any(
-                outage.down for outage in (BROKER, DATABASE, *PARTNERS.values())):
+                outage.down for outage in (BROKER, DATABASE, *tuple(PARTNERS.values()))):
             return False
         if name.startswith("pika") and record.levelno >= logging.WARNING:
             line = _first_line(record)
@@ -228,7 +248,7 @@ def _partner_of(error: BaseException) -> str | None:
     tb = error.__traceback__
     while tb is not None:
         path = tb.tb_frame.f_code.co_filename.replace("\\", "/")
-        for partner in PARTNERS:
+        for partner in tuple(PARTNERS):
             if f"/partners/{partner}/" in path:
                 found = partner
         tb = tb.tb_next

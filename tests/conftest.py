@@ -36,9 +36,9 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def _no_outage_left_over() -> Iterator[None]:
     """An outage a test provoked in this process (fulfilment/outages.py) is not the next test's."""
     yield
-    from fulfilment.outages import ALL
+    from fulfilment.outages import every_outage
 
-    for outage in ALL:
+    for outage in every_outage():
         outage.forget()
 
 

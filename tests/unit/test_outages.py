@@ -200,3 +200,35 @@ def test_pika_s_appended_stack_is_cut_from_the_line() -> None:
                                       "_produce() failed: ConnectionResetError(104); Caller's stack: Traceback "
                                       "(most recent call last): File x"))
     assert line == "_produce() failed: ConnectionResetError(104)"
+
+
+def test_any_registered_partner_gets_its_own_quiet_outage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """outages.py names no partner: a partner's client registers its outage (retry_logger), and a
+    transient failure raised under fulfilment/partners/<name>/ counts on that partner alone."""
+    import logging
+
+    from fulfilment.partners.base import TransientError
+    from fulfilment.partners.retry_log import retry_logger
+
+    monkeypatch.setattr(outages, "PARTNERS", dict(outages.PARTNERS))
+    retry_logger("acme", "acme", logging.getLogger("acme"), title="Acme Tickets")
+    acme = outages.PARTNERS["acme"]
+    assert acme.what == "partner Acme Tickets" and outages.partner_outage("acme") is acme
+    assert outages.partner_outage("acme", "Other title") is acme and acme.what == "partner Acme Tickets"
+    # named without a title first (a metrics observer built before the client), titled later
+    assert outages.partner_outage("zeta").what == "partner zeta"
+    assert outages.partner_outage("zeta", "Zeta").what == "partner Zeta"
+
+    # An error raised by code in the partner's folder (its client), as dramatiq logs it on failure.
+    scope: dict[str, object] = {"TransientError": TransientError}
+    exec(compile("def call():\n    raise TransientError('SERVICE_UNAVAILABLE', 'down', status=503)\n",
+                 "/srv/app/fulfilment/partners/acme/client.py", "exec"), scope)
+    try:
+        scope["call"]()  # type: ignore[operator]
+    except TransientError as raised:
+        error = raised
+    assert outages._partner_of(error) == "acme"
+    for _ in range(outages.PARTNER_DOWN_AFTER):
+        assert not QuietOutageLogs().filter(failure("dramatiq.worker.WorkerThread", "Failed to process message x.", error))
+    assert acme.down and not outages.PARTNERS["zeta"].down  # that partner only
+    acme.recovered()

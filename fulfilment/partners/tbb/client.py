@@ -63,7 +63,7 @@ from fulfilment.partners.tbb.errors import AUTH_RETRY_CODES, error_from_response
 from fulfilment.partners.tbb.payloads import MalformedResponse, parse_order, parse_quote
 
 log = logging.getLogger(__name__)
-_log_retry = retry_logger("tbb", "tbb", log)
+_log_retry = retry_logger("tbb", "tbb", log, title="TBB")
 
 # (operation, outcome code, seconds) → metrics; outcome is "ok" or the error code.
 CallObserver = Callable[[str, str, float], None]

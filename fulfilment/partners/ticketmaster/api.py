@@ -178,7 +178,7 @@ from fulfilment.partners.ticketmaster.transport import (
 )
 
 log = logging.getLogger(__name__)
-_log_retry = retry_logger("ticketmaster", "tm", log)
+_log_retry = retry_logger("ticketmaster", "tm", log, title="Ticketmaster")
 
 # (operation, outcome, seconds) -> metrics; outcome is "ok", "polling" or the error code.
 CallObserver = Callable[[str, str, float], None]
