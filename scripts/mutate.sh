@@ -5,7 +5,8 @@
 #      (tests/integration/test_mutants.py, also part of `make test`);
 #   2. mutmut's mutants of the money modules ([tool.mutmut] in pyproject.toml), each run against the
 #      focused tests that cover the function it changes, niced and capped in time; mutmut keeps each
-#      verdict in mutants/ (git-ignored), so the next run checks only what is new or changed;
+#      verdict in mutants/ (git-ignored), and scripts/mutmut_run.py makes the next run check only
+#      what is new or changed, and the survivors not judged equivalent (MUTATE_RECHECK=1: all again);
 #   3. the report: kill rate per module, each survivor not judged equivalent
 #      (tests/mutation/equivalent.txt), exit 1 if one is left.
 #
@@ -57,7 +58,7 @@ mkdir -p mutants .local && ln -sfn ../.local mutants/.local
 echo "mutate: mutmut on ${SCOPE[*]} (at most ${MUTATE_MAX_SECONDS:-3600} s, ${MUTATE_CHILDREN:-1} at a time)"
 status=0
 nice -n 10 timeout --signal=INT --kill-after=60 "${MUTATE_MAX_SECONDS:-3600}" \
-  .venv/bin/mutmut run --max-children "${MUTATE_CHILDREN:-1}" "${SCOPE[@]}" > .local/mutmut-run.log 2>&1 || status=$?
+  "$PY" scripts/mutmut_run.py --max-children "${MUTATE_CHILDREN:-1}" "${SCOPE[@]}" > .local/mutmut-run.log 2>&1 || status=$?
 if [[ $status -ne 0 ]]; then
   echo "mutate: mutmut stopped (exit $status: 124/130 is the time cap; the next run goes on; log: .local/mutmut-run.log)"
 fi

@@ -1,0 +1,61 @@
+"""`mutmut run`, incremental within a scope of mutant-name globs (scripts/mutate.sh runs it).
+
+mutmut 3.8.1 keeps each mutant's verdict in mutants/ and, run without names, checks only the
+mutants without one (new, or of a function whose source changed).  But it re-runs every mutant
+*named* on its command line, and a glob names them all: `make mutate`'s scope (the money
+functions) would start again from the first mutant on every run, and a capped run would never get
+past the first few hundred.
+
+This wrapper changes one thing, in one function: of the mutants the names select, it keeps those
+without a verdict and the survivors (or mutants no test covers) not judged equivalent (tests/mutation/equivalent.txt: their
+tests may have been written since).  Killed mutants and judged equivalents keep their verdict.
+MUTATE_RECHECK=1 re-runs every selected mutant, as mutmut itself does.
+
+    python scripts/mutmut_run.py [mutmut run options] [MUTANT_NAME_GLOB ...]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EQUIVALENT = Path(__file__).resolve().parents[1] / "tests" / "mutation" / "equivalent.txt"
+SURVIVED = 0
+NO_TESTS = 33  # no test covers the mutated function (yet): cheap to ask again
+
+
+def judged_equivalent(path: Path = EQUIVALENT) -> set[str]:
+    """The names in equivalent.txt (one per line, then `#` and why)."""
+    if not path.exists():
+        return set()
+    return {line.partition("#")[0].strip() for line in path.read_text().splitlines()} - {""}
+
+
+def still_to_check(mutants: list[tuple[Any, str, int | None]], equivalent: set[str]) -> list[tuple[Any, str, int | None]]:
+    """The mutants without a verdict, and the survivors (or uncovered ones) not judged equivalent."""
+    return [(data, name, result) for data, name, result in mutants
+            if result is None or (result in (SURVIVED, NO_TESTS) and name not in equivalent)]
+
+
+def main(argv: list[str]) -> None:
+    import mutmut.__main__ as mutmut_main  # the `mutate` extra (scripts/mutate.sh installs it)
+
+    original = mutmut_main.collect_source_file_mutation_data
+
+    def collect(*, mutant_names: tuple[str, ...] | list[str]) -> Any:
+        mutants, by_path = original(mutant_names=mutant_names)
+        if mutant_names and os.environ.get("MUTATE_RECHECK") != "1":
+            left = still_to_check(mutants, judged_equivalent())
+            print(f"    {len(mutants)} mutants in scope, {len(mutants) - len(left)} with a verdict kept, "
+                  f"{len(left)} to run", flush=True)
+            mutants = left
+        return mutants, by_path
+
+    mutmut_main.collect_source_file_mutation_data = collect
+    mutmut_main.cli(["run", *argv])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
