@@ -120,3 +120,18 @@ def test_an_unknown_4xx_code_is_permanent_and_keeps_its_status() -> None:
 def test_retry_after_is_never_negative_and_never_raised(header: str, seconds: float) -> None:
     error = error_from_response(envelope(429, "RATE_LIMITED", headers={"Retry-After": header}))
     assert isinstance(error, TransientError) and error.retry_after == seconds
+
+
+@pytest.mark.parametrize("body", ['[{"error": {"code": "QUOTE_EXPIRED"}}]', '"QUOTE_EXPIRED"', "42", "null"])
+def test_a_json_body_that_is_no_object_is_no_envelope(body: str) -> None:
+    """A list, a string, a number or null as the whole body: no code read from it, no crash."""
+    error = error_from_response(httpx.Response(422, content=body.encode(), headers={"content-type": "application/json"}))
+    assert type(error) is PermanentError and error.code == "HTTP_422"
+    assert "without an error envelope" in error.message
+
+
+def test_a_body_is_cut_after_200_characters_and_marked() -> None:
+    whole = error_from_response(httpx.Response(502, text="a" * 200))
+    assert whole.message.endswith(": " + "a" * 200)
+    cut = error_from_response(httpx.Response(502, text="b" * 201))
+    assert cut.message.endswith(": " + "b" * 200 + "…")
