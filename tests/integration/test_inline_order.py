@@ -265,3 +265,55 @@ def test_an_order_confirmation_whose_write_loses_its_connection_is_written_on_a_
     purchase = reload(purchase_id)
     assert purchase.state == State.AWAITING_TRANSFER and purchase.order_id, (purchase.state, purchase.last_error)
     assert [h.to_state for h in history(purchase_id)][-2:] == ["ordering", "awaiting_transfer"]
+
+
+def _order_requests(sandbox: Sandbox) -> int:
+    return int(sandbox.stats()["requests"].get("create_order", 0))
+
+
+def _quoted(tbb: Partner) -> uuid.UUID:
+    purchase_id = stored_purchase()
+    assert quote_step(purchase_id, tbb, inline=False) == [(Next("place_order"), purchase_id)]
+    return purchase_id
+
+
+def test_an_unclear_order_answer_is_sent_again_at_once_while_the_step_and_the_quote_have_time(
+        tbb: Partner, clean_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The order answers 502 (nothing done): the same single-use quote is sent again within the step,
+    after one short pause, and ordered once (partners/tbb/flow.py, `_order`; real clocks)."""
+    from fulfilment.partners.tbb import flow as tbb_flow
+
+    pauses: list[float] = []
+    monkeypatch.setattr(tbb_flow, "pause", pauses.append)
+    purchase_id = _quoted(tbb)
+    clean_sandbox.set_faults({"create_order": {"fail_next": 1, "error_statuses": [502]}})
+    sent_before = _order_requests(clean_sandbox)
+    order.place_order(purchase_id, partner=TbbFlow(tbb), settings=settings(False), message_id="order-msg")
+    assert pauses == [tbb_flow.RESEND_PAUSE_SECONDS]
+    assert _order_requests(clean_sandbox) - sent_before == 2
+    purchase = reload(purchase_id)
+    assert purchase.state == State.AWAITING_TRANSFER
+    assert [o["order_id"] for o in clean_sandbox.orders(quote_id=str(purchase.quote_id))] == [purchase.order_id]
+
+
+def test_an_unclear_order_answer_is_not_sent_again_when_the_step_has_no_time_left(
+        tbb: Partner, clean_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Less than a pause left before the step's deadline (the quote has an hour): no pause, no re-send;
+    the outcome is unknown and resolved by the next step."""
+    from fulfilment.partners.tbb import flow as tbb_flow
+
+    pauses: list[float] = []
+    monkeypatch.setattr(tbb_flow, "pause", pauses.append)
+    purchase_id = _quoted(tbb)
+    clean_sandbox.set_faults({"create_order": {"fail_next": 1, "error_statuses": [502]}})
+    sent_before = _order_requests(clean_sandbox)
+    from fulfilment.flowkit import fencing
+
+    real_started = fencing.step_started
+    # The step's claim began a while ago: its deadline is less than one pause away.
+    monkeypatch.setattr(fencing, "step_started", lambda: real_started() - (
+        settings(False).step_deadline_seconds - tbb_flow.RESEND_PAUSE_SECONDS * 0.8))
+    order.place_order(purchase_id, partner=TbbFlow(tbb), settings=settings(False), message_id="order-msg")
+    assert pauses == []
+    assert _order_requests(clean_sandbox) - sent_before == 1
+    assert reload(purchase_id).state == State.ORDER_UNKNOWN

@@ -181,3 +181,22 @@ def test_a_late_order_for_an_earlier_quote_is_never_taken_for_the_current_one() 
               (State.ORDERING, {"order_evidence": "may_exist"}), (State.ORDER_UNKNOWN, {}))
     _one_late_answer(purchase_id, first_quote, f"ORD-{purchase_id.hex[:8]}")
     _orphan_held(purchase_id, f"ORD-{purchase_id.hex[:8]}")
+
+
+def test_a_late_order_answer_without_prices_keeps_the_quoted_ones() -> None:
+    """TBB's order reads may leave the pricing out (partners/tbb/payloads.py): a late answer applied to
+    the purchase still resolving its quote takes the order, and keeps the prices the purchase has --
+    read under the row lock, not from a purchase it never saw."""
+    from fulfilment.partners.base import Order
+    from fulfilment.partners.tbb.flow import late_order
+    from fulfilment.settings import get_settings
+
+    purchase_id = _order_unknown()
+    stale = reload(purchase_id)
+    order_id = f"ORD-{purchase_id.hex[:8]}"
+    late_order(stale, Order(order_id=order_id, status="awaiting_transfer", quote_id=str(stale.quote_id),
+                            transfer_email=None, seat_range="1-2", row_name="A", unit_price=None, subtotal=None),
+               get_settings(), "late-msg", how="found by lookup")
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.order_id, purchase.seat_range) == (State.AWAITING_TRANSFER, order_id, "1-2")
+    assert (purchase.unit_price, purchase.subtotal) == (Decimal("50.00"), Decimal("50.00"))
