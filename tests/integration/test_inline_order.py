@@ -313,7 +313,8 @@ def test_an_unclear_order_answer_is_not_sent_again_when_the_step_has_no_time_lef
     # The step's claim began a while ago: its deadline is less than one pause away.
     monkeypatch.setattr(fencing, "step_started", lambda: real_started() - (
         settings(False).step_deadline_seconds - tbb_flow.RESEND_PAUSE_SECONDS * 0.8))
-    order.place_order(purchase_id, partner=TbbFlow(tbb), settings=settings(False), message_id="order-msg")
+    following = order.place_order(purchase_id, partner=TbbFlow(tbb), settings=settings(False), message_id="order-msg")
+    assert following == Next(StepName.RESOLVE)  # the resolution is sent at once, not left to the scheduler
     assert pauses == []
     assert _order_requests(clean_sandbox) - sent_before == 1
     assert reload(purchase_id).state == State.ORDER_UNKNOWN
