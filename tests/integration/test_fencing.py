@@ -346,3 +346,25 @@ def test_an_order_answer_slower_than_the_deadline_is_unknown_not_waited_for(clie
 def test_no_call_starts_after_its_deadline(client: Any) -> None:
     with pytest.raises(DeadlineReached):
         client.get_order("TBB-X", request_id="r", deadline=time.monotonic() - 0.1)
+
+
+def test_an_unknown_order_outcome_for_a_purchase_taken_over_meanwhile_sends_no_resolution(
+    settings: Settings, tbb: Partner, sandbox_: Sandbox
+) -> None:
+    """The order answers 502 (unclear) after the claim passed to another worker: the step moves
+    nothing, notes the late answer, and hands no resolution on (the new owner resolves it)."""
+    purchase_id = quoted(settings, tbb)
+    sandbox_.set_faults({"create_order": {"fail_next": 3, "error_statuses": [502]}})
+
+    def another_worker_takes_over() -> None:
+        lease_lapses(purchase_id)
+        with session_scope() as session:
+            assert state_machine.claim(session, purchase_id, [State.ORDERING], lease_seconds=60) is not None
+
+    following = order.place_order(purchase_id, partner=TbbFlow(Frozen(tbb, "create_order", another_worker_takes_over)),
+                                  settings=settings, message_id="order-msg")
+    assert following is None
+    purchase = reload(purchase_id)
+    assert purchase.state == State.ORDERING  # the new owner's to resolve
+    assert [h.message_id for h in history(purchase_id, "late_answer")] == ["order-msg"]
+    assert sandbox_orders(sandbox_, purchase_id) == []

@@ -317,4 +317,22 @@ def test_an_unclear_order_answer_is_not_sent_again_when_the_step_has_no_time_lef
     assert following == Next(StepName.RESOLVE)  # the resolution is sent at once, not left to the scheduler
     assert pauses == []
     assert _order_requests(clean_sandbox) - sent_before == 1
-    assert reload(purchase_id).state == State.ORDER_UNKNOWN
+    unknown = reload(purchase_id)
+    assert unknown.state == State.ORDER_UNKNOWN and "(HTTP 502)" in (unknown.last_error or "")
+    assert path(purchase_id)[-1] == ("order_unknown", "order-msg")
+
+    # The resolution: the lookup finds no order, the quote is still good, so the same quote is sent
+    # again (and again: every answer unclear).  Its last lookup allowed: held for a person, saying why.
+    monkeypatch.undo()
+    monkeypatch.setattr(tbb_flow, "pause", pauses.append)
+    clean_sandbox.set_faults({"create_order": {"fail_next": 3, "error_statuses": [502]}})
+    last_lookup = settings(False).model_copy(update={"order_resolve_attempts": unknown.attempts + 1})
+    assert order.resolve_order(purchase_id, partner=TbbFlow(tbb), settings=last_lookup, message_id="resolve-msg") is None
+    assert pauses == [tbb_flow.RESEND_PAUSE_SECONDS] * 2
+    assert _order_requests(clean_sandbox) - sent_before == 1 + 3
+    held = reload(purchase_id)
+    assert (held.state, held.failure_code) == (State.NEEDS_ATTENTION, "ORDER_OUTCOME_UNKNOWN")
+    why = (held.failure_message or "").rpartition("; ")[2]
+    assert why.startswith(f"order sent again with quote {held.quote_id}: BAD_GATEWAY (HTTP 502)"), held.failure_message
+    assert path(purchase_id)[-1] == ("needs_attention", "resolve-msg")
+    assert clean_sandbox.orders(quote_id=str(held.quote_id)) == []

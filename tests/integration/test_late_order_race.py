@@ -117,6 +117,15 @@ def test_two_different_late_orders_at_once_one_applies_the_other_is_kept() -> No
     applied = [row for row in history if row[0] == "transition" and row[2] == State.AWAITING_TRANSFER]
     assert len(applied) == 1 and applied[0][3] == f"late-{purchase.order_id}"
     assert [row[0] for row in history].count("orphan_order") == 1
+    kept = orphans[0]
+    assert _orphan_reason(kept) == (  # what an operator reads: the order the purchase has, and what to do
+        f"order {kept} (quote {purchase.quote_id}) confirmed after the purchase moved on "
+        f"(it is awaiting_transfer with order {purchase.order_id}); check it with the partner")
+
+
+def _orphan_reason(order_id: str) -> str:
+    with session_scope() as session:
+        return session.scalars(select(OrphanOrder.reason).where(OrphanOrder.order_id == order_id)).one()
 
 
 def test_the_same_late_order_twice_at_once_applies_once() -> None:
@@ -155,7 +164,11 @@ def _orphan_held(purchase_id: uuid.UUID, order_id: str) -> None:
     history, orphans = _rows(purchase_id)
     assert orphans == [order_id]
     assert (State(purchase.state), purchase.failure_code) == (State.NEEDS_ATTENTION, "ORPHAN_ORDER")
-    assert order_id in purchase.failure_message and purchase.order_id is None
+    assert purchase.order_id is None
+    assert purchase.failure_message == _orphan_reason(order_id)
+    assert _orphan_reason(order_id).startswith(f"order {order_id} (quote ")
+    assert _orphan_reason(order_id).endswith(" confirmed after the purchase moved on (it is "
+                                            f"{history[-3][2]}); check it with the partner")
     assert [(row[0], row[3]) for row in history[-2:]] == [("orphan_order", f"late-{order_id}"),
                                                         ("transition", f"late-{order_id}")]
 
