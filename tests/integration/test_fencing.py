@@ -368,3 +368,23 @@ def test_an_unknown_order_outcome_for_a_purchase_taken_over_meanwhile_sends_no_r
     assert purchase.state == State.ORDERING  # the new owner's to resolve
     assert [h.message_id for h in history(purchase_id, "late_answer")] == ["order-msg"]
     assert sandbox_orders(sandbox_, purchase_id) == []
+
+
+def test_a_stalled_order_lookup_cannot_hold_the_resolution_past_its_step_deadline(
+    settings: Settings, tbb: Partner, sandbox_: Sandbox
+) -> None:
+    """The lookup by quote stalls far longer than the step may run: it is cut at the step's deadline
+    (STEP_DEADLINE_SECONDS), the outcome stays unknown, and nothing is ordered meanwhile."""
+    purchase_id = quoted(settings, tbb)
+    sandbox_.set_faults({"create_order": {"fail_next": 3, "error_statuses": [503]}})
+    order.place_order(purchase_id, partner=TbbFlow(tbb), settings=settings)
+    assert reload(purchase_id).state == State.ORDER_UNKNOWN
+    short = settings.model_copy(update={"step_deadline_seconds": 1.0})
+    sandbox_.set_faults({"list_orders": {"stall_next": 1, "stall_ms": 6000}, "create_order": {"fail_next": 3}})
+    lease_lapses(purchase_id)
+    started = time.monotonic()
+    order.resolve_order(purchase_id, partner=TbbFlow(tbb), settings=short)
+    assert time.monotonic() - started < 4.0  # not the 6 s stall
+    assert reload(purchase_id).state == State.ORDER_UNKNOWN
+    assert sandbox_orders(sandbox_, purchase_id) == []
+    time.sleep(5)  # let the stalled request finish before the next test uses the sandbox

@@ -1065,3 +1065,167 @@ def test_a_definite_refusal_of_the_first_order_leaves_the_order_path(machine: Pu
         assert state is State.PAUSED and "PAYMENT_NOT_CONFIGURED" in (purchase.last_error or "")
     else:
         assert state is State.FAILED and purchase.failure_code == "INVALID_DELIVERY_DEADLINE"
+
+
+# ---- issue 20: every ending of the TBB resolution, as the history and operators read it ---------
+# (mutmut's survivors in partners/tbb/flow.py `resolve_order`: the message that did it, the reason,
+# what the purchase says while it waits, the boundaries of "the quote is still good").
+
+
+def _last_row(purchase_id: uuid.UUID) -> tuple[str, str, str | None, str]:
+    with session_scope() as session:
+        row = state_machine.history(session, purchase_id)[-1]
+        return row.kind, row.to_state, row.message_id, row.reason
+
+
+def _unknown_may_exist(machine: PurchaseMachine, **quoted: Any) -> uuid.UUID:
+    """Every send of the order step timed out before the partner processed it: no order, nothing proved."""
+    purchase_id = _quoted(machine, **quoted)
+    assert _step(machine, "place_order", *_orders_sent(*["unknown_before"] * SENDS_PER_STEP)) is State.ORDER_UNKNOWN
+    assert machine._get(purchase_id).order_evidence == "may_exist"
+    return purchase_id
+
+
+def _resolved_until_held(machine: PurchaseMachine, *faults: tuple[str, str]) -> None:
+    purchase_id = machine.purchases[0]
+    for _ in range(machine.settings.order_resolve_attempts + 2):
+        if machine._state(purchase_id) is not State.ORDER_UNKNOWN:
+            break
+        machine._lease_passes()
+        _step(machine, "resolve_order", *faults)
+    assert machine._state(purchase_id) is State.NEEDS_ATTENTION
+
+
+def _held_saying(machine: PurchaseMachine, why: str) -> None:
+    purchase = machine._get(machine.purchases[0])
+    assert (purchase.state, purchase.failure_code) == (State.NEEDS_ATTENTION, "ORDER_OUTCOME_UNKNOWN")
+    assert (purchase.failure_message or "").endswith(f"; {why}"), purchase.failure_message
+    kind, to_state, message_id, _ = _last_row(purchase.id)
+    assert (kind, to_state) == ("transition", "needs_attention") and (message_id or "").startswith("msg-")
+
+
+def test_an_order_found_by_the_lookup_is_recorded_by_the_message_that_found_it(machine: PurchaseMachine) -> None:
+    purchase_id = _quoted(machine)
+    assert _step(machine, "place_order", *_orders_sent("unknown_after")) is State.ORDER_UNKNOWN
+    [the_order] = _orders_of(machine)
+    machine._lease_passes()
+    assert _step(machine, "resolve_order") is State.AWAITING_TRANSFER
+    kind, to_state, message_id, reason = _last_row(purchase_id)
+    assert (kind, to_state, reason) == ("transition", "awaiting_transfer", f"order {the_order.order_id} found by lookup")
+    assert (message_id or "").startswith("msg-")
+
+
+def test_the_same_quote_sent_again_by_the_resolution_is_recorded_by_its_message(machine: PurchaseMachine) -> None:
+    purchase_id = _unknown_may_exist(machine)
+    machine._lease_passes()
+    assert _step(machine, "resolve_order") is State.AWAITING_TRANSFER  # lookup empty, quote good: sent again
+    [the_order] = _orders_of(machine)
+    kind, to_state, message_id, reason = _last_row(purchase_id)
+    assert (kind, to_state, reason) == ("transition", "awaiting_transfer", f"order {the_order.order_id} created")
+    assert (message_id or "").startswith("msg-")
+
+
+def test_a_failed_lookup_of_an_order_known_to_exist_says_so_until_a_person_takes_over(machine: PurchaseMachine) -> None:
+    purchase_id = _quoted(machine)
+    assert _step(machine, "place_order", *_orders_sent("unknown_after")) is State.ORDER_UNKNOWN
+    quote_id = machine._get(purchase_id).quote_id
+    assert machine._get(purchase_id).order_evidence == "exists"
+    machine._lease_passes()
+    assert _step(machine, "resolve_order", ("find_order_for_quote", "transient")) is State.ORDER_UNKNOWN
+    why = f"quote {quote_id} was consumed, so an order exists; the lookup did not tell (lookup failed: "
+    assert (machine._get(purchase_id).last_error or "").startswith(why)
+    _resolved_until_held(machine, ("find_order_for_quote", "transient"))
+    purchase = machine._get(purchase_id)
+    assert why in (purchase.failure_message or "")
+    _held_saying(machine, (purchase.failure_message or "").rpartition("; ")[2])
+    assert len(machine.partner.order_calls) == SENDS_PER_STEP - 1  # the lost answer, then the consumed re-send
+
+
+@pytest.mark.parametrize("lookup", ["", "has_more"])
+def test_an_expired_quote_is_not_sent_again_and_the_purchase_says_why(machine: PurchaseMachine, lookup: str) -> None:
+    purchase_id = _unknown_may_exist(machine, quote_fault="medium_ttl")
+    machine.clock.advance(MEDIUM_TTL + 1)
+    faults = [("find_order_for_quote", lookup)] if lookup else []
+    machine._lease_passes()
+    assert _step(machine, "resolve_order", *faults) is State.ORDER_UNKNOWN
+    seen = "found no order" if not lookup else "did not tell ("
+    last_error = machine._get(purchase_id).last_error or ""
+    assert last_error.startswith(f"the lookup {seen}")
+    assert last_error.endswith("; the quote has expired, so the order is not sent again")
+    _resolved_until_held(machine, *faults)
+    _held_saying(machine, "the lookup found no order; the quote has expired, so the order is not sent again"
+                 if not lookup else last_error)
+    assert len(machine.partner.order_calls) == SENDS_PER_STEP
+
+
+def _good_for_half_a_second_more(machine: PurchaseMachine, purchase_id: uuid.UUID) -> None:
+    expires_at = machine._get(purchase_id).quote_expires_at
+    assert expires_at is not None
+    machine.clock.advance((expires_at - machine.clock()).total_seconds() - 0.5)
+
+
+def test_a_quote_still_good_for_a_moment_is_sent_again(machine: PurchaseMachine) -> None:
+    """The resolution sends the same quote again while it has not expired (no margin: it proves the
+    order either way, 201 or QUOTE_ALREADY_CONSUMED)."""
+    purchase_id = _unknown_may_exist(machine)
+    machine._lease_passes()
+    _good_for_half_a_second_more(machine, purchase_id)
+    assert _step(machine, "resolve_order") is State.AWAITING_TRANSFER
+    assert machine._get(purchase_id).order_id == _orders_of(machine)[0].order_id
+
+
+def test_a_delivery_deadline_too_close_stops_the_resolution_sending_a_good_quote_again(machine: PurchaseMachine) -> None:
+    machine.first_purchase(expiry_first=False, price=None, deadline_soon=True)
+    assert _step(machine, "quote_purchase") is State.QUOTED
+    assert _step(machine, "place_order", *_orders_sent(*["unknown_before"] * SENDS_PER_STEP)) is State.ORDER_UNKNOWN
+    machine._lease_passes()
+    _good_for_half_a_second_more(machine, machine.purchases[0])
+    assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
+    assert machine._get(machine.purchases[0]).last_error == (
+        "the lookup found no order; the delivery deadline is too close, so the order is not sent again")
+    assert len(machine.partner.order_calls) == SENDS_PER_STEP
+
+
+def test_the_absence_policy_re_quotes_saying_so_and_forgets_the_evidence(absence_machine: AbsencePolicyMachine) -> None:
+    from prometheus_client import REGISTRY
+
+    def requotes() -> float:
+        return REGISTRY.get_sample_value("fulfil_requotes_total", {"reason": "absence_grace"}) or 0.0
+
+    machine = absence_machine
+    purchase_id = _unknown_may_exist(machine, quote_fault="medium_ttl")
+    quote_id = machine._get(purchase_id).quote_id
+    machine.clock.advance(MEDIUM_TTL + ABSENCE_GRACE + 1)
+    machine._lease_passes()
+    before = requotes()
+    machine.queue.clear()
+    assert _step(machine, "resolve_order") is State.RECEIVED
+    assert requotes() == before + 1
+    assert machine.queue == [("quote_purchase", purchase_id)]
+    kind, to_state, message_id, reason = _last_row(purchase_id)
+    assert (kind, to_state) == ("transition", "received") and (message_id or "").startswith("msg-")
+    assert reason == (f"no order found for quote {quote_id}, which expired more than {ABSENCE_GRACE:g} s ago "
+                      "(ORDER_ABSENCE_GRACE_SECONDS policy); re-quoting")
+    assert machine._get(purchase_id).order_evidence is None
+
+
+def test_the_absence_policy_for_a_purchase_taken_over_meanwhile_sends_no_quote_step(
+        absence_machine: AbsencePolicyMachine) -> None:
+    """The lookup proving absence answers after the claim passed to another worker: the re-quote is
+    not recorded (fenced), and no quote step is sent for a purchase this worker no longer holds."""
+    machine = absence_machine
+    purchase_id = _unknown_may_exist(machine, quote_fault="medium_ttl")
+    machine.clock.advance(MEDIUM_TTL + ABSENCE_GRACE + 1)
+    machine._lease_passes()
+
+    def another_worker(pid: uuid.UUID) -> None:
+        machine._lease_passes()
+        with autocommit() as db:
+            assert state_machine.claim(db, pid, [State.ORDER_UNKNOWN], lease_seconds=LEASE) is not None
+
+    machine.partner.on_pause = machine.hanging(another_worker)
+    machine.queue.clear()
+    assert _step(machine, "resolve_order", ("find_order_for_quote", "pause_after")) is State.ORDER_UNKNOWN
+    assert machine.hook_errors == []
+    assert ("quote_purchase", purchase_id) not in machine.queue
+    assert machine._get(purchase_id).order_evidence == "may_exist"
