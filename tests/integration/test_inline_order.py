@@ -336,3 +336,85 @@ def test_an_unclear_order_answer_is_not_sent_again_when_the_step_has_no_time_lef
     assert why.startswith(f"order sent again with quote {held.quote_id}: BAD_GATEWAY (HTTP 502)"), held.failure_message
     assert path(purchase_id)[-1] == ("needs_attention", "resolve-msg")
     assert clean_sandbox.orders(quote_id=str(held.quote_id)) == []
+
+
+# ---- the transfer check (partners/tbb/flow.py `check_transfer`, issue 20 survivors) -------------
+
+
+def _awaiting_transfer(tbb: Partner) -> uuid.UUID:
+    purchase_id = stored_purchase()
+    assert quote_step(purchase_id, tbb, inline=True) == []
+    assert reload(purchase_id).state == State.AWAITING_TRANSFER
+    with session_scope() as session:  # due now, with an error left from an earlier check
+        session.execute(text("UPDATE purchases SET next_action_at = now(), last_error = 'an earlier 503' "
+                             "WHERE id = :id"), {"id": purchase_id})
+    return purchase_id
+
+
+def _check(purchase_id: uuid.UUID, tbb: Partner, **changes: Any) -> Next | None:
+    from fulfilment.steps import transfer
+
+    return transfer.check_transfer(purchase_id, partner=TbbFlow(tbb), settings=get_settings().model_copy(update=changes),
+                                   message_id="transfer-msg")
+
+
+def test_a_final_transfer_status_ends_the_purchase_by_the_message_that_read_it(
+        tbb: Partner, clean_sandbox: Sandbox) -> None:
+    purchase_id = _awaiting_transfer(tbb)
+    clean_sandbox.force_status(str(reload(purchase_id).order_id), "transfer_complete")
+    assert _check(purchase_id, tbb) is None
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.order_status, purchase.last_error) == (
+        State.TRANSFER_COMPLETE, "transfer_complete", None)
+    assert history(purchase_id)[-1].message_id == "transfer-msg"
+    assert history(purchase_id)[-1].reason == "partner reports transfer_complete"
+
+
+def test_an_order_the_partner_no_longer_knows_is_held_for_a_person_saying_so(tbb: Partner) -> None:
+    purchase_id = _awaiting_transfer(tbb)
+    with session_scope() as session:
+        session.execute(text("UPDATE purchases SET order_id = 'TBB-NEVER-SEEN' WHERE id = :id"), {"id": purchase_id})
+    assert _check(purchase_id, tbb) is None
+    purchase = reload(purchase_id)
+    assert purchase.state == State.NEEDS_ATTENTION
+    assert purchase.failure_code == "ORDER_NOT_FOUND" and purchase.failure_message
+    last = history(purchase_id)[-1]
+    assert (last.to_state, last.message_id, last.reason) == (
+        "needs_attention", "transfer-msg", "order status unreadable: ORDER_NOT_FOUND")
+
+
+def test_a_transient_failure_reading_the_transfer_gives_the_lease_back_for_the_retry(
+        tbb: Partner, clean_sandbox: Sandbox) -> None:
+    purchase_id = _awaiting_transfer(tbb)
+    clean_sandbox.set_faults({"get_order": {"fail_next": 20, "error_statuses": [503]}})
+    with pytest.raises(RetryLater) as raised:
+        _check(purchase_id, tbb, tbb_max_attempts=1)
+    assert "503" in str(raised.value.__cause__)
+    purchase = reload(purchase_id)
+    assert purchase.state == State.AWAITING_TRANSFER and purchase.claimed_until is None
+    assert "(HTTP 503)" in (purchase.last_error or "")
+
+
+def test_a_stalled_transfer_read_cannot_hold_the_step_past_its_deadline(tbb: Partner, clean_sandbox: Sandbox) -> None:
+    import time
+
+    purchase_id = _awaiting_transfer(tbb)
+    clean_sandbox.set_faults({"get_order": {"stall_next": 1, "stall_ms": 6000}})
+    started = time.monotonic()
+    with pytest.raises(RetryLater):
+        _check(purchase_id, tbb, step_deadline_seconds=1.0)
+    assert time.monotonic() - started < 4.0  # not the 6 s stall
+    time.sleep(5)  # let the stalled request finish before the next test uses the sandbox
+
+
+def test_the_transfer_is_polled_every_quarter_of_the_time_left_within_the_bounds() -> None:
+    import datetime as dt
+
+    from fulfilment.partners.tbb.flow import poll_interval
+
+    now = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+    bounds = get_settings().model_copy(update={"transfer_poll_min_seconds": 1.0, "transfer_poll_seconds": 60.0})
+    assert poll_interval(now + dt.timedelta(seconds=100), bounds, now) == 25.0
+    assert poll_interval(now + dt.timedelta(seconds=1000), bounds, now) == 60.0
+    assert poll_interval(now + dt.timedelta(seconds=2), bounds, now) == 1.0
+    assert poll_interval(now - dt.timedelta(seconds=50), bounds, now) == 1.0
