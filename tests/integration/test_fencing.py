@@ -388,3 +388,39 @@ def test_a_stalled_order_lookup_cannot_hold_the_resolution_past_its_step_deadlin
     assert reload(purchase_id).state == State.ORDER_UNKNOWN
     assert sandbox_orders(sandbox_, purchase_id) == []
     time.sleep(5)  # let the stalled request finish before the next test uses the sandbox
+
+
+class WithoutPrices:
+    """The real partner, but the orders its lookup finds come without pricing (TBB's order reads may
+    leave it out: partners/tbb/payloads.py)."""
+
+    def __init__(self, real: Partner) -> None:
+        self.name = real.name
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def find_order_for_quote(self, *args: Any, **kwargs: Any) -> Any:
+        import dataclasses
+
+        from fulfilment.partners.base import OrderFound
+
+        found = self._real.find_order_for_quote(*args, **kwargs)
+        if isinstance(found, OrderFound):
+            return OrderFound(dataclasses.replace(found.order, unit_price=None, subtotal=None))
+        return found
+
+
+def test_an_order_found_without_prices_keeps_the_quoted_ones(settings: Settings, tbb: Partner, sandbox_: Sandbox) -> None:
+    purchase_id = quoted(settings, tbb)
+    quoted_prices = (reload(purchase_id).unit_price, reload(purchase_id).subtotal)
+    sandbox_.set_faults({"create_order": {"drop_next": 1}})  # committed, the answer lost
+    order.place_order(purchase_id, partner=TbbFlow(tbb), settings=settings)
+    assert reload(purchase_id).state == State.ORDER_UNKNOWN
+    lease_lapses(purchase_id)
+    order.resolve_order(purchase_id, partner=TbbFlow(WithoutPrices(tbb)), settings=settings)
+    purchase = reload(purchase_id)
+    [only] = sandbox_orders(sandbox_, purchase_id)
+    assert (purchase.state, purchase.order_id) == (State.AWAITING_TRANSFER, only["order_id"])
+    assert (purchase.unit_price, purchase.subtotal) == quoted_prices

@@ -1138,6 +1138,9 @@ def test_a_failed_lookup_of_an_order_known_to_exist_says_so_until_a_person_takes
     purchase = machine._get(purchase_id)
     assert why in (purchase.failure_message or "")
     _held_saying(machine, (purchase.failure_message or "").rpartition("; ")[2])
+    assert (purchase.failure_message or "").startswith(  # what the person is told to do
+        f"the partner said quote {quote_id} was already consumed, so an order from it exists, but no lookup "
+        "found it; find it with the partner before retrying; ")
     assert len(machine.partner.order_calls) == SENDS_PER_STEP - 1  # the lost answer, then the consumed re-send
 
 
@@ -1155,6 +1158,10 @@ def test_an_expired_quote_is_not_sent_again_and_the_purchase_says_why(machine: P
     _resolved_until_held(machine, *faults)
     _held_saying(machine, "the lookup found no order; the quote has expired, so the order is not sent again"
                  if not lookup else last_error)
+    quote_id = machine._get(purchase_id).quote_id
+    assert (machine._get(purchase_id).failure_message or "").startswith(  # what the person is told to do
+        f"an order request with quote {quote_id} may have reached the partner and no lookup found an order; "
+        "check with the partner before retrying; ")
     assert len(machine.partner.order_calls) == SENDS_PER_STEP
 
 

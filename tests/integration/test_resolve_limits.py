@@ -43,13 +43,13 @@ class RecordingFlow(ToyFlow):
         return super().resolve(purchase, step)
 
 
-def _order_unknown(*, attempts: int) -> uuid.UUID:
+def _order_unknown(*, attempts: int, evidence: str = "may_exist") -> uuid.UUID:
     """A purchase whose order outcome is unknown, claimed `attempts` times already, claimable now."""
     purchase_id = stored_purchase()
     steps = ((State.QUOTED, {"quote_id": f"TOYQ-{purchase_id}", "unit_price": Decimal("12.50"),
                              "subtotal": Decimal("25.00"),
                              "quote_expires_at": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)}),
-             (State.ORDERING, {"order_evidence": "may_exist"}),
+             (State.ORDERING, {"order_evidence": evidence}),
              (State.ORDER_UNKNOWN, {}))
     for to_state, changes in steps:
         with session_scope() as session:
@@ -93,3 +93,16 @@ def test_past_the_limit_a_purchase_whose_partner_is_not_enabled_stops_in_needs_a
     assert resolve_order(purchase_id, partner=Partners(flows={}), settings=_settings(), message_id="m") is None
     purchase = reload(purchase_id)
     assert (purchase.state, purchase.failure_code) == (State.NEEDS_ATTENTION, "ORDER_OUTCOME_UNKNOWN")
+
+
+def test_the_person_is_told_what_the_evidence_says() -> None:
+    """The core's stop says what is known: an order may exist, or the partner said one does."""
+    flow = RecordingFlow(counts_its_own_waits=False)
+    for evidence, told in (("may_exist", "an order request with quote {q} may have reached the partner and no lookup "
+                                         "found an order; check with the partner before retrying"),
+                           ("exists", "the partner said quote {q} was already consumed, so an order from it exists, "
+                                      "but no lookup found it; find it with the partner before retrying")):
+        purchase_id = _order_unknown(attempts=LIMIT, evidence=evidence)
+        resolve_order(purchase_id, partner=Partners(default=flow), settings=_settings(), message_id="m")
+        purchase = reload(purchase_id)
+        assert purchase.failure_message == told.format(q=purchase.quote_id)
