@@ -245,7 +245,7 @@ def test_a_claim_handed_over_for_the_wrong_purchase_or_state_is_refused(tbb: Par
 
 
 def test_an_order_confirmation_whose_write_loses_its_connection_is_written_on_a_fresh_one(
-        tbb: Partner, clean_sandbox: Sandbox) -> None:
+        tbb: Partner, clean_sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
     """Issue 16 (both partners): the partner confirms the order after 2 s; its write waits on a row
     lock and that very connection is cut (a reset, a failover mid-write).  The confirmation is written
     again on a fresh connection: awaiting_transfer with the order, never resolved as unknown."""
@@ -265,6 +265,9 @@ def test_an_order_confirmation_whose_write_loses_its_connection_is_written_on_a_
     purchase = reload(purchase_id)
     assert purchase.state == State.AWAITING_TRANSFER and purchase.order_id, (purchase.state, purchase.last_error)
     assert [h.to_state for h in history(purchase_id)][-2:] == ["ordering", "awaiting_transfer"]
+    # The one line of the database's outage names the answer still to write.
+    assert any(f"order {purchase.order_id} not written yet (database connection failed" in r.getMessage()
+               for r in caplog.records if r.name == "fulfilment.outage"), [r.getMessage() for r in caplog.records]
 
 
 def _order_requests(sandbox: Sandbox) -> int:
