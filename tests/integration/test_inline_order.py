@@ -270,6 +270,26 @@ def test_an_order_confirmation_whose_write_loses_its_connection_is_written_on_a_
                for r in caplog.records if r.name == "fulfilment.outage"), [r.getMessage() for r in caplog.records]
 
 
+class DeadlinesOf:
+    """The real partner; the `deadline` each call of `operation` was given is noted."""
+
+    def __init__(self, real: Partner, operation: str) -> None:
+        self.name = real.name
+        self._real, self._operation = real, operation
+        self.seen: list[float | None] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._real, name)
+        if name != self._operation:
+            return method
+
+        def noted(*args: Any, **kwargs: Any) -> Any:
+            self.seen.append(kwargs.get("deadline"))
+            return method(*args, **kwargs)
+
+        return noted
+
+
 def _order_requests(sandbox: Sandbox) -> int:
     return int(sandbox.stats()["requests"].get("create_order", 0))
 
@@ -291,9 +311,12 @@ def test_an_unclear_order_answer_is_sent_again_at_once_while_the_step_and_the_qu
     purchase_id = _quoted(tbb)
     clean_sandbox.set_faults({"create_order": {"fail_next": 1, "error_statuses": [502]}})
     sent_before = _order_requests(clean_sandbox)
-    order.place_order(purchase_id, partner=TbbFlow(tbb), settings=settings(False), message_id="order-msg")
+    deadlines = DeadlinesOf(tbb, "create_order")
+    order.place_order(purchase_id, partner=TbbFlow(deadlines), settings=settings(False), message_id="order-msg")
     assert pauses == [tbb_flow.RESEND_PAUSE_SECONDS]
     assert _order_requests(clean_sandbox) - sent_before == 2
+    # Both sends are bounded by the step's deadline (none may outlive the claim's lease).
+    assert len(deadlines.seen) == 2 and deadlines.seen[0] is not None and deadlines.seen[0] == deadlines.seen[1]
     purchase = reload(purchase_id)
     assert purchase.state == State.AWAITING_TRANSFER
     assert [o["order_id"] for o in clean_sandbox.orders(quote_id=str(purchase.quote_id))] == [purchase.order_id]

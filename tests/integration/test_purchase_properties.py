@@ -1040,6 +1040,12 @@ def test_a_purchase_nobody_holds_is_stalled_with_the_message_that_gave_up(machin
     assert machine._get(purchase_id).last_error == error[:2000]
 
 
+def _requotes(reason: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("fulfil_requotes_total", {"reason": reason}) or 0.0
+
+
 @pytest.mark.parametrize("refusal", ["quote_expired", "account", "permanent"])
 def test_a_definite_refusal_of_the_first_order_leaves_the_order_path(machine: PurchaseMachine, refusal: str) -> None:
     """The one request sent under the worker's own claim, refused definitely, proves no order: an
@@ -1051,8 +1057,10 @@ def test_a_definite_refusal_of_the_first_order_leaves_the_order_path(machine: Pu
         assert quote_id is not None
         machine.partner.expire_early(quote_id)
     machine.queue.clear()
+    requotes_before = _requotes("quote_expired")
     state = _step(machine, "place_order", *(_orders_sent("account") if refusal == "account" else []))
     purchase = machine._get(purchase_id)
+    assert _requotes("quote_expired") == requotes_before + (refusal == "quote_expired")
     assert len(machine.partner.order_calls) == 1 and _orders_of(machine) == []
     assert purchase.order_evidence is None
     with session_scope() as session:
@@ -1236,3 +1244,42 @@ def test_the_absence_policy_for_a_purchase_taken_over_meanwhile_sends_no_quote_s
     assert machine.hook_errors == []
     assert ("quote_purchase", purchase_id) not in machine.queue
     assert machine._get(purchase_id).order_evidence == "may_exist"
+
+
+def _recorded_unknown(purchase_id: uuid.UUID, code: str) -> None:
+    """The order step's ORDER_UNKNOWN: by its message, saying which answer left it unknown."""
+    kind, to_state, message_id, reason = _last_row(purchase_id)
+    assert (kind, to_state) == ("transition", "order_unknown") and (message_id or "").startswith("msg-")
+    assert reason.startswith("order outcome unknown: ") and code in reason, reason
+    assert code in (_get_purchase(purchase_id).last_error or "")
+
+
+def _get_purchase(purchase_id: uuid.UUID) -> Any:
+    from tests.support.factories import reload
+
+    return reload(purchase_id)
+
+
+@pytest.mark.parametrize(("sends", "code"), [
+    (["unknown_after"], "QUOTE_ALREADY_CONSUMED"),      # the lost answer, then the re-send: consumed
+    (["unknown_after", "account"], "PAYMENT_NOT_CONFIGURED"),  # a refused re-send proves nothing
+    (["unknown_before"] * SENDS_PER_STEP, "READ_TIMEOUT"),  # every send unclear
+])
+def test_an_unknown_order_outcome_says_which_answer_left_it_unknown(
+        machine: PurchaseMachine, sends: list[str], code: str) -> None:
+    purchase_id = _quoted(machine)
+    assert _step(machine, "place_order", *_orders_sent(*sends)) is State.ORDER_UNKNOWN
+    _recorded_unknown(purchase_id, code)
+
+
+def test_a_re_send_refused_as_expired_says_so_and_stays_unknown(machine: PurchaseMachine) -> None:
+    purchase_id = _quoted(machine, expiry_first=True)
+    quote_id = machine._get(purchase_id).quote_id
+    assert quote_id is not None
+    real_pause = order.pause
+    order.pause = lambda seconds: (real_pause(seconds), machine.partner.expire_early(quote_id))
+    try:
+        assert _step(machine, "place_order", *_orders_sent("unknown_after")) is State.ORDER_UNKNOWN
+    finally:
+        order.pause = real_pause
+    _recorded_unknown(purchase_id, "QUOTE_EXPIRED")
