@@ -277,6 +277,7 @@ class DeadlinesOf:
         self.name = real.name
         self._real, self._operation = real, operation
         self.seen: list[float | None] = []
+        self.args: list[tuple[Any, ...]] = []
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._real, name)
@@ -285,6 +286,7 @@ class DeadlinesOf:
 
         def noted(*args: Any, **kwargs: Any) -> Any:
             self.seen.append(kwargs.get("deadline"))
+            self.args.append(args)
             return method(*args, **kwargs)
 
         return noted
@@ -444,3 +446,13 @@ def test_the_transfer_is_polled_every_quarter_of_the_time_left_within_the_bounds
     assert poll_interval(now + dt.timedelta(seconds=1000), bounds, now) == 60.0
     assert poll_interval(now + dt.timedelta(seconds=2), bounds, now) == 1.0
     assert poll_interval(now - dt.timedelta(seconds=50), bounds, now) == 1.0
+
+
+def test_the_quote_asks_for_the_row_the_buyer_asked_for(tbb: Partner) -> None:
+    purchase_id = stored_purchase(row_name="B")
+    quotes = DeadlinesOf(tbb, "create_quote")
+    runner.run_step(StepName.QUOTE, purchase_id, partner=TbbFlow(quotes), settings=settings(False),
+                    message_id="quote-msg", send=lambda following, pid: None)
+    [(asked,)] = quotes.args
+    assert (asked.event_id, asked.section_name, asked.row_name, asked.quantity) == (
+        reload(purchase_id).event_id, reload(purchase_id).section_name, "B", 2)

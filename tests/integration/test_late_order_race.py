@@ -213,3 +213,21 @@ def test_a_late_order_answer_without_prices_keeps_the_quoted_ones() -> None:
     purchase = reload(purchase_id)
     assert (purchase.state, purchase.order_id, purchase.seat_range) == (State.AWAITING_TRANSFER, order_id, "1-2")
     assert (purchase.unit_price, purchase.subtotal) == (Decimal("50.00"), Decimal("50.00"))
+
+
+def test_a_late_order_answer_with_its_own_prices_sets_them() -> None:
+    """The order's own prices (what the partner charged) win over the quoted ones when it has them."""
+    from fulfilment.partners.base import Order
+    from fulfilment.partners.tbb.flow import late_order
+    from fulfilment.settings import get_settings
+
+    purchase_id = _order_unknown()
+    stale = reload(purchase_id)
+    order_id = f"ORD-{purchase_id.hex[:8]}"
+    late_order(stale, Order(order_id=order_id, status="awaiting_transfer", quote_id=str(stale.quote_id),
+                            transfer_email=None, seat_range="1-2", row_name="A", unit_price=Decimal("55.10"),
+                            subtotal=Decimal("110.20")),
+               get_settings(), "late-msg", how="found by lookup")
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.unit_price, purchase.subtotal) == (
+        State.AWAITING_TRANSFER, Decimal("55.10"), Decimal("110.20"))

@@ -979,8 +979,16 @@ def test_no_order_inside_the_safety_margin(machine: PurchaseMachine) -> None:
     """M7: a quote that expires within QUOTE_SAFETY_MARGIN_SECONDS is quoted again, never ordered."""
     purchase_id = _quoted(machine, quote_fault="medium_ttl")
     machine.clock.advance(MEDIUM_TTL - MARGIN + 1)  # still valid, inside the margin
+    quote_id = machine._get(purchase_id).quote_id
+    requotes_before = _requotes("safety_margin")
+    machine.queue.clear()
     assert _step(machine, "place_order") is State.RECEIVED
     assert machine.partner.order_calls == []
+    assert _requotes("safety_margin") == requotes_before + 1
+    assert machine.queue == [("quote_purchase", purchase_id)]
+    kind, to_state, message_id, reason = _last_row(purchase_id)
+    assert (kind, to_state) == ("transition", "received") and (message_id or "").startswith("msg-")
+    assert reason == f"quote {quote_id} expires within the {MARGIN:g}s safety margin; re-quoting"
     assert _step(machine, "quote_purchase") is State.QUOTED
     assert _step(machine, "place_order") is State.AWAITING_TRANSFER
     assert machine._get(purchase_id).order_id == _orders_of(machine)[0].order_id
