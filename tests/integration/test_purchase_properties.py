@@ -1160,10 +1160,12 @@ def test_a_failed_lookup_of_an_order_known_to_exist_says_so_until_a_person_takes
     assert len(machine.partner.order_calls) == SENDS_PER_STEP - 1  # the lost answer, then the consumed re-send
 
 
-@pytest.mark.parametrize("lookup", ["", "has_more"])
+@pytest.mark.parametrize("lookup", ["complete", "has_more"])
 def test_an_expired_quote_is_not_sent_again_and_the_purchase_says_why(machine: PurchaseMachine, lookup: str) -> None:
     purchase_id = _unknown_may_exist(machine, quote_fault="medium_ttl")
     machine.clock.advance(MEDIUM_TTL + 1)
+    if lookup == "complete":
+        lookup = ""  # no fault: a complete, empty answer
     faults = [("find_order_for_quote", lookup)] if lookup else []
     machine._lease_passes()
     assert _step(machine, "resolve_order", *faults) is State.ORDER_UNKNOWN
@@ -1272,7 +1274,7 @@ def _get_purchase(purchase_id: uuid.UUID) -> Any:
     (["unknown_after"], "QUOTE_ALREADY_CONSUMED"),      # the lost answer, then the re-send: consumed
     (["unknown_after", "account"], "PAYMENT_NOT_CONFIGURED"),  # a refused re-send proves nothing
     (["unknown_before"] * SENDS_PER_STEP, "READ_TIMEOUT"),  # every send unclear
-])
+], ids=["consumed", "refused_resend", "all_unclear"])
 def test_an_unknown_order_outcome_says_which_answer_left_it_unknown(
         machine: PurchaseMachine, sends: list[str], code: str) -> None:
     purchase_id = _quoted(machine)
