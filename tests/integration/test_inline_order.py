@@ -477,5 +477,32 @@ def test_the_quote_asks_for_the_row_the_buyer_asked_for(tbb: Partner) -> None:
     runner.run_step(StepName.QUOTE, purchase_id, partner=TbbFlow(quotes), settings=settings(False),
                     message_id="quote-msg", send=lambda following, pid: None)
     [(asked,)] = quotes.args
+    assert quotes.seen[0] is not None  # bounded by the step's deadline
     assert (asked.event_id, asked.section_name, asked.row_name, asked.quantity) == (
         reload(purchase_id).event_id, reload(purchase_id).section_name, "B", 2)
+
+
+def test_an_account_that_cannot_pay_pauses_the_quote_saying_so(tbb: Partner) -> None:
+    """PAYMENT_NOT_CONFIGURED on the quote: the account is at fault, not the request -- the purchase
+    pauses (PAYMENT_PAUSE_SECONDS), by the message that met it, keeping the partner's error."""
+    from pydantic import SecretStr
+
+    from fulfilment.partners.tbb.partner import build_tbb
+    from tests.support.sandbox import PARTNER_NOPAY
+
+    client_id, secret = PARTNER_NOPAY
+    nopay = build_tbb(get_settings().model_copy(update={"tbb_client_id": client_id, "tbb_client_secret": SecretStr(secret)}))
+    purchase_id = stored_purchase()
+    try:
+        assert quote_step(purchase_id, nopay, inline=False) == []
+    finally:
+        nopay.close()
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.quotes_taken) == (State.PAUSED, 0)
+    assert "PAYMENT_NOT_CONFIGURED" in (purchase.last_error or "")
+    last = history(purchase_id)[-1]
+    assert (last.to_state, last.message_id, last.reason) == ("paused", "quote-msg", "account cannot quote: PAYMENT_NOT_CONFIGURED")
+    with session_scope() as session:  # waits PAYMENT_PAUSE_SECONDS before it is tried again
+        waits = session.execute(text("SELECT extract(epoch FROM next_action_at - now()) FROM purchases WHERE id = :id"),
+                                {"id": purchase_id}).scalar()
+    assert get_settings().payment_pause_seconds - 5 < waits <= get_settings().payment_pause_seconds
