@@ -14,6 +14,7 @@
 #                      [tool.mutmut] only_mutate)
 #      MUTATE_MAX_SECONDS  cap of mutmut's run (default 3600); what is left is checked by the next run
 #      MUTATE_CHILDREN     parallel mutants (default 1: the machine is shared)
+#      MUTATE_RECHECK=1    re-run every mutant in scope; MUTATE_ONLY_NEW=1: only those without a verdict
 #      MUTATE_SKIP_HANDMADE=1  skip step 1
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -9,7 +9,8 @@ past the first few hundred.
 This wrapper changes one thing, in one function: of the mutants the names select, it keeps those
 without a verdict and the survivors (or mutants no test covers) not judged equivalent (tests/mutation/equivalent.txt: their
 tests may have been written since).  Killed mutants and judged equivalents keep their verdict.
-MUTATE_RECHECK=1 re-runs every selected mutant, as mutmut itself does.
+MUTATE_RECHECK=1 re-runs every selected mutant, as mutmut itself does; MUTATE_ONLY_NEW=1 runs only
+those without a verdict (a survivor's re-run runs all its tests: the slow part of a run).
 
     python scripts/mutmut_run.py [mutmut run options] [MUTANT_NAME_GLOB ...]
 """
@@ -33,10 +34,12 @@ def judged_equivalent(path: Path = EQUIVALENT) -> set[str]:
     return {line.partition("#")[0].strip() for line in path.read_text().splitlines()} - {""}
 
 
-def still_to_check(mutants: list[tuple[Any, str, int | None]], equivalent: set[str]) -> list[tuple[Any, str, int | None]]:
-    """The mutants without a verdict, and the survivors (or uncovered ones) not judged equivalent."""
+def still_to_check(mutants: list[tuple[Any, str, int | None]], equivalent: set[str], *,
+                   only_new: bool = False) -> list[tuple[Any, str, int | None]]:
+    """The mutants without a verdict, and (unless `only_new`) the survivors or uncovered ones not
+    judged equivalent."""
     return [(data, name, result) for data, name, result in mutants
-            if result is None or (result in (SURVIVED, NO_TESTS) and name not in equivalent)]
+            if result is None or (not only_new and result in (SURVIVED, NO_TESTS) and name not in equivalent)]
 
 
 def main(argv: list[str]) -> None:
@@ -47,7 +50,7 @@ def main(argv: list[str]) -> None:
     def collect(*, mutant_names: tuple[str, ...] | list[str]) -> Any:
         mutants, by_path = original(mutant_names=mutant_names)
         if mutant_names and os.environ.get("MUTATE_RECHECK") != "1":
-            left = still_to_check(mutants, judged_equivalent())
+            left = still_to_check(mutants, judged_equivalent(), only_new=os.environ.get("MUTATE_ONLY_NEW") == "1")
             print(f"    {len(mutants)} mutants in scope, {len(mutants) - len(left)} with a verdict kept, "
                   f"{len(left)} to run", flush=True)
             mutants = left

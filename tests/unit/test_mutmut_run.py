@@ -17,6 +17,7 @@ def test_only_unchecked_mutants_and_open_survivors_run_again() -> None:
     left = mutmut_run.still_to_check(mutants, {"m.x_f__mutmut_4"})
     assert [name for _, name, _ in left] == ["m.x_f__mutmut_1", "m.x_f__mutmut_3", "m.x_f__mutmut_6"]
     assert all(entry[0] is data for entry in left)
+    assert [name for _, name, _ in mutmut_run.still_to_check(mutants, set(), only_new=True)] == ["m.x_f__mutmut_1"]
 
 
 def test_the_equivalents_file_is_read_by_name(tmp_path: Path) -> None:
