@@ -906,3 +906,21 @@ def test_an_order_number_in_an_unreadable_commit_answer_is_kept_and_used(
     assert (State(purchase.state), purchase.failure_code) == (State.NEEDS_ATTENTION, "ORDER_OUTCOME_UNKNOWN")
     assert the_order.order_number in purchase.failure_message
     assert purchase.partner_data["order_number_hint"] == the_order.order_number
+
+
+def test_a_surprise_error_from_the_commit_call_is_an_unknown_outcome(
+        machine: TmPurchaseMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a partner error at all (a bug in our client, say): whether the commit left is not known, so
+    the purchase is ORDER_UNKNOWN (evidence may_exist), the error kept -- never a crashed step with the
+    purchase left ORDERING, never a refusal."""
+    purchase_id = _quoted(machine)
+
+    def surprise(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("order_token")
+
+    monkeypatch.setattr(machine.fake, "commit", surprise)
+    assert _step(machine, "place_order") is State.ORDER_UNKNOWN
+    purchase = machine._get(purchase_id)
+    assert purchase.order_evidence == "may_exist" and "order_token" in (purchase.last_error or "")
+    monkeypatch.undo()
+    assert len(machine.fake.calls_of("reserve")) == 1
