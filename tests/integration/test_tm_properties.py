@@ -919,8 +919,30 @@ def test_a_surprise_error_from_the_commit_call_is_an_unknown_outcome(
         raise KeyError("order_token")
 
     monkeypatch.setattr(machine.fake, "commit", surprise)
+    machine.queue.clear()
     assert _step(machine, "place_order") is State.ORDER_UNKNOWN
     purchase = machine._get(purchase_id)
     assert purchase.order_evidence == "may_exist" and "order_token" in (purchase.last_error or "")
+    assert machine.queue == [("resolve_order", purchase_id)]  # the resolution is sent at once
     monkeypatch.undo()
     assert len(machine.fake.calls_of("reserve")) == 1
+
+
+def test_an_unknown_commit_outcome_for_a_purchase_taken_over_meanwhile_sends_no_resolution(
+        machine: TmPurchaseMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit call fails after the claim passed to another worker: nothing is recorded by this
+    worker (fenced), and it sends no resolution for a purchase it no longer holds."""
+    purchase_id = _quoted(machine)
+
+    from fulfilment.db import session_scope
+
+    def taken_over_then_failed(*args: Any, **kwargs: Any) -> Any:
+        with session_scope() as session:
+            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
+                            {"id": purchase_id})
+        raise KeyError("order_token")
+
+    monkeypatch.setattr(machine.fake, "commit", taken_over_then_failed)
+    machine.queue.clear()
+    assert _step(machine, "place_order") is State.ORDERING  # the new owner's to resolve
+    assert ("resolve_order", purchase_id) not in machine.queue
