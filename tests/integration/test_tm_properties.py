@@ -924,6 +924,8 @@ def test_a_surprise_error_from_the_commit_call_is_an_unknown_outcome(
     purchase = machine._get(purchase_id)
     assert purchase.order_evidence == "may_exist" and "order_token" in (purchase.last_error or "")
     assert machine.queue == [("resolve_order", purchase_id)]  # the resolution is sent at once
+    row = _tm_last_row(purchase_id)
+    assert row.to_state == "order_unknown" and (row.message_id or "").startswith("msg-")
     monkeypatch.undo()
     assert len(machine.fake.calls_of("reserve")) == 1
 
@@ -946,3 +948,52 @@ def test_an_unknown_commit_outcome_for_a_purchase_taken_over_meanwhile_sends_no_
     machine.queue.clear()
     assert _step(machine, "place_order") is State.ORDERING  # the new owner's to resolve
     assert ("resolve_order", purchase_id) not in machine.queue
+
+
+def _tm_last_row(purchase_id: uuid.UUID) -> Any:
+    from fulfilment import state_machine
+    from fulfilment.db import session_scope
+
+    with session_scope() as session:
+        return state_machine.history(session, purchase_id)[-1]
+
+
+def _waits(purchase_id: uuid.UUID) -> float:
+    from fulfilment.db import session_scope
+
+    with session_scope() as session:
+        return float(session.execute(text("SELECT extract(epoch FROM next_action_at - now()) FROM purchases "
+                                          "WHERE id = :id"), {"id": purchase_id}).scalar())
+
+
+@pytest.mark.parametrize(("hold", "retry_after", "cart_kept"), [
+    (3600.0, 10.0, True),    # the paid cart outlives the quota's wait by far: committed again, no new reserve
+    (150.0, 130.0, False),   # it would be inside the safety margin by then: deleted, reserved again
+    (150.0, 200.0, False),   # it would be gone by then
+])
+def test_a_commit_refused_by_the_quota_keeps_the_cart_only_if_it_outlives_the_wait(
+        machine: TmPurchaseMachine, hold: float, retry_after: float, cart_kept: bool) -> None:
+    purchase_id = _quoted(machine, hold=hold)
+    cart_id = machine._get(purchase_id).quote_id
+    assert _step(machine, "place_order", ("commit", Fault("rate_limited", retry_after=retry_after))) is State.RECEIVED
+    purchase = machine._get(purchase_id)
+    assert purchase.order_evidence is None and "RATE_LIMITED" in (purchase.last_error or "")
+    assert retry_after - 5 < _waits(purchase_id) <= retry_after  # until the quota's Ratelimit-Expiry
+    row = _tm_last_row(purchase_id)
+    assert (row.to_state, (row.message_id or "").startswith("msg-")) == ("received", True)
+    if cart_kept:
+        assert row.reason.startswith(f"commit refused unprocessed (RATE_LIMITED); committing cart {cart_id} again "
+                                     f"in {retry_after:g} s (held until ")
+        assert (purchase.partner_data or {}).get("cart") is not None
+    else:
+        assert row.reason == f"commit refused unprocessed (RATE_LIMITED); reserving again in {retry_after:g} s"
+        assert (purchase.partner_data or {}).get("cart") is None
+    assert len(machine.fake.calls_of("commit")) == 1 and _order_of(machine) == []
+
+
+def test_a_commit_refused_by_maintenance_waits_and_never_crashes(machine: TmPurchaseMachine) -> None:
+    purchase_id = _quoted(machine)
+    assert _step(machine, "place_order", ("commit", "maintenance")) is State.RECEIVED
+    purchase = machine._get(purchase_id)
+    assert purchase.order_evidence is None and "20001" in (purchase.last_error or "")
+    assert _waits(purchase_id) > 1.0 and _order_of(machine) == []
