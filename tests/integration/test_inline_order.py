@@ -507,3 +507,33 @@ def test_an_account_that_cannot_pay_pauses_the_quote_saying_so(tbb: Partner) -> 
         waits = session.execute(text("SELECT extract(epoch FROM next_action_at - now()) FROM purchases WHERE id = :id"),
                                 {"id": purchase_id}).scalar()
     assert get_settings().payment_pause_seconds - 5 < waits <= get_settings().payment_pause_seconds
+
+
+class QuotesOtherSeats:
+    """The real partner, but its quotes are for `changes` (other seats than asked)."""
+
+    def __init__(self, real: Partner, **changes: Any) -> None:
+        self.name = real.name
+        self._real, self._changes = real, changes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def create_quote(self, *args: Any, **kwargs: Any) -> Any:
+        import dataclasses
+
+        return dataclasses.replace(self._real.create_quote(*args, **kwargs), **self._changes)
+
+
+@pytest.mark.parametrize(("changes", "told"), [
+    ({"quantity": 3}, "quantity 3 quoted, 2 requested"),
+    ({"section_name": "999"}, "section '999' quoted, "),
+])
+def test_a_quote_for_other_seats_than_asked_is_never_ordered(tbb: Partner, changes: dict[str, Any], told: str) -> None:
+    purchase_id = stored_purchase()
+    assert quote_step(purchase_id, QuotesOtherSeats(tbb, **changes), inline=True) == []
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.failure_code) == (State.FAILED, "QUOTE_MISMATCH")
+    assert told in (purchase.failure_message or "") and purchase.quote_id is None
+    last = history(purchase_id)[-1]
+    assert (last.to_state, last.message_id, last.reason) == ("failed", "quote-msg", "quote does not match the request")
