@@ -537,3 +537,7 @@ def test_a_quote_for_other_seats_than_asked_is_never_ordered(tbb: Partner, chang
     assert told in (purchase.failure_message or "") and purchase.quote_id is None
     last = history(purchase_id)[-1]
     assert (last.to_state, last.message_id, last.reason) == ("failed", "quote-msg", "quote does not match the request")
+    with session_scope() as session:  # what the partner quoted is kept beside the refusal
+        kept = session.execute(text("SELECT quantity, section_name FROM partner_quotes WHERE purchase_id = :id"),
+                               {"id": purchase_id}).all()
+    assert len(kept) == 1 and (kept[0].quantity == 3 or kept[0].section_name == "999")
