@@ -319,6 +319,7 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
                                    one_time_nonces=True, hold_time_variance_seconds=5)
         tm_sandbox.admin.set_faults(tm_fault_rules())
         next_quota = time.monotonic() + config.tm_quota_every / 2
+        tm_requests_seen = 0
 
         while_down = min(config.purchases - 1, max(1, round(config.purchases * config.outage_share)))
         before = config.purchases - while_down
@@ -388,10 +389,18 @@ def _run(config: ChaosConfig, log_dir: Path) -> ChaosResult:
             if woken is not None and not result.woken_leader_stepped_down:
                 result.woken_leader_stepped_down = _logged_at(woken, "lost leadership", woken_log_at) is not None
             if tm_every and now >= next_quota:
-                # The hourly quota used up; the next interval starts tm_quota_seconds later.
-                tm_sandbox.admin.force_quota(seconds=config.tm_quota_seconds)
-                result.tm_quota_exhaustions += 1
-                next_quota = now + config.tm_quota_every
+                # The hourly quota used up; the next interval starts tm_quota_seconds later.  Only while TM
+                # traffic flows (Postgres up, a TM request since the last look): a window no request meets
+                # shows nothing, and a short run may have few.  Until one request has been refused, the
+                # next window comes sooner.
+                counts = tm_sandbox.admin.counts()
+                tm_requests = sum(counts.get("requests", {}).values())
+                if down_since is None and tm_requests > tm_requests_seen:
+                    tm_sandbox.admin.force_quota(seconds=config.tm_quota_seconds)
+                    result.tm_quota_exhaustions += 1
+                    met = counts.get("rate_limited", 0) > 0
+                    next_quota = now + (config.tm_quota_every if met else config.tm_quota_seconds + 1)
+                tm_requests_seen = tm_requests
             if now >= next_stall:
                 sandbox.set_faults(fault_rules(config, stall_tokens=2))
                 result.token_stalls_armed += 2
