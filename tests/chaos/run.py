@@ -21,7 +21,8 @@ A share of the purchases (`tm_share`) buys through the Ticketmaster sandbox (ena
 the same workers), under its own faults: 5xx on every call, forced polling (202s parked in Postgres
 and continued by whoever claims next, across the kills), commits that take effect and then lose their
 connection, commits answered 5xx and processed seconds later, an unredeemed-orders list lagging
-behind commits, a quota exhausted for a few seconds now and then (429 until Ratelimit-Expiry); the
+behind commits, a quota exhausted for a few seconds now and then while TM traffic flows (429 until
+Ratelimit-Expiry; sooner again until one request met it, so a short run sees it too); the
 checks count its orders per purchase from the sandbox's records, and report both partners' rows.
 
 The production default is kept: ORDER_ABSENCE_GRACE_SECONDS is unset, so an order outcome that
