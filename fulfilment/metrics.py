@@ -192,7 +192,7 @@ def partner_observer(partner: str) -> Callable[[str, str, float], None]:
         PARTNER_CALL_SECONDS.labels(partner, operation, "ok" if outcome == "ok" else "error").observe(seconds)
         if outcome == "ok":
             outage.recovered()  # the "back" line of a partner outage (fulfilment/outages.py)
-        if outcome != "ok":
+        else:
             PARTNER_CALL_ERRORS.labels(partner, operation, outcome).inc()
 
     return observe

@@ -136,7 +136,7 @@ BROKER_MANAGEMENT = Outage("RabbitMQ management API")
 
 def every_outage() -> tuple[Outage, ...]:
     """The broker's, its management API's, the database's and each registered partner's."""
-    return (BROKER, BROKER_MANAGEMENT, DATABASE, *tuple(PARTNERS.values()))
+    return (BROKER, BROKER_MANAGEMENT, DATABASE, *PARTNERS.values())
 
 # What dramatiq's consumer threads say about a lost connection (dramatiq/worker.py), twice per
 # consumer every 3 s: counted as attempts, not logged.
@@ -172,7 +172,7 @@ class QuietOutageLogs(logging.Filter):
                               f"{' '.join(str(record.exc_info[1]).split())[:200]}")
                 return False
         if name == "dramatiq.middleware.retries.Retries" and _first_line(record).startswith(_RETRYING) and any(
-                outage.down for outage in (BROKER, DATABASE, *tuple(PARTNERS.values()))):
+                outage.down for outage in (BROKER, DATABASE, *PARTNERS.values())):
             return False
         if name.startswith("pika") and record.levelno >= logging.WARNING:
             line = _first_line(record)

@@ -22,16 +22,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EQUIVALENT = Path(__file__).resolve().parents[1] / "tests" / "mutation" / "equivalent.txt"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutation_report import EQUIVALENT, equivalents  # the one reader of equivalent.txt
+
 SURVIVED = 0
 NO_TESTS = 33  # no test covers the mutated function (yet): cheap to ask again
 
 
 def judged_equivalent(path: Path = EQUIVALENT) -> set[str]:
     """The names in equivalent.txt (one per line, then `#` and why)."""
-    if not path.exists():
-        return set()
-    return {line.partition("#")[0].strip() for line in path.read_text().splitlines()} - {""}
+    return set(equivalents(path))
 
 
 def still_to_check(mutants: list[tuple[Any, str, int | None]], equivalent: set[str], *,
