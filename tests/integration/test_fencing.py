@@ -32,6 +32,7 @@ from fulfilment.steps import order, quote
 from fulfilment.steps.resume import CannotResume, resume
 from models import OrphanOrder, OutboxEvent, PartnerQuote, Purchase, PurchaseTransition
 from tests.support.factories import reload, stored_purchase
+from tests.support.partner_wrap import OneCall
 from tests.support.sandbox import Sandbox
 
 
@@ -70,29 +71,20 @@ def sandbox_orders(sandbox: Sandbox, purchase_id: uuid.UUID) -> list[dict[str, A
     return [o for q in quote_ids for o in sandbox.orders(quote_id=q)]
 
 
-class Frozen:
+class Frozen(OneCall):
     """The real partner, but the named call's answer (or error) is held back while `meanwhile` runs."""
 
     def __init__(self, real: Partner, operation: str, meanwhile: Callable[[], None]) -> None:
-        self.name = real.name
-        self._real = real
-        self._operation = operation
+        super().__init__(real, operation, self._frozen)
         self._meanwhile: Callable[[], None] | None = meanwhile
 
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._real, name)
-        if name != self._operation:
-            return method
-
-        def frozen(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return method(*args, **kwargs)
-            finally:
-                if self._meanwhile is not None:
-                    meanwhile, self._meanwhile = self._meanwhile, None
-                    meanwhile()
-
-        return frozen
+    def _frozen(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        finally:
+            if self._meanwhile is not None:
+                meanwhile, self._meanwhile = self._meanwhile, None
+                meanwhile()
 
 
 def quoted(settings: Settings, partner: Partner, **overrides: Any) -> uuid.UUID:
@@ -391,26 +383,20 @@ def test_a_stalled_order_lookup_cannot_hold_the_resolution_past_its_step_deadlin
     time.sleep(max(0.0, 9.5 - took))  # let the stalled request finish before the next test uses the sandbox
 
 
-class WithoutPrices:
+def without_prices(real: Partner) -> OneCall:
     """The real partner, but the orders its lookup finds come without pricing (TBB's order reads may
     leave it out: partners/tbb/payloads.py)."""
+    import dataclasses
 
-    def __init__(self, real: Partner) -> None:
-        self.name = real.name
-        self._real = real
+    from fulfilment.partners.base import OrderFound
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    def find_order_for_quote(self, *args: Any, **kwargs: Any) -> Any:
-        import dataclasses
-
-        from fulfilment.partners.base import OrderFound
-
-        found = self._real.find_order_for_quote(*args, **kwargs)
+    def stripped(call: Any, *args: Any, **kwargs: Any) -> Any:
+        found = call(*args, **kwargs)
         if isinstance(found, OrderFound):
             return OrderFound(dataclasses.replace(found.order, unit_price=None, subtotal=None))
         return found
+
+    return OneCall(real, "find_order_for_quote", stripped)
 
 
 def test_an_order_found_without_prices_keeps_the_quoted_ones(settings: Settings, tbb: Partner, sandbox_: Sandbox) -> None:
@@ -420,7 +406,7 @@ def test_an_order_found_without_prices_keeps_the_quoted_ones(settings: Settings,
     order.place_order(purchase_id, partner=TbbFlow(tbb), settings=settings)
     assert reload(purchase_id).state == State.ORDER_UNKNOWN
     lease_lapses(purchase_id)
-    order.resolve_order(purchase_id, partner=TbbFlow(WithoutPrices(tbb)), settings=settings)
+    order.resolve_order(purchase_id, partner=TbbFlow(without_prices(tbb)), settings=settings)
     purchase = reload(purchase_id)
     [only] = sandbox_orders(sandbox_, purchase_id)
     assert (purchase.state, purchase.order_id) == (State.AWAITING_TRANSFER, only["order_id"])

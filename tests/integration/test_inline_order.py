@@ -22,6 +22,7 @@ from fulfilment.steps import intake, order, runner
 from fulfilment.steps.runner import StepName
 from models import PurchaseTransition
 from tests.support.factories import reload, request, stored_purchase
+from tests.support.partner_wrap import OneCall
 from tests.support.sandbox import Sandbox
 
 Sent = list[tuple[Next, uuid.UUID]]
@@ -270,50 +271,35 @@ def test_an_order_confirmation_whose_write_loses_its_connection_is_written_on_a_
                for r in caplog.records if r.name == "fulfilment.outage"), [r.getMessage() for r in caplog.records]
 
 
-class DeadlinesOf:
+class DeadlinesOf(OneCall):
     """The real partner; the `deadline` each call of `operation` was given is noted."""
 
     def __init__(self, real: Partner, operation: str) -> None:
-        self.name = real.name
-        self._real, self._operation = real, operation
+        super().__init__(real, operation, self._noted)
         self.seen: list[float | None] = []
         self.args: list[tuple[Any, ...]] = []
 
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._real, name)
-        if name != self._operation:
-            return method
-
-        def noted(*args: Any, **kwargs: Any) -> Any:
-            self.seen.append(kwargs.get("deadline"))
-            self.args.append(args)
-            return method(*args, **kwargs)
-
-        return noted
+    def _noted(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        self.seen.append(kwargs.get("deadline"))
+        self.args.append(args)
+        return call(*args, **kwargs)
 
 
-class AnswersLate:
+class AnswersLate(OneCall):
     """The real partner; the answer (or error) of `operation` reaches the caller only when `left`
     seconds remain before the deadline the call was given."""
 
     def __init__(self, real: Partner, operation: str, *, left: float) -> None:
-        self.name = real.name
-        self._real, self._operation, self._left = real, operation, left
+        super().__init__(real, operation, self._late)
+        self._left = left
 
-    def __getattr__(self, name: str) -> Any:
+    def _late(self, call: Any, *args: Any, **kwargs: Any) -> Any:
         import time
 
-        method = getattr(self._real, name)
-        if name != self._operation:
-            return method
-
-        def late(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return method(*args, **kwargs)
-            finally:
-                time.sleep(max(0.0, kwargs["deadline"] - self._left - time.monotonic()))
-
-        return late
+        try:
+            return call(*args, **kwargs)
+        finally:
+            time.sleep(max(0.0, kwargs["deadline"] - self._left - time.monotonic()))
 
 
 def _order_requests(sandbox: Sandbox) -> int:
@@ -509,20 +495,11 @@ def test_an_account_that_cannot_pay_pauses_the_quote_saying_so(tbb: Partner) -> 
     assert get_settings().payment_pause_seconds - 5 < waits <= get_settings().payment_pause_seconds
 
 
-class QuotesOtherSeats:
+def quotes_other_seats(real: Partner, **changes: Any) -> OneCall:
     """The real partner, but its quotes are for `changes` (other seats than asked)."""
+    import dataclasses
 
-    def __init__(self, real: Partner, **changes: Any) -> None:
-        self.name = real.name
-        self._real, self._changes = real, changes
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    def create_quote(self, *args: Any, **kwargs: Any) -> Any:
-        import dataclasses
-
-        return dataclasses.replace(self._real.create_quote(*args, **kwargs), **self._changes)
+    return OneCall(real, "create_quote", lambda call, *args, **kwargs: dataclasses.replace(call(*args, **kwargs), **changes))
 
 
 @pytest.mark.parametrize(("changes", "told"), [
@@ -531,7 +508,7 @@ class QuotesOtherSeats:
 ])
 def test_a_quote_for_other_seats_than_asked_is_never_ordered(tbb: Partner, changes: dict[str, Any], told: str) -> None:
     purchase_id = stored_purchase()
-    assert quote_step(purchase_id, QuotesOtherSeats(tbb, **changes), inline=True) == []
+    assert quote_step(purchase_id, quotes_other_seats(tbb, **changes), inline=True) == []
     purchase = reload(purchase_id)
     assert (purchase.state, purchase.failure_code) == (State.FAILED, "QUOTE_MISMATCH")
     assert told in (purchase.failure_message or "") and purchase.quote_id is None
