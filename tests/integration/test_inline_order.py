@@ -445,6 +445,48 @@ def test_a_stalled_transfer_read_cannot_hold_the_step_past_its_deadline(tbb: Par
     time.sleep(max(0.0, 9.5 - took))  # let the stalled request finish before the next test uses the sandbox
 
 
+def test_a_transfer_still_pending_is_read_again_a_poll_interval_later_with_its_status_kept(tbb: Partner) -> None:
+    from fulfilment.partners.tbb.flow import poll_interval
+
+    purchase_id = _awaiting_transfer(tbb)
+    with session_scope() as session:  # the status this read brings is written, not left from the order;
+        # the deadline near enough that a quarter of the time left is between the poll's bounds
+        session.execute(text("UPDATE purchases SET order_status = NULL, delivery_deadline = now() + interval '10 minutes' "
+                             "WHERE id = :id"), {"id": purchase_id})
+    bounds = {"transfer_poll_min_seconds": 30.0, "transfer_poll_seconds": 300.0}
+    expected = poll_interval(reload(purchase_id).delivery_deadline, get_settings().model_copy(update=bounds))
+    assert 30.0 < expected < 300.0
+    assert _check(purchase_id, tbb, **bounds) is None
+    with session_scope() as session:
+        due_in = session.execute(text("SELECT extract(epoch FROM next_action_at - now()) FROM purchases WHERE id = :id"),
+                                 {"id": purchase_id}).scalar_one()
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.order_status, purchase.claimed_until) == (
+        State.AWAITING_TRANSFER, "awaiting_transfer", None)  # the lease given back
+    assert expected - 10 < float(due_in) <= expected
+    assert [h.kind for h in history(purchase_id)].count("late_answer") == 0
+
+
+def test_a_pending_status_read_for_a_purchase_taken_over_meanwhile_is_noted_late_not_applied(tbb: Partner) -> None:
+    purchase_id = _awaiting_transfer(tbb)
+    with session_scope() as session:
+        session.execute(text("UPDATE purchases SET order_status = NULL WHERE id = :id"), {"id": purchase_id})
+
+    def read_then_taken_over(call: Any, *args: Any, **kwargs: Any) -> Any:
+        answer = call(*args, **kwargs)
+        with session_scope() as session:  # another worker holds the purchase when the answer comes back
+            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
+                            {"id": purchase_id})
+        return answer
+
+    assert _check(purchase_id, OneCall(tbb, "get_order", read_then_taken_over)) is None
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.order_status) == (State.AWAITING_TRANSFER, None)  # not written by the stale read
+    late = history(purchase_id)[-1]
+    assert (late.kind, late.message_id) == ("late_answer", "transfer-msg")
+    assert f"order {purchase.order_id} is awaiting_transfer" in late.reason
+
+
 def test_the_transfer_is_polled_every_quarter_of_the_time_left_within_the_bounds() -> None:
     import datetime as dt
 
