@@ -882,6 +882,68 @@ def test_absence_policy_reserves_again_once_the_list_proves_no_order(absence_mac
     assert len(machine.fake.calls_of("reserve")) == 2
 
 
+def test_absence_policy_sends_the_new_reservation_at_once_from_the_message_that_proved_absence(
+        absence_machine: AbsenceTmPurchaseMachine) -> None:
+    """The re-reservation the policy allows is sent by the message that proved the absence (not left to
+    the scheduler), and the history names that message."""
+    machine = absence_machine
+    purchase_id = _quoted(machine, hold=150.0, lag=90.0)
+    assert _step(machine, "place_order", ("commit", "unknown")) is State.ORDER_UNKNOWN
+    machine._time_passes(150 + TM_ABSENCE_GRACE + 1)
+    machine.queue.clear()
+    assert _step(machine, "resolve_order") is State.RECEIVED
+    assert machine.queue == [("quote_purchase", purchase_id)]
+    row = _tm_last_row(purchase_id)
+    assert row.to_state == "received" and (row.message_id or "").startswith("msg-")
+
+
+def test_absence_proved_for_a_purchase_taken_over_meanwhile_sends_no_new_reservation(
+        absence_machine: AbsenceTmPurchaseMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The list proves the absence, but the claim passed to another worker while it was read: this
+    worker records nothing (fenced) and sends no reservation for a purchase it no longer holds."""
+    machine = absence_machine
+    purchase_id = _quoted(machine, hold=150.0, lag=90.0)
+    assert _step(machine, "place_order", ("commit", "unknown")) is State.ORDER_UNKNOWN
+    machine._time_passes(150 + TM_ABSENCE_GRACE + 1)
+    read = machine.fake.unredeemed_orders
+
+    from fulfilment.db import session_scope
+
+    def read_then_taken_over(*args: Any, **kwargs: Any) -> Any:
+        answer = read(*args, **kwargs)
+        with session_scope() as session:
+            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
+                            {"id": purchase_id})
+        return answer
+
+    monkeypatch.setattr(machine.fake, "unredeemed_orders", read_then_taken_over)
+    machine.queue.clear()
+    assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN  # the new owner's to resolve
+    assert ("quote_purchase", purchase_id) not in machine.queue
+    assert len(machine.fake.calls_of("reserve")) == 1
+
+
+@pytest.mark.parametrize(("fault", "why"), [
+    ("transient", "the unredeemed-orders lookup failed: "),
+    ("polling", "the unredeemed-orders lookup answered 202"),
+])
+def test_an_unredeemed_lookup_that_fails_or_answers_202_proves_nothing_and_says_so(
+        absence_machine: AbsenceTmPurchaseMachine, fault: str, why: str) -> None:
+    """Even with the absence policy on and its grace passed, a lookup that failed or answered 202 is no
+    list at all: the purchase waits (its cart kept), with the reason, for the next lookup."""
+    machine = absence_machine
+    purchase_id = _quoted(machine, hold=150.0, lag=90.0)
+    assert _step(machine, "place_order", ("commit", "unknown")) is State.ORDER_UNKNOWN
+    cart = machine._get(purchase_id).partner_data["cart"]
+    machine._time_passes(150 + TM_ABSENCE_GRACE + 1)
+    machine.queue.clear()
+    assert _step(machine, "resolve_order", ("unredeemed_orders", fault)) is State.ORDER_UNKNOWN
+    purchase = machine._get(purchase_id)
+    assert (purchase.last_error or "").startswith(why) and purchase.partner_data["cart"] == cart
+    assert purchase.claimed_until is None and machine.queue == []  # parked: the scheduler looks again
+    assert len(machine.fake.calls_of("reserve")) == 1
+
+
 def test_an_order_number_in_an_unreadable_commit_answer_is_kept_and_used(
         absence_machine: AbsenceTmPurchaseMachine) -> None:
     """The commit made the order, but its answer could not be read; it still named the order's number
