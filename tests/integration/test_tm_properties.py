@@ -889,12 +889,18 @@ def test_absence_policy_sends_the_new_reservation_at_once_from_the_message_that_
     machine = absence_machine
     purchase_id = _quoted(machine, hold=150.0, lag=90.0)
     assert _step(machine, "place_order", ("commit", "unknown")) is State.ORDER_UNKNOWN
+    before = machine._get(purchase_id)
+    assert before.order_evidence == "may_exist" and "cart" in before.partner_data
     machine._time_passes(150 + TM_ABSENCE_GRACE + 1)
     machine.queue.clear()
     assert _step(machine, "resolve_order") is State.RECEIVED
     assert machine.queue == [("quote_purchase", purchase_id)]
     row = _tm_last_row(purchase_id)
     assert row.to_state == "received" and (row.message_id or "").startswith("msg-")
+    assert row.reason.startswith(f"no unredeemed order from cart {before.quote_id}, whose hold ended more than ")
+    assert row.reason.endswith(" ago (ORDER_ABSENCE_GRACE_SECONDS policy); reserving again")
+    after = machine._get(purchase_id)  # the old cart is forgotten, and so is the evidence
+    assert after.order_evidence is None and "cart" not in after.partner_data
 
 
 def test_absence_proved_for_a_purchase_taken_over_meanwhile_sends_no_new_reservation(
