@@ -950,6 +950,18 @@ def test_an_unredeemed_lookup_that_fails_or_answers_202_proves_nothing_and_says_
     assert len(machine.fake.calls_of("reserve")) == 1
 
 
+def test_an_empty_unredeemed_list_proves_nothing_without_the_absence_policy(machine: TmPurchaseMachine) -> None:
+    """The commit's answer was lost and the list shows no order from this purchase: without the
+    operator's absence policy that proves nothing (the list may lag), and the purchase says so."""
+    purchase_id = _quoted(machine)
+    assert _step(machine, "place_order", ("commit", "unknown")) is State.ORDER_UNKNOWN
+    assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
+    purchase = machine._get(purchase_id)
+    assert purchase.last_error == ("no unredeemed order carries its source_account_id (a lookup may lag behind a "
+                                   "commit: that proves nothing)")
+    assert len(machine.fake.calls_of("reserve")) == 1
+
+
 def test_an_order_number_in_an_unreadable_commit_answer_is_kept_and_used(
         absence_machine: AbsenceTmPurchaseMachine) -> None:
     """The commit made the order, but its answer could not be read; it still named the order's number

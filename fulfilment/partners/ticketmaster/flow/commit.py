@@ -318,7 +318,7 @@ class Commit(FlowBase):
         if not found:
             return self._wait(purchase, data, step, "no unredeemed order carries its source_account_id (a lookup "
                               "may lag behind a commit: that proves nothing)")
-        return self._found_without_token(purchase, data, step, found)
+        return self._found_without_token(purchase, step, found)
 
     def _list_covers(self, data: tm_data.TmData) -> bool:
         """Could the unredeemed-orders list contain this purchase's order?  It lists *unredeemed* orders
@@ -331,8 +331,7 @@ class Commit(FlowBase):
             return False
         return now - sent < dt.timedelta(days=self.config.unredeemed_days) - tm_data.LIST_WINDOW_MARGIN
 
-    def _found_without_token(self, purchase: Purchase, data: tm_data.TmData, step: StepContext,
-                             found: list[UnredeemedOrder]) -> Next | None:
+    def _found_without_token(self, purchase: Purchase, step: StepContext, found: list[UnredeemedOrder]) -> Next | None:
         numbers = sorted({order.order_number or "(no number)" for order in found})
         reason = (f"Ticketmaster lists {len(found)} order(s) from this purchase ({', '.join(numbers)}) among "
                   "unredeemed orders, but the commit's order token was never received: get the tickets from "
