@@ -824,19 +824,31 @@ def test_m12_replayed_example() -> None:
     ])
 
 
-@pytest.mark.parametrize(("refusal", "then"), [("sold_out", State.FAILED), ("payment_refused", State.PAUSED),
-                                               ("cart_invalid", State.RECEIVED), ("rate_limited", State.RECEIVED)])
+@pytest.mark.parametrize(("refusal", "then", "why"), [
+    ("sold_out", State.FAILED, "partner refused the commit: "),
+    ("payment_refused", State.PAUSED, "account cannot commit: "),
+    ("cart_invalid", State.RECEIVED, "cart {cart} no longer valid at commit ("),
+    ("rate_limited", State.RECEIVED, "commit refused unprocessed ("),
+])
 def test_a_definite_refusal_of_the_one_commit_leaves_the_order_path(machine: TmPurchaseMachine, refusal: str,
-                                                                    then: State) -> None:
+                                                                    then: State, why: str) -> None:
     """The one commit of the cart, refused definitely (assumed.COMMIT_DEFINITE_CODES, or a 429), bought
     nothing: sold out fails, a refused payment pauses, an invalid cart or a quota reserves again -- the
-    order evidence cleared, the partner's error kept.  (No focused test had it: mutation testing.)"""
+    order evidence cleared, the partner's error kept, the history naming the message and why.  An
+    invalid cart is reserved again at once.  (No focused test had it: mutation testing.)"""
     purchase_id = _quoted(machine)
+    cart = machine._get(purchase_id).quote_id
+    machine.queue.clear()
     assert _step(machine, "place_order", ("commit", refusal)) is then
     purchase = machine._get(purchase_id)
     assert _order_of(machine) == [] and len(machine.fake.calls_of("commit")) == 1
     assert purchase.order_evidence is None
     assert (purchase.failure_code if then is State.FAILED else purchase.last_error)
+    row = _tm_last_row(purchase_id)
+    assert row.reason.startswith(why.format(cart=cart)) and (row.message_id or "").startswith("msg-")
+    if refusal == "cart_invalid":
+        assert row.reason.endswith("; reserving again")
+        assert machine.queue == [("quote_purchase", purchase_id)]
 
 
 # ---- issue 20: the absence policy (ORDER_ABSENCE_GRACE_SECONDS) ---------------------------------------
