@@ -843,9 +843,11 @@ def test_a_definite_refusal_of_the_one_commit_leaves_the_order_path(machine: TmP
     purchase = machine._get(purchase_id)
     assert _order_of(machine) == [] and len(machine.fake.calls_of("commit")) == 1
     assert purchase.order_evidence is None
-    assert (purchase.failure_code if then is State.FAILED else purchase.last_error)
     row = _tm_last_row(purchase_id)
     assert row.reason.startswith(why.format(cart=cart)) and (row.message_id or "").startswith("msg-")
+    code = row.reason.split("(")[1].split(")")[0] if then is State.RECEIVED else row.reason.split(": ")[-1]
+    assert code and code in (purchase.failure_code if then is State.FAILED else purchase.last_error or "")
+    assert "cart" not in purchase.partner_data or refusal == "rate_limited"  # the refused cart is forgotten
     if refusal == "cart_invalid":
         assert row.reason.endswith("; reserving again")
         assert machine.queue == [("quote_purchase", purchase_id)]
