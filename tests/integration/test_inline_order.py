@@ -537,6 +537,26 @@ def test_an_account_that_cannot_pay_pauses_the_quote_saying_so(tbb: Partner) -> 
     assert get_settings().payment_pause_seconds - 5 < waits <= get_settings().payment_pause_seconds
 
 
+@pytest.mark.parametrize(("limit", "quoted"), [("100.00", True), ("99.99", False)])
+def test_a_quote_above_max_unit_price_fails_the_purchase_and_one_at_it_is_taken(tbb: Partner, limit: str,
+                                                                                 quoted: bool) -> None:
+    """The buyer's max_unit_price is a ceiling: a quote at it is taken, one a cent above it fails the
+    purchase (PRICE_ABOVE_LIMIT, by the message that read it, both prices told), never ordered."""
+    from decimal import Decimal
+
+    purchase_id = stored_purchase(max_unit_price=limit)
+    priced = quotes_other_seats(tbb, unit_price=Decimal("100.00"), subtotal=Decimal("200.00"))
+    assert quote_step(purchase_id, priced, inline=False) == ([(Next(StepName.ORDER), purchase_id)] if quoted else [])
+    purchase = reload(purchase_id)
+    last = history(purchase_id)[-1]
+    if quoted:
+        assert (purchase.state, purchase.unit_price) == (State.QUOTED, Decimal("100.00"))
+        return
+    assert (purchase.state, purchase.failure_code, purchase.quote_id) == (State.FAILED, "PRICE_ABOVE_LIMIT", None)
+    assert "quoted unit price 100.00 " in (purchase.failure_message or "") and "99.99" in purchase.failure_message
+    assert (last.to_state, last.message_id, last.reason) == ("failed", "quote-msg", "quoted price above max_unit_price")
+
+
 def quotes_other_seats(real: Partner, **changes: Any) -> OneCall:
     """The real partner, but its quotes are for `changes` (other seats than asked)."""
     import dataclasses
