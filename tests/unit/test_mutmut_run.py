@@ -26,3 +26,10 @@ def test_the_equivalents_file_is_read_by_name(tmp_path: Path) -> None:
     assert mutmut_run.judged_equivalent(path) == {"m.x_f__mutmut_4", "m.x_g__mutmut_1"}
     assert mutmut_run.judged_equivalent(tmp_path / "absent.txt") == set()
     assert "fulfilment.state_machine.x_lease_held__mutmut_6" in mutmut_run.judged_equivalent()
+
+
+def test_a_mutants_tests_run_fastest_first_and_unmeasured_ones_last() -> None:
+    durations = {"t.py::slow": 40.0, "t.py::fast": 0.05, "t.py::mid": 1.0, "t.py::also_fast": 0.05}
+    tests = {"t.py::slow", "t.py::new", "t.py::mid", "t.py::fast", "t.py::also_fast"}
+    assert mutmut_run.fastest_first(tests, durations) == [
+        "t.py::also_fast", "t.py::fast", "t.py::mid", "t.py::slow", "t.py::new"]
