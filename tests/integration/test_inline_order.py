@@ -509,6 +509,24 @@ def test_the_quote_asks_for_the_row_the_buyer_asked_for(tbb: Partner) -> None:
     assert quotes.seen[0] is not None  # bounded by the step's deadline
     assert (asked.event_id, asked.section_name, asked.row_name, asked.quantity) == (
         reload(purchase_id).event_id, reload(purchase_id).section_name, "B", 2)
+    assert reload(purchase_id).state == State.QUOTED  # the row quoted is the row asked for
+
+
+def test_a_quote_for_another_row_than_the_buyer_asked_for_is_never_ordered(tbb: Partner) -> None:
+    purchase_id = stored_purchase(row_name="B")
+    assert quote_step(purchase_id, quotes_other_seats(tbb, row_name="Z"), inline=True) == []
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.failure_code) == (State.FAILED, "QUOTE_MISMATCH")
+    assert purchase.failure_message == "row 'Z' quoted, 'B' requested"
+
+
+def test_a_quote_refused_for_good_fails_the_purchase_by_its_message_saying_why(tbb: Partner) -> None:
+    purchase_id = stored_purchase(event_id="9999999")
+    assert quote_step(purchase_id, tbb, inline=True) == []
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.failure_code, purchase.quotes_taken) == (State.FAILED, "EVENT_NOT_FOUND", 0)
+    last = history(purchase_id)[-1]
+    assert (last.to_state, last.message_id, last.reason) == ("failed", "quote-msg", "partner refused the quote: EVENT_NOT_FOUND")
 
 
 def test_an_account_that_cannot_pay_pauses_the_quote_saying_so(tbb: Partner) -> None:
@@ -555,6 +573,10 @@ def test_a_quote_above_max_unit_price_fails_the_purchase_and_one_at_it_is_taken(
     assert (purchase.state, purchase.failure_code, purchase.quote_id) == (State.FAILED, "PRICE_ABOVE_LIMIT", None)
     assert "quoted unit price 100.00 " in (purchase.failure_message or "") and "99.99" in purchase.failure_message
     assert (last.to_state, last.message_id, last.reason) == ("failed", "quote-msg", "quoted price above max_unit_price")
+    with session_scope() as session:  # what the partner quoted is kept beside the refusal
+        kept = session.execute(text("SELECT unit_price FROM partner_quotes WHERE purchase_id = :id"),
+                               {"id": purchase_id}).scalars().all()
+    assert kept == [Decimal("100.00")]
 
 
 def quotes_other_seats(real: Partner, **changes: Any) -> OneCall:
