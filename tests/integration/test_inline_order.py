@@ -527,6 +527,20 @@ def test_a_quote_refused_for_good_fails_the_purchase_by_its_message_saying_why(t
     assert (purchase.state, purchase.failure_code, purchase.quotes_taken) == (State.FAILED, "EVENT_NOT_FOUND", 0)
     last = history(purchase_id)[-1]
     assert (last.to_state, last.message_id, last.reason) == ("failed", "quote-msg", "partner refused the quote: EVENT_NOT_FOUND")
+    assert purchase.failure_message and purchase.failure_message != "None"  # the partner's own words
+
+
+def test_a_transient_failure_of_the_quote_gives_the_lease_back_for_the_retry(tbb: Partner, clean_sandbox: Sandbox) -> None:
+    purchase_id = stored_purchase()
+    clean_sandbox.set_faults({"create_quote": {"fail_next": 20, "error_statuses": [503]}})
+    with pytest.raises(RetryLater) as raised:
+        runner.run_step(StepName.QUOTE, purchase_id, partner=TbbFlow(tbb), message_id="quote-msg",
+                        settings=settings(False).model_copy(update={"tbb_max_attempts": 1}),
+                        send=lambda following, pid: None)
+    assert "503" in str(raised.value.__cause__)
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.claimed_until, purchase.quotes_taken) == (State.RECEIVED, None, 0)
+    assert "(HTTP 503)" in (purchase.last_error or "")
 
 
 def test_an_account_that_cannot_pay_pauses_the_quote_saying_so(tbb: Partner) -> None:
