@@ -1160,6 +1160,23 @@ def test_a_failed_lookup_of_an_order_known_to_exist_says_so_until_a_person_takes
     assert len(machine.partner.order_calls) == SENDS_PER_STEP - 1  # the lost answer, then the consumed re-send
 
 
+def test_a_last_resend_answered_consumed_hands_over_saying_an_order_exists(machine: PurchaseMachine) -> None:
+    """The lookups are used up when the resolution's re-send proves an order exists (its answer lost,
+    then QUOTE_ALREADY_CONSUMED): the person is told that an order exists -- what this message proved,
+    not the "may have reached the partner" the purchase knew when it was claimed."""
+    purchase_id = _unknown_may_exist(machine)
+    with session_scope() as session:  # the last lookup the limit allows
+        session.execute(text("UPDATE purchases SET attempts = :n WHERE id = :id"),
+                        {"n": machine.settings.order_resolve_attempts - 1, "id": purchase_id})
+    machine._lease_passes()
+    assert _step(machine, "resolve_order", *_orders_sent("unknown_after")) is State.NEEDS_ATTENTION
+    purchase = machine._get(purchase_id)
+    assert (purchase.failure_code, purchase.order_evidence) == ("ORDER_OUTCOME_UNKNOWN", "exists")
+    assert (purchase.failure_message or "").startswith(
+        f"the partner said quote {purchase.quote_id} was already consumed, so an order from it exists")
+    assert len(_orders_of(machine)) == 1
+
+
 @pytest.mark.parametrize("lookup", ["complete", "has_more"])
 def test_an_expired_quote_is_not_sent_again_and_the_purchase_says_why(machine: PurchaseMachine, lookup: str) -> None:
     purchase_id = _unknown_may_exist(machine, quote_fault="medium_ttl")
