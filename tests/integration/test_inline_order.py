@@ -130,8 +130,10 @@ def test_a_born_claim_taken_over_before_the_quote_is_recorded_moves_nothing(tbb:
                    partner=TbbFlow(tbb), settings=settings(True), message_id="intake-msg",
                    send=lambda following, pid: sent.append((following, pid)))
     assert sent == [] and reload(created.id).state == "received"
-    kinds = [t.kind for t in history(created.id)]
-    assert kinds[-1] == "late_answer"
+    late = history(created.id)[-1]
+    assert (late.kind, late.message_id) == ("late_answer", "intake-msg")
+    assert late.reason.startswith("late answer from quote_purchase, not applied: quote ")
+    assert late.reason.endswith(" USD, not used") and " at " in late.reason
 
 
 def test_after_intake_the_quote_alone_runs_in_line_if_the_order_is_a_message(tbb: Partner) -> None:
