@@ -618,3 +618,16 @@ def test_a_quote_for_other_seats_than_asked_is_never_ordered(tbb: Partner, chang
         kept = session.execute(text("SELECT quantity, section_name FROM partner_quotes WHERE purchase_id = :id"),
                                {"id": purchase_id}).all()
     assert len(kept) == 1 and (kept[0].quantity == 3 or kept[0].section_name == "999")
+
+
+def test_closing_the_tbb_flow_closes_its_client_if_it_has_one() -> None:
+    class Client:
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    client = Client()
+    TbbFlow(client).close()  # type: ignore[arg-type]
+    assert client.closed == 1
+    TbbFlow(object()).close()  # type: ignore[arg-type]  # a client without close(): nothing to do

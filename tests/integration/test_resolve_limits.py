@@ -106,3 +106,16 @@ def test_the_person_is_told_what_the_evidence_says() -> None:
         resolve_order(purchase_id, partner=Partners(default=flow), settings=_settings(), message_id="m")
         purchase = reload(purchase_id)
         assert purchase.failure_message == told.format(q=purchase.quote_id)
+
+
+def test_the_resolution_backs_off_doubling_from_the_redrive_delay_up_to_its_cap() -> None:
+    """REDRIVE_AFTER_SECONDS at the first lookups, doubled at each one after, never more than
+    ORDER_RESOLVE_MAX_INTERVAL_SECONDS; the exponent stops at 30 (no overflow for a purchase asked
+    very many times)."""
+    from fulfilment.flowkit.orders import resolve_backoff
+
+    wide = get_settings().model_copy(update={"redrive_after_seconds": 2.0, "order_resolve_max_interval_seconds": 1e12})
+    assert [resolve_backoff(attempts, wide) for attempts in (0, 1, 2, 3, 4)] == [2.0, 2.0, 4.0, 8.0, 16.0]
+    assert resolve_backoff(31, wide) == resolve_backoff(1000, wide) == 2.0 * 2 ** 30
+    capped = wide.model_copy(update={"order_resolve_max_interval_seconds": 10.0})
+    assert [resolve_backoff(attempts, capped) for attempts in (3, 4, 5)] == [8.0, 10.0, 10.0]

@@ -976,6 +976,32 @@ def test_an_empty_unredeemed_list_proves_nothing_without_the_absence_policy(mach
     assert len(machine.fake.calls_of("reserve")) == 1
 
 
+def test_a_wait_for_a_purchase_taken_over_meanwhile_is_noted_late_by_its_message(
+        machine: TmPurchaseMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The list shows nothing yet (the purchase would wait), but the claim passed to another worker
+    while it was read: the wait is not written (fenced), it is noted late, naming the message."""
+    purchase_id = _quoted(machine)
+    assert _step(machine, "place_order", ("commit", "unknown")) is State.ORDER_UNKNOWN
+    before = machine._get(purchase_id).last_error
+    read = machine.fake.unredeemed_orders
+
+    from fulfilment.db import session_scope
+
+    def read_then_taken_over(*args: Any, **kwargs: Any) -> Any:
+        answer = read(*args, **kwargs)
+        with session_scope() as session:
+            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
+                            {"id": purchase_id})
+        return answer
+
+    monkeypatch.setattr(machine.fake, "unredeemed_orders", read_then_taken_over)
+    assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
+    assert machine._get(purchase_id).last_error == before  # not this worker's to write
+    row = _tm_last_row(purchase_id)
+    assert row.kind == "late_answer" and (row.message_id or "").startswith("msg-")
+    assert "would have waited" in row.reason and "no unredeemed order carries its source_account_id" in row.reason
+
+
 def test_an_order_number_in_an_unreadable_commit_answer_is_kept_and_used(
         absence_machine: AbsenceTmPurchaseMachine) -> None:
     """The commit made the order, but its answer could not be read; it still named the order's number
