@@ -1002,6 +1002,17 @@ def test_a_wait_for_a_purchase_taken_over_meanwhile_is_noted_late_by_its_message
     assert "would have waited" in row.reason and "no unredeemed order carries its source_account_id" in row.reason
 
 
+def test_a_commit_answered_202_keeps_its_polling_url_and_says_so_by_its_message(machine: TmPurchaseMachine) -> None:
+    purchase_id = _quoted(machine)
+    cart = machine._get(purchase_id).quote_id
+    assert _step(machine, "place_order", ("commit", "polling")) is State.ORDER_UNKNOWN
+    purchase = machine._get(purchase_id)
+    row = _tm_last_row(purchase_id)
+    assert row.to_state == "order_unknown" and (row.message_id or "").startswith("msg-")
+    assert row.reason.startswith(f"commit of cart {cart} answered 202: polling in ") and purchase.last_error == row.reason
+    assert purchase.partner_data["pending"]["url"] and purchase.partner_data["pending"]["operation"] == "commit"
+
+
 def test_an_order_number_in_an_unreadable_commit_answer_is_kept_and_used(
         absence_machine: AbsenceTmPurchaseMachine) -> None:
     """The commit made the order, but its answer could not be read; it still named the order's number

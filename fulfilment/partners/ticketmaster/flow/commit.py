@@ -100,11 +100,9 @@ class Commit(FlowBase):
             log.info("purchase %s: %s (polling URL kept)", purchase.id, reason)
 
             def write() -> bool:
-                if purchase.state == State.ORDERING:
-                    return record(purchase, State.ORDER_UNKNOWN, reason, step.message_id, next_action_in=wait,
-                                  changes={"partner_data": data.values, "last_error": reason})
-                return park(purchase, next_action_in=wait, error=reason, message_id=step.message_id,
-                            partner_data=data.values)
+                # Only `order` hands a 202 here, its purchase ORDERING (resolve keeps polling a 202 itself).
+                return record(purchase, State.ORDER_UNKNOWN, reason, step.message_id, next_action_in=wait,
+                              changes={"partner_data": data.values, "last_error": reason})
 
             if not keep_answer(write, what=f"the polling URL of the commit of cart {purchase.quote_id}"):
                 keep_answer(lambda: tm_data.keep_late_polling(purchase, data["pending"], wait, step.message_id),
