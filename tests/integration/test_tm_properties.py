@@ -1013,6 +1013,53 @@ def test_a_commit_answered_202_keeps_its_polling_url_and_says_so_by_its_message(
     assert purchase.partner_data["pending"]["url"] and purchase.partner_data["pending"]["operation"] == "commit"
 
 
+@pytest.mark.parametrize("meanwhile", ["taken_over", "held_for_a_person"])
+def test_a_commit_202_for_a_purchase_taken_over_meanwhile_keeps_its_polling_url(
+        machine: TmPurchaseMachine, monkeypatch: pytest.MonkeyPatch, meanwhile: str) -> None:
+    """The commit answered 202 after the claim passed to another worker: this worker cannot write
+    ORDER_UNKNOWN, but the polling URL (the only way to the order token) is never dropped: it is in
+    the history, by the message, and in the purchase's data for whoever resolves it.  One held for a
+    person meanwhile is resolved again (the URL polled once TM's wait is over)."""
+    purchase_id = _quoted(machine)
+    cart = machine._get(purchase_id).quote_id
+    commit = machine.fake.commit
+
+    from fulfilment.db import session_scope
+
+    def answered_after_a_takeover(*args: Any, **kwargs: Any) -> Any:
+        answer = commit(*args, **kwargs)
+        with session_scope() as session:
+            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
+                            {"id": purchase_id})
+            if meanwhile == "held_for_a_person":  # the new owner hands it to a person
+                from fulfilment import state_machine
+                from models import Purchase
+
+                state_machine.transition(session, session.get_one(Purchase, purchase_id), State.NEEDS_ATTENTION,
+                                         reason="held by the new owner", message_id="other-msg",
+                                         changes={"failure_code": "X", "failure_message": "held"})
+        return answer
+
+    monkeypatch.setattr(machine.fake, "commit", answered_after_a_takeover)
+    held = meanwhile == "held_for_a_person"
+    assert _step(machine, "place_order", ("commit", "polling")) is (State.ORDER_UNKNOWN if held else State.ORDERING)
+    purchase = machine._get(purchase_id)
+    if held:
+        assert purchase.failure_code is None and purchase.next_action_at is not None
+    url = purchase.partner_data["pending"]["url"]
+    assert url and purchase.partner_data["pending"]["operation"] == "commit"
+    from fulfilment import state_machine
+    from fulfilment.db import session_scope as history_session
+
+    with history_session() as session:
+        rows = state_machine.history(session, purchase_id)
+    [late] = [row for row in rows if row.kind == "late_answer" and "answered 202 late" in row.reason]
+    assert (late.message_id or "").startswith("msg-")
+    assert f"commit of cart {cart} answered 202 late: polling URL {url}" in late.reason
+    if held:
+        assert (rows[-1].to_state, rows[-1].message_id) == ("order_unknown", late.message_id)
+
+
 def test_an_order_number_in_an_unreadable_commit_answer_is_kept_and_used(
         absence_machine: AbsenceTmPurchaseMachine) -> None:
     """The commit made the order, but its answer could not be read; it still named the order's number
