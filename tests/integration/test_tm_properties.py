@@ -1002,6 +1002,16 @@ def test_a_wait_for_a_purchase_taken_over_meanwhile_is_noted_late_by_its_message
     assert "would have waited" in row.reason and "no unredeemed order carries its source_account_id" in row.reason
 
 
+def test_a_commit_answered_at_once_records_its_order_saying_so_by_its_message(machine: TmPurchaseMachine) -> None:
+    purchase_id = _quoted(machine)
+    assert _step(machine, "place_order") is State.AWAITING_TICKETS
+    purchase = machine._get(purchase_id)
+    assert len(_order_of(machine)) == 1 and purchase.order_id
+    row = _tm_last_row(purchase_id)
+    assert (row.to_state, row.reason) == ("awaiting_tickets", f"order {purchase.order_id} committed")
+    assert (row.message_id or "").startswith("msg-")
+
+
 def test_a_commit_answered_202_keeps_its_polling_url_and_says_so_by_its_message(machine: TmPurchaseMachine) -> None:
     purchase_id = _quoted(machine)
     cart = machine._get(purchase_id).quote_id
