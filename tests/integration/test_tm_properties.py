@@ -1002,6 +1002,38 @@ def test_a_wait_for_a_purchase_taken_over_meanwhile_is_noted_late_by_its_message
     assert "would have waited" in row.reason and "no unredeemed order carries its source_account_id" in row.reason
 
 
+@pytest.mark.parametrize("meanwhile", [None, "taken_over"])
+def test_a_commit_polled_before_tms_wait_is_over_waits_for_it(
+        machine: TmPurchaseMachine, monkeypatch: pytest.MonkeyPatch, meanwhile: str | None) -> None:
+    """A resolution that comes before the 202's wait is over does not poll: it waits until then, saying
+    so; if the purchase was taken over meanwhile, the wait is noted late, by its message."""
+    purchase_id = _quoted(machine)
+    assert _step(machine, "place_order", ("commit", Fault("polling", wait_seconds=600))) is State.ORDER_UNKNOWN
+    not_before = machine._get(purchase_id).partner_data["pending"]["not_before"]
+    if meanwhile:
+        from fulfilment.db import session_scope
+        from fulfilment.partners.ticketmaster.flow import commit as commit_module
+
+        real_park = commit_module.park
+
+        def taken_over_then_park(purchase: Any, **kwargs: Any) -> bool:
+            with session_scope() as session:
+                session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
+                                {"id": purchase_id})
+            return real_park(purchase, **kwargs)
+
+        monkeypatch.setattr(commit_module, "park", taken_over_then_park)
+    before = len(machine.fake.calls_of("poll"))
+    assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
+    assert len(machine.fake.calls_of("poll")) == before  # not polled before TM's wait is over
+    why = f"commit answered 202: polling again at {not_before}"
+    row = _tm_last_row(purchase_id)
+    if meanwhile:
+        assert row.kind == "late_answer" and why in row.reason and (row.message_id or "").startswith("msg-")
+    else:
+        assert machine._get(purchase_id).last_error == why
+
+
 def test_a_commit_answered_at_once_records_its_order_saying_so_by_its_message(machine: TmPurchaseMachine) -> None:
     purchase_id = _quoted(machine)
     assert _step(machine, "place_order") is State.AWAITING_TICKETS

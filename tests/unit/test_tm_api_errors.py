@@ -249,3 +249,14 @@ def test_a_reserve_that_may_have_been_processed_is_unknown_with_the_answers_deta
     assert (unknown.code, unknown.status, unknown.tm_code, unknown.cart_id) == ("504", 504, 10098, "C3")
     assert unknown.operation == "reserve"
     assert unknown.message == "reserve failed after it may have been processed: Gateway timeout"
+
+
+def test_a_cart_call_failure_that_is_no_ticketmaster_error_is_still_classified() -> None:
+    """A failure our own transport raised (no TM code on it): a commit's is an unknown outcome naming
+    the cart, a reserve's 5xx too; neither crashes for the missing TM details."""
+    for commit, operation in ((True, "commit"), (False, "reserve")):
+        classified = for_cart_call(TransientError("TIMEOUT", "no answer in time", status=None), operation=operation,
+                                   commit=commit, cart_id="cart-1")
+        assert isinstance(classified, TmOutcomeUnknown)
+        assert (classified.code, classified.cart_id, classified.tm_code, classified.operation) == (
+            "TIMEOUT", "cart-1", None, operation)
