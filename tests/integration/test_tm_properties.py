@@ -1034,6 +1034,70 @@ def test_a_commit_polled_before_tms_wait_is_over_waits_for_it(
         assert machine._get(purchase_id).last_error == why
 
 
+def _polled_commit(machine: TmPurchaseMachine, poll_fault: str) -> uuid.UUID:
+    """A commit answered 202 whose poll, once TM's wait is over, meets `poll_fault`."""
+    purchase_id = _quoted(machine)
+    assert _step(machine, "place_order", ("commit", "polling")) is State.ORDER_UNKNOWN
+    machine._time_passes(LEASE + 1)
+    machine.fake.plan("poll_commit", poll_fault)
+    return purchase_id
+
+
+@pytest.mark.parametrize(("poll_fault", "why"), [
+    ("again", "commit still processing (202)"),
+    ("transient", "polling the commit failed: "),
+    ("rate_limited", "polling the commit refused ("),
+    ("maintenance", "polling the commit refused ("),
+])
+def test_a_commit_poll_without_a_definite_answer_keeps_the_url_and_says_why(
+        machine: TmPurchaseMachine, poll_fault: str, why: str) -> None:
+    """Another 202, a failed poll, a poll refused by the quota or niterun: nothing is known of the
+    commit yet.  The URL and when the commit was sent are kept, and the purchase says why it waits."""
+    purchase_id = _polled_commit(machine, poll_fault)
+    pending = dict(machine._get(purchase_id).partner_data["pending"])
+    assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
+    purchase = machine._get(purchase_id)
+    kept = purchase.partner_data["pending"]
+    assert (kept["url"], kept["sent_at"], kept["operation"]) == (pending["url"], pending["sent_at"], "commit")
+    assert (purchase.last_error or "").startswith(why)
+    if why.startswith("polling the commit refused"):
+        assert "); polling again in " in (purchase.last_error or "")
+    assert len(machine.fake.calls_of("commit")) == 1
+
+
+def test_a_refused_poll_for_a_purchase_taken_over_meanwhile_is_noted_late_by_its_message(
+        machine: TmPurchaseMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    purchase_id = _polled_commit(machine, "rate_limited")
+    from fulfilment.db import session_scope
+    from fulfilment.partners.ticketmaster.flow import commit as commit_module
+
+    real_park = commit_module.park
+
+    def taken_over_then_park(purchase: Any, **kwargs: Any) -> bool:
+        with session_scope() as session:
+            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
+                            {"id": purchase_id})
+        return real_park(purchase, **kwargs)
+
+    monkeypatch.setattr(commit_module, "park", taken_over_then_park)
+    assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
+    row = _tm_last_row(purchase_id)
+    assert row.kind == "late_answer" and "polling the commit refused (" in row.reason
+    assert (row.message_id or "").startswith("msg-")
+
+
+def test_a_gone_polling_url_is_forgotten_even_when_the_order_is_then_found(machine: TmPurchaseMachine) -> None:
+    """TM says the URL is gone (404/410), and the unredeemed list shows the order: the purchase is
+    handed to a person with the order, its data kept -- without the dead URL (never polled again)."""
+    machine.fake.unredeemed_numbers = True
+    purchase_id = _polled_commit(machine, "gone")
+    cart = machine._get(purchase_id).partner_data["cart"]
+    assert _step(machine, "resolve_order") is State.NEEDS_ATTENTION
+    purchase = machine._get(purchase_id)
+    assert purchase.failure_code == "ORDER_TOKEN_UNKNOWN" and purchase.order_evidence == "exists"
+    assert "pending" not in purchase.partner_data and purchase.partner_data["cart"] == cart
+
+
 def test_a_commit_answered_at_once_records_its_order_saying_so_by_its_message(machine: TmPurchaseMachine) -> None:
     purchase_id = _quoted(machine)
     assert _step(machine, "place_order") is State.AWAITING_TICKETS
