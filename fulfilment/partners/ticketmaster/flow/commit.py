@@ -266,7 +266,7 @@ class Commit(FlowBase):
                     self._remember_poll(data, answer, tm_data._parse(pending.get("sent_at")) or self._clock(), Operation.COMMIT)
                     return self._poll_commit_later(purchase, data, step, "commit still processing (202)",
                                                    wait=answer.wait_seconds)
-                return self._commit_answer(purchase, data, step, answer, tm_data._parse(pending.get("sent_at")) or self._clock())
+                return self._ordered(purchase, data, step, answer, how="committed")
         return self._look_up(purchase, data, step, deadline)
 
     def _poll_commit_later(self, purchase: Purchase, data: tm_data.TmData, step: StepContext, why: str, *,
