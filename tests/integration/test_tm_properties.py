@@ -1098,6 +1098,20 @@ def test_a_gone_polling_url_is_forgotten_even_when_the_order_is_then_found(machi
     assert "pending" not in purchase.partner_data and purchase.partner_data["cart"] == cart
 
 
+def test_a_quoted_purchase_without_its_cart_reserves_again_never_commits(machine: TmPurchaseMachine) -> None:
+    """QUOTED, but its data holds no cart (nothing to commit): it reserves again, however long the
+    quote's hold would still last -- never a commit of nothing."""
+    purchase_id = _quoted(machine)
+    from fulfilment.db import session_scope
+
+    with session_scope() as session:
+        session.execute(text("UPDATE purchases SET partner_data = partner_data - 'cart' WHERE id = :id"),
+                        {"id": purchase_id})
+    machine.queue.clear()
+    assert _step(machine, "place_order") is State.RECEIVED
+    assert machine.fake.calls_of("commit") == [] and machine.queue == [("quote_purchase", purchase_id)]
+
+
 def test_a_commit_answered_at_once_records_its_order_saying_so_by_its_message(machine: TmPurchaseMachine) -> None:
     purchase_id = _quoted(machine)
     assert _step(machine, "place_order") is State.AWAITING_TICKETS
