@@ -1110,6 +1110,8 @@ def test_a_quoted_purchase_without_its_cart_reserves_again_never_commits(machine
     machine.queue.clear()
     assert _step(machine, "place_order") is State.RECEIVED
     assert machine.fake.calls_of("commit") == [] and machine.queue == [("quote_purchase", purchase_id)]
+    row = _tm_last_row(purchase_id)
+    assert (row.message_id or "").startswith("msg-") and row.reason.endswith(" s safety margin; reserving again")
 
 
 def test_a_commit_answered_at_once_records_its_order_saying_so_by_its_message(machine: TmPurchaseMachine) -> None:
