@@ -1114,6 +1114,31 @@ def test_a_quoted_purchase_without_its_cart_reserves_again_never_commits(machine
     assert (row.message_id or "").startswith("msg-") and row.reason.endswith(" s safety margin; reserving again")
 
 
+def test_a_cart_too_close_to_its_end_for_a_purchase_taken_over_meanwhile_is_noted_late(
+        machine: TmPurchaseMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cart's hold ends within the margin (no commit), and the claim passed on while the cart was
+    deleted: the re-reservation is not this worker's to record; it is noted late, by its message."""
+    purchase_id = _quoted(machine, hold=150.0)
+    machine._time_passes(150.0)
+    delete = machine.fake.delete_cart
+    from fulfilment.db import session_scope
+
+    def deleted_then_taken_over(*args: Any, **kwargs: Any) -> Any:
+        answer = delete(*args, **kwargs)
+        with session_scope() as session:
+            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
+                            {"id": purchase_id})
+        return answer
+
+    monkeypatch.setattr(machine.fake, "delete_cart", deleted_then_taken_over)
+    machine.queue.clear()
+    assert _step(machine, "place_order") is State.QUOTED  # the new owner's
+    assert machine.fake.calls_of("commit") == [] and machine.queue == []
+    row = _tm_last_row(purchase_id)
+    assert row.kind == "late_answer" and (row.message_id or "").startswith("msg-")
+    assert row.reason.endswith("cart too close to its hold's end, not re-reserved by this worker")
+
+
 def test_a_commit_answered_at_once_records_its_order_saying_so_by_its_message(machine: TmPurchaseMachine) -> None:
     purchase_id = _quoted(machine)
     assert _step(machine, "place_order") is State.AWAITING_TICKETS
