@@ -1139,14 +1139,34 @@ def test_a_cart_too_close_to_its_end_for_a_purchase_taken_over_meanwhile_is_note
     assert row.reason.endswith("cart too close to its hold's end, not re-reserved by this worker")
 
 
-def test_a_commit_answered_at_once_records_its_order_saying_so_by_its_message(machine: TmPurchaseMachine) -> None:
+def test_a_commit_answered_at_once_records_its_order_saying_so_by_its_message(
+        machine: TmPurchaseMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The intent (ORDERING, by the message, naming the cart) is recorded before the commit, and the
+    claim is held through the call (no one else may take the purchase while its commit is in flight);
+    then the order, by the same message."""
     purchase_id = _quoted(machine)
+    cart = machine._get(purchase_id).quote_id
+    commit = machine.fake.commit
+    during: list[Any] = []
+
+    def commit_seen_from_the_database(*args: Any, **kwargs: Any) -> Any:
+        during.append(machine._get(purchase_id))
+        return commit(*args, **kwargs)
+
+    monkeypatch.setattr(machine.fake, "commit", commit_seen_from_the_database)
     assert _step(machine, "place_order") is State.AWAITING_TICKETS
+    [seen] = during
+    assert seen.state == "ordering" and seen.claim_token is not None and seen.claimed_until is not None
     purchase = machine._get(purchase_id)
     assert len(_order_of(machine)) == 1 and purchase.order_id
-    row = _tm_last_row(purchase_id)
+    from fulfilment import state_machine
+    from fulfilment.db import session_scope
+
+    with session_scope() as session:
+        intent, row = state_machine.history(session, purchase_id)[-2:]
+    assert (intent.to_state, intent.reason) == ("ordering", f"committing cart {cart}")
     assert (row.to_state, row.reason) == ("awaiting_tickets", f"order {purchase.order_id} committed")
-    assert (row.message_id or "").startswith("msg-")
+    assert (row.message_id or "").startswith("msg-") and intent.message_id == row.message_id
 
 
 def test_a_commit_answered_202_keeps_its_polling_url_and_says_so_by_its_message(machine: TmPurchaseMachine) -> None:
