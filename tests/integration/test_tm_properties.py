@@ -1139,6 +1139,16 @@ def test_a_cart_too_close_to_its_end_for_a_purchase_taken_over_meanwhile_is_note
     assert row.reason.endswith("cart too close to its hold's end, not re-reserved by this worker")
 
 
+def test_a_commit_answered_202_then_polled_records_its_order_by_the_polling_message(machine: TmPurchaseMachine) -> None:
+    purchase_id = _polled_commit(machine, "ok")
+    assert _step(machine, "resolve_order") is State.AWAITING_TICKETS
+    purchase = machine._get(purchase_id)
+    assert len(_order_of(machine)) == 1 and "pending" not in purchase.partner_data
+    row = _tm_last_row(purchase_id)
+    assert (row.to_state, row.reason) == ("awaiting_tickets", f"order {purchase.order_id} committed")
+    assert (row.message_id or "").startswith("msg-")
+
+
 def test_a_commit_answered_at_once_records_its_order_saying_so_by_its_message(
         machine: TmPurchaseMachine, monkeypatch: pytest.MonkeyPatch) -> None:
     """The intent (ORDERING, by the message, naming the cart) is recorded before the commit, and the
