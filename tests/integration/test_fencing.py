@@ -411,3 +411,67 @@ def test_an_order_found_without_prices_keeps_the_quoted_ones(settings: Settings,
     [only] = sandbox_orders(sandbox_, purchase_id)
     assert (purchase.state, purchase.order_id) == (State.AWAITING_TRANSFER, only["order_id"])
     assert (purchase.unit_price, purchase.subtotal) == quoted_prices
+
+
+# ---- keep_answer: a partner's answer written on a fresh connection when the database fails under it ----
+
+
+class _Outage:
+    """Stands in for outages.DATABASE: the lines it would log."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def failed(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def _failing(times: int, error: BaseException, calls: list[int]) -> Callable[[], str]:
+    def write() -> str:
+        calls.append(1)
+        if len(calls) <= times:
+            raise error
+        return "written"
+    return write
+
+
+def test_an_answer_write_that_fails_for_another_reason_is_not_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fulfilment.flowkit import fencing
+
+    monkeypatch.setattr(fencing, "DATABASE", _Outage())
+    calls: list[int] = []
+    with pytest.raises(StaleTransition):
+        fencing.keep_answer(_failing(5, StaleTransition(uuid.uuid4(), State.ORDERING), calls), what="order X")
+    assert len(calls) == 1 and fencing.DATABASE.lines == []
+
+
+def test_a_lost_connection_is_tried_again_with_a_growing_pause_and_one_line_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import psycopg
+    import tenacity.nap
+
+    from fulfilment.flowkit import fencing
+
+    outage, pauses = _Outage(), []
+    monkeypatch.setattr(fencing, "DATABASE", outage)
+    monkeypatch.setattr(tenacity.nap, "time", SimpleNamespace(sleep=pauses.append))  # tenacity's pauses only
+    calls: list[int] = []
+    assert fencing.keep_answer(_failing(7, psycopg.OperationalError("server closed the connection"), calls),
+                               what="order X") == "written"
+    assert len(calls) == 8 and pauses == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert outage.lines[0] == ("order X not written yet (database connection failed: OperationalError); "
+                               "trying again on a fresh connection") and len(outage.lines) == 7
+
+
+def test_a_connection_lost_for_longer_than_the_retry_window_raises_its_own_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    from fulfilment.flowkit import fencing
+
+    monkeypatch.setattr(fencing, "DATABASE", _Outage())
+    monkeypatch.setattr(fencing, "ANSWER_WRITE_RETRY_SECONDS", 0.5)
+    calls: list[int] = []
+    with pytest.raises(psycopg.OperationalError):  # itself, not tenacity's RetryError: the message is retried
+        fencing.keep_answer(_failing(10_000, psycopg.OperationalError("no route to host"), calls), what="order X")
+    assert len(calls) > 1
