@@ -925,18 +925,7 @@ def test_absence_proved_for_a_purchase_taken_over_meanwhile_sends_no_new_reserva
     purchase_id = _quoted(machine, hold=150.0, lag=90.0)
     assert _step(machine, "place_order", ("commit", "unknown")) is State.ORDER_UNKNOWN
     machine._time_passes(150 + TM_ABSENCE_GRACE + 1)
-    read = machine.fake.unredeemed_orders
-
-    from fulfilment.db import session_scope
-
-    def read_then_taken_over(*args: Any, **kwargs: Any) -> Any:
-        answer = read(*args, **kwargs)
-        with session_scope() as session:
-            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
-                            {"id": purchase_id})
-        return answer
-
-    monkeypatch.setattr(machine.fake, "unredeemed_orders", read_then_taken_over)
+    _taken_over_around(monkeypatch, machine.fake, "unredeemed_orders", purchase_id)
     machine.queue.clear()
     assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN  # the new owner's to resolve
     assert ("quote_purchase", purchase_id) not in machine.queue
@@ -983,18 +972,7 @@ def test_a_wait_for_a_purchase_taken_over_meanwhile_is_noted_late_by_its_message
     purchase_id = _quoted(machine)
     assert _step(machine, "place_order", ("commit", "unknown")) is State.ORDER_UNKNOWN
     before = machine._get(purchase_id).last_error
-    read = machine.fake.unredeemed_orders
-
-    from fulfilment.db import session_scope
-
-    def read_then_taken_over(*args: Any, **kwargs: Any) -> Any:
-        answer = read(*args, **kwargs)
-        with session_scope() as session:
-            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
-                            {"id": purchase_id})
-        return answer
-
-    monkeypatch.setattr(machine.fake, "unredeemed_orders", read_then_taken_over)
+    _taken_over_around(monkeypatch, machine.fake, "unredeemed_orders", purchase_id)
     assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
     assert machine._get(purchase_id).last_error == before  # not this worker's to write
     row = _tm_last_row(purchase_id)
@@ -1011,18 +989,9 @@ def test_a_commit_polled_before_tms_wait_is_over_waits_for_it(
     assert _step(machine, "place_order", ("commit", Fault("polling", wait_seconds=600))) is State.ORDER_UNKNOWN
     not_before = machine._get(purchase_id).partner_data["pending"]["not_before"]
     if meanwhile:
-        from fulfilment.db import session_scope
         from fulfilment.partners.ticketmaster.flow import commit as commit_module
 
-        real_park = commit_module.park
-
-        def taken_over_then_park(purchase: Any, **kwargs: Any) -> bool:
-            with session_scope() as session:
-                session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
-                                {"id": purchase_id})
-            return real_park(purchase, **kwargs)
-
-        monkeypatch.setattr(commit_module, "park", taken_over_then_park)
+        _taken_over_around(monkeypatch, commit_module, "park", purchase_id, before=True)
     before = len(machine.fake.calls_of("poll"))
     assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
     assert len(machine.fake.calls_of("poll")) == before  # not polled before TM's wait is over
@@ -1068,18 +1037,9 @@ def test_a_commit_poll_without_a_definite_answer_keeps_the_url_and_says_why(
 def test_a_refused_poll_for_a_purchase_taken_over_meanwhile_is_noted_late_by_its_message(
         machine: TmPurchaseMachine, monkeypatch: pytest.MonkeyPatch) -> None:
     purchase_id = _polled_commit(machine, "rate_limited")
-    from fulfilment.db import session_scope
     from fulfilment.partners.ticketmaster.flow import commit as commit_module
 
-    real_park = commit_module.park
-
-    def taken_over_then_park(purchase: Any, **kwargs: Any) -> bool:
-        with session_scope() as session:
-            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
-                            {"id": purchase_id})
-        return real_park(purchase, **kwargs)
-
-    monkeypatch.setattr(commit_module, "park", taken_over_then_park)
+    _taken_over_around(monkeypatch, commit_module, "park", purchase_id, before=True)
     assert _step(machine, "resolve_order") is State.ORDER_UNKNOWN
     row = _tm_last_row(purchase_id)
     assert row.kind == "late_answer" and "polling the commit refused (" in row.reason
@@ -1120,17 +1080,7 @@ def test_a_cart_too_close_to_its_end_for_a_purchase_taken_over_meanwhile_is_note
     deleted: the re-reservation is not this worker's to record; it is noted late, by its message."""
     purchase_id = _quoted(machine, hold=150.0)
     machine._time_passes(150.0)
-    delete = machine.fake.delete_cart
-    from fulfilment.db import session_scope
-
-    def deleted_then_taken_over(*args: Any, **kwargs: Any) -> Any:
-        answer = delete(*args, **kwargs)
-        with session_scope() as session:
-            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
-                            {"id": purchase_id})
-        return answer
-
-    monkeypatch.setattr(machine.fake, "delete_cart", deleted_then_taken_over)
+    _taken_over_around(monkeypatch, machine.fake, "delete_cart", purchase_id)
     machine.queue.clear()
     assert _step(machine, "place_order") is State.QUOTED  # the new owner's
     assert machine.fake.calls_of("commit") == [] and machine.queue == []
@@ -1169,11 +1119,7 @@ def test_a_commit_answered_at_once_records_its_order_saying_so_by_its_message(
     assert seen.state == "ordering" and seen.claim_token is not None and seen.claimed_until is not None
     purchase = machine._get(purchase_id)
     assert len(_order_of(machine)) == 1 and purchase.order_id
-    from fulfilment import state_machine
-    from fulfilment.db import session_scope
-
-    with session_scope() as session:
-        intent, row = state_machine.history(session, purchase_id)[-2:]
+    intent, row = _tm_history(purchase_id)[-2:]
     assert (intent.to_state, intent.reason) == ("ordering", f"committing cart {cart}")
     assert (row.to_state, row.reason) == ("awaiting_tickets", f"order {purchase.order_id} committed")
     assert (row.message_id or "").startswith("msg-") and intent.message_id == row.message_id
@@ -1201,17 +1147,15 @@ def test_a_commit_202_for_a_purchase_taken_over_meanwhile_keeps_its_polling_url(
     cart = machine._get(purchase_id).quote_id
     commit = machine.fake.commit
 
-    from fulfilment.db import session_scope
-
     def answered_after_a_takeover(*args: Any, **kwargs: Any) -> Any:
         answer = commit(*args, **kwargs)
-        with session_scope() as session:
-            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
-                            {"id": purchase_id})
-            if meanwhile == "held_for_a_person":  # the new owner hands it to a person
-                from fulfilment import state_machine
-                from models import Purchase
+        _taken_over(purchase_id)
+        if meanwhile == "held_for_a_person":  # the new owner hands it to a person
+            from fulfilment import state_machine
+            from fulfilment.db import session_scope
+            from models import Purchase
 
+            with session_scope() as session:
                 state_machine.transition(session, session.get_one(Purchase, purchase_id), State.NEEDS_ATTENTION,
                                          reason="held by the new owner", message_id="other-msg",
                                          changes={"failure_code": "X", "failure_message": "held"})
@@ -1225,11 +1169,7 @@ def test_a_commit_202_for_a_purchase_taken_over_meanwhile_keeps_its_polling_url(
         assert purchase.failure_code is None and purchase.next_action_at is not None
     url = purchase.partner_data["pending"]["url"]
     assert url and purchase.partner_data["pending"]["operation"] == "commit"
-    from fulfilment import state_machine
-    from fulfilment.db import session_scope as history_session
-
-    with history_session() as session:
-        rows = state_machine.history(session, purchase_id)
+    rows = _tm_history(purchase_id)
     [late] = [row for row in rows if row.kind == "late_answer" and "answered 202 late" in row.reason]
     assert (late.message_id or "").startswith("msg-")
     assert f"commit of cart {cart} answered 202 late: polling URL {url}" in late.reason
@@ -1291,12 +1231,8 @@ def test_an_unknown_commit_outcome_for_a_purchase_taken_over_meanwhile_sends_no_
     worker (fenced), and it sends no resolution for a purchase it no longer holds."""
     purchase_id = _quoted(machine)
 
-    from fulfilment.db import session_scope
-
     def taken_over_then_failed(*args: Any, **kwargs: Any) -> Any:
-        with session_scope() as session:
-            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
-                            {"id": purchase_id})
+        _taken_over(purchase_id)
         raise KeyError("order_token")
 
     monkeypatch.setattr(machine.fake, "commit", taken_over_then_failed)
@@ -1305,12 +1241,41 @@ def test_an_unknown_commit_outcome_for_a_purchase_taken_over_meanwhile_sends_no_
     assert ("resolve_order", purchase_id) not in machine.queue
 
 
-def _tm_last_row(purchase_id: uuid.UUID) -> Any:
+def _tm_history(purchase_id: uuid.UUID) -> list[Any]:
     from fulfilment import state_machine
     from fulfilment.db import session_scope
 
     with session_scope() as session:
-        return state_machine.history(session, purchase_id)[-1]
+        return state_machine.history(session, purchase_id)
+
+
+def _tm_last_row(purchase_id: uuid.UUID) -> Any:
+    return _tm_history(purchase_id)[-1]
+
+
+def _taken_over(purchase_id: uuid.UUID) -> None:
+    """Another worker holds the purchase now: its claim token changes under this worker's."""
+    from fulfilment.db import session_scope
+
+    with session_scope() as session:
+        session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"), {"id": purchase_id})
+
+
+def _taken_over_around(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, purchase_id: uuid.UUID, *,
+                       before: bool = False) -> None:
+    """`owner.name` as it is, but the purchase is taken over as soon as the call returns (`before`: just
+    before it runs)."""
+    real = getattr(owner, name)
+
+    def taken_over(*args: Any, **kwargs: Any) -> Any:
+        if before:
+            _taken_over(purchase_id)
+        answer = real(*args, **kwargs)
+        if not before:
+            _taken_over(purchase_id)
+        return answer
+
+    monkeypatch.setattr(owner, name, taken_over)
 
 
 def _waits(purchase_id: uuid.UUID) -> float:
