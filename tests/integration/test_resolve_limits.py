@@ -1,10 +1,14 @@
-"""The core's stop on resolving an unknown order (`steps/order.resolve_order`, issue 20).
+"""The core's order steps (`steps/order.py`, issue 20): its stop on resolving an unknown order, and
+what it does before it hands a purchase to its partner's flow.
 
 After ORDER_RESOLVE_ATTEMPTS claims, a purchase whose order outcome is still unknown goes to
 NEEDS_ATTENTION, without asking its partner again: for a flow that does not count its own waits
 (`limits_resolve_attempts`), and for a purchase whose partner is not enabled in this process.  A
 flow that counts its own waits (Ticketmaster: a commit polled against its cart's window) is asked
-every time.  Real Postgres; the toy partner's flow (in memory) records what it is asked.
+every time.  Before the flow: an order step fails a purchase whose delivery deadline came too close
+(and lets the partner release what it holds), a resolution takes over a purchase whose worker never
+reported back, holding its claim for the flow; a purchase whose partner is not enabled here waits.
+Real Postgres; the toy partner's flow (in memory) records what it is asked.
 """
 
 from __future__ import annotations
@@ -13,16 +17,18 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import select, text
 
 from fulfilment import state_machine
 from fulfilment.db import session_scope
-from fulfilment.flowkit.fencing import Next
+from fulfilment.flowkit import flow as flow_module
+from fulfilment.flowkit.fencing import DEADLINE_CODE, Next
 from fulfilment.flowkit.flow import Partners, StepContext
-from fulfilment.settings import get_settings
+from fulfilment.settings import Settings, get_settings
 from fulfilment.state_machine import State
-from fulfilment.steps.order import resolve_order
-from models import Purchase
+from fulfilment.steps.order import place_order, resolve_order
+from models import Purchase, PurchaseTransition
 from tests.support.factories import reload, stored_purchase
 from tests.support.toy_partner.flow import ToyFlow
 from tests.support.toy_partner.partner import ToyPartner
@@ -37,21 +43,35 @@ class RecordingFlow(ToyFlow):
         super().__init__(ToyPartner())
         self.limits_resolve_attempts = not counts_its_own_waits
         self.resolved: list[uuid.UUID] = []
+        self.ordered: list[uuid.UUID] = []
+        self.released: list[tuple[uuid.UUID, Settings]] = []
+        self.handed: list[Purchase] = []  # the purchase each call was handed
+        self.stored: list[Purchase] = []  # the purchase's row in Postgres as each call began
 
     def resolve(self, purchase: Purchase, step: StepContext) -> Next | None:
         self.resolved.append(purchase.id)
+        self.handed.append(purchase)
+        self.stored.append(reload(purchase.id))
         return super().resolve(purchase, step)
 
+    def order(self, purchase: Purchase, step: StepContext) -> Next | None:
+        self.ordered.append(purchase.id)
+        return super().order(purchase, step)
 
-def _order_unknown(*, attempts: int, evidence: str = "may_exist") -> uuid.UUID:
-    """A purchase whose order outcome is unknown, claimed `attempts` times already, claimable now."""
+    def release(self, purchase: Purchase, settings: Settings) -> None:
+        self.released.append((purchase.id, settings))
+
+
+def _order_unknown(*, attempts: int, evidence: str | None = "may_exist", upto: State = State.ORDER_UNKNOWN) -> uuid.UUID:
+    """A purchase whose order outcome is unknown (or, `upto`, still QUOTED or ORDERING), claimed
+    `attempts` times already, claimable now."""
     purchase_id = stored_purchase()
     steps = ((State.QUOTED, {"quote_id": f"TOYQ-{purchase_id}", "unit_price": Decimal("12.50"),
                              "subtotal": Decimal("25.00"),
                              "quote_expires_at": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)}),
              (State.ORDERING, {"order_evidence": evidence}),
              (State.ORDER_UNKNOWN, {}))
-    for to_state, changes in steps:
+    for to_state, changes in steps[:[state for state, _ in steps].index(upto) + 1]:
         with session_scope() as session:
             state_machine.transition(session, session.get_one(Purchase, purchase_id), to_state, reason="test",
                                      next_action_in=0, changes=changes)
@@ -64,27 +84,127 @@ def _settings():  # type: ignore[no-untyped-def]
     return get_settings().model_copy(update={"order_resolve_attempts": LIMIT})
 
 
+def _history(purchase_id: uuid.UUID) -> list[PurchaseTransition]:
+    with session_scope() as session:
+        return list(session.scalars(select(PurchaseTransition).where(PurchaseTransition.purchase_id == purchase_id)
+                                    .order_by(PurchaseTransition.id)))
+
+
+def _claim_live(stored: Purchase, handed: Purchase, settings: Settings) -> bool:
+    """The purchase's row holds the claim the flow was handed, for most of a lease still."""
+    left = settings.claim_lease_seconds / 2
+    return (stored.claim_token is not None and stored.claim_token == handed.claim_token
+            and stored.claimed_until is not None
+            and stored.claimed_until > dt.datetime.now(dt.UTC) + dt.timedelta(seconds=left))
+
+
 def test_past_the_limit_a_flow_that_does_not_count_stops_in_needs_attention_unasked() -> None:
     flow = RecordingFlow(counts_its_own_waits=False)
     purchase_id = _order_unknown(attempts=LIMIT)  # this claim is attempt LIMIT + 1
-    assert resolve_order(purchase_id, partner=Partners(default=flow), settings=_settings(), message_id="m") is None
+    assert resolve_order(purchase_id, partner=Partners(default=flow), settings=_settings(), message_id="m-limit") is None
     purchase = reload(purchase_id)
     assert (purchase.state, purchase.failure_code) == (State.NEEDS_ATTENTION, "ORDER_OUTCOME_UNKNOWN")
     assert flow.resolved == []
+    stop = _history(purchase_id)[-1]
+    assert (stop.to_state, stop.message_id) == ("needs_attention", "m-limit")
+    assert stop.reason == f"order outcome still unknown after {LIMIT} attempts"
 
 
-def test_within_the_limit_the_flow_is_asked() -> None:
+def test_within_the_limit_the_flow_is_asked_holding_the_claim() -> None:
     flow = RecordingFlow(counts_its_own_waits=False)
     purchase_id = _order_unknown(attempts=LIMIT - 1)  # this claim is attempt LIMIT: the last one allowed
     resolve_order(purchase_id, partner=Partners(default=flow), settings=_settings(), message_id="m")
     assert flow.resolved == [purchase_id]  # what it decided is the flow's (flowkit.orders.wait_or_hold)
+    assert _claim_live(flow.stored[0], flow.handed[0], _settings())
 
 
 def test_a_flow_that_counts_its_own_waits_is_asked_past_the_core_s_limit() -> None:
+    """The flow the purchase's own partner names (not a default for every partner) decides."""
     flow = RecordingFlow(counts_its_own_waits=True)
     purchase_id = _order_unknown(attempts=LIMIT + 5)
-    resolve_order(purchase_id, partner=Partners(default=flow), settings=_settings(), message_id="m")
+    resolve_order(purchase_id, partner=Partners(flows={"tbb": flow}), settings=_settings(), message_id="m")
     assert flow.resolved == [purchase_id]
+
+
+@pytest.mark.parametrize("evidence", ["exists", "may_exist", None])
+def test_an_order_attempt_that_never_reported_back_is_resolved_holding_its_claim(evidence: str | None) -> None:
+    """A purchase left ORDERING (its worker killed, or its call outlived its lease) becomes
+    ORDER_UNKNOWN by the resolving message, its evidence kept (or "may exist": whatever was sent may
+    have reached the partner), and its flow is asked under a claim it still holds."""
+    flow = RecordingFlow(counts_its_own_waits=False)
+    purchase_id = _order_unknown(attempts=0, evidence=evidence, upto=State.ORDERING)
+    resolve_order(purchase_id, partner=Partners(default=flow), settings=_settings(), message_id="m-resolve")
+    assert flow.resolved == [purchase_id]
+    stored, handed = flow.stored[0], flow.handed[0]
+    assert (stored.state, handed.state) == (State.ORDER_UNKNOWN, State.ORDER_UNKNOWN)
+    assert stored.order_evidence == (evidence or "may_exist")
+    assert _claim_live(stored, handed, _settings())
+    taken = _history(purchase_id)[-1]
+    assert (taken.from_state, taken.to_state, taken.message_id) == ("ordering", "order_unknown", "m-resolve")
+    assert taken.reason == (f"the order attempt with quote {stored.quote_id} never reported back; resolving")
+
+
+def _quoted_too_close() -> tuple[uuid.UUID, Settings]:
+    """A QUOTED purchase, claimable, and settings under which its delivery deadline (3 days away) is too close."""
+    return (_order_unknown(attempts=0, upto=State.QUOTED),
+            _settings().model_copy(update={"min_delivery_lead_seconds": 4 * 86400.0}))
+
+
+def test_an_order_step_too_close_to_the_deadline_fails_it_and_releases_what_the_partner_holds() -> None:
+    flow = RecordingFlow(counts_its_own_waits=False)
+    purchase_id, settings = _quoted_too_close()
+    assert place_order(purchase_id, partner=Partners(default=flow), settings=settings, message_id="m-late") is None
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.failure_code) == (State.FAILED, DEADLINE_CODE)
+    assert flow.ordered == []
+    assert flow.released == [(purchase_id, settings)]
+    failed = _history(purchase_id)[-1]
+    assert (failed.to_state, failed.message_id) == ("failed", "m-late")
+
+
+def test_too_close_to_the_deadline_a_purchase_whose_partner_is_not_enabled_fails_too() -> None:
+    purchase_id, settings = _quoted_too_close()
+    assert place_order(purchase_id, partner=Partners(flows={}), settings=settings, message_id="m") is None
+    assert (reload(purchase_id).state, reload(purchase_id).failure_code) == (State.FAILED, DEADLINE_CODE)
+
+
+def _parked_as_not_enabled(purchase_id: uuid.UUID, state: State, settings: Settings) -> None:
+    purchase = reload(purchase_id)
+    waits = (purchase.next_action_at - dt.datetime.now(dt.UTC)).total_seconds()
+    assert purchase.state == state
+    assert purchase.last_error == "partner 'tbb' is not enabled in this process (its *_ENABLED setting)"
+    assert settings.payment_pause_seconds - 30 < waits <= settings.payment_pause_seconds
+    assert (purchase.claim_token, purchase.claimed_until, purchase.failure_code) == (None, None, None)
+
+
+@pytest.mark.parametrize("upto", [State.QUOTED, State.ORDER_UNKNOWN])
+def test_a_purchase_whose_partner_is_not_enabled_waits_for_one_that_is(upto: State) -> None:
+    """Nothing is sent and nothing is burnt: it waits PAYMENT_PAUSE_SECONDS, its lease given back."""
+    settings = _settings().model_copy(update={"payment_pause_seconds": 600.0})
+    purchase_id = _order_unknown(attempts=0, upto=upto)
+    step = place_order if upto == State.QUOTED else resolve_order
+    assert step(purchase_id, partner=Partners(flows={}), settings=settings, message_id="m") is None
+    _parked_as_not_enabled(purchase_id, upto, settings)
+
+
+@pytest.mark.parametrize("upto", [State.QUOTED, State.ORDER_UNKNOWN])
+def test_a_wait_for_a_partner_not_enabled_of_a_purchase_taken_over_is_noted_late_by_its_message(
+        upto: State, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_park = flow_module.park
+
+    def taken_over_first(purchase: Purchase, **kwargs: object) -> bool:
+        with session_scope() as session:
+            session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"),
+                            {"id": purchase.id})
+        return real_park(purchase, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(flow_module, "park", taken_over_first)
+    purchase_id = _order_unknown(attempts=0, upto=upto)
+    step = place_order if upto == State.QUOTED else resolve_order
+    assert step(purchase_id, partner=Partners(flows={}), settings=_settings(), message_id="m-parked") is None
+    late = _history(purchase_id)[-1]
+    assert (late.kind, late.message_id) == ("late_answer", "m-parked")
+    assert "not enabled in this process" in late.reason
 
 
 def test_past_the_limit_a_purchase_whose_partner_is_not_enabled_stops_in_needs_attention() -> None:
