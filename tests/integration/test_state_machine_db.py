@@ -127,6 +127,23 @@ def test_claim_ignores_other_states_and_expired_leases_can_be_taken_over() -> No
         assert state_machine.claim(session, purchase_id, [State.RECEIVED], lease_seconds=30) is not None
 
 
+def test_every_log_line_after_a_claim_names_the_caller_s_request() -> None:
+    """A claim binds the purchase's request_id to the thread's log context (the worker middleware
+    resets it when the message is done): an operator finds a step's lines by the caller's id."""
+    from fulfilment import logging_setup
+
+    purchase_id = stored_purchase()
+    token = logging_setup.bind(message_id="m-1")
+    try:
+        with session_scope() as session:
+            claimed = state_machine.claim(session, purchase_id, [State.RECEIVED], lease_seconds=30)
+        assert claimed is not None and claimed.request_id.startswith("test-")
+        bound = logging_setup.context()
+        assert (bound["request_id"], bound["message_id"]) == (claimed.request_id, "m-1")
+    finally:
+        logging_setup.unbind(token)
+
+
 def test_only_if_due_claims_wait_for_the_next_action_time() -> None:
     purchase_id = stored_purchase()  # next action in REDRIVE_AFTER_SECONDS (3 s)
     with session_scope() as session:
