@@ -27,8 +27,15 @@ DEFAULT_SCOPE=(
   'fulfilment.statements.*'
   'fulfilment.state_machine.x_check_transition*' 'fulfilment.state_machine.x_is_live*'
   'fulfilment.state_machine.x_claim*' 'fulfilment.state_machine.x_lease_held*'
-  'fulfilment.steps.order.*'
+  'fulfilment.state_machine.x_transition*' 'fulfilment.state_machine.x__execute*'
+  'fulfilment.state_machine.x_release*' 'fulfilment.state_machine.x__release*' 'fulfilment.state_machine.x_reschedule*'
+  'fulfilment.state_machine.x_save*' 'fulfilment.state_machine.x_late_answer*' 'fulfilment.state_machine.x_orphan_order*'
+  'fulfilment.state_machine.x_ordered_state*'
+  'fulfilment.steps.quote.*' 'fulfilment.steps.order.*'
   'fulfilment.flowkit.orders.*' 'fulfilment.flowkit.fencing.x_keep_answer*'
+  'fulfilment.flowkit.fencing.x_claim_for_step*' 'fulfilment.flowkit.fencing.x_record*' 'fulfilment.flowkit.fencing.x_park*'
+  'fulfilment.flowkit.fencing.x_release_and_retry*' 'fulfilment.flowkit.fencing.x_note_late*'
+  'fulfilment.flowkit.fencing.x_fail_if_deadline_too_close*' 'fulfilment.flowkit.fencing.x_too_close_to_deadline*'
   'fulfilment.partners.tbb.flow.*'
   'fulfilment.steps.stall.*'
   'fulfilment.partners.tbb.errors.*'
@@ -38,6 +45,7 @@ DEFAULT_SCOPE=(
   'fulfilment.partners.ticketmaster.flow.commit.xǁCommitǁ_commit_failed*'
   'fulfilment.partners.ticketmaster.flow.commit.xǁCommitǁ_commit_answer*'
   'fulfilment.partners.ticketmaster.flow.commit.xǁCommitǁ_look_up*'
+  'fulfilment.partners.ticketmaster.flow.reserve.xǁReserveǁ_nonce*' 'fulfilment.partners.ticketmaster.flow.reserve.xǁReserveǁ_pay*'
 )
 if [[ "${MUTATE_SCOPE:-}" == all ]]; then
   SCOPE=('*')
