@@ -245,6 +245,10 @@ def test_a_stale_release_leaves_the_new_owners_lease_alone(settings: Settings, t
     assert second is not None and second.claim_token != first.claim_token
     outcome = release_and_retry(first, PartnerError("X", "late failure"), settings)
     assert isinstance(outcome, StaleTransition)
+    assert (outcome.purchase_id, outcome.expected) == (purchase_id, State.RECEIVED)
+    [late] = history(purchase_id, "late_answer")
+    assert late.reason == ("late answer from quote_purchase, not applied: transient failure, not retried by this "
+                           f"worker: {PartnerError('X', 'late failure')}")
     after = reload(purchase_id)
     assert after.claim_token == second.claim_token and after.claimed_until is not None
     with session_scope() as session:
@@ -252,6 +256,34 @@ def test_a_stale_release_leaves_the_new_owners_lease_alone(settings: Settings, t
         assert not state_machine.reschedule(session, first, next_action_in=1)
     with pytest.raises(StaleTransition), session_scope() as session:
         state_machine.transition(session, first, State.FAILED, reason="late")
+
+
+def test_a_transient_failure_gives_the_lease_back_and_asks_for_a_retry_when_the_partner_said(
+    settings: Settings,
+) -> None:
+    """release_and_retry on a live claim: the lease is given back (the error kept, the scheduler's
+    re-drive set after the broker's longest backoff) and the retry carries the error and the partner's
+    Retry-After."""
+    from fulfilment.flowkit.fencing import RetryLater, retry_in
+
+    purchase_id = stored_purchase()
+    with session_scope() as session:
+        claimed = state_machine.claim(session, purchase_id, [State.RECEIVED], lease_seconds=60)
+    assert claimed is not None
+    error = PartnerError("RATE_LIMITED", "slow down")
+    error.retry_after = 7.0  # type: ignore[attr-defined]
+    outcome = release_and_retry(claimed, error, settings)
+    assert isinstance(outcome, RetryLater)
+    assert (str(outcome), outcome.retry_after) == (str(error), 7.0)
+    after = reload(purchase_id)
+    assert (after.claim_token, after.claimed_until, after.last_error) == (None, None, str(error))
+    waits = (after.next_action_at - dt.datetime.now(dt.UTC)).total_seconds()
+    assert retry_in(settings) - 30 < waits <= retry_in(settings)
+    with session_scope() as session:
+        again = state_machine.claim(session, purchase_id, [State.RECEIVED], lease_seconds=60)
+    assert again is not None
+    plain = release_and_retry(again, PartnerError("X", "boom"), settings)
+    assert isinstance(plain, RetryLater) and plain.retry_after is None
 
 
 def test_history_names_the_attempt_even_when_claim_and_transition_share_a_session(

@@ -14,7 +14,7 @@ from fulfilment import state_machine
 from fulfilment.db import autocommit, session_scope
 from fulfilment.state_machine import IllegalTransition, StaleTransition, State
 from fulfilment.statements import Row
-from models import OutboxEvent, PartnerQuote, Purchase, PurchaseTransition
+from models import OrphanOrder, OutboxEvent, PartnerQuote, Purchase, PurchaseTransition
 from tests.support.factories import reload, stored_purchase
 
 
@@ -142,6 +142,64 @@ def test_every_log_line_after_a_claim_names_the_caller_s_request() -> None:
         assert (bound["request_id"], bound["message_id"]) == (claimed.request_id, "m-1")
     finally:
         logging_setup.unbind(token)
+
+
+def test_an_orphan_order_is_kept_once_with_what_the_partner_said() -> None:
+    """Invariant 8: the orphan_orders row keeps the order's id, quote and status, and all it said; the
+    history row names the purchase's state (it does not move).  The same order again keeps nothing more."""
+    from prometheus_client import REGISTRY
+
+    purchase_id = stored_purchase()
+    order = {"order_id": f"ORD-{purchase_id.hex[:8]}", "quote_id": "Q-9", "status": "confirmed", "extra": [1, 2]}
+    before = REGISTRY.get_sample_value("fulfil_orphan_orders_total") or 0.0
+    kept = []
+    for _ in range(2):
+        with session_scope() as session:
+            purchase = session.get_one(Purchase, purchase_id, with_for_update=True)
+            kept.append(state_machine.orphan_order(session, purchase, order=order, reason="moved on", message_id="m-o"))
+    assert kept == [True, False]
+    assert REGISTRY.get_sample_value("fulfil_orphan_orders_total") == before + 1
+    with session_scope() as session:
+        [row] = session.scalars(select(OrphanOrder).where(OrphanOrder.purchase_id == purchase_id)).all()
+        assert (row.order_id, row.partner, row.quote_id, row.order_status, row.reason) == (
+            order["order_id"], "tbb", "Q-9", "confirmed", "moved on")
+        assert row.details == order
+        rows = session.scalars(select(PurchaseTransition).where(
+            PurchaseTransition.purchase_id == purchase_id, PurchaseTransition.kind == "orphan_order")).all()
+    assert [(r.from_state, r.to_state, r.message_id, r.reason) for r in rows] == [
+        ("received", "received", "m-o", "moved on")]
+
+
+def test_a_late_answer_waits_for_a_change_in_flight_and_names_the_state_it_left() -> None:
+    """late_answer locks the purchase: an answer noted while another transaction moves the purchase
+    is recorded after that change, naming the state the purchase is really in (and counted by step)."""
+    import threading
+    import time
+
+    from prometheus_client import REGISTRY
+
+    purchase_id = stored_purchase()
+    noted: list[State | None] = []
+    before = REGISTRY.get_sample_value("fulfil_late_answers_total", {"step": "quote"}) or 0.0
+    with session_scope() as mover:
+        mover.execute(text("UPDATE purchases SET state = 'paused' WHERE id = :id"), {"id": purchase_id})
+
+        def note() -> None:
+            with session_scope() as session:
+                noted.append(state_machine.late_answer(session, purchase_id, step="quote", answer="Q-1",
+                                                       message_id="m-late"))
+
+        thread = threading.Thread(target=note)
+        thread.start()
+        time.sleep(0.5)  # the late answer reads the purchase while the change is in flight
+    thread.join(timeout=30)
+    assert noted == [State.PAUSED]
+    assert REGISTRY.get_sample_value("fulfil_late_answers_total", {"step": "quote"}) == before + 1
+    with session_scope() as session:
+        late = session.scalars(select(PurchaseTransition).where(
+            PurchaseTransition.purchase_id == purchase_id, PurchaseTransition.kind == "late_answer")).one()
+    assert (late.from_state, late.to_state, late.message_id) == ("paused", "paused", "m-late")
+    assert late.reason == "late answer from quote, not applied: Q-1"
 
 
 def test_only_if_due_claims_wait_for_the_next_action_time() -> None:

@@ -111,3 +111,16 @@ def test_live_states_have_a_next_step_and_others_do_not() -> None:
 def test_every_live_state_can_stall() -> None:
     for state in NEXT_STEP:
         assert State.STALLED in ALLOWED[state], state
+
+
+@pytest.mark.parametrize(("partner_data", "waits_in"), [
+    ({"delivery": "tickets", "cart": None}, State.AWAITING_TICKETS),  # its partner issues tickets (Ticketmaster)
+    ({"delivery": "transfer"}, State.AWAITING_TRANSFER),
+    ({}, State.AWAITING_TRANSFER),
+    (None, State.AWAITING_TRANSFER),  # a partner that keeps no data of its own (TBB): a transfer to watch
+])
+def test_a_confirmed_order_waits_for_its_tickets_or_its_transfer(partner_data: dict | None, waits_in: State) -> None:
+    from fulfilment.state_machine import ordered_state
+    from models import Purchase
+
+    assert ordered_state(Purchase(partner_data=partner_data)) == waits_in
