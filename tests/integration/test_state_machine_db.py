@@ -113,6 +113,9 @@ def test_claim_is_exclusive_until_released() -> None:
     with session_scope() as session:
         third = state_machine.claim(session, purchase_id, [State.RECEIVED], lease_seconds=30)
     assert third is not None and third.attempts == 2 and third.last_error == "boom"
+    with session_scope() as session:  # a release that names no error leaves the last one for operators
+        assert state_machine.release(session, third, retry_in=5)
+    assert reload(purchase_id).last_error == "boom"
 
 
 def test_claim_ignores_other_states_and_expired_leases_can_be_taken_over() -> None:

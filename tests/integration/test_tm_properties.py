@@ -1317,3 +1317,32 @@ def test_a_commit_refused_by_maintenance_waits_and_never_crashes(machine: TmPurc
     purchase = machine._get(purchase_id)
     assert purchase.order_evidence is None and "20001" in (purchase.last_error or "")
     assert _waits(purchase_id) > 1.0 and _order_of(machine) == []
+
+
+def test_a_payment_setup_that_cannot_pay_pauses_the_purchase_saying_why(machine: TmPurchaseMachine) -> None:
+    """The nonce source fails (no nonce, a processor down): no payment is sent, the reserved cart is
+    deleted, and the purchase pauses with the source's reason (cut at 2,000 characters), never failed."""
+    from fulfilment.partners.ticketmaster.payment import PaymentSetupError
+
+    error = PaymentSetupError("PAYMENT_SOURCE_DOWN", "the processor said: " + "no. " * 700)
+
+    class CannotPay:
+        name = "broken"
+
+        def nonce_for(self, partner_data: dict[str, Any]) -> Any:
+            raise error
+
+    machine.flow.config = dataclasses.replace(machine.flow.config, nonces=CannotPay())
+    machine.first_purchase(hold=3600.0, lag=0.0, numbers=False, extension=0.0, zone="America/Los_Angeles",
+                           price=None, deadline_soon=False)
+    from fulfilment.db import session_scope
+
+    with session_scope() as session:  # the request's own nonce would pay first: this one carries none
+        session.execute(text("UPDATE purchases SET partner_data = partner_data - 'payment_nonce' WHERE id = :id"),
+                        {"id": machine.purchases[0]})
+    assert _step(machine, "quote_purchase") is State.PAUSED
+    purchase = machine._get(machine.purchases[0])
+    assert len(str(error)) > 2000 and purchase.last_error == str(error)[:2000]
+    assert purchase.failure_code is None and "cart" not in (purchase.partner_data or {})
+    assert machine.fake.calls_of("add_payment") == [] and len(machine.fake.calls_of("delete_cart")) == 1
+    assert _tm_last_row(purchase.id).reason == "payment setup: PAYMENT_SOURCE_DOWN"
