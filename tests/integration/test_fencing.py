@@ -286,6 +286,19 @@ def test_a_transient_failure_gives_the_lease_back_and_asks_for_a_retry_when_the_
     assert isinstance(plain, RetryLater) and plain.retry_after is None
 
 
+def test_a_wait_in_postgres_keeps_its_reason_cut_at_2000_characters(settings: Settings) -> None:
+    from fulfilment.flowkit.fencing import park
+
+    purchase_id = stored_purchase()
+    with session_scope() as session:
+        claimed = state_machine.claim(session, purchase_id, [State.RECEIVED], lease_seconds=60)
+    assert claimed is not None
+    why = "the partner said: " + "wait. " * 500
+    assert len(why) > 2000 and park(claimed, next_action_in=30, error=why, message_id="m")
+    after = reload(purchase_id)
+    assert after.last_error == why[:2000] and after.claim_token is None
+
+
 def test_history_names_the_attempt_even_when_claim_and_transition_share_a_session(
     settings: Settings, tbb: Partner
 ) -> None:

@@ -93,9 +93,9 @@ def test_history_is_append_only_in_the_database() -> None:
 
 def test_live_states_need_a_next_action_and_terminal_ones_refuse_it() -> None:
     purchase_id = stored_purchase()
-    with pytest.raises(ValueError), session_scope() as session:
+    with pytest.raises(ValueError, match="^paused: next_action_in must be set$"), session_scope() as session:
         state_machine.transition(session, session.get_one(Purchase, purchase_id), State.PAUSED, reason="x")
-    with pytest.raises(ValueError), session_scope() as session:
+    with pytest.raises(ValueError, match="^failed: next_action_in must be None$"), session_scope() as session:
         state_machine.transition(session, session.get_one(Purchase, purchase_id), State.FAILED, reason="x",
                                  next_action_in=5)
 
@@ -203,6 +203,34 @@ def test_a_late_answer_waits_for_a_change_in_flight_and_names_the_state_it_left(
             PurchaseTransition.purchase_id == purchase_id, PurchaseTransition.kind == "late_answer")).one()
     assert (late.from_state, late.to_state, late.message_id) == ("paused", "paused", "m-late")
     assert late.reason == "late answer from quote, not applied: Q-1"
+
+
+def test_a_release_or_a_save_leaves_no_stale_copy_in_the_session() -> None:
+    """Both are one statement behind the ORM's back: the session's copy of the purchase is expired,
+    so the caller reads what Postgres holds now."""
+    purchase_id = stored_purchase()
+    with session_scope() as session:
+        purchase = state_machine.claim(session, purchase_id, [State.RECEIVED], lease_seconds=30)
+        assert purchase is not None
+        held = session.get_one(Purchase, purchase_id)
+        assert held.claim_token == purchase.claim_token
+        state_machine.save(session, held, last_error="progress")
+        assert held.last_error == "progress"
+        assert state_machine.release(session, held, retry_in=5)
+        assert (held.claim_token, held.claimed_until) == (None, None)
+
+
+def test_a_save_under_a_claim_taken_over_raises_naming_the_purchase_and_changes_nothing() -> None:
+    purchase_id = stored_purchase()
+    with session_scope() as session:
+        first = state_machine.claim(session, purchase_id, [State.RECEIVED], lease_seconds=30)
+    assert first is not None
+    with session_scope() as session:
+        session.execute(text("UPDATE purchases SET claim_token = gen_random_uuid() WHERE id = :id"), {"id": purchase_id})
+    with pytest.raises(StaleTransition) as stale, session_scope() as session:
+        state_machine.save(session, first, last_error="late progress")
+    assert (stale.value.purchase_id, stale.value.expected) == (purchase_id, State.RECEIVED)
+    assert reload(purchase_id).last_error is None
 
 
 def test_only_if_due_claims_wait_for_the_next_action_time() -> None:

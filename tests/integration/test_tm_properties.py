@@ -1346,3 +1346,54 @@ def test_a_payment_setup_that_cannot_pay_pauses_the_purchase_saying_why(machine:
     assert purchase.failure_code is None and "cart" not in (purchase.partner_data or {})
     assert machine.fake.calls_of("add_payment") == [] and len(machine.fake.calls_of("delete_cart")) == 1
     assert _tm_last_row(purchase.id).reason == "payment setup: PAYMENT_SOURCE_DOWN"
+
+
+def _first(machine: TmPurchaseMachine) -> uuid.UUID:
+    machine.first_purchase(hold=3600.0, lag=0.0, numbers=False, extension=0.0, zone="America/Los_Angeles",
+                           price=None, deadline_soon=False)
+    return machine.purchases[0]
+
+
+def test_the_payment_sent_is_the_operator_s_setup_for_this_cart_s_total(
+        machine: TmPurchaseMachine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """add-payment carries the configured buyer, billing address and payment type, the request's
+    nonce, and the cart's own total and currency, for the buyer's account at TM."""
+    from decimal import Decimal
+
+    from fulfilment.partners.ticketmaster.payloads import Address, Payment
+
+    address = Address(line1="1 Main St", city="Springfield", region_abbrev="IL", postal_code="62701")
+    machine.flow.config = dataclasses.replace(machine.flow.config, address=address, payment_type="CREDIT_CARD")
+    sent: list[Payment] = []
+    real = machine.fake.add_payment
+
+    def add_payment(event_id: str, cart_id: str, payment: Payment, **kwargs: Any) -> Any:
+        sent.append(payment)
+        return real(event_id, cart_id, payment, **kwargs)
+
+    monkeypatch.setattr(machine.fake, "add_payment", add_payment)
+    purchase_id = _quoted(machine)
+    purchase, config = machine._get(purchase_id), machine.flow.config
+    [payment] = sent
+    assert (payment.first_name, payment.last_name, payment.home_phone, payment.email_address, payment.type,
+            payment.address) == (config.first_name, config.last_name, config.phone, config.email, "CREDIT_CARD", address)
+    assert payment.card.number.get_secret_value().startswith("fake-valid-nonce-")
+    assert payment.card.cin == config.payment_cin
+    cart = purchase.partner_data["cart"]
+    assert (payment.amount, payment.currency) == (Decimal(cart["grand"]), cart["currency"])
+    assert payment.third_party_account_id == purchase.partner_data["third_party_account_id"]
+
+
+def test_a_payment_refused_for_the_account_pauses_the_purchase_naming_the_call(machine: TmPurchaseMachine) -> None:
+    _first(machine)
+    assert _step(machine, "quote_purchase", ("add_payment", "payment_refused")) is State.PAUSED
+    row = _tm_last_row(machine.purchases[0])
+    assert row.reason == "account cannot add_payment: 20122"
+
+
+def test_a_payment_answered_202_keeps_its_polling_url_for_the_next_step(machine: TmPurchaseMachine) -> None:
+    purchase_id = _first(machine)
+    assert _step(machine, "quote_purchase", ("add_payment", "polling")) is State.RECEIVED
+    pending = machine._get(purchase_id).partner_data["pending"]
+    assert pending["operation"] == "add_payment" and pending["url"]
+    assert machine.fake.calls_of("commit") == []
