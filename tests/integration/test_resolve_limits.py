@@ -1,14 +1,15 @@
-"""The core's order steps (`steps/order.py`, issue 20): its stop on resolving an unknown order, and
-what it does before it hands a purchase to its partner's flow.
+"""The core's steps before the flow (`steps/quote.py`, `steps/order.py`, issue 20): the stop on
+resolving an unknown order, and what a step does before it hands a purchase to its partner's flow.
 
 After ORDER_RESOLVE_ATTEMPTS claims, a purchase whose order outcome is still unknown goes to
 NEEDS_ATTENTION, without asking its partner again: for a flow that does not count its own waits
 (`limits_resolve_attempts`), and for a purchase whose partner is not enabled in this process.  A
 flow that counts its own waits (Ticketmaster: a commit polled against its cart's window) is asked
-every time.  Before the flow: an order step fails a purchase whose delivery deadline came too close
-(and lets the partner release what it holds), a resolution takes over a purchase whose worker never
-reported back, holding its claim for the flow; a purchase whose partner is not enabled here waits.
-Real Postgres; the toy partner's flow (in memory) records what it is asked.
+every time.  Before the flow: a quote or order step fails a purchase whose delivery deadline came
+too close, and a quote step one past its re-quote limit (letting the partner release what it
+holds); a resolution takes over a purchase whose worker never reported back, holding its claim for
+the flow; a purchase whose partner is not enabled here waits.  Real Postgres; the toy partner's
+flow (in memory) records what it is asked.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fulfilment.flowkit.flow import Partners, StepContext
 from fulfilment.settings import Settings, get_settings
 from fulfilment.state_machine import State
 from fulfilment.steps.order import place_order, resolve_order
+from fulfilment.steps.quote import quote
 from models import Purchase, PurchaseTransition
 from tests.support.factories import reload, stored_purchase
 from tests.support.toy_partner.flow import ToyFlow
@@ -44,6 +46,7 @@ class RecordingFlow(ToyFlow):
         self.limits_resolve_attempts = not counts_its_own_waits
         self.resolved: list[uuid.UUID] = []
         self.ordered: list[uuid.UUID] = []
+        self.quoted: list[tuple[uuid.UUID, StepContext]] = []
         self.released: list[tuple[uuid.UUID, Settings]] = []
         self.handed: list[Purchase] = []  # the purchase each call was handed
         self.stored: list[Purchase] = []  # the purchase's row in Postgres as each call began
@@ -57,6 +60,10 @@ class RecordingFlow(ToyFlow):
     def order(self, purchase: Purchase, step: StepContext) -> Next | None:
         self.ordered.append(purchase.id)
         return super().order(purchase, step)
+
+    def quote(self, purchase: Purchase, step: StepContext) -> Next | None:
+        self.quoted.append((purchase.id, step))
+        return super().quote(purchase, step)
 
     def release(self, purchase: Purchase, settings: Settings) -> None:
         self.released.append((purchase.id, settings))
@@ -168,6 +175,49 @@ def test_too_close_to_the_deadline_a_purchase_whose_partner_is_not_enabled_fails
     assert (reload(purchase_id).state, reload(purchase_id).failure_code) == (State.FAILED, DEADLINE_CODE)
 
 
+def _received(*, quotes_taken: int = 0) -> uuid.UUID:
+    purchase_id = stored_purchase()
+    with session_scope() as session:
+        session.execute(text("UPDATE purchases SET quotes_taken = :n, next_action_at = now() WHERE id = :id"),
+                        {"n": quotes_taken, "id": purchase_id})
+    return purchase_id
+
+
+def test_a_quote_step_too_close_to_the_deadline_fails_it_by_its_message_unquoted() -> None:
+    flow = RecordingFlow(counts_its_own_waits=False)
+    settings = _settings().model_copy(update={"min_delivery_lead_seconds": 4 * 86400.0})
+    purchase_id = _received()
+    assert quote(purchase_id, partner=Partners(default=flow), settings=settings, message_id="m-q") is None
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.failure_code) == (State.FAILED, DEADLINE_CODE)
+    assert flow.quoted == [] and flow.released == [(purchase_id, settings)]
+    failed = _history(purchase_id)[-1]
+    assert (failed.to_state, failed.message_id) == ("failed", "m-q")
+
+
+def test_past_the_requote_limit_the_quote_step_fails_it_by_its_message() -> None:
+    flow = RecordingFlow(counts_its_own_waits=False)
+    settings = _settings().model_copy(update={"max_requotes": 2})
+    purchase_id = _received(quotes_taken=3)
+    assert quote(purchase_id, partner=Partners(default=flow), settings=settings, message_id="m-limit") is None
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.failure_code, purchase.failure_message) == (
+        State.FAILED, "REQUOTE_LIMIT", "3 quotes taken, none could be ordered")
+    assert flow.quoted == [] and flow.released == [(purchase_id, settings)]
+    failed = _history(purchase_id)[-1]
+    assert (failed.to_state, failed.message_id, failed.reason) == ("failed", "m-limit", "re-quote limit reached (2 re-quotes)")
+
+
+def test_at_the_requote_limit_the_flow_quotes_with_the_step_s_context() -> None:
+    flow = RecordingFlow(counts_its_own_waits=False)
+    settings = _settings().model_copy(update={"max_requotes": 2})
+    purchase_id = _received(quotes_taken=2)
+    quote(purchase_id, partner=Partners(flows={"tbb": flow}), settings=settings, message_id="m-q", hand_over=True)
+    [(quoted, step)] = flow.quoted
+    assert quoted == purchase_id and (step.settings, step.message_id, step.hand_over) == (settings, "m-q", True)
+    assert reload(purchase_id).state == State.QUOTED
+
+
 def _parked_as_not_enabled(purchase_id: uuid.UUID, state: State, settings: Settings) -> None:
     purchase = reload(purchase_id)
     waits = (purchase.next_action_at - dt.datetime.now(dt.UTC)).total_seconds()
@@ -177,17 +227,24 @@ def _parked_as_not_enabled(purchase_id: uuid.UUID, state: State, settings: Setti
     assert (purchase.claim_token, purchase.claimed_until, purchase.failure_code) == (None, None, None)
 
 
-@pytest.mark.parametrize("upto", [State.QUOTED, State.ORDER_UNKNOWN])
+STEP_OF = {State.RECEIVED: quote, State.QUOTED: place_order, State.ORDER_UNKNOWN: resolve_order}
+
+
+def _at(state: State) -> uuid.UUID:
+    return _received() if state == State.RECEIVED else _order_unknown(attempts=0, upto=state)
+
+
+@pytest.mark.parametrize("upto", list(STEP_OF))
 def test_a_purchase_whose_partner_is_not_enabled_waits_for_one_that_is(upto: State) -> None:
     """Nothing is sent and nothing is burnt: it waits PAYMENT_PAUSE_SECONDS, its lease given back."""
     settings = _settings().model_copy(update={"payment_pause_seconds": 600.0})
-    purchase_id = _order_unknown(attempts=0, upto=upto)
-    step = place_order if upto == State.QUOTED else resolve_order
+    purchase_id = _at(upto)
+    step = STEP_OF[upto]
     assert step(purchase_id, partner=Partners(flows={}), settings=settings, message_id="m") is None
     _parked_as_not_enabled(purchase_id, upto, settings)
 
 
-@pytest.mark.parametrize("upto", [State.QUOTED, State.ORDER_UNKNOWN])
+@pytest.mark.parametrize("upto", list(STEP_OF))
 def test_a_wait_for_a_partner_not_enabled_of_a_purchase_taken_over_is_noted_late_by_its_message(
         upto: State, monkeypatch: pytest.MonkeyPatch) -> None:
     real_park = flow_module.park
@@ -199,8 +256,8 @@ def test_a_wait_for_a_partner_not_enabled_of_a_purchase_taken_over_is_noted_late
         return real_park(purchase, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(flow_module, "park", taken_over_first)
-    purchase_id = _order_unknown(attempts=0, upto=upto)
-    step = place_order if upto == State.QUOTED else resolve_order
+    purchase_id = _at(upto)
+    step = STEP_OF[upto]
     assert step(purchase_id, partner=Partners(flows={}), settings=_settings(), message_id="m-parked") is None
     late = _history(purchase_id)[-1]
     assert (late.kind, late.message_id) == ("late_answer", "m-parked")

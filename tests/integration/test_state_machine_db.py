@@ -50,7 +50,22 @@ def test_transition_updates_state_history_and_outbox_together() -> None:
         last = state_machine.history(session, purchase_id)[-1]
         event = session.scalars(select(OutboxEvent).where(OutboxEvent.transition_id == last.id)).one()
     assert (last.from_state, last.to_state, last.reason) == ("received", "failed", "because")
+    assert (event.payload["previous_state"], event.payload["state"]) == ("received", "failed")
     assert event.payload["failure"] == {"code": "EVENT_NOT_FOUND", "message": "no such event"}
+
+
+def test_a_transition_is_logged_counted_and_leaves_no_stale_copy_in_the_session(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from prometheus_client import REGISTRY
+
+    purchase_id = stored_purchase()
+    before = REGISTRY.get_sample_value("fulfil_events_total", {"event": "purchase.paused"}) or 0.0
+    with caplog.at_level("INFO", logger="fulfilment.state_machine"), session_scope() as session:
+        held = session.get_one(Purchase, purchase_id)
+        state_machine.transition(session, held, State.PAUSED, reason="waiting", next_action_in=60)
+        assert held.state == "paused"  # the session's copy was expired, not left as it was
+    assert f"purchase {purchase_id}: received -> paused (waiting)" in caplog.messages
+    assert REGISTRY.get_sample_value("fulfil_events_total", {"event": "purchase.paused"}) == before + 1
 
 
 def test_stale_transition_writes_nothing() -> None:
@@ -59,8 +74,9 @@ def test_stale_transition_writes_nothing() -> None:
     with session_scope() as session:
         state_machine.transition(session, session.get_one(Purchase, purchase_id), State.PAUSED,
                                  reason="first", next_action_in=60)
-    with pytest.raises(StaleTransition), session_scope() as session:
+    with pytest.raises(StaleTransition) as refused, session_scope() as session:
         state_machine.transition(session, stale, State.FAILED, reason="second")
+    assert (refused.value.purchase_id, refused.value.expected) == (purchase_id, State.RECEIVED)
     assert reload(purchase_id).state == "paused"
     assert counts(purchase_id) == (2, 2)
 
