@@ -299,6 +299,26 @@ def test_a_wait_in_postgres_keeps_its_reason_cut_at_2000_characters(settings: Se
     assert after.last_error == why[:2000] and after.claim_token is None
 
 
+def test_a_deadline_exactly_the_lead_away_is_already_too_close(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MIN_DELIVERY_LEAD_SECONDS is the least lead an order may have: at exactly that lead, none is placed."""
+    import types
+
+    from fulfilment.flowkit import fencing
+
+    frozen = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz: dt.tzinfo | None = None) -> Frozen:  # type: ignore[override]
+            return frozen  # type: ignore[return-value]
+
+    monkeypatch.setattr(fencing, "dt", types.SimpleNamespace(datetime=Frozen, UTC=dt.UTC, timedelta=dt.timedelta))
+    lead = dt.timedelta(seconds=settings.min_delivery_lead_seconds)
+    for deadline, too_close in ((frozen + lead, True), (frozen + lead + dt.timedelta(microseconds=1), False)):
+        assert fencing.too_close_to_deadline(Purchase(delivery_deadline=deadline), settings) is too_close
+
+
 def test_history_names_the_attempt_even_when_claim_and_transition_share_a_session(
     settings: Settings, tbb: Partner
 ) -> None:

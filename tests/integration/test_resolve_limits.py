@@ -63,6 +63,8 @@ class RecordingFlow(ToyFlow):
 
     def quote(self, purchase: Purchase, step: StepContext) -> Next | None:
         self.quoted.append((purchase.id, step))
+        self.handed.append(purchase)
+        self.stored.append(reload(purchase.id))
         return super().quote(purchase, step)
 
     def release(self, purchase: Purchase, settings: Settings) -> None:
@@ -192,7 +194,7 @@ def test_a_quote_step_too_close_to_the_deadline_fails_it_by_its_message_unquoted
     assert (purchase.state, purchase.failure_code) == (State.FAILED, DEADLINE_CODE)
     assert flow.quoted == [] and flow.released == [(purchase_id, settings)]
     failed = _history(purchase_id)[-1]
-    assert (failed.to_state, failed.message_id) == ("failed", "m-q")
+    assert (failed.to_state, failed.message_id, failed.reason) == ("failed", "m-q", "delivery deadline too close to order")
 
 
 def test_past_the_requote_limit_the_quote_step_fails_it_by_its_message() -> None:
@@ -215,7 +217,23 @@ def test_at_the_requote_limit_the_flow_quotes_with_the_step_s_context() -> None:
     quote(purchase_id, partner=Partners(flows={"tbb": flow}), settings=settings, message_id="m-q", hand_over=True)
     [(quoted, step)] = flow.quoted
     assert quoted == purchase_id and (step.settings, step.message_id, step.hand_over) == (settings, "m-q", True)
+    assert _claim_live(flow.stored[0], flow.handed[0], settings)  # the flow works under a live lease
     assert reload(purchase_id).state == State.QUOTED
+
+
+def test_a_claim_handed_over_for_another_purchase_or_state_is_refused_naming_both() -> None:
+    """The order step run in line takes the quote step's claim: one for another purchase, or for a
+    purchase in a state this step does not work on, is a programming error, said plainly."""
+    from fulfilment.flowkit.fencing import Claim
+
+    flow = RecordingFlow(counts_its_own_waits=False)
+    purchase_id, other_id = _received(), _received()
+    handed = Claim(purchase=reload(other_id), started=0.0)
+    with pytest.raises(ValueError) as refused:
+        quote(purchase_id, partner=Partners(default=flow), settings=_settings(), claim=handed)
+    assert str(refused.value) == (f"claim handed over for {other_id} (received), "
+                                  f"not for purchase {purchase_id} in received, paused")
+    assert flow.quoted == [] and reload(purchase_id).attempts == 0
 
 
 def _parked_as_not_enabled(purchase_id: uuid.UUID, state: State, settings: Settings) -> None:

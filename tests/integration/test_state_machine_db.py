@@ -249,6 +249,26 @@ def test_a_save_under_a_claim_taken_over_raises_naming_the_purchase_and_changes_
     assert reload(purchase_id).last_error is None
 
 
+def test_the_one_statement_changes_run_on_a_sqlalchemy_connection_too() -> None:
+    """An Executor may be a Session, a psycopg connection (the steps' hot path) or a SQLAlchemy
+    Connection (a caller's own transaction): the same statements, the same answers."""
+    from fulfilment.db import get_engine
+
+    purchase_id = stored_purchase()
+    with get_engine().begin() as connection:
+        claimed = state_machine.claim(connection, purchase_id, [State.RECEIVED], lease_seconds=30)
+        assert claimed is not None and claimed.claim_token is not None
+        assert state_machine.release(connection, claimed, retry_in=5, error="later")
+    with get_engine().begin() as connection:
+        again = state_machine.claim(connection, purchase_id, [State.RECEIVED], lease_seconds=30)
+        assert again is not None
+        moved = state_machine.transition(connection, again, State.PAUSED, reason="on a connection", next_action_in=60)
+        assert moved.state == "paused"
+        assert not state_machine.release(connection, again, retry_in=5)  # a stale claim: no row changed
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.last_error) == ("paused", "later")
+
+
 def test_only_if_due_claims_wait_for_the_next_action_time() -> None:
     purchase_id = stored_purchase()  # next action in REDRIVE_AFTER_SECONDS (3 s)
     with session_scope() as session:
