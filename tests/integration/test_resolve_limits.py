@@ -1,5 +1,6 @@
-"""The core's steps before the flow (`steps/quote.py`, `steps/order.py`, issue 20): the stop on
-resolving an unknown order, and what a step does before it hands a purchase to its partner's flow.
+"""The core's steps before the flow (`steps/quote.py`, `steps/order.py`, `steps/transfer.py`, issue
+20): the stop on resolving an unknown order, and what a step does before it hands a purchase to its
+partner's flow.
 
 After ORDER_RESOLVE_ATTEMPTS claims, a purchase whose order outcome is still unknown goes to
 NEEDS_ATTENTION, without asking its partner again: for a flow that does not count its own waits
@@ -8,7 +9,8 @@ flow that counts its own waits (Ticketmaster: a commit polled against its cart's
 every time.  Before the flow: a quote or order step fails a purchase whose delivery deadline came
 too close, and a quote step one past its re-quote limit (letting the partner release what it
 holds); a resolution takes over a purchase whose worker never reported back, holding its claim for
-the flow; a purchase whose partner is not enabled here waits.  Real Postgres; the toy partner's
+the flow; a delivery step hands a due purchase to its flow (one whose flow delivers another way goes
+to a person); a purchase whose partner is not enabled here waits.  Real Postgres; the toy partner's
 flow (in memory) records what it is asked.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -30,6 +33,7 @@ from fulfilment.settings import Settings, get_settings
 from fulfilment.state_machine import State
 from fulfilment.steps.order import place_order, resolve_order
 from fulfilment.steps.quote import quote
+from fulfilment.steps.transfer import check_transfer, fetch_tickets
 from models import Purchase, PurchaseTransition
 from tests.support.factories import reload, stored_purchase
 from tests.support.toy_partner.flow import ToyFlow
@@ -47,6 +51,7 @@ class RecordingFlow(ToyFlow):
         self.resolved: list[uuid.UUID] = []
         self.ordered: list[uuid.UUID] = []
         self.quoted: list[tuple[uuid.UUID, StepContext]] = []
+        self.delivered: list[tuple[uuid.UUID, StepContext]] = []
         self.released: list[tuple[uuid.UUID, Settings]] = []
         self.handed: list[Purchase] = []  # the purchase each call was handed
         self.stored: list[Purchase] = []  # the purchase's row in Postgres as each call began
@@ -60,6 +65,12 @@ class RecordingFlow(ToyFlow):
     def order(self, purchase: Purchase, step: StepContext) -> Next | None:
         self.ordered.append(purchase.id)
         return super().order(purchase, step)
+
+    def deliver(self, purchase: Purchase, step: StepContext) -> Next | None:
+        self.delivered.append((purchase.id, step))
+        self.handed.append(purchase)
+        self.stored.append(reload(purchase.id))
+        return super().deliver(purchase, step)
 
     def quote(self, purchase: Purchase, step: StepContext) -> Next | None:
         self.quoted.append((purchase.id, step))
@@ -245,11 +256,61 @@ def _parked_as_not_enabled(purchase_id: uuid.UUID, state: State, settings: Setti
     assert (purchase.claim_token, purchase.claimed_until, purchase.failure_code) == (None, None, None)
 
 
-STEP_OF = {State.RECEIVED: quote, State.QUOTED: place_order, State.ORDER_UNKNOWN: resolve_order}
+def _ordered(waiting: State, *, due: bool = True) -> uuid.UUID:
+    """A purchase whose order is confirmed, waiting in `waiting` (its transfer or its tickets)."""
+    purchase_id = _order_unknown(attempts=0, upto=State.ORDERING)
+    with session_scope() as session:
+        state_machine.transition(session, session.get_one(Purchase, purchase_id), waiting, reason="test",
+                                 next_action_in=0 if due else 600,
+                                 changes={"order_id": f"TOYO-{purchase_id}", "order_status": "pending"})
+    return purchase_id
+
+
+STEP_OF = {State.RECEIVED: quote, State.QUOTED: place_order, State.ORDER_UNKNOWN: resolve_order,
+           State.AWAITING_TRANSFER: check_transfer, State.AWAITING_TICKETS: fetch_tickets}
 
 
 def _at(state: State) -> uuid.UUID:
+    if state in (State.AWAITING_TRANSFER, State.AWAITING_TICKETS):
+        return _ordered(state)
     return _received() if state == State.RECEIVED else _order_unknown(attempts=0, upto=state)
+
+
+def test_a_delivery_step_hands_a_due_purchase_to_its_flow_under_a_live_claim() -> None:
+    flow = RecordingFlow(counts_its_own_waits=False)
+    purchase_id = _ordered(State.AWAITING_TRANSFER)
+    check_transfer(purchase_id, partner=Partners(flows={"tbb": flow}), settings=_settings(), message_id="m-d")
+    [(delivered, step)] = flow.delivered
+    assert delivered == purchase_id and (step.settings, step.message_id) == (_settings(), "m-d")
+    assert _claim_live(flow.stored[0], flow.handed[0], _settings())
+    assert reload(purchase_id).state == State.TRANSFER_COMPLETE
+
+
+def test_a_delivery_step_leaves_a_purchase_whose_next_check_is_not_due_alone() -> None:
+    """A duplicate nudge finds the next check in the future and does nothing."""
+    flow = RecordingFlow(counts_its_own_waits=False)
+    purchase_id = _ordered(State.AWAITING_TRANSFER, due=False)
+    assert check_transfer(purchase_id, partner=Partners(default=flow), settings=_settings(), message_id="m") is None
+    assert flow.delivered == [] and reload(purchase_id).claim_token is None
+
+
+@pytest.mark.parametrize(("waiting", "step", "flow_waits_in", "code", "kind", "does_not"), [
+    (State.AWAITING_TICKETS, fetch_tickets, State.AWAITING_TRANSFER, "NO_TICKET_FLOW", "ticket", "does not issue tickets"),
+    (State.AWAITING_TRANSFER, check_transfer, State.AWAITING_TICKETS, "NO_TRANSFER_FLOW", "transfer",
+     "does not transfer orders"),
+])
+def test_a_purchase_waiting_for_a_delivery_its_flow_does_not_make_goes_to_a_person(
+        waiting: State, step: Any, flow_waits_in: State, code: str, kind: str, does_not: str) -> None:
+    flow = RecordingFlow(counts_its_own_waits=False)
+    flow.ordered_state = flow_waits_in
+    purchase_id = _ordered(waiting)
+    assert step(purchase_id, partner=Partners(default=flow), settings=_settings(), message_id="m-x") is None
+    purchase = reload(purchase_id)
+    assert (purchase.state, purchase.failure_code, purchase.failure_message) == (
+        State.NEEDS_ATTENTION, code, f"partner 'tbb' {does_not}")
+    assert flow.delivered == []
+    held = _history(purchase_id)[-1]
+    assert (held.message_id, held.reason) == ("m-x", f"no {kind} flow for this partner")
 
 
 @pytest.mark.parametrize("upto", list(STEP_OF))
