@@ -171,6 +171,28 @@ def test_a_re_quote_after_an_order_step_is_always_a_message(tbb: Partner) -> Non
     assert runner.runs_inline(runner.INTAKE, Next(StepName.QUOTE), settings(True))
 
 
+def test_a_handed_over_step_that_does_not_run_in_line_gives_its_claim_back_and_keeps_its_delay(tbb: Partner) -> None:
+    """A following step with a delay is sent, never run in line: the claim handed with it is given
+    back (the message claims at once; the scheduler's re-drive after REDRIVE_AFTER_SECONDS if it never
+    comes), and the message keeps the step's delay."""
+    import datetime as dt
+
+    purchase_id = stored_purchase()
+    with session_scope() as session:
+        claimed = state_machine.claim(session, purchase_id, [State.RECEIVED], lease_seconds=60)
+    assert claimed is not None
+    sent: Sent = []
+    handed = Next(StepName.ORDER, 2.0, claim=Claim(claimed, step_started()))
+    runner.deliver(handed, purchase_id, after=StepName.QUOTE, partner=TbbFlow(tbb), settings=settings(True),
+                   message_id="quote-msg", send=lambda following, pid: sent.append((following, pid)))
+    assert sent == [(Next("place_order", 2.0), purchase_id)]
+    stored = reload(purchase_id)
+    assert (stored.state, stored.claim_token, stored.claimed_until) == ("received", None, None)
+    waits = (stored.next_action_at - dt.datetime.now(dt.UTC)).total_seconds()
+    redrive = get_settings().redrive_after_seconds
+    assert redrive - 30 < waits <= redrive
+
+
 def test_a_step_that_fails_in_line_is_handed_to_its_message(tbb: Partner, monkeypatch: pytest.MonkeyPatch) -> None:
     def database_gone(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("the database went away")
