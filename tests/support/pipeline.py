@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy.exc
 from sqlalchemy import select
 
 from fulfilment.db import session_scope
@@ -54,20 +55,31 @@ def purchases(ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Purchase]:
 
 def wait_until(ids: Iterable[uuid.UUID], done: Callable[[Purchase], bool], *, timeout: float = 90,
                pipeline: Pipeline | None = None) -> dict[uuid.UUID, Purchase]:
-    """Poll Postgres until every purchase satisfies `done`; fail with where each one stands."""
+    """Poll Postgres until every purchase satisfies `done`; fail with where each one stands.
+
+    A read that cannot reach Postgres (a failover in progress: the old primary down, the new one
+    not yet writable) is tried again until `timeout`, as the workers wait it out; the last such
+    error is in the failure."""
     wanted = list(ids)
     deadline = time.monotonic() + timeout
     found: dict[uuid.UUID, Purchase] = {}
+    unreachable = ""
     while time.monotonic() < deadline:
-        found = purchases(wanted)
+        try:
+            found = purchases(wanted)
+        except sqlalchemy.exc.OperationalError as error:
+            unreachable = f"\nlast read failed: {str(error).splitlines()[0]}"
+            time.sleep(1.0)
+            continue
+        unreachable = ""
         if len(found) == len(wanted) and all(done(p) for p in found.values()):
             return found
         time.sleep(0.25)
     stuck = {str(i): (found[i].state, found[i].last_error) if i in found else "missing"
              for i in wanted if i not in found or not done(found[i])}
-    detail = ""
+    detail = unreachable
     if pipeline is not None:
-        detail = f"\nworkers log:\n{pipeline.workers.log_tail()}\nscheduler log:\n{pipeline.scheduler.log_tail(15)}"
+        detail += f"\nworkers log:\n{pipeline.workers.log_tail()}\nscheduler log:\n{pipeline.scheduler.log_tail(15)}"
     raise AssertionError(f"{len(stuck)} purchase(s) not done after {timeout}s: {stuck}{detail}")
 
 
