@@ -43,7 +43,7 @@ LIMIT = 3
 
 
 class RecordingFlow(ToyFlow):
-    """The toy flow, noting each purchase it is asked to resolve."""
+    """The toy flow, noting each purchase it is asked to quote, order, resolve or deliver."""
 
     def __init__(self, *, counts_its_own_waits: bool) -> None:
         super().__init__(ToyPartner())
@@ -58,8 +58,7 @@ class RecordingFlow(ToyFlow):
 
     def resolve(self, purchase: Purchase, step: StepContext) -> Next | None:
         self.resolved.append(purchase.id)
-        self.handed.append(purchase)
-        self.stored.append(reload(purchase.id))
+        self._asked(purchase)
         return super().resolve(purchase, step)
 
     def order(self, purchase: Purchase, step: StepContext) -> Next | None:
@@ -68,15 +67,18 @@ class RecordingFlow(ToyFlow):
 
     def deliver(self, purchase: Purchase, step: StepContext) -> Next | None:
         self.delivered.append((purchase.id, step))
-        self.handed.append(purchase)
-        self.stored.append(reload(purchase.id))
+        self._asked(purchase)
         return super().deliver(purchase, step)
 
     def quote(self, purchase: Purchase, step: StepContext) -> Next | None:
         self.quoted.append((purchase.id, step))
+        self._asked(purchase)
+        return super().quote(purchase, step)
+
+    def _asked(self, purchase: Purchase) -> None:
+        """The purchase as handed, and its row in Postgres as the call begins (whose claim it holds)."""
         self.handed.append(purchase)
         self.stored.append(reload(purchase.id))
-        return super().quote(purchase, step)
 
     def release(self, purchase: Purchase, settings: Settings) -> None:
         self.released.append((purchase.id, settings))
