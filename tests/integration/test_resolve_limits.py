@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from fulfilment import state_machine
 from fulfilment.db import session_scope
@@ -108,8 +108,7 @@ def _settings():  # type: ignore[no-untyped-def]
 
 def _history(purchase_id: uuid.UUID) -> list[PurchaseTransition]:
     with session_scope() as session:
-        return list(session.scalars(select(PurchaseTransition).where(PurchaseTransition.purchase_id == purchase_id)
-                                    .order_by(PurchaseTransition.id)))
+        return state_machine.history(session, purchase_id)
 
 
 def _claim_live(stored: Purchase, handed: Purchase, settings: Settings) -> bool:
